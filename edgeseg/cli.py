@@ -1,0 +1,262 @@
+"""The ``edgeseg`` command line (typer + rich). Each command parses arguments, calls one pipeline function and
+draws its result; user errors (``EdgesegError``) print one line and exit 2, without a traceback."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from edgeseg import pipeline
+from edgeseg.errors import EdgesegError
+from edgeseg.io import atomic_write_bytes
+
+app = typer.Typer(
+    help="edgeseg: attention segmentation models from PyTorch to edge devices, with measured parity, mIoU and "
+    "latency.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+weights_app = typer.Typer(help="Shipped weights: list and publish.", no_args_is_help=True)
+app.add_typer(weights_app, name="weights")
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def user_errors(fn):
+    """Turn an EdgesegError into ``error: ...`` on stderr and exit code 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except EdgesegError as exc:
+            err_console.print(f"[bold red]error:[/] {exc}", soft_wrap=True, highlight=False)
+            raise typer.Exit(exc.exit_code) from None
+
+    return wrapper
+
+
+class _Bar:
+    """A rich progress bar driven by pipeline events ("start", "advance"); it appears only once work starts, so
+    an input error before that prints its one line and nothing else."""
+
+    def __init__(self, description: str):
+        self.description, self.progress, self.task = description, None, None
+
+    def __enter__(self) -> "_Bar":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+    def __call__(self, kind: str, **fields) -> None:
+        if kind == "start":
+            if "fit" in fields:
+                err_console.print(f"input: {fields['fit']}")
+            self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                     TimeElapsedColumn(), TimeRemainingColumn(), console=err_console)
+            self.progress.start()
+            self.task = self.progress.add_task(self.description, total=fields.get("total"))
+        elif kind == "advance" and self.task is not None:
+            self.progress.advance(self.task)
+
+
+def _write_json(path: Path, obj: dict) -> None:
+    atomic_write_bytes(Path(path), (json.dumps(obj, indent=2) + "\n").encode())
+
+
+ModelOpt = typer.Option(..., "--model", "-m", help="Model name, e.g. efficientvit-b0 (see `edgeseg models`).")
+DatasetOpt = typer.Option(None, "--dataset", "-d", help="Head/label set: camvid (default), cityscapes, ade20k.")
+WeightsOpt = typer.Option(None, "--weights", "-w", help="A .pt state dict, or a shipped tag such as 'camvid'.")
+FitOpt = typer.Option("pad", "--fit", help="Make H, W multiples of 32: 'pad' (exact, default) or 'resize'.")
+SizeOpt = typer.Option(None, "--size", help="Network input HxW (multiples of 32); default: the image rounded up.")
+
+
+@app.command()
+@user_errors
+def models(size: Optional[str] = typer.Option(None, "--size", help="Count MACs at HxW instead of each dataset's "
+                                              "default input."),
+           json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the table as JSON.")):
+    """List registered models: dataset heads, classes, params, GMACs, shipped weights."""
+    rows = pipeline.models_table(size)
+    table = Table(title="edgeseg models")
+    for col in ("model", "dataset", "classes", "params (M)", "input", "GMACs", "weights"):
+        table.add_column(col, justify="right" if col in ("classes", "params (M)", "GMACs") else "left")
+    for r in rows:
+        table.add_row(r["model"], r["dataset"], str(r["classes"]), f"{r['params_m']:.3f}", r["input"],
+                      f"{r['gmacs']:.2f}", r["weights"] or "-")
+    console.print(table)
+    if json_out:
+        _write_json(json_out, {"models": rows})
+
+
+def _metrics_table(report: dict) -> Table:
+    table = Table(title=f"{report['model']} ({report['runtime']}) on {report['data']} [{report['split']}], "
+                  f"{report['images']} images")
+    table.add_column("class")
+    table.add_column("IoU", justify="right")
+    for name, iou in report["iou"].items():
+        table.add_row(name, "-" if iou is None else f"{100 * iou:.2f}")
+    table.add_section()
+    table.add_row("[bold]mIoU", f"[bold]{100 * report['miou']:.2f}")
+    table.add_row("pixel accuracy", f"{100 * report['pixel_accuracy']:.2f}")
+    return table
+
+
+@app.command("eval")
+@user_errors
+def eval_cmd(
+    model: str = ModelOpt,
+    dataset: Optional[str] = DatasetOpt,
+    weights: Optional[str] = WeightsOpt,
+    data: Path = typer.Option(pipeline.SAMPLE_DATA, "--data", help="Folder with SPLIT/images and SPLIT/labels "
+                              "(default: the bundled CamVid sample)."),
+    split: str = typer.Option("val", "--split"),
+    fit: str = FitOpt,
+    size: Optional[str] = SizeOpt,
+    limit: Optional[int] = typer.Option(None, "--limit", help="Only the first N images."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="torch intra-op threads."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the report as JSON."),
+):
+    """mIoU, pixel accuracy and per-class IoU on a labelled split."""
+    with _Bar("eval") as bar:
+        report = pipeline.evaluate(model, dataset, weights, data, split, fit, size, limit, threads, progress=bar)
+    console.print(_metrics_table(report))
+    console.print(f"mIoU {100 * report['miou']:.2f}  pixel accuracy {100 * report['pixel_accuracy']:.2f}  "
+                  f"({report['images']} images, {report['seconds']:.1f} s)")
+    if json_out:
+        _write_json(json_out, report)
+
+
+@app.command()
+@user_errors
+def predict(
+    model: str = ModelOpt,
+    dataset: Optional[str] = DatasetOpt,
+    weights: Optional[str] = WeightsOpt,
+    images: Path = typer.Option(..., "--images", help="Folder of .jpg/.png images."),
+    out: Path = typer.Option(..., "--out", help="Output folder for label PNGs."),
+    overlay: bool = typer.Option(False, "--overlay", help="Also write colour overlays to OUT/overlay."),
+    fit: str = FitOpt,
+    size: Optional[str] = SizeOpt,
+):
+    """Write one 8-bit class-index PNG per image (same stem, same size), optionally colour overlays."""
+    with _Bar("predict") as bar:
+        written = pipeline.predict(model, dataset, weights, images, out, overlay, fit, size, progress=bar)
+    console.print(f"wrote {len(written)} label map(s) to {out}" + (f" and overlays to {out / 'overlay'}"
+                                                                 if overlay else ""))
+
+
+def _parse_hw(text: str, what: str) -> tuple[int, int]:
+    from edgeseg.data.transforms import parse_size
+
+    try:
+        return parse_size(text)
+    except EdgesegError as exc:
+        raise EdgesegError(f"{what}: {exc}") from None
+
+
+@app.command()
+@user_errors
+def train(
+    model: str = ModelOpt,
+    dataset: str = typer.Option("camvid", "--dataset", "-d"),
+    data: Path = typer.Option(..., "--data", help="Folder with train/ and val/ (images/ + labels/)."),
+    out: Path = typer.Option(..., "--out", help="Run folder: last.pt, best.pt, train.json."),
+    epochs: int = typer.Option(150, "--epochs"),
+    batch_size: int = typer.Option(8, "--batch-size"),
+    crop: str = typer.Option("320x320", "--crop", help="Random crop HxW (multiple of 32)."),
+    lr: float = typer.Option(2e-3, "--lr"),
+    weight_decay: float = typer.Option(0.05, "--weight-decay"),
+    loss: str = typer.Option("wce", "--loss", help="ce | wce (class-weighted CE) | ohem"),
+    eval_every: int = typer.Option(5, "--eval-every"),
+    seed: int = typer.Option(0, "--seed"),
+    threads: Optional[int] = typer.Option(None, "--threads"),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Stop after N steps (smoke runs)."),
+    limit_train: Optional[int] = typer.Option(None, "--limit-train", help="Use only the first N train images."),
+    limit_val: Optional[int] = typer.Option(None, "--limit-val", help="Use only the first N val images."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from OUT/last.pt."),
+):
+    """Train a model (CPU, or CUDA when present); best and last checkpoints and train.json in OUT."""
+    from edgeseg.train.trainer import TrainConfig
+
+    cfg = TrainConfig(model=model, dataset=dataset, data=str(data), out=str(out), epochs=epochs,
+                      batch_size=batch_size, crop=_parse_hw(crop, "--crop"), lr=lr, weight_decay=weight_decay,
+                      loss=loss, eval_every=eval_every, seed=seed, threads=threads, max_steps=max_steps,
+                      limit_train=limit_train, limit_val=limit_val)
+    progress = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("epoch {task.fields[epoch]} loss {task.fields[loss]:.4f} lr {task.fields[lr]:.2e} "
+                                   "{task.fields[ips]:.1f} img/s best mIoU {task.fields[best]}"),
+                        TimeElapsedColumn(), TimeRemainingColumn(), console=err_console)
+    state = {"task": None}
+
+    def report(kind: str, **f):
+        if kind == "start":
+            err_console.print(f"training {model} on {f['images']} images, device {f['device']}")
+            progress.start()  # only now: an input error before this prints just its one line
+            state["task"] = progress.add_task("train", total=f["total_steps"], completed=f["done_steps"], epoch=0,
+                                              loss=0.0, lr=0.0, ips=0.0, best="-")
+        elif kind == "step":
+            progress.update(state["task"], completed=f["step"], epoch=f["epoch"], loss=f["loss"], lr=f["lr"],
+                            ips=f["ips"])
+        elif kind == "eval":
+            progress.update(state["task"], best=f"{100 * f['best']:.2f}")
+            progress.console.print(f"epoch {f['epoch']}: val mIoU {100 * f['miou']:.2f} "
+                                   f"(best {100 * f['best']:.2f})")
+
+    try:
+        result = pipeline.train(cfg, progress=report, resume=resume)
+    finally:
+        progress.stop()
+    console.print(f"best val mIoU {100 * result.best_miou:.2f} at epoch {result.best_epoch}; "
+                  f"checkpoints in {result.out}")
+
+
+@weights_app.command("list")
+@user_errors
+def weights_list():
+    """Shipped weights with their recorded val mIoU and training command."""
+    from edgeseg.models.weights import read_index
+
+    table = Table(title="shipped weights")
+    for col in ("model", "tag", "val mIoU", "epochs", "file", "sha256"):
+        table.add_column(col)
+    for model_name, tags in read_index().items():
+        for tag, rec in tags.items():
+            miou = rec.get("val_miou")
+            table.add_row(model_name, tag, "-" if miou is None else f"{100 * miou:.2f}", str(rec.get("epochs")),
+                          rec["file"], rec["sha256"][:12])
+    console.print(table)
+
+
+@weights_app.command("publish")
+@user_errors
+def weights_publish(
+    run: Path = typer.Option(..., "--run", help="A finished training run folder (best.pt, train.json)."),
+    tag: str = typer.Option(..., "--tag", help="Registry tag, e.g. camvid."),
+    command: Optional[str] = typer.Option(None, "--command", help="The training command to record."),
+    hardware: Optional[str] = typer.Option(None, "--hardware", help="Where it was trained, to record."),
+):
+    """Ship a run's best checkpoint as fp16 weights and record its (re-measured) val mIoU and sha256."""
+    record = pipeline.publish_weights(run, tag, command, hardware)
+    console.print(f"published {record['file']}: val mIoU {100 * record['val_miou']:.2f}, "
+                  f"sha256 {record['sha256'][:12]}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,222 @@
+"""Pipeline functions: what each CLI command does, without the terminal.
+
+The layers read top-down: ``cli`` -> ``pipeline`` -> models / data / eval / train (and later rewrite, exporters,
+quantize, runtimes, bench). Nothing below reaches up here. Progress is reported through plain callbacks so the
+CLI can draw rich bars and tests can run silently.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from PIL import Image
+
+from edgeseg.data.datasets import DATASETS, DatasetSpec, list_images, load_split, read_image
+from edgeseg.data.transforms import parse_size, plan_fit
+from edgeseg.errors import EdgesegError
+from edgeseg.eval.evaluate import argmax_labels, evaluate_arrays, predict_logits, torch_predictor
+from edgeseg.io import atomic_write_bytes
+from edgeseg.models import weights as weights_mod
+from edgeseg.models.registry import DEFAULT_INPUT, MODELS, count_macs, count_params, create_model, resolve_model_name
+from edgeseg.train.trainer import TrainConfig, TrainResult
+from edgeseg.train.trainer import train as run_training
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+SAMPLE_DATA = PACKAGE_DIR / "assets" / "sample" / "camvid"
+
+Progress = Callable[..., None]
+
+
+@dataclass
+class LoadedModel:
+    name: str
+    dataset: str
+    spec: DatasetSpec
+    model: torch.nn.Module
+    weights: weights_mod.WeightsSource
+
+    def weights_info(self) -> dict:
+        w = self.weights
+        return {"path": str(w.path), "tag": w.tag, "sha256": w.sha256}
+
+
+def load_model(model: str, dataset: str | None, weights: str | None) -> LoadedModel:
+    """Build a registered model and load weights strictly (a registry tag such as ``camvid``, or a file)."""
+    name, dataset = resolve_model_name(model, dataset)
+    if not weights:
+        tags = ", ".join(weights_mod.registered_tags(name)) or "none shipped"
+        raise EdgesegError(f"--weights is required: a .pt state dict or a registered tag for {name} ({tags})")
+    source = weights_mod.resolve_weights(name, weights)
+    net, spec = create_model(name, dataset)
+    weights_mod.load_weights(net, source)
+    return LoadedModel(name, dataset, spec, net.eval(), source)
+
+
+def _parse_optional_size(size: str | None) -> tuple[int, int] | None:
+    return parse_size(size) if size else None
+
+
+def evaluate(
+    model: str,
+    dataset: str | None,
+    weights: str | None,
+    data: Path,
+    split: str = "val",
+    fit: str = "pad",
+    size: str | None = None,
+    limit: int | None = None,
+    threads: int | None = None,
+    progress: Progress | None = None,
+) -> dict:
+    """mIoU, pixel accuracy and per-class IoU of a model over a labelled split; returns the JSON report."""
+    if threads:
+        torch.set_num_threads(threads)
+    loaded = load_model(model, dataset, weights)
+    samples, images, labels = load_split(Path(data), split)
+    if limit:
+        samples, images, labels = samples[:limit], images[:limit], labels[:limit]
+    input_size = _parse_optional_size(size)
+    fit_plan = plan_fit(images[0].shape[:2], fit, input_size)
+    report = progress or (lambda *a, **k: None)
+    report("start", total=len(images), fit=fit_plan.describe())
+    t0 = time.perf_counter()
+    metrics = evaluate_arrays(torch_predictor(loaded.model), images, labels, loaded.spec, fit, input_size,
+                              on_step=lambda: report("advance"))
+    seconds = time.perf_counter() - t0
+    return {
+        "model": loaded.name,
+        "dataset": loaded.dataset,
+        "runtime": "pytorch",
+        "weights": loaded.weights_info(),
+        "data": str(data),
+        "split": split,
+        "images": len(images),
+        "input": fit_plan.describe(),
+        **metrics.as_dict(loaded.spec.classes),
+        "seconds": seconds,
+        "machine": {"platform": platform.platform(), "torch": torch.__version__, "threads": torch.get_num_threads()},
+    }
+
+
+def colorize(labels: np.ndarray, spec: DatasetSpec) -> np.ndarray:
+    palette = np.zeros((256, 3), dtype=np.uint8)
+    palette[: spec.num_classes] = np.array(spec.palette, dtype=np.uint8)
+    return palette[labels]
+
+
+def _png_bytes(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def predict(
+    model: str,
+    dataset: str | None,
+    weights: str | None,
+    images: Path,
+    out: Path,
+    overlay: bool = False,
+    fit: str = "pad",
+    size: str | None = None,
+    progress: Progress | None = None,
+) -> list[Path]:
+    """One 8-bit class-index PNG per image (same stem and size as the input) in ``out``; with ``overlay``, a colour
+    overlay in ``out/overlay``. Each file is written atomically."""
+    loaded = load_model(model, dataset, weights)
+    files = list_images(Path(images))
+    input_size = _parse_optional_size(size)
+    predictor = torch_predictor(loaded.model)
+    report = progress or (lambda *a, **k: None)
+    report("start", total=len(files))
+    out = Path(out)
+    written = []
+    for path in files:
+        image = read_image(path)
+        plan = plan_fit(image.shape[:2], fit, input_size)
+        labels = argmax_labels(predict_logits(predictor, image, plan))
+        target = out / f"{path.stem}.png"
+        atomic_write_bytes(target, _png_bytes(labels))
+        written.append(target)
+        if overlay:
+            blend = (0.5 * image + 0.5 * colorize(labels, loaded.spec)).astype(np.uint8)
+            atomic_write_bytes(out / "overlay" / f"{path.stem}.png", _png_bytes(blend))
+        report("advance", file=path.name, input=plan.describe())
+    return written
+
+
+def models_table(size: str | None = None) -> list[dict]:
+    """Every registered model x dataset: classes, params and GMACs at the dataset's default (or given) size."""
+    rows = []
+    fixed = _parse_optional_size(size)
+    for name, entry in MODELS.items():
+        tags = weights_mod.registered_tags(name)
+        for dataset in entry.datasets:
+            spec = DATASETS[dataset]
+            with torch.device("meta"):
+                params = count_params(entry.build(dataset, spec.num_classes))
+            input_size = fixed or DEFAULT_INPUT[dataset]
+            rows.append({
+                "model": name,
+                "dataset": dataset,
+                "classes": spec.num_classes,
+                "params_m": params / 1e6,
+                "input": f"{input_size[0]}x{input_size[1]}",
+                "gmacs": count_macs(name, dataset, input_size) / 1e9,
+                "weights": ", ".join(t for t, rec in tags.items() if rec.get("dataset") == dataset),
+            })
+    return rows
+
+
+def train(cfg: TrainConfig, progress: Progress | None = None, resume: bool = False) -> TrainResult:
+    resolve_model_name(cfg.model, cfg.dataset)  # fail fast on a bad name, before loading data
+    return run_training(cfg, progress=progress, resume=resume)
+
+
+def publish_weights(run: Path, tag: str, command: str | None = None, hardware: str | None = None) -> dict:
+    """Register ``run/best.pt`` as shipped weights: fp16 file + index entry with mIoU, epochs, command, hash.
+
+    The recorded val mIoU is measured again on the published fp16 file (not copied from training), so
+    ``edgeseg eval --weights TAG`` reproduces it.
+    """
+    run = Path(run)
+    log_path = run / "train.json"
+    if not log_path.is_file() or not (run / "best.pt").is_file():
+        raise EdgesegError(f"{run} is not a finished training run (needs best.pt and train.json)")
+    log = json.loads(log_path.read_text())
+    cfg = log["config"]
+    model_name, dataset = resolve_model_name(cfg["model"], cfg["dataset"])
+    curve = [{"epoch": h["epoch"], "loss": round(h["loss"], 4), "val_miou": round(h["val_miou"], 4)}
+             for h in log["history"] if "val_miou" in h]
+    record = {
+        "dataset": dataset,
+        "epochs": len(log["history"]),
+        "best_epoch": log["best_epoch"],
+        "command": command or _train_command(cfg),
+        "train_config": cfg,
+        "train_seconds": round(sum(h["seconds"] for h in log["history"]), 1),
+        "hardware": hardware or f"{platform.processor() or platform.machine()}, {log['threads']} threads, {log['device']}",
+        "curve": curve,
+    }
+    target = weights_mod.publish(run / "best.pt", model_name, tag, record)
+    result = evaluate(model_name, dataset, tag, Path(cfg["data"]), split=cfg["val_split"])
+    record = weights_mod.update_record(model_name, tag, val_miou=result["miou"], val_split=cfg["val_split"],
+                                       val_pixel_accuracy=result["pixel_accuracy"], val_iou=result["iou"])
+    return {"file": str(target), **record}
+
+
+def _train_command(cfg: dict) -> str:
+    return (
+        f"edgeseg train --model {cfg['model']} --dataset {cfg['dataset']} --data {cfg['data']} "
+        f"--epochs {cfg['epochs']} --batch-size {cfg['batch_size']} --crop {cfg['crop'][0]}x{cfg['crop'][1]} "
+        f"--lr {cfg['lr']} --loss {cfg['loss']} --eval-every {cfg['eval_every']} --seed {cfg['seed']} "
+        f"--out {cfg['out']}"
+    )
