@@ -11,6 +11,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -91,8 +92,8 @@ def models(size: Optional[str] = typer.Option(None, "--size", help="Count MACs a
     """List registered models: dataset heads, classes, params, GMACs, shipped weights."""
     rows = pipeline.models_table(size)
     table = Table(title="edgeseg models")
-    for col in ("model", "dataset", "classes", "params (M)", "input", "GMACs", "weights"):
-        table.add_column(col, justify="right" if col in ("classes", "params (M)", "GMACs") else "left")
+    for col in ("model", "dataset", "classes", "params M", "input", "GMACs", "weights"):
+        table.add_column(col, justify="right" if col in ("classes", "params M", "GMACs") else "left", no_wrap=True)
     for r in rows:
         table.add_row(r["model"], r["dataset"], str(r["classes"]), f"{r['params_m']:.3f}", r["input"],
                       f"{r['gmacs']:.2f}", r["weights"] or "-")
@@ -221,6 +222,92 @@ def train(
         progress.stop()
     console.print(f"best val mIoU {100 * result.best_miou:.2f} at epoch {result.best_epoch}; "
                   f"checkpoints in {result.out}")
+
+
+@app.command()
+@user_errors
+def targets():
+    """The target registry: format, precision, file, runtime here, extra, lint rules, rewrites."""
+    from edgeseg.targets import TARGETS
+
+    table = Table(title="edgeseg targets")
+    for col in ("target", "format", "precision", "suffix", "runs here with", "extra", "rules", "exporter"):
+        table.add_column(col)
+    for t in TARGETS.values():
+        table.add_row(t.name, t.format, t.precision, t.suffix, t.runtime, escape(f"edgeseg[{t.extra}]"), t.rules,
+                      "yes" if t.available else f"not yet ({t.planned})")
+    console.print(table)
+
+
+def _fmt(value, spec: str, none: str = "-") -> str:
+    return none if value is None else format(value, spec)
+
+
+@app.command()
+@user_errors
+def export(
+    model: str = ModelOpt,
+    target: str = typer.Option(..., "--target", "-t", help="See `edgeseg targets`, e.g. onnx-fp32."),
+    dataset: Optional[str] = DatasetOpt,
+    weights: Optional[str] = WeightsOpt,
+    size: Optional[str] = typer.Option(None, "--size", help="Static input HxW, multiple of 32 (default: the "
+                                       "dataset's, 384x480 for CamVid)."),
+    out: Path = typer.Option(Path("artifacts"), "--out", help="Folder for artifact folders."),
+    with_argmax: bool = typer.Option(False, "--with-argmax", help="Upsample + argmax in the graph: int32 labels."),
+    opset: int = typer.Option(18, "--opset"),
+    parity_data: Optional[Path] = typer.Option(None, "--parity-data", help="Folder with val/images for parity "
+                                               "(default: the bundled CamVid sample)."),
+    parity_images: int = typer.Option(20, "--parity-images"),
+    force: bool = typer.Option(False, "--force", help="Rebuild even when the cache has this artifact."),
+):
+    """Rewrite, export, check parity vs PyTorch on real images, lint; writes an artifact folder."""
+    with console.status(f"exporting {model} -> {target}"):
+        m = pipeline.export(model, dataset, weights, target, size, out, with_argmax, opset, parity_data,
+                            parity_images, force)
+    p, lint = m["parity"], m["lint"]
+    table = Table(title=f"{m['model']} ({m['dataset']}) -> {m['target']}" + (" [cached]" if m["cached"] else ""))
+    table.add_column("field")
+    table.add_column("value")
+    table.add_row("file", f"{m['folder']}/{m['file']}")
+    table.add_row("size", f"{m['bytes'] / 1e6:.2f} MB")
+    table.add_row("input", "x".join(map(str, m["input"]["shape"])))
+    table.add_row("rewrites", ", ".join(f"{k} x{v}" for k, v in m["rewrites"].items()))
+    table.add_row("exporter", f"{m['exporter']}, opset {m['opset']}, {m['nodes']} nodes")
+    table.add_row("parity max |diff|", _fmt(p["max_abs_diff"], ".3g"))
+    table.add_row("parity SNR", _fmt(p["snr_db"], ".1f") + " dB" if p["snr_db"] is not None else "-")
+    table.add_row("argmax agreement", f"{100 * p['argmax_agreement']:.3f} % on {p['images']} images")
+    table.add_row("lint", "clean" if lint["clean"] else f"[red]{lint['errors']} error(s)[/]"
+                  + (f", {lint['warnings']} warning(s)" if lint["warnings"] else ""))
+    table.add_row("export time", f"{m['export_seconds']:.1f} s")
+    console.print(table)
+    if not lint["clean"]:
+        err_console.print(f"lint failed: see {m['folder']}/lint.json or `edgeseg lint {m['folder']}`")
+        raise typer.Exit(1)
+
+
+@app.command()
+@user_errors
+def lint(
+    artifact: Path = typer.Argument(..., help="An .onnx file or an artifact folder."),
+    target: Optional[str] = typer.Option(None, "--target", "-t", help="Rule set of this target (default: the "
+                                         "artifact's own)."),
+    json_out: Optional[Path] = typer.Option(None, "--json"),
+):
+    """Check an exported graph against a backend's conformance rules; exit 1 on errors."""
+    report = pipeline.lint(artifact, target)
+    if report["findings"]:
+        table = Table(title=f"lint {report['artifact']} ({report['rules']} rules)")
+        for col in ("severity", "rule", "node", "message"):
+            table.add_column(col)
+        for f in report["findings"]:
+            table.add_row(f["severity"], f["rule"], f["node"], f["message"])
+        console.print(table)
+    console.print(f"{report['rules']} rules: {report['errors']} error(s), {report['warnings']} warning(s), "
+                  f"max rank {report['max_rank']}, {sum(report['ops'].values())} nodes")
+    if json_out:
+        _write_json(json_out, report)
+    if report["errors"]:
+        raise typer.Exit(1)
 
 
 @weights_app.command("list")

@@ -220,3 +220,143 @@ def _train_command(cfg: dict) -> str:
         f"--lr {cfg['lr']} --loss {cfg['loss']} --eval-every {cfg['eval_every']} --seed {cfg['seed']} "
         f"--out {cfg['out']}"
     )
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Export
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _package_versions(*names: str) -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for n in names:
+        try:
+            out[n] = version(n)
+        except PackageNotFoundError:
+            out[n] = "not installed"
+    return out
+
+
+def _require_packages(target, *modules: str) -> None:
+    import importlib.util
+
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        raise EdgesegError(f"target {target.name} needs {', '.join(missing)}: pip install 'edgeseg[{target.extra}]'")
+
+
+def export(
+    model: str,
+    dataset: str | None,
+    weights: str | None,
+    target: str,
+    size: str | None = None,
+    out: Path = Path("artifacts"),
+    with_argmax: bool = False,
+    opset: int = 18,
+    parity_data: Path | None = None,
+    parity_images: int = 20,
+    force: bool = False,
+) -> dict:
+    """Rewrite, export, check parity against the PyTorch reference on real images, lint; returns the manifest.
+
+    The artifact folder ``out/<model>-<dataset>-<target>-<HxW>[-argmax]`` holds the model file, ``manifest.json``
+    and ``lint.json``. It is built in a temporary folder and renamed, so a failed export leaves nothing behind.
+    """
+    from edgeseg import __version__
+    from edgeseg.data.transforms import check_input_size
+    from edgeseg.eval.parity import compare
+    from edgeseg.exporters.artifact import cache_key, cached_manifest, staging, write_manifest
+    from edgeseg.io import sha256_file
+    from edgeseg.lint import lint_onnx
+    from edgeseg.rewrite import DeployWrapper, apply_rewrites
+    from edgeseg.targets import get_target, require_exporter
+
+    tgt = require_exporter(get_target(target))
+    _require_packages(tgt, "onnx", "onnxruntime", "onnxslim", "onnxscript")
+    if opset < 17:
+        raise EdgesegError(f"--opset {opset} is too old: use 17 or newer (18 is the default)")
+    loaded = load_model(model, dataset, weights)
+    input_size = check_input_size(parse_size(size)) if size else DEFAULT_INPUT[loaded.dataset]
+    h, w = input_size
+    folder = Path(out) / f"{loaded.name}-{loaded.dataset}-{tgt.name}-{h}x{w}{'-argmax' if with_argmax else ''}"
+    weights_sha = loaded.weights.sha256 or sha256_file(loaded.weights.path)
+    parity_root = Path(parity_data) if parity_data else SAMPLE_DATA
+    versions = _package_versions("torch", "onnx", "onnxruntime", "onnxslim", "onnxscript")
+    key = cache_key(weights=weights_sha, model=loaded.name, dataset=loaded.dataset, target=tgt.name, size=input_size,
+                    argmax=with_argmax, opset=opset, rewrites=tgt.rewrites, edgeseg=__version__, versions=versions,
+                    parity=(str(parity_root.resolve()), parity_images))
+    if not force:
+        cached = cached_manifest(folder, key)
+        if cached is not None:
+            return {**cached, "cached": True, "folder": str(folder)}
+
+    _, images, _ = load_split(parity_root, "val")
+    images = images[:parity_images]
+    deploy, applied = apply_rewrites(loaded.model, tgt.rewrites)
+    dtype = torch.float16 if tgt.precision == "fp16" else torch.float32
+    wrapper = DeployWrapper(deploy.to(dtype), dtype, with_argmax).eval()
+    example = torch.zeros(1, 3, h, w)
+
+    from edgeseg.exporters.onnx import export_onnx
+    from edgeseg.runtimes.onnxruntime import OnnxRuntimeModel
+
+    t0 = time.perf_counter()
+    with staging(folder) as tmp:
+        file = tmp / f"model{tgt.suffix}"
+        info = export_onnx(wrapper, example, file, opset, "labels" if with_argmax else "logits")
+        export_seconds = time.perf_counter() - t0
+        parity = compare(torch_predictor(loaded.model), OnnxRuntimeModel(file), images, input_size, with_argmax)
+        lint = lint_onnx(file, tgt.rules)
+        manifest = {
+            "edgeseg": __version__,
+            "model": loaded.name,
+            "dataset": loaded.dataset,
+            "classes": list(loaded.spec.classes),
+            "weights": {**loaded.weights_info(), "sha256": weights_sha},
+            "target": tgt.name,
+            "format": tgt.format,
+            "precision": tgt.precision,
+            "runtime": tgt.runtime,
+            "input": {"name": "image", "shape": [1, 3, h, w], "dtype": "float32",
+                      "preprocess": "RGB/255, ImageNet mean/std, pad bottom/right to the input size"},
+            "output": ({"name": "labels", "shape": [1, h, w], "dtype": "int32"} if with_argmax else
+                       {"name": "logits", "shape": [1, loaded.spec.num_classes, h // 8, w // 8], "dtype": "float32"}),
+            "rewrites": applied,
+            **info,
+            "parity": {"reference": "PyTorch fp32 (official numerics)", "data": str(parity_root), "split": "val",
+                       **parity.as_dict()},
+            "lint": {"rules": lint.rules, "clean": lint.clean, "errors": lint.errors, "warnings": lint.warnings},
+            "export_seconds": round(export_seconds, 2),
+            "versions": versions,
+            "cache_key": key,
+            "file": file.name,
+            "sha256": sha256_file(file),
+            "bytes": file.stat().st_size,
+        }
+        write_manifest(tmp, manifest)
+        (tmp / "lint.json").write_text(json.dumps(lint.as_dict(), indent=2) + "\n")
+    return {**manifest, "cached": False, "folder": str(folder)}
+
+
+def lint(artifact: Path, target: str | None = None) -> dict:
+    """Lint an ONNX file (or an artifact folder) against a target's rule set (default: the manifest's target)."""
+    from edgeseg.lint import lint_onnx
+    from edgeseg.targets import get_target
+
+    artifact = Path(artifact)
+    if artifact.is_dir():
+        manifest_path = artifact / "manifest.json"
+        if not manifest_path.is_file():
+            raise EdgesegError(f"{artifact} is not an artifact folder (no manifest.json)")
+        manifest = json.loads(manifest_path.read_text())
+        target = target or manifest["target"]
+        artifact = artifact / manifest["file"]
+    if not artifact.is_file():
+        raise EdgesegError(f"artifact not found: {artifact}")
+    if artifact.suffix != ".onnx":
+        raise EdgesegError(f"lint reads ONNX graphs in this version; {artifact.name} is not .onnx")
+    rules = get_target(target or "onnx-fp32").rules
+    return {"artifact": str(artifact), **lint_onnx(artifact, rules).as_dict()}

@@ -1,0 +1,63 @@
+"""Artifact folders: model file + ``manifest.json``, built in a temporary folder and renamed into place, so a
+failed export leaves nothing behind; a cache key over everything that determines the bytes makes a second
+identical export instant."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+from edgeseg.io import sha256_file
+
+MANIFEST = "manifest.json"
+
+
+def cache_key(**parts) -> str:
+    blob = json.dumps(parts, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def cached_manifest(folder: Path, key: str) -> dict | None:
+    """The manifest of ``folder`` when it was built with ``key`` and its model file is intact."""
+    path = folder / MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        manifest = json.loads(path.read_text())
+        model_file = folder / manifest["file"]
+        if manifest.get("cache_key") == key and model_file.is_file() and sha256_file(model_file) == manifest["sha256"]:
+            return manifest
+    except (OSError, KeyError, ValueError):
+        return None
+    return None
+
+
+@contextlib.contextmanager
+def staging(folder: Path) -> Iterator[Path]:
+    """Yield a temporary folder beside ``folder``; on success it replaces ``folder``, on failure it is removed."""
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
+    try:
+        yield tmp
+        if folder.exists():
+            old = folder.with_name(f".{folder.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(folder, old)
+            os.replace(tmp, folder)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def write_manifest(folder: Path, manifest: dict) -> None:
+    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")

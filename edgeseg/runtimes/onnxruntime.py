@@ -1,0 +1,34 @@
+"""ONNX Runtime (CPU) behind the Predictor call."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from edgeseg.errors import EdgesegError
+
+
+class OnnxRuntimeModel:
+    def __init__(self, path: Path, threads: int | None = None, spinning: bool = False):
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads = threads
+        # Two sessions timed side by side on 2 cores steal each other's cores while spinning.
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+        try:
+            self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        except Exception as exc:
+            raise EdgesegError(f"ONNX Runtime cannot load {path}: {str(exc).splitlines()[0][:200]}") from None
+        inp = self.session.get_inputs()[0]
+        self.input_name, self.input_shape = inp.name, tuple(inp.shape)
+        self.output_name = self.session.get_outputs()[0].name
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if tuple(x.shape) != self.input_shape:
+            raise EdgesegError(f"artifact takes input {self.input_shape}, got {tuple(x.shape)} (static shapes)")
+        out = self.session.run([self.output_name], {self.input_name: np.ascontiguousarray(x.numpy(), np.float32)})
+        return torch.from_numpy(out[0])

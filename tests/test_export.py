@@ -1,0 +1,136 @@
+"""ONNX export: parity vs PyTorch, fp32 islands in fp16, argmax graphs, atomic artifact folders, cache, lint."""
+
+import json
+
+import onnx
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from edgeseg import pipeline
+from edgeseg.cli import app
+from edgeseg.lint import lint_onnx
+from edgeseg.models.registry import create_model
+
+SIZE = "192x256"  # small static size keeps the suite fast; CamVid images are padded/cropped to it
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    torch.manual_seed(0)
+    model, _ = create_model("efficientvit-b0", "camvid")
+    path = tmp_path_factory.mktemp("w") / "b0.pt"
+    torch.save(model.state_dict(), path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def fp32(weights, tmp_path_factory):
+    out = tmp_path_factory.mktemp("art")
+    return pipeline.export("efficientvit-b0", "camvid", weights, "onnx-fp32", SIZE, out, parity_images=3), out
+
+
+def test_onnx_fp32_parity_manifest_and_lint(fp32):
+    m, out = fp32
+    assert m["parity"]["max_abs_diff"] <= 1e-4
+    assert m["parity"]["argmax_agreement"] >= 0.999
+    assert m["lint"]["clean"] and m["exporter"].startswith("torch.export")
+    assert m["rewrites"] == {"attention-fp32-normaliser": 4, "upsample-fp32": 2}
+    assert m["input"]["shape"] == [1, 3, 192, 256] and m["output"]["shape"] == [1, 11, 24, 32]
+    graph = onnx.load(f"{m['folder']}/{m['file']}").graph
+    assert not [n for n in graph.node if n.op_type == "Pad"]  # the ones-row pad is gone
+    assert {n.op_type for n in graph.node} >= {"Conv", "MatMul", "Resize", "Div"}
+    assert json.loads((out / m["folder"].split("/")[-1] / "lint.json").read_text())["clean"]
+
+
+def test_cache_hit_then_force_rebuild(weights, fp32):
+    m, out = fp32
+    again = pipeline.export("efficientvit-b0", "camvid", weights, "onnx-fp32", SIZE, out, parity_images=3)
+    assert again["cached"] and again["sha256"] == m["sha256"]
+    rebuilt = pipeline.export("efficientvit-b0", "camvid", weights, "onnx-fp32", SIZE, out, parity_images=3,
+                              force=True)
+    assert not rebuilt["cached"]
+
+
+def test_onnx_fp16_keeps_attention_core_in_fp32(weights, tmp_path):
+    m = pipeline.export("efficientvit-b0", "camvid", weights, "onnx-fp16", SIZE, tmp_path, parity_images=3)
+    assert m["parity"]["argmax_agreement"] >= 0.99
+    graph = onnx.load(f"{m['folder']}/{m['file']}").graph
+    fp16_weights = [i for i in graph.initializer if i.data_type == onnx.TensorProto.FLOAT16]
+    assert len(fp16_weights) > 50
+    casts_to_fp32 = [n for n in graph.node if n.op_type == "Cast"
+                     and onnx.helper.get_attribute_value(n.attribute[0]) == onnx.TensorProto.FLOAT]
+    # each of the 4 attention blocks casts q/k/v up; each of the 2 resizes runs fp32; plus the output cast
+    assert len(casts_to_fp32) >= 4 + 2
+    assert graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+
+
+def test_with_argmax_outputs_int32_labels(weights, tmp_path):
+    m = pipeline.export("efficientvit-b0", "camvid", weights, "onnx-fp32", SIZE, tmp_path, with_argmax=True,
+                        parity_images=3)
+    assert m["output"] == {"name": "labels", "shape": [1, 192, 256], "dtype": "int32"}
+    assert m["parity"]["argmax_agreement"] >= 0.999 and m["parity"]["max_abs_diff"] is None
+    assert m["folder"].endswith("-argmax")
+
+
+def test_failed_export_leaves_no_folder(weights, tmp_path, monkeypatch):
+    import edgeseg.lint
+
+    def boom(*a, **k):
+        raise RuntimeError("lint crashed midway")
+
+    monkeypatch.setattr(edgeseg.lint, "lint_onnx", boom)
+    with pytest.raises(RuntimeError):
+        pipeline.export("efficientvit-b0", "camvid", weights, "onnx-fp32", SIZE, tmp_path, parity_images=1)
+    assert list(tmp_path.iterdir()) == []
+
+
+def _export_module(module, x, path):
+    module.eval()
+    torch.onnx.export(module, (x,), str(path), dynamo=True, opset_version=18, external_data=False)
+    return path
+
+
+def test_lint_catches_planted_6d_transpose(tmp_path):
+    class SixD(torch.nn.Module):
+        def forward(self, x):  # the im2col-style pattern F.unfold produces
+            return x.reshape(1, 2, 2, 2, 4, 4).permute(0, 1, 3, 2, 4, 5).reshape(1, 8, 4, 4)
+
+    path = _export_module(SixD(), torch.randn(1, 8, 4, 4), tmp_path / "sixd.onnx")
+    report = lint_onnx(path, "onnx")
+    rules = {f.rule for f in report.findings}
+    assert not report.clean and "6d-transpose" in rules and report.max_rank == 6
+    assert "max-rank" in {f.rule for f in lint_onnx(path, "coreml").findings}  # Core ML stops at 5-D
+    result = CliRunner().invoke(app, ["lint", str(path)])
+    assert result.exit_code == 1 and "6d-transpose" in result.output
+
+
+def test_lint_catches_dynamic_reshape():
+    h = onnx.helper
+    x = h.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 4])
+    y = h.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)
+    nodes = [h.make_node("Shape", ["x"], ["s"], name="shape_of_x"),
+             h.make_node("Reshape", ["x", "s"], ["y"], name="dynamic_reshape")]
+    model = h.make_model(h.make_graph(nodes, "dyn", [x], [y]), opset_imports=[h.make_opsetid("", 18)])
+    report = lint_onnx(model, "tensorrt")
+    assert {(f.rule, f.node) for f in report.findings} >= {("forbidden-op", "shape_of_x"), ("static-shape", "x")}
+
+
+def test_bicubic_head_fails_tflite_rules(fp32):
+    m, _ = fp32
+    report = lint_onnx(f"{m['folder']}/{m['file']}", "tflite")
+    assert [f.rule for f in report.findings if f.severity == "error"] == ["resize-mode", "resize-mode"]
+
+
+def test_export_cli_unknown_target_and_unavailable_exporter(weights):
+    runner = CliRunner()
+    r = runner.invoke(app, ["export", "--model", "efficientvit-b0", "--weights", weights, "--target", "onnx_fp16"])
+    assert r.exit_code == 2 and "Did you mean 'onnx-fp16'" in r.output
+    r = runner.invoke(app, ["export", "--model", "efficientvit-b0", "--weights", weights, "--target", "coreml-fp16"])
+    assert r.exit_code == 2 and "not in this version yet" in r.output
+
+
+def test_size_must_be_multiple_of_32_for_export(weights, tmp_path):
+    r = CliRunner().invoke(app, ["export", "--model", "efficientvit-b0", "--weights", weights, "--target",
+                                 "onnx-fp32", "--size", "360x480", "--out", str(tmp_path)])
+    assert r.exit_code == 2 and "use 384x480 or 352x480" in r.output

@@ -1,0 +1,82 @@
+"""Each rewrite against its reference module: fp32 parity, fp16 safety, unchanged state-dict keys."""
+
+import pytest
+import torch
+
+from edgeseg.models.efficientvit import LiteMLA, UpSampleLayer
+from edgeseg.models.registry import create_model
+from edgeseg.rewrite import REWRITES, DeployWrapper, apply_rewrites
+from edgeseg.rewrite.efficientvit import LiteMLAFp32Normaliser, UpSampleFp32
+
+
+def _mla(dim=16, channels=64):
+    torch.manual_seed(0)
+    mla = LiteMLA(channels, channels, dim=dim).eval()
+    for p in mla.parameters():  # non-trivial BN statistics
+        p.data.normal_(0, 0.2)
+    return mla
+
+
+@pytest.mark.parametrize("hw", [(12, 15), (3, 4)])  # linear branch (180 tokens > dim) and quadratic (12 <= 16)
+def test_attention_rewrite_matches_reference_fp32(hw):
+    ref = _mla()
+    new = LiteMLAFp32Normaliser(ref)
+    x = torch.randn(2, 64, *hw)
+    with torch.no_grad():
+        a, b = ref(x), new(x)
+    assert (a - b).abs().max() <= 1e-5 * a.abs().max()
+
+
+def test_attention_rewrite_has_no_pad_and_keeps_keys():
+    ref = _mla()
+    new = LiteMLAFp32Normaliser(ref)
+    assert list(new.state_dict()) == list(ref.state_dict())
+    graph = torch.export.export(new, (torch.randn(1, 64, 12, 15),)).graph_module.code
+    assert "pad" not in graph and "clamp_min" in graph
+
+
+def test_attention_rewrite_survives_fp16_where_reference_overflows():
+    ref = _mla()
+    new = LiteMLAFp32Normaliser(ref)
+    # large activations: per-head token sums of v k^T exceed fp16's 65504
+    x = 40 * torch.rand(1, 64, 32, 32)
+    with torch.no_grad():
+        gold = ref(x)
+        ref16 = ref.half()(x.half()).float()
+        new16 = LiteMLAFp32Normaliser(ref).half()(x.half()).float()
+    assert not torch.isfinite(ref16).all()  # the hazard is real
+    assert torch.isfinite(new16).all()
+    assert (new16 - gold).abs().max() <= 2e-2 * gold.abs().max()
+
+
+def test_upsample_rewrite_matches_reference_and_keeps_dtype():
+    ref = UpSampleLayer(factor=4)
+    new = UpSampleFp32(ref)
+    x = torch.randn(1, 8, 6, 7)
+    assert torch.equal(ref(x), new(x))
+    assert new(x.half()).dtype == torch.float16
+    bilinear = REWRITES["bicubic-to-bilinear"].replace(ref)
+    assert torch.allclose(bilinear(x), torch.nn.functional.interpolate(x, scale_factor=4, mode="bilinear"))
+
+
+def test_apply_rewrites_whole_model_parity_and_counts():
+    model, _ = create_model("efficientvit-b0", "camvid")
+    deploy, counts = apply_rewrites(model, ["attention-fp32-normaliser", "upsample-fp32"])
+    assert counts == {"attention-fp32-normaliser": 4, "upsample-fp32": 2}
+    assert list(deploy.state_dict()) == list(model.state_dict())
+    assert any(isinstance(m, LiteMLA) for m in model.modules())  # the reference is untouched (a copy)
+    x = torch.randn(1, 3, 96, 128)
+    with torch.no_grad():
+        a, b = model(x), deploy(x)
+    assert (a - b).abs().max() <= 1e-4 * a.abs().max()
+
+
+def test_half_precision_model_runs_strongly_typed():
+    model, _ = create_model("efficientvit-b0", "camvid")
+    deploy, _ = apply_rewrites(model, ["attention-fp32-normaliser", "upsample-fp32"])
+    wrapped = DeployWrapper(deploy.half(), dtype=torch.float16)
+    with torch.no_grad():
+        y = wrapped(torch.randn(1, 3, 64, 96))
+        labels = DeployWrapper(deploy, dtype=torch.float16, with_argmax=True)(torch.randn(1, 3, 64, 96))
+    assert y.dtype == torch.float32 and torch.isfinite(y).all()
+    assert labels.dtype == torch.int32 and labels.shape == (1, 64, 96)
