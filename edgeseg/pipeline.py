@@ -247,6 +247,73 @@ def _require_packages(target, *modules: str) -> None:
         raise EdgesegError(f"target {target.name} needs {', '.join(missing)}: pip install 'edgeseg[{target.extra}]'")
 
 
+UPSAMPLE_REWRITES = {"conv": "bicubic-as-conv", "resize": "upsample-fp32", "bilinear": "bicubic-to-bilinear"}
+
+
+@dataclass
+class _Built:
+    info: dict
+    runner: object | None  # a Predictor that runs the artifact here, for parity; None where it cannot run here
+    parity_runtime: str  # what measured parity, or why nothing could
+    lint: object  # edgeseg.lint.LintReport
+    extra_files: dict
+
+
+def _build_artifact(tgt, module, example, tmp: Path, output_name: str, opset: int) -> tuple[str, _Built]:
+    """Export ``module`` for ``tgt`` into ``tmp``; return the model file name and what was built."""
+    from edgeseg import lint as lint_mod
+
+    if tgt.format in ("onnx", "tensorrt"):
+        from edgeseg.exporters.onnx import export_onnx
+        from edgeseg.runtimes.onnxruntime import OnnxRuntimeModel
+
+        file = "model.onnx"
+        info = export_onnx(module, example, tmp / file, opset, output_name)
+        built = _Built(info, OnnxRuntimeModel(tmp / file), f"onnxruntime {_package_versions('onnxruntime')['onnxruntime']} (CPU)",
+                       lint_mod.lint_onnx(tmp / file, tgt.rules), {})
+        if tgt.format == "tensorrt":
+            from edgeseg.exporters.tensorrt import build_engine, tensorrt_status, trtexec_command
+
+            ok, why = tensorrt_status()
+            command = trtexec_command(file, "model.engine")
+            (tmp / "build_engine.sh").write_text(f"#!/bin/sh\n# strongly typed build of the TensorRT-ready ONNX\n"
+                                                 f"cd \"$(dirname \"$0\")\" && {command}\n")
+            built.info["trtexec"] = command
+            if ok:
+                built.info.update(build_engine(tmp / file, tmp / "model.engine"))
+            else:
+                built.info["engine"] = None
+                built.info["engine_not_built"] = why
+            built.parity_runtime += " on the TensorRT-ready ONNX (engine parity needs TensorRT + CUDA)"
+        return file, built
+    if tgt.format == "tflite":
+        from edgeseg.exporters.tflite import export_tflite
+        from edgeseg.runtimes.litert import LiteRtModel
+
+        file = "model.tflite"
+        info = export_tflite(module, example, tmp / file, tgt.precision, logits_output=output_name == "logits")
+        return file, _Built(info, LiteRtModel(tmp / file), f"ai-edge-litert {_package_versions('ai-edge-litert')['ai-edge-litert']} (XNNPACK)",
+                            lint_mod.lint_tflite(tmp / file, tgt.rules), {})
+    if tgt.format == "coreml":
+        from edgeseg.exporters.coreml import CoreMLModel, coreml_runtime_available, export_coreml
+
+        file = "model.mlpackage"
+        info, mlmodel = export_coreml(module, example, tmp / file, tgt.precision, output_name)
+        runner, note = None, "none: Core ML prediction needs macOS"
+        if coreml_runtime_available():
+            runner, note = CoreMLModel(tmp / file, output_name), "coremltools predict (macOS)"
+        return file, _Built(info, runner, note, lint_mod.lint_coreml(mlmodel, tgt.rules), {})
+    raise EdgesegError(f"no exporter for format {tgt.format}")
+
+
+_TARGET_PACKAGES = {
+    "onnx": ("onnx", "onnxruntime", "onnxslim", "onnxscript"),
+    "tensorrt": ("onnx", "onnxruntime", "onnxslim", "onnxscript"),
+    "tflite": ("litert_torch", "ai_edge_litert", "ai_edge_quantizer"),
+    "coreml": ("coremltools",),
+}
+
+
 def export(
     model: str,
     dataset: str | None,
@@ -259,34 +326,41 @@ def export(
     parity_data: Path | None = None,
     parity_images: int = 20,
     force: bool = False,
+    upsample: str = "conv",
 ) -> dict:
     """Rewrite, export, check parity against the PyTorch reference on real images, lint; returns the manifest.
 
     The artifact folder ``out/<model>-<dataset>-<target>-<HxW>[-argmax]`` holds the model file, ``manifest.json``
     and ``lint.json``. It is built in a temporary folder and renamed, so a failed export leaves nothing behind.
+    ``upsample`` picks the head's upsampling: ``conv`` (exact bicubic as convolution, default), ``resize`` (the
+    bicubic Resize op) or ``bilinear`` (approximation; costs mIoU).
     """
     from edgeseg import __version__
     from edgeseg.data.transforms import check_input_size
     from edgeseg.eval.parity import compare
-    from edgeseg.exporters.artifact import cache_key, cached_manifest, staging, write_manifest
+    from edgeseg.exporters.artifact import (artifact_bytes, artifact_sha256, cache_key, cached_manifest, staging,
+                                           write_manifest)
     from edgeseg.io import sha256_file
-    from edgeseg.lint import lint_onnx
     from edgeseg.rewrite import DeployWrapper, apply_rewrites
     from edgeseg.targets import get_target, require_exporter
 
     tgt = require_exporter(get_target(target))
-    _require_packages(tgt, "onnx", "onnxruntime", "onnxslim", "onnxscript")
+    if upsample not in UPSAMPLE_REWRITES:
+        raise EdgesegError(f"unknown --upsample {upsample!r}: use {', '.join(UPSAMPLE_REWRITES)}")
+    _require_packages(tgt, *_TARGET_PACKAGES[tgt.format])
     if opset < 17:
         raise EdgesegError(f"--opset {opset} is too old: use 17 or newer (18 is the default)")
     loaded = load_model(model, dataset, weights)
     input_size = check_input_size(parse_size(size)) if size else DEFAULT_INPUT[loaded.dataset]
     h, w = input_size
-    folder = Path(out) / f"{loaded.name}-{loaded.dataset}-{tgt.name}-{h}x{w}{'-argmax' if with_argmax else ''}"
+    suffix = ("-argmax" if with_argmax else "") + ("" if upsample == "conv" else f"-{upsample}")
+    folder = Path(out) / f"{loaded.name}-{loaded.dataset}-{tgt.name}-{h}x{w}{suffix}"
     weights_sha = loaded.weights.sha256 or sha256_file(loaded.weights.path)
     parity_root = Path(parity_data) if parity_data else SAMPLE_DATA
-    versions = _package_versions("torch", "onnx", "onnxruntime", "onnxslim", "onnxscript")
+    rewrites = tuple(r for r in tgt.rewrites) + (UPSAMPLE_REWRITES[upsample],)
+    versions = _package_versions("torch", *(p.replace("_", "-") for p in _TARGET_PACKAGES[tgt.format]))
     key = cache_key(weights=weights_sha, model=loaded.name, dataset=loaded.dataset, target=tgt.name, size=input_size,
-                    argmax=with_argmax, opset=opset, rewrites=tgt.rewrites, edgeseg=__version__, versions=versions,
+                    argmax=with_argmax, opset=opset, rewrites=rewrites, edgeseg=__version__, versions=versions,
                     parity=(str(parity_root.resolve()), parity_images))
     if not force:
         cached = cached_manifest(folder, key)
@@ -295,21 +369,25 @@ def export(
 
     _, images, _ = load_split(parity_root, "val")
     images = images[:parity_images]
-    deploy, applied = apply_rewrites(loaded.model, tgt.rewrites)
-    dtype = torch.float16 if tgt.precision == "fp16" else torch.float32
+    deploy, applied = apply_rewrites(loaded.model, rewrites)
+    # fp16 targets other than TFLite/Core ML carry precision in the graph (strongly typed); TFLite and Core ML
+    # take the fp32 graph and apply their own fp16 schemes with the attention core kept fp32.
+    graph_fp16 = tgt.precision == "fp16" and tgt.format in ("onnx", "tensorrt")
+    dtype = torch.float16 if graph_fp16 else torch.float32
     wrapper = DeployWrapper(deploy.to(dtype), dtype, with_argmax).eval()
     example = torch.zeros(1, 3, h, w)
-
-    from edgeseg.exporters.onnx import export_onnx
-    from edgeseg.runtimes.onnxruntime import OnnxRuntimeModel
+    output_name = "labels" if with_argmax else "logits"
 
     t0 = time.perf_counter()
     with staging(folder) as tmp:
-        file = tmp / f"model{tgt.suffix}"
-        info = export_onnx(wrapper, example, file, opset, "labels" if with_argmax else "logits")
+        file, built = _build_artifact(tgt, wrapper, example, tmp, output_name, opset)
         export_seconds = time.perf_counter() - t0
-        parity = compare(torch_predictor(loaded.model), OnnxRuntimeModel(file), images, input_size, with_argmax)
-        lint = lint_onnx(file, tgt.rules)
+        if built.runner is not None:
+            parity = compare(torch_predictor(loaded.model), built.runner, images, input_size, with_argmax).as_dict()
+        else:
+            parity = {"images": 0, "max_abs_diff": None, "snr_db": None, "argmax_agreement": None}
+        lint = built.lint
+        file_path = tmp / file
         manifest = {
             "edgeseg": __version__,
             "model": loaded.name,
@@ -325,16 +403,17 @@ def export(
             "output": ({"name": "labels", "shape": [1, h, w], "dtype": "int32"} if with_argmax else
                        {"name": "logits", "shape": [1, loaded.spec.num_classes, h // 8, w // 8], "dtype": "float32"}),
             "rewrites": applied,
-            **info,
-            "parity": {"reference": "PyTorch fp32 (official numerics)", "data": str(parity_root), "split": "val",
-                       **parity.as_dict()},
+            "upsample": upsample,
+            **built.info,
+            "parity": {"reference": "PyTorch fp32 (official numerics)", "runtime": built.parity_runtime,
+                       "data": str(parity_root), "split": "val", **parity},
             "lint": {"rules": lint.rules, "clean": lint.clean, "errors": lint.errors, "warnings": lint.warnings},
             "export_seconds": round(export_seconds, 2),
             "versions": versions,
             "cache_key": key,
-            "file": file.name,
-            "sha256": sha256_file(file),
-            "bytes": file.stat().st_size,
+            "file": file,
+            "sha256": artifact_sha256(file_path),
+            "bytes": artifact_bytes(file_path),
         }
         write_manifest(tmp, manifest)
         (tmp / "lint.json").write_text(json.dumps(lint.as_dict(), indent=2) + "\n")

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 from edgeseg.errors import EdgesegError
 
-# Rewrites every target gets: the fp32 attention core and strongly typed resize.
-_BASE = ("attention-fp32-normaliser", "upsample-fp32")
+# Rewrites every target gets (the head's upsampling is chosen per export: exact bicubic as conv by default).
+_BASE = ("attention-fp32-normaliser",)
 
 
 @dataclass(frozen=True)
@@ -24,7 +24,7 @@ class Target:
     precision: str  # fp32 | fp16 | int8
     suffix: str
     runtime: str  # what runs it here, or what it needs
-    extra: str  # pip extra with its packages
+    extra: str  # pip extra with its packages (TensorRT itself: JetPack / NVIDIA's index, not PyPI)
     rules: str  # conformance rule set (edgeseg.lint)
     rewrites: tuple[str, ...]
     available: bool  # exporter implemented in this version
@@ -48,22 +48,22 @@ TARGETS: dict[str, Target] = {
              available=True),
         _row("onnx", "int8", ".onnx", "onnxruntime (CPU)", "onnx", "onnx", planned="issue 6, INT8"),
         _row("tflite", "fp32", ".tflite", "ai-edge-litert (XNNPACK)", "tflite", "tflite",
-             _BASE + ("bicubic-to-bilinear",), planned="issue 5, TFLite exporter"),
+             _BASE, available=True),
         _row("tflite", "fp16", ".tflite", "ai-edge-litert (XNNPACK)", "tflite", "tflite",
-             _BASE + ("bicubic-to-bilinear",), planned="issue 5, TFLite exporter"),
+             _BASE, available=True),
         _row("tflite", "int8", ".tflite", "ai-edge-litert (XNNPACK)", "tflite", "tflite",
-             _BASE + ("bicubic-to-bilinear",), planned="issue 6, INT8"),
+             _BASE, planned="issue 6, INT8"),
         _row("coreml", "fp32", ".mlpackage", "needs macOS (coremltools predict)", "coreml", "coreml",
-             planned="issue 5, Core ML exporter"),
+             available=True),
         _row("coreml", "fp16", ".mlpackage", "needs macOS (coremltools predict)", "coreml", "coreml",
-             planned="issue 5, Core ML exporter"),
+             available=True),
         _row("coreml", "int8", ".mlpackage", "needs macOS (coremltools predict)", "coreml", "coreml",
              planned="issue 6, INT8"),
-        _row("tensorrt", "fp32", ".engine", "needs TensorRT + CUDA", "tensorrt", "tensorrt",
-             planned="issue 5, TensorRT exporter"),
-        _row("tensorrt", "fp16", ".engine", "needs TensorRT + CUDA", "tensorrt", "tensorrt",
-             planned="issue 5, TensorRT exporter"),
-        _row("tensorrt", "int8", ".engine", "needs TensorRT + CUDA", "tensorrt", "tensorrt", planned="issue 6, INT8"),
+        _row("tensorrt", "fp32", ".engine", "needs TensorRT + CUDA", "onnx", "tensorrt",
+             available=True),
+        _row("tensorrt", "fp16", ".engine", "needs TensorRT + CUDA", "onnx", "tensorrt",
+             available=True),
+        _row("tensorrt", "int8", ".engine", "needs TensorRT + CUDA", "onnx", "tensorrt", planned="issue 6, INT8"),
     )
 }
 

@@ -35,11 +35,12 @@ def test_onnx_fp32_parity_manifest_and_lint(fp32):
     assert m["parity"]["max_abs_diff"] <= 1e-4
     assert m["parity"]["argmax_agreement"] >= 0.999
     assert m["lint"]["clean"] and m["exporter"].startswith("torch.export")
-    assert m["rewrites"] == {"attention-fp32-normaliser": 4, "upsample-fp32": 2}
+    assert m["rewrites"] == {"attention-fp32-normaliser": 4, "bicubic-as-conv": 2}
     assert m["input"]["shape"] == [1, 3, 192, 256] and m["output"]["shape"] == [1, 11, 24, 32]
     graph = onnx.load(f"{m['folder']}/{m['file']}").graph
     assert not [n for n in graph.node if n.op_type == "Pad"]  # the ones-row pad is gone
-    assert {n.op_type for n in graph.node} >= {"Conv", "MatMul", "Resize", "Div"}
+    ops = {n.op_type for n in graph.node}
+    assert ops >= {"Conv", "MatMul", "Div"} and "Resize" not in ops  # exact bicubic runs as convolution
     assert json.loads((out / m["folder"].split("/")[-1] / "lint.json").read_text())["clean"]
 
 
@@ -116,8 +117,10 @@ def test_lint_catches_dynamic_reshape():
     assert {(f.rule, f.node) for f in report.findings} >= {("forbidden-op", "shape_of_x"), ("static-shape", "x")}
 
 
-def test_bicubic_head_fails_tflite_rules(fp32):
-    m, _ = fp32
+def test_bicubic_resize_op_fails_tflite_rules(weights, tmp_path):
+    m = pipeline.export("efficientvit-b0", "camvid", weights, "onnx-fp32", SIZE, tmp_path, parity_images=1,
+                        upsample="resize")
+    assert m["folder"].endswith("-resize") and m["rewrites"]["upsample-fp32"] == 2
     report = lint_onnx(f"{m['folder']}/{m['file']}", "tflite")
     assert [f.rule for f in report.findings if f.severity == "error"] == ["resize-mode", "resize-mode"]
 
@@ -126,7 +129,7 @@ def test_export_cli_unknown_target_and_unavailable_exporter(weights):
     runner = CliRunner()
     r = runner.invoke(app, ["export", "--model", "efficientvit-b0", "--weights", weights, "--target", "onnx_fp16"])
     assert r.exit_code == 2 and "Did you mean 'onnx-fp16'" in r.output
-    r = runner.invoke(app, ["export", "--model", "efficientvit-b0", "--weights", weights, "--target", "coreml-fp16"])
+    r = runner.invoke(app, ["export", "--model", "efficientvit-b0", "--weights", weights, "--target", "coreml-int8"])
     assert r.exit_code == 2 and "not in this version yet" in r.output
 
 

@@ -80,3 +80,37 @@ def test_half_precision_model_runs_strongly_typed():
         labels = DeployWrapper(deploy, dtype=torch.float16, with_argmax=True)(torch.randn(1, 3, 64, 96))
     assert y.dtype == torch.float32 and torch.isfinite(y).all()
     assert labels.dtype == torch.int32 and labels.shape == (1, 64, 96)
+
+
+@pytest.mark.parametrize("factor", [2, 4])
+def test_bicubic_as_conv_equals_pytorch_bicubic(factor):
+    from edgeseg.rewrite.efficientvit import BicubicAsConv
+
+    ref = UpSampleLayer(factor=factor)
+    new = BicubicAsConv(ref)
+    x = torch.randn(1, 16, 12, 15) * 3
+    a, b = ref(x), new(x)
+    assert a.shape == b.shape and (a - b).abs().max() <= 1e-5 * a.abs().max()
+    assert new(x.half()).dtype == torch.float16
+    assert dict(new.state_dict()) == {}  # no new keys in the model's state dict
+
+
+def test_bicubic_as_conv_graph_has_no_resize_and_stays_4d():
+    from edgeseg.rewrite.efficientvit import BicubicAsConv
+
+    new = BicubicAsConv(UpSampleLayer(factor=4)).eval()
+    gm = torch.export.export(new, (torch.randn(1, 8, 6, 7),)).run_decompositions({}).graph_module
+    targets = [str(n.target) for n in gm.graph.nodes if n.op == "call_function"]
+    assert not any("upsample" in t or "pad" in t or "gather" in t for t in targets), targets
+    ranks = [len(n.meta["val"].shape) for n in gm.graph.nodes if "val" in n.meta and hasattr(n.meta["val"], "shape")]
+    assert max(ranks) == 4
+
+
+def test_model_with_exact_bicubic_matches_reference():
+    model, _ = create_model("efficientvit-b1", "camvid")
+    deploy, counts = apply_rewrites(model, ["attention-fp32-normaliser", "bicubic-as-conv"])
+    assert counts == {"attention-fp32-normaliser": 7, "bicubic-as-conv": 2}  # b1: 3 + 4 blocks
+    x = torch.randn(1, 3, 128, 160)
+    with torch.no_grad():
+        a, b = model(x), deploy(x)
+    assert (a - b).abs().max() <= 1e-4 * a.abs().max()

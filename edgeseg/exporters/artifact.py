@@ -31,7 +31,7 @@ def cached_manifest(folder: Path, key: str) -> dict | None:
     try:
         manifest = json.loads(path.read_text())
         model_file = folder / manifest["file"]
-        if manifest.get("cache_key") == key and model_file.is_file() and sha256_file(model_file) == manifest["sha256"]:
+        if manifest.get("cache_key") == key and model_file.exists() and artifact_sha256(model_file) == manifest["sha256"]:
             return manifest
     except (OSError, KeyError, ValueError):
         return None
@@ -57,6 +57,20 @@ def staging(folder: Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def artifact_sha256(path: Path) -> str:
+    """sha256 of a file, or of a package folder (.mlpackage) as the hash of its files' relative paths and hashes."""
+    if path.is_file():
+        return sha256_file(path)
+    h = hashlib.sha256()
+    for f in sorted(p for p in path.rglob("*") if p.is_file()):
+        h.update(f"{f.relative_to(path)}:{sha256_file(f)}\n".encode())
+    return h.hexdigest()
+
+
+def artifact_bytes(path: Path) -> int:
+    return path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
 def write_manifest(folder: Path, manifest: dict) -> None:

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from edgeseg.errors import EdgesegError
 from edgeseg.models.efficientvit import LiteMLA, UpSampleLayer
-from edgeseg.rewrite.efficientvit import LiteMLAFp32Normaliser, UpSampleFp32
+from edgeseg.rewrite.efficientvit import BicubicAsConv, LiteMLAFp32Normaliser, UpSampleFp32
 
 
 @dataclass(frozen=True)
@@ -33,8 +33,10 @@ REWRITES: dict[str, Rewrite] = {
     for r in (
         Rewrite("attention-fp32-normaliser", LiteMLA, LiteMLAFp32Normaliser,
                 "LiteMLA: pad-free normaliser, fp32 attention core with explicit casts, eps as clamp_min"),
+        Rewrite("bicubic-as-conv", UpSampleLayer, BicubicAsConv,
+                "head bicubic resize as pad + fixed depthwise conv + pixel shuffle: exact, fast, every backend"),
         Rewrite("upsample-fp32", UpSampleLayer, UpSampleFp32,
-                "head resize in fp32, cast back: strongly typed half-precision graphs"),
+                "head resize kept as a Resize op, in fp32, cast back: strongly typed half-precision graphs"),
         Rewrite("bicubic-to-bilinear", UpSampleLayer, lambda m: UpSampleFp32(m, mode="bilinear"),
                 "head resize bilinear for targets without bicubic (TFLite)"),
     )

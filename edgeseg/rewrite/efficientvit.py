@@ -5,6 +5,9 @@ reference module."""
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -78,3 +81,79 @@ class UpSampleFp32(nn.Module):
         y = F.interpolate(x.float(), scale_factor=float(self.factor), mode=self.mode,
                           align_corners=self.align_corners)
         return y.to(x.dtype)
+
+
+def _cubic(x: float, a: float = -0.75) -> float:
+    """PyTorch's bicubic convolution kernel (Keys, A = -0.75)."""
+    x = abs(x)
+    if x <= 1:
+        return ((a + 2) * x - (a + 3)) * x * x + 1
+    if x < 2:
+        return ((a * x - 5 * a) * x + 8 * a) * x - 4 * a
+    return 0.0
+
+
+def bicubic_phase_taps(scale: int) -> torch.Tensor:
+    """(scale, 5) weights: output phase p of an x``scale`` bicubic upsample reads input offsets -2..2.
+
+    With align_corners=False, output o = scale*i + p samples source ``i + (p + 0.5)/scale - 0.5``; its four taps
+    sit at floor-1..floor+2, always inside -2..2 of i for an integer scale. PyTorch clamps indices at the border,
+    which is exactly replicate padding by 2.
+    """
+    taps = torch.zeros(scale, 5, dtype=torch.float64)
+    for p in range(scale):
+        src = (p + 0.5) / scale - 0.5
+        f = math.floor(src)
+        t = src - f
+        for k, w in zip(range(f - 1, f + 3), (_cubic(t + 1), _cubic(t), _cubic(1 - t), _cubic(2 - t))):
+            taps[p, k + 2] += w
+    return taps
+
+
+def _replicate_pad2(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """Replicate-pad by 2 along ``dim`` with slices and a concat (F.pad(mode="replicate") lowers to GATHER_ND in
+    TFLite, which leaves the delegates)."""
+    first = x.narrow(dim, 0, 1)
+    last = x.narrow(dim, x.shape[dim] - 1, 1)
+    return torch.cat([first, first, x, last, last], dim=dim)
+
+
+class BicubicAsConv(nn.Module):
+    """Replaces ``UpSampleLayer`` in bicubic mode with an integer factor (pattern: the head's bicubic resize).
+
+    Computes ``F.interpolate(x, scale_factor=s, mode="bicubic", align_corners=False)`` exactly (to float rounding).
+    Bicubic is separable, so two passes: rows, then columns. Each pass replicate-pads by 2 (PyTorch clamps border
+    indices), runs a fixed (5x1) / (1x5) depthwise conv with ``s`` output phases per channel, and interleaves the
+    phases with a 4-D reshape/permute (batch 1 folded into channels: no 5-D/6-D tensors, unlike pixel_shuffle).
+    Constraints satisfied: Core ML's torch.export frontend has no upsample_bicubic2d; TFLite has no bicubic resize
+    (it decomposes into GATHER_ND chains off the delegates); ONNX Runtime's cubic Resize was ~70 % of B0's CPU
+    time. Slices, concat, depthwise conv and transposes run fast on every backend and quantize.
+    Runs in fp32 and casts back, like the reference layer.
+    """
+
+    def __init__(self, ref: UpSampleLayer):
+        super().__init__()
+        if ref.mode != "bicubic" or ref.align_corners or int(ref.factor) != ref.factor:
+            raise ValueError("BicubicAsConv replaces integer-factor bicubic resizes with align_corners=False")
+        self.factor = int(ref.factor)
+        # A plain array, not a buffer: the state dict (official keys) is unchanged, model.half() leaves it fp32, and
+        # the per-channel kernel built from it in forward is a trace-time constant (a repeat() of a buffer lowers
+        # to an 8-D BROADCAST_TO in TFLite).
+        self.taps = bicubic_phase_taps(self.factor).numpy().astype(np.float32)  # (s, 5)
+
+    def _pass(self, x: torch.Tensor, dim: int) -> torch.Tensor:
+        b, c, h, w = x.shape
+        s = self.factor
+        shape = (c * s, 1, 5, 1) if dim == 2 else (c * s, 1, 1, 5)
+        kernel = torch.from_numpy(np.tile(self.taps, (c, 1)).reshape(shape)).to(x.device)
+        y = F.conv2d(_replicate_pad2(x, dim), kernel, groups=c)  # (b, c*s, h, w)
+        y = y.reshape(b * c, s, h, w)
+        if dim == 2:  # rows: (bc, s, h, w) -> (bc, h, s, w) -> (b, c, h*s, w)
+            return y.permute(0, 2, 1, 3).reshape(b, c, h * s, w)
+        return y.permute(0, 2, 3, 1).reshape(b, c, h, w * s)  # columns: (bc, h, w, s) -> (b, c, h, w*s)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.factor == 1:
+            return x
+        y = self._pass(x.float(), 2)
+        return self._pass(y, 3).to(x.dtype)

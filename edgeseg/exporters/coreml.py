@@ -1,0 +1,86 @@
+"""PyTorch -> Core ML (mlprogram) with coremltools from a ``torch.export`` program (its jit.trace path breaks
+with numpy >= 2.4). Minimum deployment target iOS 17.
+
+fp16: ``FP16ComputePrecision`` with an op selector that keeps the linear-attention core (matmul, the
+normaliser's reduce_sum / maximum, the division) in fp32: Core ML's fp16 would clamp eps 1e-15 to 5.96e-8 and
+overflow the token sums. Prediction needs macOS; on Linux the model is converted, saved and linted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import platform
+import warnings
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from edgeseg.errors import EdgesegError
+
+FP32_OPS = frozenset({"matmul", "real_div", "reduce_sum", "maximum"})
+
+
+def export_coreml(module: nn.Module, example: torch.Tensor, path: Path, precision: str, output_name: str):
+    import coremltools as ct
+
+    module.eval()
+    logging.getLogger("coremltools").setLevel(logging.ERROR)
+    sink = io.StringIO()
+    with warnings.catch_warnings(), torch.no_grad(), contextlib.redirect_stderr(sink):
+        warnings.simplefilter("ignore")
+        program = torch.export.export(module, (example,)).run_decompositions({})
+        if precision == "fp32":
+            compute = ct.precision.FLOAT32
+        elif precision == "fp16":
+            compute = ct.transform.FP16ComputePrecision(op_selector=lambda op: op.op_type not in FP32_OPS)
+        else:
+            raise EdgesegError(f"Core ML {precision} is not produced by this exporter")
+        try:
+            mlmodel = ct.convert(program, inputs=[ct.TensorType(name="image", shape=tuple(example.shape))],
+                                 outputs=[ct.TensorType(name=output_name)], convert_to="mlprogram",
+                                 minimum_deployment_target=ct.target.iOS17, compute_precision=compute)
+        except Exception as exc:
+            raise EdgesegError(f"Core ML conversion failed: {type(exc).__name__}: "
+                               f"{str(exc).splitlines()[0][:200]}") from None
+        mlmodel.save(str(path))
+    info = {"exporter": f"coremltools {ct.__version__} (torch.export)", "minimum_deployment_target": "iOS17",
+            "fp32_ops_in_fp16": sorted(FP32_OPS) if precision == "fp16" else None}
+    return info, mlmodel
+
+
+def mil_summary(mlmodel) -> tuple[dict[str, int], list[tuple[str, str, int]], dict[str, int]]:
+    """Op counts, (op name, op type, output rank) per op, and output dtypes per op type, from the MIL program."""
+    ops: dict[str, int] = {}
+    ranks: list[tuple[str, str, int]] = []
+    dtypes: dict[str, int] = {}
+    for fn in mlmodel._mil_program.functions.values():
+        for op in fn.operations:
+            ops[op.op_type] = ops.get(op.op_type, 0) + 1
+            for out in op.outputs:
+                rank = getattr(out, "rank", 0) or 0
+                ranks.append((op.name, op.op_type, rank))
+                key = f"{op.op_type}:{getattr(out.dtype, '__name__', str(out.dtype))}"
+                dtypes[key] = dtypes.get(key, 0) + 1
+    return ops, ranks, dtypes
+
+
+def coreml_runtime_available() -> bool:
+    return platform.system() == "Darwin"
+
+
+class CoreMLModel:
+    """Core ML prediction (macOS only) behind the Predictor call."""
+
+    def __init__(self, path: Path, output_name: str):
+        if not coreml_runtime_available():
+            raise EdgesegError("Core ML prediction needs macOS (coremltools' predict runs only there)")
+        import coremltools as ct
+
+        self.model, self.output_name = ct.models.MLModel(str(path)), output_name
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.model.predict({"image": x.numpy()})
+        return torch.from_numpy(out[self.output_name])

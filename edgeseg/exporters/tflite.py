@@ -1,0 +1,65 @@
+"""PyTorch -> TFLite with litert-torch (direct from torch.export; keeps torch 2.13, no TensorFlow).
+
+fp32: the deploy graph as is. fp16: TFLite's float16 scheme, applied with ai-edge-quantizer's float casting
+(conv / fully-connected weights stored fp16 with explicit dequantize; CPU computes fp32, the GPU delegate fp16).
+I/O is NHWC (the TFLite convention): input (1, H, W, 3) float32, logits (1, h, w, C) or labels (1, H, W) int32.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import warnings
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from edgeseg.errors import EdgesegError
+
+_FP16_RECIPE = [{
+    "regex": ".*",
+    "operation": "*",
+    "algorithm_key": "float_casting",
+    "op_config": {
+        "weight_tensor_config": {"num_bits": 16, "dtype": "FLOAT"},
+        "compute_precision": "FLOAT",
+        "explicit_dequantize": True,
+    },
+}]
+
+
+def export_tflite(module: nn.Module, example: torch.Tensor, path: Path, precision: str, logits_output: bool) -> dict:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import litert_torch
+
+    module.eval()
+    wrapped = litert_torch.to_channel_last_io(module, args=[0], outputs=[0] if logits_output else [])
+    nhwc = example.permute(0, 2, 3, 1).contiguous()
+    logging.getLogger("torch").setLevel(logging.ERROR)
+    sink = io.StringIO()
+    with warnings.catch_warnings(), torch.no_grad(), contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+        warnings.simplefilter("ignore")
+        try:
+            edge = litert_torch.convert(wrapped, (nhwc,))
+        except Exception as exc:
+            raise EdgesegError(f"TFLite conversion failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}") from None
+        fp32_path = path if precision == "fp32" else path.with_name(path.stem + ".fp32.tflite")
+        edge.export(str(fp32_path))
+    info = {"exporter": "litert-torch", "layout": "NHWC"}
+    if precision == "fp16":
+        from ai_edge_quantizer import quantizer
+
+        qt = quantizer.Quantizer(str(fp32_path))
+        qt.load_quantization_recipe(_FP16_RECIPE)
+        with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+            result = qt.quantize()
+        path.write_bytes(result.quantized_model)
+        fp32_path.unlink()
+        info["fp16"] = "ai-edge-quantizer float_casting: conv/FC weights fp16, explicit dequantize"
+    elif precision != "fp32":
+        raise EdgesegError(f"TFLite {precision} is not produced by this exporter")
+    return info
+

@@ -1,0 +1,87 @@
+"""TFLite, Core ML and TensorRT artifacts: export, parity where the runtime exists here, lint, honest status."""
+
+import json
+import platform
+
+import numpy as np
+import pytest
+import torch
+
+from edgeseg import pipeline
+from edgeseg.lint import lint_coreml, lint_tflite
+from edgeseg.models.registry import create_model
+from edgeseg.runtimes.litert import LiteRtModel
+from edgeseg.runtimes.onnxruntime import OnnxRuntimeModel
+
+SIZE = "192x256"
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    torch.manual_seed(1)
+    model, _ = create_model("efficientvit-b0", "camvid")
+    path = tmp_path_factory.mktemp("w") / "b0.pt"
+    torch.save(model.state_dict(), path)
+    return str(path)
+
+
+def test_tflite_fp32_parity_single_partition_nhwc(weights, tmp_path):
+    m = pipeline.export("efficientvit-b0", "camvid", weights, "tflite-fp32", SIZE, tmp_path, parity_images=2)
+    assert m["parity"]["max_abs_diff"] <= 1e-4 and m["parity"]["argmax_agreement"] >= 0.999
+    assert m["lint"]["clean"] and m["layout"] == "NHWC"
+    lint = lint_tflite(f"{m['folder']}/{m['file']}")
+    assert lint.ops.get("DELEGATE") == 1 and lint.max_rank <= 4  # one XNNPACK partition, GPU-delegate ranks
+    assert "GATHER_ND" not in lint.ops and "RESIZE_BILINEAR" not in lint.ops  # exact bicubic as conv
+    interp = LiteRtModel(f"{m['folder']}/{m['file']}")
+    assert list(interp.input["shape"]) == [1, 192, 256, 3]
+
+
+def test_tflite_fp16_stores_half_weights(weights, tmp_path):
+    m32 = pipeline.export("efficientvit-b0", "camvid", weights, "tflite-fp32", SIZE, tmp_path, parity_images=1)
+    m16 = pipeline.export("efficientvit-b0", "camvid", weights, "tflite-fp16", SIZE, tmp_path, parity_images=2)
+    assert m16["bytes"] < 0.65 * m32["bytes"]
+    assert m16["parity"]["argmax_agreement"] >= 0.99 and m16["lint"]["clean"]
+
+
+def test_coreml_converts_and_lints_on_linux_with_honest_parity(weights, tmp_path):
+    m = pipeline.export("efficientvit-b0", "camvid", weights, "coreml-fp16", SIZE, tmp_path, parity_images=1)
+    assert m["file"] == "model.mlpackage" and m["lint"]["clean"]
+    assert m["fp32_ops_in_fp16"] == ["matmul", "maximum", "real_div", "reduce_sum"]
+    if platform.system() != "Darwin":
+        assert m["parity"]["argmax_agreement"] is None and "needs macOS" in m["parity"]["runtime"]
+    report = lint_coreml(f"{m['folder']}/{m['file']}")
+    assert report.clean and report.max_rank <= 5 and "upsample_bicubic" not in report.ops
+    again = pipeline.export("efficientvit-b0", "camvid", weights, "coreml-fp16", SIZE, tmp_path, parity_images=1)
+    assert again["cached"]  # the package folder's hash is checked too
+
+
+def test_trt_fp16_writes_strongly_typed_onnx_and_build_command(weights, tmp_path):
+    m = pipeline.export("efficientvit-b0", "camvid", weights, "trt-fp16", SIZE, tmp_path, parity_images=2)
+    assert m["file"] == "model.onnx" and m["lint"]["rules"] == "tensorrt" and m["lint"]["clean"]
+    assert "--stronglyTyped" in m["trtexec"]
+    script = (tmp_path / m["folder"].split("/")[-1] / "build_engine.sh").read_text()
+    assert "trtexec --onnx=model.onnx --saveEngine=model.engine --stronglyTyped" in script
+    if not torch.cuda.is_available():
+        assert m["engine"] is None and m["engine_not_built"].startswith("needs")
+    assert m["parity"]["argmax_agreement"] >= 0.99 and "TensorRT-ready ONNX" in m["parity"]["runtime"]
+
+
+def test_resize_alignment_agrees_across_backends_on_camvid(weights, tmp_path, camvid):
+    """Bilinear head: ORT's Resize, TFLite's RESIZE_BILINEAR and PyTorch must agree pixel for pixel on real
+    images (a misaligned resize, e.g. TF's legacy asymmetric mode, drops agreement well below this)."""
+    from edgeseg.data.datasets import load_split
+    from edgeseg.data.transforms import fit_input, plan_fit, to_tensor
+
+    onnx = pipeline.export("efficientvit-b0", "camvid", weights, "onnx-fp32", SIZE, tmp_path, parity_images=1,
+                           upsample="bilinear")
+    tfl = pipeline.export("efficientvit-b0", "camvid", weights, "tflite-fp32", SIZE, tmp_path, parity_images=1,
+                          upsample="bilinear")
+    ort = OnnxRuntimeModel(f"{onnx['folder']}/{onnx['file']}")
+    lite = LiteRtModel(f"{tfl['folder']}/{tfl['file']}")
+    assert lint_tflite(f"{tfl['folder']}/{tfl['file']}").ops.get("RESIZE_BILINEAR") == 2
+    _, images, _ = load_split(camvid, "val")
+    agree = []
+    for image in images[:4]:
+        x = fit_input(to_tensor(image), plan_fit(image.shape[:2], "resize", (192, 256)))
+        agree.append(float((ort(x).argmax(1) == lite(x).argmax(1)).float().mean()))
+    assert min(agree) >= 0.999, agree
