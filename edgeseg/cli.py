@@ -82,6 +82,8 @@ DatasetOpt = typer.Option(None, "--dataset", "-d", help="Head/label set: camvid 
 WeightsOpt = typer.Option(None, "--weights", "-w", help="A .pt state dict, or a shipped tag such as 'camvid'.")
 FitOpt = typer.Option("pad", "--fit", help="Make H, W multiples of 32: 'pad' (exact, default) or 'resize'.")
 SizeOpt = typer.Option(None, "--size", help="Network input HxW (multiples of 32); default: the image rounded up.")
+UpsampleOpt = typer.Option("conv", "--upsample", help="Head upsampling: conv (exact bicubic as convolution, "
+                           "default for export), resize (bicubic Resize op), bilinear (approximation).")
 
 
 @app.command()
@@ -129,10 +131,13 @@ def eval_cmd(
     limit: Optional[int] = typer.Option(None, "--limit", help="Only the first N images."),
     threads: Optional[int] = typer.Option(None, "--threads", help="torch intra-op threads."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the report as JSON."),
+    upsample: Optional[str] = typer.Option(None, "--upsample", help="Evaluate with a deploy head upsampling "
+                                           "(conv | resize | bilinear) instead of the reference model."),
 ):
     """mIoU, pixel accuracy and per-class IoU on a labelled split."""
     with _Bar("eval") as bar:
-        report = pipeline.evaluate(model, dataset, weights, data, split, fit, size, limit, threads, progress=bar)
+        report = pipeline.evaluate(model, dataset, weights, data, split, fit, size, limit, threads, progress=bar,
+                                   upsample=upsample)
     console.print(_metrics_table(report))
     console.print(f"mIoU {100 * report['miou']:.2f}  pixel accuracy {100 * report['pixel_accuracy']:.2f}  "
                   f"({report['images']} images, {report['seconds']:.1f} s)")
@@ -259,11 +264,12 @@ def export(
                                                "(default: the bundled CamVid sample)."),
     parity_images: int = typer.Option(20, "--parity-images"),
     force: bool = typer.Option(False, "--force", help="Rebuild even when the cache has this artifact."),
+    upsample: str = UpsampleOpt,
 ):
     """Rewrite, export, check parity vs PyTorch on real images, lint; writes an artifact folder."""
     with console.status(f"exporting {model} -> {target}"):
         m = pipeline.export(model, dataset, weights, target, size, out, with_argmax, opset, parity_data,
-                            parity_images, force)
+                            parity_images, force, upsample)
     p, lint = m["parity"], m["lint"]
     table = Table(title=f"{m['model']} ({m['dataset']}) -> {m['target']}" + (" [cached]" if m["cached"] else ""))
     table.add_column("field")
@@ -275,7 +281,13 @@ def export(
     table.add_row("exporter", f"{m['exporter']}, opset {m['opset']}, {m['nodes']} nodes")
     table.add_row("parity max |diff|", _fmt(p["max_abs_diff"], ".3g"))
     table.add_row("parity SNR", _fmt(p["snr_db"], ".1f") + " dB" if p["snr_db"] is not None else "-")
-    table.add_row("argmax agreement", f"{100 * p['argmax_agreement']:.3f} % on {p['images']} images")
+    if p["argmax_agreement"] is None:
+        table.add_row("parity", f"not measured here ({p['runtime']})")
+    else:
+        table.add_row("argmax agreement", f"{100 * p['argmax_agreement']:.3f} % on {p['images']} images "
+                      f"({p['runtime']})")
+    if "trtexec" in m:
+        table.add_row("engine", m["engine"] or f"not built: {m['engine_not_built']}; run build_engine.sh on the device")
     table.add_row("lint", "clean" if lint["clean"] else f"[red]{lint['errors']} error(s)[/]"
                   + (f", {lint['warnings']} warning(s)" if lint["warnings"] else ""))
     table.add_row("export time", f"{m['export_seconds']:.1f} s")

@@ -75,11 +75,22 @@ def evaluate(
     limit: int | None = None,
     threads: int | None = None,
     progress: Progress | None = None,
+    upsample: str | None = None,
 ) -> dict:
-    """mIoU, pixel accuracy and per-class IoU of a model over a labelled split; returns the JSON report."""
+    """mIoU, pixel accuracy and per-class IoU of a model over a labelled split; returns the JSON report.
+
+    ``upsample`` evaluates the model with a deploy head upsampling rewrite (``bilinear`` measures what the
+    approximation costs), the rest of the model as the reference."""
     if threads:
         torch.set_num_threads(threads)
     loaded = load_model(model, dataset, weights)
+    net = loaded.model
+    if upsample is not None:
+        from edgeseg.rewrite import apply_rewrites
+
+        if upsample not in UPSAMPLE_REWRITES:
+            raise EdgesegError(f"unknown --upsample {upsample!r}: use {', '.join(UPSAMPLE_REWRITES)}")
+        net, _ = apply_rewrites(net, [UPSAMPLE_REWRITES[upsample]])
     samples, images, labels = load_split(Path(data), split)
     if limit:
         samples, images, labels = samples[:limit], images[:limit], labels[:limit]
@@ -88,13 +99,14 @@ def evaluate(
     report = progress or (lambda *a, **k: None)
     report("start", total=len(images), fit=fit_plan.describe())
     t0 = time.perf_counter()
-    metrics = evaluate_arrays(torch_predictor(loaded.model), images, labels, loaded.spec, fit, input_size,
+    metrics = evaluate_arrays(torch_predictor(net), images, labels, loaded.spec, fit, input_size,
                               on_step=lambda: report("advance"))
     seconds = time.perf_counter() - t0
     return {
         "model": loaded.name,
         "dataset": loaded.dataset,
         "runtime": "pytorch",
+        "upsample": upsample or "reference (bicubic resize)",
         "weights": loaded.weights_info(),
         "data": str(data),
         "split": split,
@@ -421,21 +433,27 @@ def export(
 
 
 def lint(artifact: Path, target: str | None = None) -> dict:
-    """Lint an ONNX file (or an artifact folder) against a target's rule set (default: the manifest's target)."""
-    from edgeseg.lint import lint_onnx
+    """Lint an .onnx / .tflite / .mlpackage (or an artifact folder) against a target's rule set (default: the
+    manifest's target, else the file format's own)."""
+    from edgeseg import lint as lint_mod
     from edgeseg.targets import get_target
 
     artifact = Path(artifact)
-    if artifact.is_dir():
+    if artifact.is_dir() and artifact.suffix != ".mlpackage":
         manifest_path = artifact / "manifest.json"
         if not manifest_path.is_file():
             raise EdgesegError(f"{artifact} is not an artifact folder (no manifest.json)")
         manifest = json.loads(manifest_path.read_text())
         target = target or manifest["target"]
         artifact = artifact / manifest["file"]
-    if not artifact.is_file():
+    if not artifact.exists():
         raise EdgesegError(f"artifact not found: {artifact}")
-    if artifact.suffix != ".onnx":
-        raise EdgesegError(f"lint reads ONNX graphs in this version; {artifact.name} is not .onnx")
-    rules = get_target(target or "onnx-fp32").rules
-    return {"artifact": str(artifact), **lint_onnx(artifact, rules).as_dict()}
+    by_suffix = {".onnx": ("onnx-fp32", lint_mod.lint_onnx), ".tflite": ("tflite-fp32", lint_mod.lint_tflite),
+                 ".mlpackage": ("coreml-fp32", lint_mod.lint_coreml)}
+    if artifact.suffix not in by_suffix:
+        raise EdgesegError(f"cannot lint {artifact.name}: expected .onnx, .tflite or .mlpackage")
+    default_target, lint_fn = by_suffix[artifact.suffix]
+    rules = get_target(target or default_target).rules
+    if artifact.suffix != ".onnx" and rules != get_target(default_target).rules:
+        raise EdgesegError(f"{artifact.suffix} files are linted with the {get_target(default_target).rules} rules")
+    return {"artifact": str(artifact), **lint_fn(artifact, rules).as_dict()}

@@ -85,3 +85,23 @@ def test_resize_alignment_agrees_across_backends_on_camvid(weights, tmp_path, ca
         x = fit_input(to_tensor(image), plan_fit(image.shape[:2], "resize", (192, 256)))
         agree.append(float((ort(x).argmax(1) == lite(x).argmax(1)).float().mean()))
     assert min(agree) >= 0.999, agree
+
+
+def test_lint_command_reads_every_format(weights, tmp_path):
+    from typer.testing import CliRunner
+
+    from edgeseg.cli import app
+
+    m = pipeline.export("efficientvit-b0", "camvid", weights, "coreml-fp32", SIZE, tmp_path, parity_images=1)
+    r = CliRunner().invoke(app, ["lint", m["folder"], "--json", str(tmp_path / "l.json")])
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "l.json").read_text())["rules"] == "coreml"
+    r = CliRunner().invoke(app, ["lint", str(tmp_path / "nothing.tflite")])
+    assert r.exit_code == 2 and "artifact not found" in r.output
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="TensorRT engine builds need a CUDA GPU (none here)")
+def test_trt_engine_build(weights, tmp_path):
+    pytest.importorskip("tensorrt", reason="TensorRT is not installable from PyPI here")
+    m = pipeline.export("efficientvit-b0", "camvid", weights, "trt-fp16", SIZE, tmp_path, parity_images=1)
+    assert m["engine"] == "model.engine"
