@@ -16,3 +16,15 @@ def camvid() -> Path:
     if not (CAMVID / "train" / "images").is_dir():
         pytest.skip(f"CamVid not found at {CAMVID} (set EDGESEG_CAMVID)")
     return CAMVID
+
+
+@pytest.fixture(scope="session")
+def random_b0_weights(tmp_path_factory) -> str:
+    """An untrained EfficientViT-B0 CamVid state dict in the official file layout ({"state_dict": ...})."""
+    from edgeseg.models.registry import create_model
+
+    torch.manual_seed(0)
+    model, _ = create_model("efficientvit-b0", "camvid")
+    path = tmp_path_factory.mktemp("weights") / "b0-random.pt"
+    torch.save({"state_dict": model.state_dict()}, path)
+    return str(path)

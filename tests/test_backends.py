@@ -3,13 +3,11 @@
 import json
 import platform
 
-import numpy as np
 import pytest
 import torch
 
 from edgeseg import pipeline
 from edgeseg.lint import lint_coreml, lint_tflite
-from edgeseg.models.registry import create_model
 from edgeseg.runtimes.litert import LiteRtModel
 from edgeseg.runtimes.onnxruntime import OnnxRuntimeModel
 
@@ -17,12 +15,8 @@ SIZE = "192x256"
 
 
 @pytest.fixture(scope="module")
-def weights(tmp_path_factory):
-    torch.manual_seed(1)
-    model, _ = create_model("efficientvit-b0", "camvid")
-    path = tmp_path_factory.mktemp("w") / "b0.pt"
-    torch.save(model.state_dict(), path)
-    return str(path)
+def weights(random_b0_weights):
+    return random_b0_weights
 
 
 def test_tflite_fp32_parity_single_partition_nhwc(weights, tmp_path):

@@ -32,12 +32,8 @@ def assert_user_error(result, text, *needles):
 
 
 @pytest.fixture(scope="module")
-def random_weights(tmp_path_factory):
-    torch.manual_seed(0)
-    model, _ = create_model("efficientvit-b0", "camvid")
-    path = tmp_path_factory.mktemp("w") / "b0-random.pt"
-    torch.save({"state_dict": model.state_dict()}, path)
-    return path
+def random_weights(random_b0_weights):
+    return random_b0_weights
 
 
 def test_unknown_model_lists_valid_names():

@@ -10,18 +10,13 @@ from typer.testing import CliRunner
 from edgeseg import pipeline
 from edgeseg.cli import app
 from edgeseg.lint import lint_onnx
-from edgeseg.models.registry import create_model
 
 SIZE = "192x256"  # small static size keeps the suite fast; CamVid images are padded/cropped to it
 
 
 @pytest.fixture(scope="module")
-def weights(tmp_path_factory):
-    torch.manual_seed(0)
-    model, _ = create_model("efficientvit-b0", "camvid")
-    path = tmp_path_factory.mktemp("w") / "b0.pt"
-    torch.save(model.state_dict(), path)
-    return str(path)
+def weights(random_b0_weights):
+    return random_b0_weights
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,6 @@
 """The shipped-weights registry: hash check, fp16 publishing round trip."""
 
 import json
-import shutil
 
 import pytest
 import torch
