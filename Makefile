@@ -5,7 +5,7 @@ PIP := $(VENV)/bin/pip
 EDGESEG := $(VENV)/bin/edgeseg
 OUT ?= out
 
-.PHONY: setup run test clean
+.PHONY: setup run test clean export-table
 
 # torch is installed first and pinned: the local CPU wheel. Anything that replaced it would pull CUDA builds.
 $(VENV)/.installed: pyproject.toml
@@ -18,15 +18,23 @@ $(VENV)/.installed: pyproject.toml
 
 setup: $(VENV)/.installed
 
-# The main job on the bundled defaults: EfficientViT-B0 with its shipped CamVid weights on the bundled sample.
+# The main job on the bundled defaults: EfficientViT-B0 with its shipped CamVid weights on the bundled sample:
+# evaluate, predict, then export to ONNX and TFLite with parity against PyTorch and backend lint.
 run: setup
 	$(EDGESEG) models
 	$(EDGESEG) eval --model efficientvit-b0 --weights camvid --json $(OUT)/eval-sample.json
 	$(EDGESEG) predict --model efficientvit-b0 --weights camvid \
 		--images edgeseg/assets/sample/camvid/val/images --out $(OUT)/predict --overlay
+	$(EDGESEG) export --model efficientvit-b0 --weights camvid --target onnx-fp32 --out $(OUT)/artifacts
+	$(EDGESEG) export --model efficientvit-b0 --weights camvid --target tflite-fp16 --out $(OUT)/artifacts
 
 test: setup
 	$(PY) -m pytest -q
 
 clean:
 	rm -rf $(VENV) $(OUT) .pytest_cache *.egg-info
+
+# Benchmark (not a test): export B0 with its CamVid weights to every available target, parity on 20 val images.
+export-table: setup
+	$(PY) benchmarks/export_table.py --model efficientvit-b0 --weights camvid \
+		--parity-data ../shared/data/camvid --parity-images 20 --json $(OUT)/export-table.json
