@@ -286,6 +286,8 @@ def export(
     else:
         table.add_row("argmax agreement", f"{100 * p['argmax_agreement']:.3f} % on {p['images']} images "
                       f"({p['runtime']})")
+    if p.get("miou_candidate") is not None:
+        table.add_row("mIoU on those images", f"{100 * p['miou_candidate']:.2f} (PyTorch {100 * p['miou_reference']:.2f})")
     if "trtexec" in m:
         table.add_row("engine", m["engine"] or f"not built: {m['engine_not_built']}; run build_engine.sh on the device")
     table.add_row("lint", "clean" if lint["clean"] else f"[red]{lint['errors']} error(s)[/]"

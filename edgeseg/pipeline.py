@@ -379,8 +379,8 @@ def export(
         if cached is not None:
             return {**cached, "cached": True, "folder": str(folder)}
 
-    _, images, _ = load_split(parity_root, "val")
-    images = images[:parity_images]
+    _, images, labels = load_split(parity_root, "val")
+    images, labels = images[:parity_images], labels[:parity_images]
     deploy, applied = apply_rewrites(loaded.model, rewrites)
     # fp16 targets other than TFLite/Core ML carry precision in the graph (strongly typed); TFLite and Core ML
     # take the fp32 graph and apply their own fp16 schemes with the attention core kept fp32.
@@ -395,9 +395,11 @@ def export(
         file, built = _build_artifact(tgt, wrapper, example, tmp, output_name, opset)
         export_seconds = time.perf_counter() - t0
         if built.runner is not None:
-            parity = compare(torch_predictor(loaded.model), built.runner, images, input_size, with_argmax).as_dict()
+            parity = compare(torch_predictor(loaded.model), built.runner, images, input_size, with_argmax, labels,
+                             loaded.spec.num_classes, loaded.spec.ignore_index).as_dict()
         else:
-            parity = {"images": 0, "max_abs_diff": None, "snr_db": None, "argmax_agreement": None}
+            parity = {"images": 0, "max_abs_diff": None, "snr_db": None, "argmax_agreement": None,
+                      "miou_reference": None, "miou_candidate": None}
         lint = built.lint
         file_path = tmp / file
         manifest = {

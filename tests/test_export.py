@@ -29,6 +29,8 @@ def test_onnx_fp32_parity_manifest_and_lint(fp32):
     m, out = fp32
     assert m["parity"]["max_abs_diff"] <= 1e-4
     assert m["parity"]["argmax_agreement"] >= 0.999
+    # labels exist for the parity images: both sides' mIoU is recorded, and equal for an exact export
+    assert abs(m["parity"]["miou_candidate"] - m["parity"]["miou_reference"]) < 1e-3
     assert m["lint"]["clean"] and m["exporter"].startswith("torch.export")
     assert m["rewrites"] == {"attention-fp32-normaliser": 4, "bicubic-as-conv": 2}
     assert m["input"]["shape"] == [1, 3, 192, 256] and m["output"]["shape"] == [1, 11, 24, 32]
@@ -66,6 +68,7 @@ def test_with_argmax_outputs_int32_labels(weights, tmp_path):
                         parity_images=3)
     assert m["output"] == {"name": "labels", "shape": [1, 192, 256], "dtype": "int32"}
     assert m["parity"]["argmax_agreement"] >= 0.999 and m["parity"]["max_abs_diff"] is None
+    assert abs(m["parity"]["miou_candidate"] - m["parity"]["miou_reference"]) < 1e-2
     assert m["folder"].endswith("-argmax")
 
 

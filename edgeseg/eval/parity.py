@@ -1,4 +1,5 @@
-"""Parity of a candidate (an exported artifact) against the PyTorch reference on real images."""
+"""Parity of a candidate (an exported artifact) against the PyTorch reference on real images, and, where labels
+exist, both sides' mIoU on those images."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from edgeseg.data.transforms import fit_input, plan_fit, to_tensor
+from edgeseg.data.transforms import fit_input, logits_to_source, plan_fit, to_tensor
 from edgeseg.eval.evaluate import Predictor
+from edgeseg.eval.metrics import ConfusionMatrix
 
 
 @dataclass
@@ -20,33 +22,57 @@ class Parity:
     max_abs_diff: float | None  # logits; None for label outputs
     snr_db: float | None  # 10 log10(|ref|^2 / |ref - out|^2) over all logits
     argmax_agreement: float  # fraction of pixels with the same class, at the network input size
+    miou_reference: float | None = None  # on the same images, when labels are given
+    miou_candidate: float | None = None
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
+def _labels_to_source(labels: torch.Tensor, fit) -> torch.Tensor:
+    """(1, H, W) labels at the network input size -> the source image size (crop the padding, or nearest)."""
+    if fit.mode == "pad":
+        return labels[..., : fit.source[0], : fit.source[1]]
+    if fit.mode == "resize":
+        return F.interpolate(labels[:, None].float(), size=fit.source, mode="nearest")[:, 0].long()
+    return labels
+
+
 def compare(reference: Predictor, candidate: Predictor, images: Sequence[np.ndarray], size: tuple[int, int],
-            candidate_outputs_labels: bool = False) -> Parity:
+            candidate_outputs_labels: bool = False, labels: Sequence[np.ndarray] | None = None,
+            num_classes: int | None = None, ignore_index: int | None = None) -> Parity:
     """Both run on the same fitted inputs; the reference yields logits at stride 8, which are upsampled to the input
     size (bilinear, as the deployed argmax does) before comparing labels."""
     max_diff, sig, noise, agree, total = 0.0, 0.0, 0.0, 0, 0
-    for image in images:
+    score = labels is not None and num_classes is not None
+    cm_ref = ConfusionMatrix(num_classes, ignore_index) if score else None
+    cm_out = ConfusionMatrix(num_classes, ignore_index) if score else None
+    for i, image in enumerate(images):
         # both sides see the same input: padded when the artifact's size is larger than the image, else resized
         fits = image.shape[0] <= size[0] and image.shape[1] <= size[1]
-        x = fit_input(to_tensor(image), plan_fit(image.shape[:2], "pad" if fits else "resize", size))
+        fit = plan_fit(image.shape[:2], "pad" if fits else "resize", size)
+        x = fit_input(to_tensor(image), fit)
         with torch.inference_mode():
             ref = reference(x).float()
             out = candidate(x)
         ref_labels = F.interpolate(ref, size=size, mode="bilinear", align_corners=False).argmax(1)
         if candidate_outputs_labels:
-            labels = out.long()
+            out_labels = out.long()
         else:
             out = out.float()
             max_diff = max(max_diff, float((out - ref).abs().max()))
             sig += float((ref.double() ** 2).sum())
             noise += float(((out.double() - ref.double()) ** 2).sum())
-            labels = F.interpolate(out, size=size, mode="bilinear", align_corners=False).argmax(1)
-        agree += int((labels == ref_labels).sum())
+            out_labels = F.interpolate(out, size=size, mode="bilinear", align_corners=False).argmax(1)
+        agree += int((out_labels == ref_labels).sum())
         total += ref_labels.numel()
+        if score:
+            target = torch.from_numpy(labels[i])
+            cm_ref.update(logits_to_source(ref, fit).argmax(1), target)
+            if candidate_outputs_labels:
+                cm_out.update(_labels_to_source(out_labels, fit), target)
+            else:
+                cm_out.update(logits_to_source(out, fit).argmax(1), target)
     snr = None if candidate_outputs_labels else (math.inf if noise == 0 else 10 * math.log10(sig / noise))
-    return Parity(len(images), None if candidate_outputs_labels else max_diff, snr, agree / total)
+    return Parity(len(images), None if candidate_outputs_labels else max_diff, snr, agree / total,
+                  cm_ref.result().miou if score else None, cm_out.result().miou if score else None)
