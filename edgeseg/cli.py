@@ -105,7 +105,8 @@ def models(size: Optional[str] = typer.Option(None, "--size", help="Count MACs a
 
 
 def _metrics_table(report: dict) -> Table:
-    table = Table(title=f"{report['model']} ({report['runtime']}) on {report['data']} [{report['split']}], "
+    table = Table(title=f"{report['model']} ({report.get('target', 'reference')}, {report['runtime']}) on "
+                  f"{report['data']} [{report['split']}], "
                   f"{report['images']} images")
     table.add_column("class")
     table.add_column("IoU", justify="right")
@@ -117,10 +118,16 @@ def _metrics_table(report: dict) -> Table:
     return table
 
 
+ArtifactOpt = typer.Option(None, "--artifact", "-a", help="An artifact folder from `edgeseg export` (instead "
+                           "of --model/--weights), run with its runtime here.")
+OptModelOpt = typer.Option(None, "--model", "-m", help="Model name, e.g. efficientvit-b0 (see `edgeseg models`).")
+
+
 @app.command("eval")
 @user_errors
 def eval_cmd(
-    model: str = ModelOpt,
+    model: Optional[str] = OptModelOpt,
+    artifact: Optional[Path] = ArtifactOpt,
     dataset: Optional[str] = DatasetOpt,
     weights: Optional[str] = WeightsOpt,
     data: Path = typer.Option(pipeline.SAMPLE_DATA, "--data", help="Folder with SPLIT/images and SPLIT/labels "
@@ -137,7 +144,7 @@ def eval_cmd(
     """mIoU, pixel accuracy and per-class IoU on a labelled split."""
     with _Bar("eval") as bar:
         report = pipeline.evaluate(model, dataset, weights, data, split, fit, size, limit, threads, progress=bar,
-                                   upsample=upsample)
+                                   upsample=upsample, artifact=artifact)
     console.print(_metrics_table(report))
     console.print(f"mIoU {100 * report['miou']:.2f}  pixel accuracy {100 * report['pixel_accuracy']:.2f}  "
                   f"({report['images']} images, {report['seconds']:.1f} s)")
@@ -148,7 +155,8 @@ def eval_cmd(
 @app.command()
 @user_errors
 def predict(
-    model: str = ModelOpt,
+    model: Optional[str] = OptModelOpt,
+    artifact: Optional[Path] = ArtifactOpt,
     dataset: Optional[str] = DatasetOpt,
     weights: Optional[str] = WeightsOpt,
     images: Path = typer.Option(..., "--images", help="Folder of .jpg/.png images."),
@@ -159,7 +167,8 @@ def predict(
 ):
     """Write one 8-bit class-index PNG per image (same stem, same size), optionally colour overlays."""
     with _Bar("predict") as bar:
-        written = pipeline.predict(model, dataset, weights, images, out, overlay, fit, size, progress=bar)
+        written = pipeline.predict(model, dataset, weights, images, out, overlay, fit, size, progress=bar,
+                                   artifact=artifact)
     console.print(f"wrote {len(written)} label map(s) to {out}" + (f" and overlays to {out / 'overlay'}"
                                                                  if overlay else ""))
 

@@ -20,9 +20,9 @@ import torch
 from PIL import Image
 
 from edgeseg.data.datasets import DATASETS, DatasetSpec, list_images, load_split, read_image
-from edgeseg.data.transforms import parse_size, plan_fit
+from edgeseg.data.transforms import parse_size
 from edgeseg.errors import EdgesegError
-from edgeseg.eval.evaluate import argmax_labels, evaluate_arrays, predict_logits, torch_predictor
+from edgeseg.eval.evaluate import evaluate_arrays, plan_for, predict_label_map, torch_predictor
 from edgeseg.io import atomic_write_bytes
 from edgeseg.models import weights as weights_mod
 from edgeseg.models.registry import DEFAULT_INPUT, MODELS, count_macs, count_params, create_model, resolve_model_name
@@ -64,8 +64,52 @@ def _parse_optional_size(size: str | None) -> tuple[int, int] | None:
     return parse_size(size) if size else None
 
 
+@dataclass
+class _Source:
+    """What eval/predict run: a PyTorch model or an exported artifact, behind one predictor call."""
+
+    predict: Callable
+    spec: DatasetSpec
+    fit: str | None  # None: fixed-size artifact (pad when the image fits, else resize)
+    size: tuple[int, int] | None
+    outputs_labels: bool
+    info: dict
+
+
+def _open_source(model: str | None, dataset: str | None, weights: str | None, artifact: Path | None,
+                 fit: str, size: str | None, upsample: str | None, threads: int | None) -> _Source:
+    if threads:
+        torch.set_num_threads(threads)
+    if artifact is not None:
+        if model or weights or upsample:
+            raise EdgesegError("pass either --artifact or --model/--weights/--upsample, not both")
+        from edgeseg.runtimes import load_artifact
+
+        art = load_artifact(Path(artifact), threads)
+        m = art.manifest
+        if size and parse_size(size) != art.input_size:
+            raise EdgesegError(f"artifact {art.path} has a static input {art.input_size[0]}x{art.input_size[1]}; "
+                               f"drop --size or export at {size}")
+        info = {"model": m["model"], "dataset": m["dataset"], "runtime": art.runtime, "target": m["target"],
+                "artifact": {"path": str(art.path), "sha256": m["sha256"]}, "weights": m["weights"]}
+        return _Source(art.run, DATASETS[m["dataset"]], None, art.input_size, art.outputs_labels, info)
+    if not model:
+        raise EdgesegError("pass --model (with --weights) or --artifact")
+    loaded = load_model(model, dataset, weights)
+    net = loaded.model
+    if upsample is not None:
+        from edgeseg.rewrite import apply_rewrites
+
+        if upsample not in UPSAMPLE_REWRITES:
+            raise EdgesegError(f"unknown --upsample {upsample!r}: use {', '.join(UPSAMPLE_REWRITES)}")
+        net, _ = apply_rewrites(net, [UPSAMPLE_REWRITES[upsample]])
+    info = {"model": loaded.name, "dataset": loaded.dataset, "runtime": "pytorch",
+            "upsample": upsample or "reference (bicubic resize)", "weights": loaded.weights_info()}
+    return _Source(torch_predictor(net), loaded.spec, fit, _parse_optional_size(size), False, info)
+
+
 def evaluate(
-    model: str,
+    model: str | None,
     dataset: str | None,
     weights: str | None,
     data: Path,
@@ -76,43 +120,29 @@ def evaluate(
     threads: int | None = None,
     progress: Progress | None = None,
     upsample: str | None = None,
+    artifact: Path | None = None,
 ) -> dict:
-    """mIoU, pixel accuracy and per-class IoU of a model over a labelled split; returns the JSON report.
-
-    ``upsample`` evaluates the model with a deploy head upsampling rewrite (``bilinear`` measures what the
-    approximation costs), the rest of the model as the reference."""
-    if threads:
-        torch.set_num_threads(threads)
-    loaded = load_model(model, dataset, weights)
-    net = loaded.model
-    if upsample is not None:
-        from edgeseg.rewrite import apply_rewrites
-
-        if upsample not in UPSAMPLE_REWRITES:
-            raise EdgesegError(f"unknown --upsample {upsample!r}: use {', '.join(UPSAMPLE_REWRITES)}")
-        net, _ = apply_rewrites(net, [UPSAMPLE_REWRITES[upsample]])
+    """mIoU, pixel accuracy and per-class IoU over a labelled split, of a model (optionally with a deploy head
+    ``upsample`` rewrite: ``bilinear`` measures what the approximation costs) or of an exported ``artifact`` run
+    with its runtime here; returns the JSON report."""
+    src = _open_source(model, dataset, weights, artifact, fit, size, upsample, threads)
     samples, images, labels = load_split(Path(data), split)
     if limit:
         samples, images, labels = samples[:limit], images[:limit], labels[:limit]
-    input_size = _parse_optional_size(size)
-    fit_plan = plan_fit(images[0].shape[:2], fit, input_size)
+    fit_plan = plan_for(images[0], src.fit, src.size)
     report = progress or (lambda *a, **k: None)
     report("start", total=len(images), fit=fit_plan.describe())
     t0 = time.perf_counter()
-    metrics = evaluate_arrays(torch_predictor(net), images, labels, loaded.spec, fit, input_size,
-                              on_step=lambda: report("advance"))
+    metrics = evaluate_arrays(src.predict, images, labels, src.spec, src.fit, src.size,
+                              on_step=lambda: report("advance"), outputs_labels=src.outputs_labels)
     seconds = time.perf_counter() - t0
     return {
-        "model": loaded.name,
-        "dataset": loaded.dataset,
-        "runtime": "pytorch",
-        "upsample": upsample or "reference (bicubic resize)",
-        "weights": loaded.weights_info(),
+        **src.info,
         "data": str(data),
         "split": split,
         "images": len(images),
         "input": fit_plan.describe(),
-        **metrics.as_dict(loaded.spec.classes),
+        **metrics.as_dict(src.spec.classes),
         "seconds": seconds,
         "machine": {"platform": platform.platform(), "torch": torch.__version__, "threads": torch.get_num_threads()},
     }
@@ -131,7 +161,7 @@ def _png_bytes(array: np.ndarray) -> bytes:
 
 
 def predict(
-    model: str,
+    model: str | None,
     dataset: str | None,
     weights: str | None,
     images: Path,
@@ -140,26 +170,25 @@ def predict(
     fit: str = "pad",
     size: str | None = None,
     progress: Progress | None = None,
+    artifact: Path | None = None,
 ) -> list[Path]:
     """One 8-bit class-index PNG per image (same stem and size as the input) in ``out``; with ``overlay``, a colour
-    overlay in ``out/overlay``. Each file is written atomically."""
-    loaded = load_model(model, dataset, weights)
+    overlay in ``out/overlay``. Runs a model or an exported artifact. Each file is written atomically."""
+    src = _open_source(model, dataset, weights, artifact, fit, size, None, None)
     files = list_images(Path(images))
-    input_size = _parse_optional_size(size)
-    predictor = torch_predictor(loaded.model)
     report = progress or (lambda *a, **k: None)
     report("start", total=len(files))
     out = Path(out)
     written = []
     for path in files:
         image = read_image(path)
-        plan = plan_fit(image.shape[:2], fit, input_size)
-        labels = argmax_labels(predict_logits(predictor, image, plan))
+        plan = plan_for(image, src.fit, src.size)
+        labels = predict_label_map(src.predict, image, plan, src.outputs_labels).to(torch.uint8).numpy()
         target = out / f"{path.stem}.png"
         atomic_write_bytes(target, _png_bytes(labels))
         written.append(target)
         if overlay:
-            blend = (0.5 * image + 0.5 * colorize(labels, loaded.spec)).astype(np.uint8)
+            blend = (0.5 * image + 0.5 * colorize(labels, src.spec)).astype(np.uint8)
             atomic_write_bytes(out / "overlay" / f"{path.stem}.png", _png_bytes(blend))
         report("advance", file=path.name, input=plan.describe())
     return written
@@ -307,7 +336,8 @@ def _build_artifact(tgt, module, example, tmp: Path, output_name: str, opset: in
         return file, _Built(info, LiteRtModel(tmp / file), f"ai-edge-litert {_package_versions('ai-edge-litert')['ai-edge-litert']} (XNNPACK)",
                             lint_mod.lint_tflite(tmp / file, tgt.rules), {})
     if tgt.format == "coreml":
-        from edgeseg.exporters.coreml import CoreMLModel, coreml_runtime_available, export_coreml
+        from edgeseg.exporters.coreml import export_coreml
+        from edgeseg.runtimes.coreml import CoreMLModel, coreml_runtime_available
 
         file = "model.mlpackage"
         info, mlmodel = export_coreml(module, example, tmp / file, tgt.precision, output_name)

@@ -135,3 +135,25 @@ def test_size_must_be_multiple_of_32_for_export(weights, tmp_path):
     r = CliRunner().invoke(app, ["export", "--model", "efficientvit-b0", "--weights", weights, "--target",
                                  "onnx-fp32", "--size", "360x480", "--out", str(tmp_path)])
     assert r.exit_code == 2 and "use 384x480 or 352x480" in r.output
+
+
+def test_eval_and_predict_run_artifacts_like_the_model(weights, fp32, tmp_path):
+    m, _ = fp32
+    ref = pipeline.evaluate("efficientvit-b0", "camvid", weights, pipeline.SAMPLE_DATA, fit="resize", size=SIZE)
+    art = pipeline.evaluate(None, None, None, pipeline.SAMPLE_DATA, artifact=m["folder"])
+    assert art["runtime"].startswith("onnxruntime") and art["target"] == "onnx-fp32"
+    assert abs(art["miou"] - ref["miou"]) < 1e-3
+    written = pipeline.predict(None, None, None, pipeline.SAMPLE_DATA / "val" / "images", tmp_path / "p",
+                               artifact=m["folder"])
+    from PIL import Image
+
+    assert Image.open(written[0]).size == (480, 360)  # back at the source size
+
+
+def test_eval_rejects_mixed_sources_and_missing_manifest(weights, fp32, tmp_path):
+    m, _ = fp32
+    r = CliRunner().invoke(app, ["eval", "--artifact", m["folder"], "--model", "efficientvit-b0"])
+    assert r.exit_code == 2 and "either --artifact or --model" in r.output
+    (tmp_path / "x.onnx").write_bytes(b"")
+    r = CliRunner().invoke(app, ["eval", "--artifact", str(tmp_path / "x.onnx")])
+    assert r.exit_code == 2 and "no manifest.json" in r.output

@@ -102,6 +102,21 @@ def logits_to_source(logits: torch.Tensor, fit: InputFit) -> torch.Tensor:
     return F.interpolate(logits, size=fit.source, mode="bilinear", align_corners=False)
 
 
+def labels_to_source(labels: torch.Tensor, fit: InputFit) -> torch.Tensor:
+    """(N, H, W) class labels at the network input size -> the source size (crop the padding, or nearest)."""
+    if fit.mode == "pad":
+        return labels[..., : fit.source[0], : fit.source[1]]
+    if fit.mode == "resize":
+        return F.interpolate(labels[:, None].float(), size=fit.source, mode="nearest")[:, 0].long()
+    return labels
+
+
+def auto_fit(source: tuple[int, int], size: tuple[int, int]) -> InputFit:
+    """For a fixed-size artifact: pad when the image fits inside ``size`` (exact), else resize."""
+    fits = source[0] <= size[0] and source[1] <= size[1]
+    return plan_fit(source, "pad" if fits else "resize", size)
+
+
 # --------------------------------------------------------------------------------------------------------------
 # Training augmentation
 # --------------------------------------------------------------------------------------------------------------

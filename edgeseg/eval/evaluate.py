@@ -12,7 +12,8 @@ import numpy as np
 import torch
 
 from edgeseg.data.datasets import DatasetSpec
-from edgeseg.data.transforms import InputFit, fit_input, logits_to_source, plan_fit, to_tensor
+from edgeseg.data.transforms import (InputFit, auto_fit, fit_input, labels_to_source, logits_to_source, plan_fit,
+                                     to_tensor)
 from edgeseg.eval.metrics import ConfusionMatrix, SegMetrics
 
 Predictor = Callable[[torch.Tensor], torch.Tensor]
@@ -26,19 +27,35 @@ def predict_logits(predict: Predictor, image: np.ndarray, fit: InputFit) -> torc
     return logits_to_source(logits.float(), fit)
 
 
+def predict_label_map(predict: Predictor, image: np.ndarray, fit: InputFit, outputs_labels: bool = False) -> torch.Tensor:
+    """(H, W) class labels at the source image size, from a logits model or a labels (in-graph argmax) artifact."""
+    if not outputs_labels:
+        return predict_logits(predict, image, fit).argmax(1)[0]
+    with torch.inference_mode():
+        labels = predict(fit_input(to_tensor(image), fit)).long()
+    return labels_to_source(labels, fit)[0]
+
+
+def plan_for(image: np.ndarray, fit_mode: str | None, size: tuple[int, int] | None) -> InputFit:
+    """``fit_mode`` None means a fixed-size artifact: pad when the image fits, else resize."""
+    if fit_mode is None and size is not None:
+        return auto_fit(image.shape[:2], size)
+    return plan_fit(image.shape[:2], fit_mode or "pad", size)
+
+
 def evaluate_arrays(
     predict: Predictor,
     images: Sequence[np.ndarray],
     labels: Sequence[np.ndarray],
     spec: DatasetSpec,
-    fit_mode: str = "pad",
+    fit_mode: str | None = "pad",
     size: tuple[int, int] | None = None,
     on_step: Callable[[], None] | None = None,
+    outputs_labels: bool = False,
 ) -> SegMetrics:
     cm = ConfusionMatrix(spec.num_classes, spec.ignore_index)
     for image, label in zip(images, labels):
-        fit = plan_fit(image.shape[:2], fit_mode, size)
-        pred = predict_logits(predict, image, fit).argmax(1)[0]
+        pred = predict_label_map(predict, image, plan_for(image, fit_mode, size), outputs_labels)
         cm.update(pred, torch.from_numpy(label))
         if on_step is not None:
             on_step()
@@ -54,6 +71,4 @@ def torch_predictor(model: torch.nn.Module, device: torch.device | str = "cpu") 
     return predict
 
 
-def argmax_labels(logits: torch.Tensor) -> np.ndarray:
-    return logits.argmax(1)[0].to(torch.uint8).numpy()
 

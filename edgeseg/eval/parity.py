@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from edgeseg.data.transforms import fit_input, logits_to_source, plan_fit, to_tensor
+from edgeseg.data.transforms import auto_fit, fit_input, labels_to_source, logits_to_source, to_tensor
 from edgeseg.eval.evaluate import Predictor
 from edgeseg.eval.metrics import ConfusionMatrix
 
@@ -29,15 +29,6 @@ class Parity:
         return asdict(self)
 
 
-def _labels_to_source(labels: torch.Tensor, fit) -> torch.Tensor:
-    """(1, H, W) labels at the network input size -> the source image size (crop the padding, or nearest)."""
-    if fit.mode == "pad":
-        return labels[..., : fit.source[0], : fit.source[1]]
-    if fit.mode == "resize":
-        return F.interpolate(labels[:, None].float(), size=fit.source, mode="nearest")[:, 0].long()
-    return labels
-
-
 def compare(reference: Predictor, candidate: Predictor, images: Sequence[np.ndarray], size: tuple[int, int],
             candidate_outputs_labels: bool = False, labels: Sequence[np.ndarray] | None = None,
             num_classes: int | None = None, ignore_index: int | None = None) -> Parity:
@@ -48,9 +39,7 @@ def compare(reference: Predictor, candidate: Predictor, images: Sequence[np.ndar
     cm_ref = ConfusionMatrix(num_classes, ignore_index) if score else None
     cm_out = ConfusionMatrix(num_classes, ignore_index) if score else None
     for i, image in enumerate(images):
-        # both sides see the same input: padded when the artifact's size is larger than the image, else resized
-        fits = image.shape[0] <= size[0] and image.shape[1] <= size[1]
-        fit = plan_fit(image.shape[:2], "pad" if fits else "resize", size)
+        fit = auto_fit(image.shape[:2], size)  # both sides see the same input
         x = fit_input(to_tensor(image), fit)
         with torch.inference_mode():
             ref = reference(x).float()
@@ -70,7 +59,7 @@ def compare(reference: Predictor, candidate: Predictor, images: Sequence[np.ndar
             target = torch.from_numpy(labels[i])
             cm_ref.update(logits_to_source(ref, fit).argmax(1), target)
             if candidate_outputs_labels:
-                cm_out.update(_labels_to_source(out_labels, fit), target)
+                cm_out.update(labels_to_source(out_labels, fit), target)
             else:
                 cm_out.update(logits_to_source(out, fit).argmax(1), target)
     snr = None if candidate_outputs_labels else (math.inf if noise == 0 else 10 * math.log10(sig / noise))

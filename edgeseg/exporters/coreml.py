@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-import platform
 import warnings
 from pathlib import Path
 
@@ -65,22 +64,3 @@ def mil_summary(mlmodel) -> tuple[dict[str, int], list[tuple[str, str, int]], di
                 key = f"{op.op_type}:{getattr(out.dtype, '__name__', str(out.dtype))}"
                 dtypes[key] = dtypes.get(key, 0) + 1
     return ops, ranks, dtypes
-
-
-def coreml_runtime_available() -> bool:
-    return platform.system() == "Darwin"
-
-
-class CoreMLModel:
-    """Core ML prediction (macOS only) behind the Predictor call."""
-
-    def __init__(self, path: Path, output_name: str):
-        if not coreml_runtime_available():
-            raise EdgesegError("Core ML prediction needs macOS (coremltools' predict runs only there)")
-        import coremltools as ct
-
-        self.model, self.output_name = ct.models.MLModel(str(path)), output_name
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.model.predict({"image": x.numpy()})
-        return torch.from_numpy(out[self.output_name])

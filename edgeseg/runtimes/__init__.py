@@ -1,2 +1,64 @@
 """Runtimes that execute artifacts here, behind the same call as a PyTorch model: normalised NCHW float32 in,
-logits (or labels) out, as torch tensors. Shared by export parity, eval and bench."""
+logits (or labels) out, as torch tensors. Shared by export parity, eval, predict and (later) bench."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from edgeseg.errors import EdgesegError
+
+
+@dataclass
+class LoadedArtifact:
+    path: Path  # the model file
+    manifest: dict
+    run: Callable[[torch.Tensor], torch.Tensor]
+    runtime: str
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        shape = self.manifest["input"]["shape"]
+        return int(shape[2]), int(shape[3])
+
+    @property
+    def outputs_labels(self) -> bool:
+        return self.manifest["output"]["name"] == "labels"
+
+
+def load_artifact(path: Path, threads: int | None = None) -> LoadedArtifact:
+    """An artifact folder (or the model file inside one) with its manifest, opened with the runtime for its format."""
+    path = Path(path)
+    if not path.exists():
+        raise EdgesegError(f"artifact not found: {path} (pass an artifact folder written by `edgeseg export`)")
+    folder = path if path.is_dir() and path.suffix != ".mlpackage" else path.parent
+    manifest_path = folder / "manifest.json"
+    if not manifest_path.is_file():
+        raise EdgesegError(f"no manifest.json beside {path}: pass an artifact folder written by `edgeseg export`")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        model_file = folder / manifest["file"]
+        fmt = manifest["format"]
+    except (ValueError, KeyError) as exc:
+        raise EdgesegError(f"corrupt manifest {manifest_path}: {exc}") from None
+    if not model_file.exists():
+        raise EdgesegError(f"artifact file missing: {model_file}")
+    if fmt in ("onnx", "tensorrt"):
+        from edgeseg.runtimes.onnxruntime import OnnxRuntimeModel
+
+        note = "onnxruntime (CPU)" if fmt == "onnx" else "onnxruntime (CPU) on the TensorRT-ready ONNX, not the engine"
+        return LoadedArtifact(model_file, manifest, OnnxRuntimeModel(model_file, threads), note)
+    if fmt == "tflite":
+        from edgeseg.runtimes.litert import LiteRtModel
+
+        return LoadedArtifact(model_file, manifest, LiteRtModel(model_file, threads), "ai-edge-litert (XNNPACK)")
+    if fmt == "coreml":
+        from edgeseg.runtimes.coreml import CoreMLModel
+
+        return LoadedArtifact(model_file, manifest, CoreMLModel(model_file, manifest["output"]["name"]),
+                              "coremltools (macOS)")
+    raise EdgesegError(f"unknown artifact format {fmt!r} in {manifest_path}")
