@@ -29,12 +29,23 @@ def main() -> None:
     args = ap.parse_args()
 
     rows = []
-    print("| target | size MB | max abs diff | SNR dB | argmax agreement | mIoU artifact / PyTorch | parity runtime "
-          "| lint | export s |")
+    print(
+        "| target | size MB | max abs diff | SNR dB | argmax agreement | mIoU artifact / PyTorch | parity runtime "
+        "| lint | export s |"
+    )
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for name in args.targets:
-        m = pipeline.export(args.model, args.dataset, args.weights, name, args.size, args.out,
-                            parity_data=args.parity_data, parity_images=args.parity_images, force=True)
+        m = pipeline.export(
+            args.model,
+            args.dataset,
+            args.weights,
+            name,
+            args.size,
+            args.out,
+            parity_data=args.parity_data,
+            parity_images=args.parity_images,
+            force=True,
+        )
         p = m["parity"]
         lint = "clean" if m["lint"]["clean"] else f"{m['lint']['errors']} errors"
         if m["lint"]["warnings"]:
@@ -42,10 +53,16 @@ def main() -> None:
         agree = "-" if p["argmax_agreement"] is None else f"{100 * p['argmax_agreement']:.3f} % ({p['images']} img)"
         diff = "-" if p["max_abs_diff"] is None else f"{p['max_abs_diff']:.2e}"
         snr = "-" if p["snr_db"] is None else f"{p['snr_db']:.1f}"
-        miou = ("-" if p.get("miou_candidate") is None else
-                f"{100 * p['miou_candidate']:.2f} / {100 * p['miou_reference']:.2f}")
-        print(f"| {name} | {m['bytes'] / 1e6:.2f} | {diff} | {snr} | {agree} | {miou} | {p['runtime']} | {lint} | "
-              f"{m['export_seconds']:.1f} |", flush=True)
+        miou = (
+            "-"
+            if p.get("miou_candidate") is None
+            else f"{100 * p['miou_candidate']:.2f} / {100 * p['miou_reference']:.2f}"
+        )
+        print(
+            f"| {name} | {m['bytes'] / 1e6:.2f} | {diff} | {snr} | {agree} | {miou} | {p['runtime']} | {lint} | "
+            f"{m['export_seconds']:.1f} |",
+            flush=True,
+        )
         rows.append(m)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))

@@ -7,7 +7,6 @@ import functools
 import json
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -20,8 +19,7 @@ from edgeseg.errors import EdgesegError
 from edgeseg.io import atomic_write_bytes
 
 app = typer.Typer(
-    help="edgeseg: attention segmentation models from PyTorch to edge devices, with measured parity, mIoU and "
-    "latency.",
+    help="edgeseg: attention segmentation models from PyTorch to edge devices, with measured parity, mIoU and latency.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -54,7 +52,7 @@ class _Bar:
     def __init__(self, description: str):
         self.description, self.progress, self.task = description, None, None
 
-    def __enter__(self) -> "_Bar":
+    def __enter__(self) -> _Bar:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -65,8 +63,14 @@ class _Bar:
         if kind == "start":
             if "fit" in fields:
                 err_console.print(f"input: {fields['fit']}")
-            self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                     TimeElapsedColumn(), TimeRemainingColumn(), console=err_console)
+            self.progress = Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                console=err_console,
+            )
             self.progress.start()
             self.task = self.progress.add_task(self.description, total=fields.get("total"))
         elif kind == "advance" and self.task is not None:
@@ -82,32 +86,46 @@ DatasetOpt = typer.Option(None, "--dataset", "-d", help="Head/label set: camvid 
 WeightsOpt = typer.Option(None, "--weights", "-w", help="A .pt state dict, or a shipped tag such as 'camvid'.")
 FitOpt = typer.Option("pad", "--fit", help="Make H, W multiples of 32: 'pad' (exact, default) or 'resize'.")
 SizeOpt = typer.Option(None, "--size", help="Network input HxW (multiples of 32); default: the image rounded up.")
-UpsampleOpt = typer.Option("conv", "--upsample", help="Head upsampling: conv (exact bicubic as convolution, "
-                           "default for export), resize (bicubic Resize op), bilinear (approximation).")
+UpsampleOpt = typer.Option(
+    "conv",
+    "--upsample",
+    help="Head upsampling: conv (exact bicubic as convolution, "
+    "default for export), resize (bicubic Resize op), bilinear (approximation).",
+)
 
 
 @app.command()
 @user_errors
-def models(size: Optional[str] = typer.Option(None, "--size", help="Count MACs at HxW instead of each dataset's "
-                                              "default input."),
-           json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the table as JSON.")):
+def models(
+    size: str | None = typer.Option(None, "--size", help="Count MACs at HxW instead of each dataset's default input."),
+    json_out: Path | None = typer.Option(None, "--json", help="Also write the table as JSON."),
+):
     """List registered models: dataset heads, classes, params, GMACs, shipped weights."""
     rows = pipeline.models_table(size)
     table = Table(title="edgeseg models")
     for col in ("model", "dataset", "classes", "params M", "input", "GMACs", "weights"):
         table.add_column(col, justify="right" if col in ("classes", "params M", "GMACs") else "left", no_wrap=True)
     for r in rows:
-        table.add_row(r["model"], r["dataset"], str(r["classes"]), f"{r['params_m']:.3f}", r["input"],
-                      f"{r['gmacs']:.2f}", r["weights"] or "-")
+        table.add_row(
+            r["model"],
+            r["dataset"],
+            str(r["classes"]),
+            f"{r['params_m']:.3f}",
+            r["input"],
+            f"{r['gmacs']:.2f}",
+            r["weights"] or "-",
+        )
     console.print(table)
     if json_out:
         _write_json(json_out, {"models": rows})
 
 
 def _metrics_table(report: dict) -> Table:
-    table = Table(title=f"{report['model']} ({report.get('target', 'reference')}, {report['runtime']}) on "
-                  f"{report['data']} [{report['split']}], "
-                  f"{report['images']} images")
+    table = Table(
+        title=f"{report['model']} ({report.get('target', 'reference')}, {report['runtime']}) on "
+        f"{report['data']} [{report['split']}], "
+        f"{report['images']} images"
+    )
     table.add_column("class")
     table.add_column("IoU", justify="right")
     for name, iou in report["iou"].items():
@@ -118,36 +136,60 @@ def _metrics_table(report: dict) -> Table:
     return table
 
 
-ArtifactOpt = typer.Option(None, "--artifact", "-a", help="An artifact folder from `edgeseg export` (instead "
-                           "of --model/--weights), run with its runtime here.")
+ArtifactOpt = typer.Option(
+    None,
+    "--artifact",
+    "-a",
+    help="An artifact folder from `edgeseg export` (instead of --model/--weights), run with its runtime here.",
+)
 OptModelOpt = typer.Option(None, "--model", "-m", help="Model name, e.g. efficientvit-b0 (see `edgeseg models`).")
 
 
 @app.command("eval")
 @user_errors
 def eval_cmd(
-    model: Optional[str] = OptModelOpt,
-    artifact: Optional[Path] = ArtifactOpt,
-    dataset: Optional[str] = DatasetOpt,
-    weights: Optional[str] = WeightsOpt,
-    data: Path = typer.Option(pipeline.SAMPLE_DATA, "--data", help="Folder with SPLIT/images and SPLIT/labels "
-                              "(default: the bundled CamVid sample)."),
+    model: str | None = OptModelOpt,
+    artifact: Path | None = ArtifactOpt,
+    dataset: str | None = DatasetOpt,
+    weights: str | None = WeightsOpt,
+    data: Path = typer.Option(
+        pipeline.SAMPLE_DATA,
+        "--data",
+        help="Folder with SPLIT/images and SPLIT/labels (default: the bundled CamVid sample).",
+    ),
     split: str = typer.Option("val", "--split"),
     fit: str = FitOpt,
-    size: Optional[str] = SizeOpt,
-    limit: Optional[int] = typer.Option(None, "--limit", help="Only the first N images."),
-    threads: Optional[int] = typer.Option(None, "--threads", help="torch intra-op threads."),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the report as JSON."),
-    upsample: Optional[str] = typer.Option(None, "--upsample", help="Evaluate with a deploy head upsampling "
-                                           "(conv | resize | bilinear) instead of the reference model."),
+    size: str | None = SizeOpt,
+    limit: int | None = typer.Option(None, "--limit", help="Only the first N images."),
+    threads: int | None = typer.Option(None, "--threads", help="torch intra-op threads."),
+    json_out: Path | None = typer.Option(None, "--json", help="Write the report as JSON."),
+    upsample: str | None = typer.Option(
+        None,
+        "--upsample",
+        help="Evaluate with a deploy head upsampling (conv | resize | bilinear) instead of the reference model.",
+    ),
 ):
     """mIoU, pixel accuracy and per-class IoU on a labelled split."""
     with _Bar("eval") as bar:
-        report = pipeline.evaluate(model, dataset, weights, data, split, fit, size, limit, threads, progress=bar,
-                                   upsample=upsample, artifact=artifact)
+        report = pipeline.evaluate(
+            model,
+            dataset,
+            weights,
+            data,
+            split,
+            fit,
+            size,
+            limit,
+            threads,
+            progress=bar,
+            upsample=upsample,
+            artifact=artifact,
+        )
     console.print(_metrics_table(report))
-    console.print(f"mIoU {100 * report['miou']:.2f}  pixel accuracy {100 * report['pixel_accuracy']:.2f}  "
-                  f"({report['images']} images, {report['seconds']:.1f} s)")
+    console.print(
+        f"mIoU {100 * report['miou']:.2f}  pixel accuracy {100 * report['pixel_accuracy']:.2f}  "
+        f"({report['images']} images, {report['seconds']:.1f} s)"
+    )
     if json_out:
         _write_json(json_out, report)
 
@@ -155,22 +197,24 @@ def eval_cmd(
 @app.command()
 @user_errors
 def predict(
-    model: Optional[str] = OptModelOpt,
-    artifact: Optional[Path] = ArtifactOpt,
-    dataset: Optional[str] = DatasetOpt,
-    weights: Optional[str] = WeightsOpt,
+    model: str | None = OptModelOpt,
+    artifact: Path | None = ArtifactOpt,
+    dataset: str | None = DatasetOpt,
+    weights: str | None = WeightsOpt,
     images: Path = typer.Option(..., "--images", help="Folder of .jpg/.png images."),
     out: Path = typer.Option(..., "--out", help="Output folder for label PNGs."),
     overlay: bool = typer.Option(False, "--overlay", help="Also write colour overlays to OUT/overlay."),
     fit: str = FitOpt,
-    size: Optional[str] = SizeOpt,
+    size: str | None = SizeOpt,
 ):
     """Write one 8-bit class-index PNG per image (same stem, same size), optionally colour overlays."""
     with _Bar("predict") as bar:
-        written = pipeline.predict(model, dataset, weights, images, out, overlay, fit, size, progress=bar,
-                                   artifact=artifact)
-    console.print(f"wrote {len(written)} label map(s) to {out}" + (f" and overlays to {out / 'overlay'}"
-                                                                 if overlay else ""))
+        written = pipeline.predict(
+            model, dataset, weights, images, out, overlay, fit, size, progress=bar, artifact=artifact
+        )
+    console.print(
+        f"wrote {len(written)} label map(s) to {out}" + (f" and overlays to {out / 'overlay'}" if overlay else "")
+    )
 
 
 def _parse_hw(text: str, what: str) -> tuple[int, int]:
@@ -197,45 +241,69 @@ def train(
     loss: str = typer.Option("wce", "--loss", help="ce | wce (class-weighted CE) | ohem"),
     eval_every: int = typer.Option(5, "--eval-every"),
     seed: int = typer.Option(0, "--seed"),
-    threads: Optional[int] = typer.Option(None, "--threads"),
-    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Stop after N steps (smoke runs)."),
-    limit_train: Optional[int] = typer.Option(None, "--limit-train", help="Use only the first N train images."),
-    limit_val: Optional[int] = typer.Option(None, "--limit-val", help="Use only the first N val images."),
+    threads: int | None = typer.Option(None, "--threads"),
+    max_steps: int | None = typer.Option(None, "--max-steps", help="Stop after N steps (smoke runs)."),
+    limit_train: int | None = typer.Option(None, "--limit-train", help="Use only the first N train images."),
+    limit_val: int | None = typer.Option(None, "--limit-val", help="Use only the first N val images."),
     resume: bool = typer.Option(False, "--resume", help="Continue from OUT/last.pt."),
 ):
     """Train a model (CPU, or CUDA when present); best and last checkpoints and train.json in OUT."""
     from edgeseg.train.trainer import TrainConfig
 
-    cfg = TrainConfig(model=model, dataset=dataset, data=str(data), out=str(out), epochs=epochs,
-                      batch_size=batch_size, crop=_parse_hw(crop, "--crop"), lr=lr, weight_decay=weight_decay,
-                      loss=loss, eval_every=eval_every, seed=seed, threads=threads, max_steps=max_steps,
-                      limit_train=limit_train, limit_val=limit_val)
-    progress = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
-                        TextColumn("epoch {task.fields[epoch]} loss {task.fields[loss]:.4f} lr {task.fields[lr]:.2e} "
-                                   "{task.fields[ips]:.1f} img/s best mIoU {task.fields[best]}"),
-                        TimeElapsedColumn(), TimeRemainingColumn(), console=err_console)
+    cfg = TrainConfig(
+        model=model,
+        dataset=dataset,
+        data=str(data),
+        out=str(out),
+        epochs=epochs,
+        batch_size=batch_size,
+        crop=_parse_hw(crop, "--crop"),
+        lr=lr,
+        weight_decay=weight_decay,
+        loss=loss,
+        eval_every=eval_every,
+        seed=seed,
+        threads=threads,
+        max_steps=max_steps,
+        limit_train=limit_train,
+        limit_val=limit_val,
+    )
+    progress = Progress(
+        TextColumn("[bold]train"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn(
+            "epoch {task.fields[epoch]} loss {task.fields[loss]:.4f} lr {task.fields[lr]:.2e} "
+            "{task.fields[ips]:.1f} img/s best mIoU {task.fields[best]}"
+        ),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+    )
     state = {"task": None}
 
     def report(kind: str, **f):
         if kind == "start":
             err_console.print(f"training {model} on {f['images']} images, device {f['device']}")
             progress.start()  # only now: an input error before this prints just its one line
-            state["task"] = progress.add_task("train", total=f["total_steps"], completed=f["done_steps"], epoch=0,
-                                              loss=0.0, lr=0.0, ips=0.0, best="-")
+            state["task"] = progress.add_task(
+                "train", total=f["total_steps"], completed=f["done_steps"], epoch=0, loss=0.0, lr=0.0, ips=0.0, best="-"
+            )
         elif kind == "step":
-            progress.update(state["task"], completed=f["step"], epoch=f["epoch"], loss=f["loss"], lr=f["lr"],
-                            ips=f["ips"])
+            progress.update(
+                state["task"], completed=f["step"], epoch=f["epoch"], loss=f["loss"], lr=f["lr"], ips=f["ips"]
+            )
         elif kind == "eval":
             progress.update(state["task"], best=f"{100 * f['best']:.2f}")
-            progress.console.print(f"epoch {f['epoch']}: val mIoU {100 * f['miou']:.2f} "
-                                   f"(best {100 * f['best']:.2f})")
+            progress.console.print(f"epoch {f['epoch']}: val mIoU {100 * f['miou']:.2f} (best {100 * f['best']:.2f})")
 
     try:
         result = pipeline.train(cfg, progress=report, resume=resume)
     finally:
         progress.stop()
-    console.print(f"best val mIoU {100 * result.best_miou:.2f} at epoch {result.best_epoch}; "
-                  f"checkpoints in {result.out}")
+    console.print(
+        f"best val mIoU {100 * result.best_miou:.2f} at epoch {result.best_epoch}; checkpoints in {result.out}"
+    )
 
 
 @app.command()
@@ -248,8 +316,16 @@ def targets():
     for col in ("target", "format", "precision", "suffix", "runs here with", "extra", "rules", "exporter"):
         table.add_column(col)
     for t in TARGETS.values():
-        table.add_row(t.name, t.format, t.precision, t.suffix, t.runtime, escape(f"edgeseg[{t.extra}]"), t.rules,
-                      "yes" if t.available else f"not yet ({t.planned})")
+        table.add_row(
+            t.name,
+            t.format,
+            t.precision,
+            t.suffix,
+            t.runtime,
+            escape(f"edgeseg[{t.extra}]"),
+            t.rules,
+            "yes" if t.available else f"not yet ({t.planned})",
+        )
     console.print(table)
 
 
@@ -262,23 +338,26 @@ def _fmt(value, spec: str, none: str = "-") -> str:
 def export(
     model: str = ModelOpt,
     target: str = typer.Option(..., "--target", "-t", help="See `edgeseg targets`, e.g. onnx-fp32."),
-    dataset: Optional[str] = DatasetOpt,
-    weights: Optional[str] = WeightsOpt,
-    size: Optional[str] = typer.Option(None, "--size", help="Static input HxW, multiple of 32 (default: the "
-                                       "dataset's, 384x480 for CamVid)."),
+    dataset: str | None = DatasetOpt,
+    weights: str | None = WeightsOpt,
+    size: str | None = typer.Option(
+        None, "--size", help="Static input HxW, multiple of 32 (default: the dataset's, 384x480 for CamVid)."
+    ),
     out: Path = typer.Option(Path("artifacts"), "--out", help="Folder for artifact folders."),
     with_argmax: bool = typer.Option(False, "--with-argmax", help="Upsample + argmax in the graph: int32 labels."),
     opset: int = typer.Option(18, "--opset"),
-    parity_data: Optional[Path] = typer.Option(None, "--parity-data", help="Folder with val/images for parity "
-                                               "(default: the bundled CamVid sample)."),
+    parity_data: Path | None = typer.Option(
+        None, "--parity-data", help="Folder with val/images for parity (default: the bundled CamVid sample)."
+    ),
     parity_images: int = typer.Option(20, "--parity-images"),
     force: bool = typer.Option(False, "--force", help="Rebuild even when the cache has this artifact."),
     upsample: str = UpsampleOpt,
 ):
     """Rewrite, export, check parity vs PyTorch on real images, lint; writes an artifact folder."""
     with console.status(f"exporting {model} -> {target}"):
-        m = pipeline.export(model, dataset, weights, target, size, out, with_argmax, opset, parity_data,
-                            parity_images, force, upsample)
+        m = pipeline.export(
+            model, dataset, weights, target, size, out, with_argmax, opset, parity_data, parity_images, force, upsample
+        )
     p, lint = m["parity"], m["lint"]
     table = Table(title=f"{m['model']} ({m['dataset']}) -> {m['target']}" + (" [cached]" if m["cached"] else ""))
     table.add_column("field")
@@ -293,14 +372,21 @@ def export(
     if p["argmax_agreement"] is None:
         table.add_row("parity", f"not measured here ({p['runtime']})")
     else:
-        table.add_row("argmax agreement", f"{100 * p['argmax_agreement']:.3f} % on {p['images']} images "
-                      f"({p['runtime']})")
+        table.add_row(
+            "argmax agreement", f"{100 * p['argmax_agreement']:.3f} % on {p['images']} images ({p['runtime']})"
+        )
     if p.get("miou_candidate") is not None:
-        table.add_row("mIoU on those images", f"{100 * p['miou_candidate']:.2f} (PyTorch {100 * p['miou_reference']:.2f})")
+        table.add_row(
+            "mIoU on those images", f"{100 * p['miou_candidate']:.2f} (PyTorch {100 * p['miou_reference']:.2f})"
+        )
     if "trtexec" in m:
         table.add_row("engine", m["engine"] or f"not built: {m['engine_not_built']}; run build_engine.sh on the device")
-    table.add_row("lint", "clean" if lint["clean"] else f"[red]{lint['errors']} error(s)[/]"
-                  + (f", {lint['warnings']} warning(s)" if lint["warnings"] else ""))
+    table.add_row(
+        "lint",
+        "clean"
+        if lint["clean"]
+        else f"[red]{lint['errors']} error(s)[/]" + (f", {lint['warnings']} warning(s)" if lint["warnings"] else ""),
+    )
     table.add_row("export time", f"{m['export_seconds']:.1f} s")
     console.print(table)
     if not lint["clean"]:
@@ -312,9 +398,10 @@ def export(
 @user_errors
 def lint(
     artifact: Path = typer.Argument(..., help="An .onnx file or an artifact folder."),
-    target: Optional[str] = typer.Option(None, "--target", "-t", help="Rule set of this target (default: the "
-                                         "artifact's own)."),
-    json_out: Optional[Path] = typer.Option(None, "--json"),
+    target: str | None = typer.Option(
+        None, "--target", "-t", help="Rule set of this target (default: the artifact's own)."
+    ),
+    json_out: Path | None = typer.Option(None, "--json"),
 ):
     """Check an exported graph against a backend's conformance rules; exit 1 on errors."""
     report = pipeline.lint(artifact, target)
@@ -325,8 +412,10 @@ def lint(
         for f in report["findings"]:
             table.add_row(f["severity"], f["rule"], f["node"], f["message"])
         console.print(table)
-    console.print(f"{report['rules']} rules: {report['errors']} error(s), {report['warnings']} warning(s), "
-                  f"max rank {report['max_rank']}, {sum(report['ops'].values())} nodes")
+    console.print(
+        f"{report['rules']} rules: {report['errors']} error(s), {report['warnings']} warning(s), "
+        f"max rank {report['max_rank']}, {sum(report['ops'].values())} nodes"
+    )
     if json_out:
         _write_json(json_out, report)
     if report["errors"]:
@@ -345,8 +434,14 @@ def weights_list():
     for model_name, tags in read_index().items():
         for tag, rec in tags.items():
             miou = rec.get("val_miou")
-            table.add_row(model_name, tag, "-" if miou is None else f"{100 * miou:.2f}", str(rec.get("epochs")),
-                          rec["file"], rec["sha256"][:12])
+            table.add_row(
+                model_name,
+                tag,
+                "-" if miou is None else f"{100 * miou:.2f}",
+                str(rec.get("epochs")),
+                rec["file"],
+                rec["sha256"][:12],
+            )
     console.print(table)
 
 
@@ -355,13 +450,14 @@ def weights_list():
 def weights_publish(
     run: Path = typer.Option(..., "--run", help="A finished training run folder (best.pt, train.json)."),
     tag: str = typer.Option(..., "--tag", help="Registry tag, e.g. camvid."),
-    command: Optional[str] = typer.Option(None, "--command", help="The training command to record."),
-    hardware: Optional[str] = typer.Option(None, "--hardware", help="Where it was trained, to record."),
+    command: str | None = typer.Option(None, "--command", help="The training command to record."),
+    hardware: str | None = typer.Option(None, "--hardware", help="Where it was trained, to record."),
 ):
     """Ship a run's best checkpoint as fp16 weights and record its (re-measured) val mIoU and sha256."""
     record = pipeline.publish_weights(run, tag, command, hardware)
-    console.print(f"published {record['file']}: val mIoU {100 * record['val_miou']:.2f}, "
-                  f"sha256 {record['sha256'][:12]}")
+    console.print(
+        f"published {record['file']}: val mIoU {100 * record['val_miou']:.2f}, sha256 {record['sha256'][:12]}"
+    )
 
 
 def main() -> None:

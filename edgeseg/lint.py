@@ -14,11 +14,52 @@ from pathlib import Path
 from edgeseg.errors import EdgesegError
 
 _CORE_OPS = {
-    "Conv", "BatchNormalization", "Relu", "Clip", "HardSwish", "HardSigmoid", "Sigmoid", "Tanh", "Erf", "Gelu",
-    "Add", "Sub", "Mul", "Div", "Pow", "Sqrt", "Max", "Min", "MatMul", "Gemm", "Reshape", "Transpose", "Slice",
-    "Concat", "Split", "Squeeze", "Unsqueeze", "Resize", "Cast", "ReduceSum", "ReduceMean", "Softmax",
-    "LayerNormalization", "ArgMax", "Constant", "Identity", "Pad", "Flatten", "Neg", "Exp",
-    "QuantizeLinear", "DequantizeLinear", "ConvTranspose", "DepthToSpace", "AveragePool", "MaxPool",
+    "Conv",
+    "BatchNormalization",
+    "Relu",
+    "Clip",
+    "HardSwish",
+    "HardSigmoid",
+    "Sigmoid",
+    "Tanh",
+    "Erf",
+    "Gelu",
+    "Add",
+    "Sub",
+    "Mul",
+    "Div",
+    "Pow",
+    "Sqrt",
+    "Max",
+    "Min",
+    "MatMul",
+    "Gemm",
+    "Reshape",
+    "Transpose",
+    "Slice",
+    "Concat",
+    "Split",
+    "Squeeze",
+    "Unsqueeze",
+    "Resize",
+    "Cast",
+    "ReduceSum",
+    "ReduceMean",
+    "Softmax",
+    "LayerNormalization",
+    "ArgMax",
+    "Constant",
+    "Identity",
+    "Pad",
+    "Flatten",
+    "Neg",
+    "Exp",
+    "QuantizeLinear",
+    "DequantizeLinear",
+    "ConvTranspose",
+    "DepthToSpace",
+    "AveragePool",
+    "MaxPool",
     "GlobalAveragePool",
 }
 
@@ -32,8 +73,22 @@ class RuleSet:
     verified_ops: frozenset[str] = frozenset(_CORE_OPS)
 
 
-_ALWAYS_FORBIDDEN = frozenset({"Einsum", "Col2Im", "ScatterND", "ScatterElements", "Loop", "Scan", "If",
-                               "NonZero", "Unique", "NonMaxSuppression", "Shape", "Size"})
+_ALWAYS_FORBIDDEN = frozenset(
+    {
+        "Einsum",
+        "Col2Im",
+        "ScatterND",
+        "ScatterElements",
+        "Loop",
+        "Scan",
+        "If",
+        "NonZero",
+        "Unique",
+        "NonMaxSuppression",
+        "Shape",
+        "Size",
+    }
+)
 
 RULES: dict[str, RuleSet] = {
     # ORT runs almost anything; the rank cap keeps graphs portable (TFLite/XNNPACK top out at 6-D, Core ML at 5).
@@ -137,22 +192,64 @@ def lint_onnx(path_or_model, rules: str) -> LintReport:
             if mode not in rs.resize_modes:
                 report.add("error", "resize-mode", label, f"Resize mode {mode!r} not supported on {rules}")
             if mode != "nearest" and ctm not in ("half_pixel", "pytorch_half_pixel"):
-                report.add("error", "resize-alignment", label,
-                           f"Resize coordinate_transformation_mode {ctm!r} != half_pixel: does not match PyTorch "
-                           "align_corners=False")
+                report.add(
+                    "error",
+                    "resize-alignment",
+                    label,
+                    f"Resize coordinate_transformation_mode {ctm!r} != half_pixel: does not match PyTorch "
+                    "align_corners=False",
+                )
     return report
 
 
 # TFLite builtins the CPU (XNNPACK) and GPU delegates take, as used by edgeseg's graphs.
-_TFLITE_VERIFIED = frozenset({
-    "CONV_2D", "DEPTHWISE_CONV_2D", "ADD", "SUB", "MUL", "DIV", "HARD_SWISH", "RELU", "RELU6", "LOGISTIC",
-    "RESHAPE", "TRANSPOSE", "CONCATENATION", "SLICE", "STRIDED_SLICE", "PAD", "PADV2", "MIRROR_PAD",
-    "BATCH_MATMUL", "FULLY_CONNECTED", "SUM", "MEAN", "MAXIMUM", "MINIMUM", "RESIZE_BILINEAR",
-    "RESIZE_NEAREST_NEIGHBOR", "DEPTH_TO_SPACE", "ARG_MAX", "CAST", "DEQUANTIZE", "QUANTIZE", "SOFTMAX",
-    "GELU", "TANH", "POW", "SQRT", "RSQRT", "SQUARED_DIFFERENCE", "DELEGATE", "BROADCAST_TO",
-})
-_TFLITE_FORBIDDEN = frozenset({"GATHER_ND", "SCATTER_ND", "WHILE", "IF", "CUSTOM", "FlexEinsum", "NON_MAX_SUPPRESSION_V4",
-                               "SHAPE", "WHERE"})
+_TFLITE_VERIFIED = frozenset(
+    {
+        "CONV_2D",
+        "DEPTHWISE_CONV_2D",
+        "ADD",
+        "SUB",
+        "MUL",
+        "DIV",
+        "HARD_SWISH",
+        "RELU",
+        "RELU6",
+        "LOGISTIC",
+        "RESHAPE",
+        "TRANSPOSE",
+        "CONCATENATION",
+        "SLICE",
+        "STRIDED_SLICE",
+        "PAD",
+        "PADV2",
+        "MIRROR_PAD",
+        "BATCH_MATMUL",
+        "FULLY_CONNECTED",
+        "SUM",
+        "MEAN",
+        "MAXIMUM",
+        "MINIMUM",
+        "RESIZE_BILINEAR",
+        "RESIZE_NEAREST_NEIGHBOR",
+        "DEPTH_TO_SPACE",
+        "ARG_MAX",
+        "CAST",
+        "DEQUANTIZE",
+        "QUANTIZE",
+        "SOFTMAX",
+        "GELU",
+        "TANH",
+        "POW",
+        "SQRT",
+        "RSQRT",
+        "SQUARED_DIFFERENCE",
+        "DELEGATE",
+        "BROADCAST_TO",
+    }
+)
+_TFLITE_FORBIDDEN = frozenset(
+    {"GATHER_ND", "SCATTER_ND", "WHILE", "IF", "CUSTOM", "FlexEinsum", "NON_MAX_SUPPRESSION_V4", "SHAPE", "WHERE"}
+)
 
 
 def lint_tflite(path: Path, rules: str = "tflite") -> LintReport:
@@ -183,19 +280,63 @@ def lint_tflite(path: Path, rules: str = "tflite") -> LintReport:
             report.add("error", "static-shape", t["name"], f"dynamic shape {list(t['shape_signature'])}")
     partitions = report.ops.get("DELEGATE", 0)
     if partitions > 1:
-        report.add("warning", "delegate-partitions", "XNNPACK",
-                   f"{partitions} delegate partitions: ops between them run on reference kernels")
+        report.add(
+            "warning",
+            "delegate-partitions",
+            "XNNPACK",
+            f"{partitions} delegate partitions: ops between them run on reference kernels",
+        )
     return report
 
 
 # Core ML MIL ops edgeseg's graphs use that run on the Neural Engine / GPU.
-_COREML_VERIFIED = frozenset({
-    "conv", "batch_norm", "relu", "relu6", "thresholded_relu", "add", "sub", "mul", "real_div", "maximum",
-    "minimum", "matmul", "reshape", "transpose", "concat", "slice_by_index", "slice_by_size", "split", "pad",
-    "reduce_sum", "reduce_mean", "upsample_bilinear", "upsample_bicubic", "pixel_shuffle", "depth_to_space",
-    "cast", "const", "clip", "sigmoid", "sigmoid_hard", "silu", "gelu", "tanh", "softmax", "layer_norm",
-    "reduce_argmax", "squeeze", "expand_dims", "linear", "identity", "pow", "sqrt", "resize_bilinear",
-})
+_COREML_VERIFIED = frozenset(
+    {
+        "conv",
+        "batch_norm",
+        "relu",
+        "relu6",
+        "thresholded_relu",
+        "add",
+        "sub",
+        "mul",
+        "real_div",
+        "maximum",
+        "minimum",
+        "matmul",
+        "reshape",
+        "transpose",
+        "concat",
+        "slice_by_index",
+        "slice_by_size",
+        "split",
+        "pad",
+        "reduce_sum",
+        "reduce_mean",
+        "upsample_bilinear",
+        "upsample_bicubic",
+        "pixel_shuffle",
+        "depth_to_space",
+        "cast",
+        "const",
+        "clip",
+        "sigmoid",
+        "sigmoid_hard",
+        "silu",
+        "gelu",
+        "tanh",
+        "softmax",
+        "layer_norm",
+        "reduce_argmax",
+        "squeeze",
+        "expand_dims",
+        "linear",
+        "identity",
+        "pow",
+        "sqrt",
+        "resize_bilinear",
+    }
+)
 
 
 def lint_coreml(spec_path_or_model, rules: str = "coreml") -> LintReport:

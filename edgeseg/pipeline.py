@@ -1,8 +1,8 @@
 """Pipeline functions: what each CLI command does, without the terminal.
 
-The layers read top-down: ``cli`` -> ``pipeline`` -> models / data / eval / train (and later rewrite, exporters,
-quantize, runtimes, bench). Nothing below reaches up here. Progress is reported through plain callbacks so the
-CLI can draw rich bars and tests can run silently.
+The layers read top-down: ``cli`` -> ``pipeline`` -> models / data / eval / train / rewrite / exporters /
+runtimes / lint (quantize and bench come with their issues). Nothing below reaches up here. Progress is
+reported through plain callbacks so the CLI can draw rich bars and tests can run silently.
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ import io
 import json
 import platform
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -76,8 +76,16 @@ class _Source:
     info: dict
 
 
-def _open_source(model: str | None, dataset: str | None, weights: str | None, artifact: Path | None,
-                 fit: str, size: str | None, upsample: str | None, threads: int | None) -> _Source:
+def _open_source(
+    model: str | None,
+    dataset: str | None,
+    weights: str | None,
+    artifact: Path | None,
+    fit: str,
+    size: str | None,
+    upsample: str | None,
+    threads: int | None,
+) -> _Source:
     if threads:
         torch.set_num_threads(threads)
     if artifact is not None:
@@ -88,10 +96,18 @@ def _open_source(model: str | None, dataset: str | None, weights: str | None, ar
         art = load_artifact(Path(artifact), threads)
         m = art.manifest
         if size and parse_size(size) != art.input_size:
-            raise EdgesegError(f"artifact {art.path} has a static input {art.input_size[0]}x{art.input_size[1]}; "
-                               f"drop --size or export at {size}")
-        info = {"model": m["model"], "dataset": m["dataset"], "runtime": art.runtime, "target": m["target"],
-                "artifact": {"path": str(art.path), "sha256": m["sha256"]}, "weights": m["weights"]}
+            raise EdgesegError(
+                f"artifact {art.path} has a static input {art.input_size[0]}x{art.input_size[1]}; "
+                f"drop --size or export at {size}"
+            )
+        info = {
+            "model": m["model"],
+            "dataset": m["dataset"],
+            "runtime": art.runtime,
+            "target": m["target"],
+            "artifact": {"path": str(art.path), "sha256": m["sha256"]},
+            "weights": m["weights"],
+        }
         return _Source(art.run, DATASETS[m["dataset"]], None, art.input_size, art.outputs_labels, info)
     if not model:
         raise EdgesegError("pass --model (with --weights) or --artifact")
@@ -103,8 +119,13 @@ def _open_source(model: str | None, dataset: str | None, weights: str | None, ar
         if upsample not in UPSAMPLE_REWRITES:
             raise EdgesegError(f"unknown --upsample {upsample!r}: use {', '.join(UPSAMPLE_REWRITES)}")
         net, _ = apply_rewrites(net, [UPSAMPLE_REWRITES[upsample]])
-    info = {"model": loaded.name, "dataset": loaded.dataset, "runtime": "pytorch",
-            "upsample": upsample or "reference (bicubic resize)", "weights": loaded.weights_info()}
+    info = {
+        "model": loaded.name,
+        "dataset": loaded.dataset,
+        "runtime": "pytorch",
+        "upsample": upsample or "reference (bicubic resize)",
+        "weights": loaded.weights_info(),
+    }
     return _Source(torch_predictor(net), loaded.spec, fit, _parse_optional_size(size), False, info)
 
 
@@ -133,8 +154,16 @@ def evaluate(
     report = progress or (lambda *a, **k: None)
     report("start", total=len(images), fit=fit_plan.describe())
     t0 = time.perf_counter()
-    metrics = evaluate_arrays(src.predict, images, labels, src.spec, src.fit, src.size,
-                              on_step=lambda: report("advance"), outputs_labels=src.outputs_labels)
+    metrics = evaluate_arrays(
+        src.predict,
+        images,
+        labels,
+        src.spec,
+        src.fit,
+        src.size,
+        on_step=lambda: report("advance"),
+        outputs_labels=src.outputs_labels,
+    )
     seconds = time.perf_counter() - t0
     return {
         **src.info,
@@ -205,15 +234,17 @@ def models_table(size: str | None = None) -> list[dict]:
             with torch.device("meta"):
                 params = count_params(entry.build(dataset, spec.num_classes))
             input_size = fixed or DEFAULT_INPUT[dataset]
-            rows.append({
-                "model": name,
-                "dataset": dataset,
-                "classes": spec.num_classes,
-                "params_m": params / 1e6,
-                "input": f"{input_size[0]}x{input_size[1]}",
-                "gmacs": count_macs(name, dataset, input_size) / 1e9,
-                "weights": ", ".join(t for t, rec in tags.items() if rec.get("dataset") == dataset),
-            })
+            rows.append(
+                {
+                    "model": name,
+                    "dataset": dataset,
+                    "classes": spec.num_classes,
+                    "params_m": params / 1e6,
+                    "input": f"{input_size[0]}x{input_size[1]}",
+                    "gmacs": count_macs(name, dataset, input_size) / 1e9,
+                    "weights": ", ".join(t for t, rec in tags.items() if rec.get("dataset") == dataset),
+                }
+            )
     return rows
 
 
@@ -235,22 +266,32 @@ def publish_weights(run: Path, tag: str, command: str | None = None, hardware: s
     log = json.loads(log_path.read_text())
     cfg = log["config"]
     model_name, dataset = resolve_model_name(cfg["model"], cfg["dataset"])
-    curve = [{"epoch": h["epoch"], "loss": round(h["loss"], 4), "val_miou": round(h["val_miou"], 4)}
-             for h in log["history"] if "val_miou" in h]
+    curve = [
+        {"epoch": h["epoch"], "loss": round(h["loss"], 4), "val_miou": round(h["val_miou"], 4)}
+        for h in log["history"]
+        if "val_miou" in h
+    ]
     record = {
         "dataset": dataset,
         "epochs": len(log["history"]),
         "best_epoch": log["best_epoch"],
         "command": command or _train_command(cfg),
         "train_config": cfg,
-        "train_seconds": round(sum(h["seconds"] for h in log["history"]), 1),
-        "hardware": hardware or f"{platform.processor() or platform.machine()}, {log['threads']} threads, {log['device']}",
+        "train_seconds": round(sum(h["seconds"] for h in log["history"]), 1),  # training steps; evals excluded
+        "hardware": hardware
+        or f"{platform.processor() or platform.machine()}, {log['threads']} threads, {log['device']}",
         "curve": curve,
     }
     target = weights_mod.publish(run / "best.pt", model_name, tag, record)
     result = evaluate(model_name, dataset, tag, Path(cfg["data"]), split=cfg["val_split"])
-    record = weights_mod.update_record(model_name, tag, val_miou=result["miou"], val_split=cfg["val_split"],
-                                       val_pixel_accuracy=result["pixel_accuracy"], val_iou=result["iou"])
+    record = weights_mod.update_record(
+        model_name,
+        tag,
+        val_miou=result["miou"],
+        val_split=cfg["val_split"],
+        val_pixel_accuracy=result["pixel_accuracy"],
+        val_iou=result["iou"],
+    )
     return {"file": str(target), **record}
 
 
@@ -259,7 +300,8 @@ def _train_command(cfg: dict) -> str:
         f"edgeseg train --model {cfg['model']} --dataset {cfg['dataset']} --data {cfg['data']} "
         f"--epochs {cfg['epochs']} --batch-size {cfg['batch_size']} --crop {cfg['crop'][0]}x{cfg['crop'][1]} "
         f"--lr {cfg['lr']} --loss {cfg['loss']} --eval-every {cfg['eval_every']} --seed {cfg['seed']} "
-        f"--out {cfg['out']}"
+        + (f"--threads {cfg['threads']} " if cfg.get("threads") else "")
+        + f"--out {cfg['out']}"
     )
 
 
@@ -297,7 +339,6 @@ class _Built:
     runner: object | None  # a Predictor that runs the artifact here, for parity; None where it cannot run here
     parity_runtime: str  # what measured parity, or why nothing could
     lint: object  # edgeseg.lint.LintReport
-    extra_files: dict
 
 
 def _build_artifact(tgt, module, example, tmp: Path, output_name: str, opset: int) -> tuple[str, _Built]:
@@ -310,15 +351,20 @@ def _build_artifact(tgt, module, example, tmp: Path, output_name: str, opset: in
 
         file = "model.onnx"
         info = export_onnx(module, example, tmp / file, opset, output_name)
-        built = _Built(info, OnnxRuntimeModel(tmp / file), f"onnxruntime {_package_versions('onnxruntime')['onnxruntime']} (CPU)",
-                       lint_mod.lint_onnx(tmp / file, tgt.rules), {})
+        built = _Built(
+            info,
+            OnnxRuntimeModel(tmp / file),
+            f"onnxruntime {_package_versions('onnxruntime')['onnxruntime']} (CPU)",
+            lint_mod.lint_onnx(tmp / file, tgt.rules),
+        )
         if tgt.format == "tensorrt":
             from edgeseg.exporters.tensorrt import build_engine, tensorrt_status, trtexec_command
 
             ok, why = tensorrt_status()
             command = trtexec_command(file, "model.engine")
-            (tmp / "build_engine.sh").write_text(f"#!/bin/sh\n# strongly typed build of the TensorRT-ready ONNX\n"
-                                                 f"cd \"$(dirname \"$0\")\" && {command}\n")
+            (tmp / "build_engine.sh").write_text(
+                f'#!/bin/sh\n# strongly typed build of the TensorRT-ready ONNX\ncd "$(dirname "$0")" && {command}\n'
+            )
             built.info["trtexec"] = command
             if ok:
                 built.info.update(build_engine(tmp / file, tmp / "model.engine"))
@@ -333,8 +379,12 @@ def _build_artifact(tgt, module, example, tmp: Path, output_name: str, opset: in
 
         file = "model.tflite"
         info = export_tflite(module, example, tmp / file, tgt.precision, logits_output=output_name == "logits")
-        return file, _Built(info, LiteRtModel(tmp / file), f"ai-edge-litert {_package_versions('ai-edge-litert')['ai-edge-litert']} (XNNPACK)",
-                            lint_mod.lint_tflite(tmp / file, tgt.rules), {})
+        return file, _Built(
+            info,
+            LiteRtModel(tmp / file),
+            f"ai-edge-litert {_package_versions('ai-edge-litert')['ai-edge-litert']} (XNNPACK)",
+            lint_mod.lint_tflite(tmp / file, tgt.rules),
+        )
     if tgt.format == "coreml":
         from edgeseg.exporters.coreml import export_coreml
         from edgeseg.runtimes.coreml import CoreMLModel, coreml_runtime_available
@@ -344,7 +394,7 @@ def _build_artifact(tgt, module, example, tmp: Path, output_name: str, opset: in
         runner, note = None, "none: Core ML prediction needs macOS"
         if coreml_runtime_available():
             runner, note = CoreMLModel(tmp / file, output_name), "coremltools predict (macOS)"
-        return file, _Built(info, runner, note, lint_mod.lint_coreml(mlmodel, tgt.rules), {})
+        return file, _Built(info, runner, note, lint_mod.lint_coreml(mlmodel, tgt.rules))
     raise EdgesegError(f"no exporter for format {tgt.format}")
 
 
@@ -380,8 +430,14 @@ def export(
     from edgeseg import __version__
     from edgeseg.data.transforms import check_input_size
     from edgeseg.eval.parity import compare
-    from edgeseg.exporters.artifact import (artifact_bytes, artifact_sha256, cache_key, cached_manifest, staging,
-                                           write_manifest)
+    from edgeseg.exporters.artifact import (
+        artifact_bytes,
+        artifact_sha256,
+        cache_key,
+        cached_manifest,
+        staging,
+        write_manifest,
+    )
     from edgeseg.io import sha256_file
     from edgeseg.rewrite import DeployWrapper, apply_rewrites
     from edgeseg.targets import get_target, require_exporter
@@ -401,9 +457,19 @@ def export(
     parity_root = Path(parity_data) if parity_data else SAMPLE_DATA
     rewrites = tuple(r for r in tgt.rewrites) + (UPSAMPLE_REWRITES[upsample],)
     versions = _package_versions("torch", *(p.replace("_", "-") for p in _TARGET_PACKAGES[tgt.format]))
-    key = cache_key(weights=weights_sha, model=loaded.name, dataset=loaded.dataset, target=tgt.name, size=input_size,
-                    argmax=with_argmax, opset=opset, rewrites=rewrites, edgeseg=__version__, versions=versions,
-                    parity=(str(parity_root.resolve()), parity_images))
+    key = cache_key(
+        weights=weights_sha,
+        model=loaded.name,
+        dataset=loaded.dataset,
+        target=tgt.name,
+        size=input_size,
+        argmax=with_argmax,
+        opset=opset,
+        rewrites=rewrites,
+        edgeseg=__version__,
+        versions=versions,
+        parity=(str(parity_root.resolve()), parity_images),
+    )
     if not force:
         cached = cached_manifest(folder, key)
         if cached is not None:
@@ -425,11 +491,25 @@ def export(
         file, built = _build_artifact(tgt, wrapper, example, tmp, output_name, opset)
         export_seconds = time.perf_counter() - t0
         if built.runner is not None:
-            parity = compare(torch_predictor(loaded.model), built.runner, images, input_size, with_argmax, labels,
-                             loaded.spec.num_classes, loaded.spec.ignore_index).as_dict()
+            parity = compare(
+                torch_predictor(loaded.model),
+                built.runner,
+                images,
+                input_size,
+                with_argmax,
+                labels,
+                loaded.spec.num_classes,
+                loaded.spec.ignore_index,
+            ).as_dict()
         else:
-            parity = {"images": 0, "max_abs_diff": None, "snr_db": None, "argmax_agreement": None,
-                      "miou_reference": None, "miou_candidate": None}
+            parity = {
+                "images": 0,
+                "max_abs_diff": None,
+                "snr_db": None,
+                "argmax_agreement": None,
+                "miou_reference": None,
+                "miou_candidate": None,
+            }
         lint = built.lint
         file_path = tmp / file
         manifest = {
@@ -442,15 +522,27 @@ def export(
             "format": tgt.format,
             "precision": tgt.precision,
             "runtime": tgt.runtime,
-            "input": {"name": "image", "shape": [1, 3, h, w], "dtype": "float32",
-                      "preprocess": "RGB/255, ImageNet mean/std, pad bottom/right to the input size"},
-            "output": ({"name": "labels", "shape": [1, h, w], "dtype": "int32"} if with_argmax else
-                       {"name": "logits", "shape": [1, loaded.spec.num_classes, h // 8, w // 8], "dtype": "float32"}),
+            "input": {
+                "name": "image",
+                "shape": [1, 3, h, w],
+                "dtype": "float32",
+                "preprocess": "RGB/255, ImageNet mean/std, pad bottom/right to the input size",
+            },
+            "output": (
+                {"name": "labels", "shape": [1, h, w], "dtype": "int32"}
+                if with_argmax
+                else {"name": "logits", "shape": [1, loaded.spec.num_classes, h // 8, w // 8], "dtype": "float32"}
+            ),
             "rewrites": applied,
             "upsample": upsample,
             **built.info,
-            "parity": {"reference": "PyTorch fp32 (official numerics)", "runtime": built.parity_runtime,
-                       "data": str(parity_root), "split": "val", **parity},
+            "parity": {
+                "reference": "PyTorch fp32 (official numerics)",
+                "runtime": built.parity_runtime,
+                "data": str(parity_root),
+                "split": "val",
+                **parity,
+            },
             "lint": {"rules": lint.rules, "clean": lint.clean, "errors": lint.errors, "warnings": lint.warnings},
             "export_seconds": round(export_seconds, 2),
             "versions": versions,
@@ -480,8 +572,11 @@ def lint(artifact: Path, target: str | None = None) -> dict:
         artifact = artifact / manifest["file"]
     if not artifact.exists():
         raise EdgesegError(f"artifact not found: {artifact}")
-    by_suffix = {".onnx": ("onnx-fp32", lint_mod.lint_onnx), ".tflite": ("tflite-fp32", lint_mod.lint_tflite),
-                 ".mlpackage": ("coreml-fp32", lint_mod.lint_coreml)}
+    by_suffix = {
+        ".onnx": ("onnx-fp32", lint_mod.lint_onnx),
+        ".tflite": ("tflite-fp32", lint_mod.lint_tflite),
+        ".mlpackage": ("coreml-fp32", lint_mod.lint_coreml),
+    }
     if artifact.suffix not in by_suffix:
         raise EdgesegError(f"cannot lint {artifact.name}: expected .onnx, .tflite or .mlpackage")
     default_target, lint_fn = by_suffix[artifact.suffix]

@@ -36,33 +36,52 @@ class Target:
 
 
 def _row(fmt, prec, suffix, runtime, extra, rules, rewrites=_BASE, available=False, planned=""):
-    return Target(f"{fmt if fmt != 'tensorrt' else 'trt'}-{prec}", fmt, prec, suffix, runtime, extra, rules,
-                  rewrites, available, planned)
+    return Target(
+        f"{fmt if fmt != 'tensorrt' else 'trt'}-{prec}",
+        fmt,
+        prec,
+        suffix,
+        runtime,
+        extra,
+        rules,
+        rewrites,
+        available,
+        planned,
+    )
 
 
 TARGETS: dict[str, Target] = {
     t.name: t
     for t in (
         _row("onnx", "fp32", ".onnx", "onnxruntime (CPU)", "onnx", "onnx", available=True),
-        _row("onnx", "fp16", ".onnx", "onnxruntime (CPU; no native fp16 here, slower than fp32)", "onnx", "onnx",
-             available=True),
+        _row(
+            "onnx",
+            "fp16",
+            ".onnx",
+            "onnxruntime (CPU; no native fp16 here, slower than fp32)",
+            "onnx",
+            "onnx",
+            available=True,
+        ),
         _row("onnx", "int8", ".onnx", "onnxruntime (CPU)", "onnx", "onnx", planned="issue 6, INT8"),
-        _row("tflite", "fp32", ".tflite", "ai-edge-litert (XNNPACK)", "tflite", "tflite",
-             _BASE, available=True),
-        _row("tflite", "fp16", ".tflite", "ai-edge-litert (XNNPACK)", "tflite", "tflite",
-             _BASE, available=True),
-        _row("tflite", "int8", ".tflite", "ai-edge-litert (XNNPACK)", "tflite", "tflite",
-             _BASE, planned="issue 6, INT8"),
-        _row("coreml", "fp32", ".mlpackage", "needs macOS (coremltools predict)", "coreml", "coreml",
-             available=True),
-        _row("coreml", "fp16", ".mlpackage", "needs macOS (coremltools predict)", "coreml", "coreml",
-             available=True),
-        _row("coreml", "int8", ".mlpackage", "needs macOS (coremltools predict)", "coreml", "coreml",
-             planned="issue 6, INT8"),
-        _row("tensorrt", "fp32", ".engine", "needs TensorRT + CUDA", "onnx", "tensorrt",
-             available=True),
-        _row("tensorrt", "fp16", ".engine", "needs TensorRT + CUDA", "onnx", "tensorrt",
-             available=True),
+        _row("tflite", "fp32", ".tflite", "ai-edge-litert (XNNPACK)", "tflite", "tflite", _BASE, available=True),
+        _row("tflite", "fp16", ".tflite", "ai-edge-litert (XNNPACK)", "tflite", "tflite", _BASE, available=True),
+        _row(
+            "tflite", "int8", ".tflite", "ai-edge-litert (XNNPACK)", "tflite", "tflite", _BASE, planned="issue 6, INT8"
+        ),
+        _row("coreml", "fp32", ".mlpackage", "needs macOS (coremltools predict)", "coreml", "coreml", available=True),
+        _row("coreml", "fp16", ".mlpackage", "needs macOS (coremltools predict)", "coreml", "coreml", available=True),
+        _row(
+            "coreml",
+            "int8",
+            ".mlpackage",
+            "needs macOS (coremltools predict)",
+            "coreml",
+            "coreml",
+            planned="issue 6, INT8",
+        ),
+        _row("tensorrt", "fp32", ".engine", "needs TensorRT + CUDA", "onnx", "tensorrt", available=True),
+        _row("tensorrt", "fp16", ".engine", "needs TensorRT + CUDA", "onnx", "tensorrt", available=True),
         _row("tensorrt", "int8", ".engine", "needs TensorRT + CUDA", "onnx", "tensorrt", planned="issue 6, INT8"),
     )
 }

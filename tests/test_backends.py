@@ -66,10 +66,12 @@ def test_resize_alignment_agrees_across_backends_on_camvid(weights, tmp_path, ca
     from edgeseg.data.datasets import load_split
     from edgeseg.data.transforms import fit_input, plan_fit, to_tensor
 
-    onnx = pipeline.export("efficientvit-b0", "camvid", weights, "onnx-fp32", SIZE, tmp_path, parity_images=1,
-                           upsample="bilinear")
-    tfl = pipeline.export("efficientvit-b0", "camvid", weights, "tflite-fp32", SIZE, tmp_path, parity_images=1,
-                          upsample="bilinear")
+    onnx = pipeline.export(
+        "efficientvit-b0", "camvid", weights, "onnx-fp32", SIZE, tmp_path, parity_images=1, upsample="bilinear"
+    )
+    tfl = pipeline.export(
+        "efficientvit-b0", "camvid", weights, "tflite-fp32", SIZE, tmp_path, parity_images=1, upsample="bilinear"
+    )
     ort = OnnxRuntimeModel(f"{onnx['folder']}/{onnx['file']}")
     lite = LiteRtModel(f"{tfl['folder']}/{tfl['file']}")
     assert lint_tflite(f"{tfl['folder']}/{tfl['file']}").ops.get("RESIZE_BILINEAR") == 2

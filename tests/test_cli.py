@@ -57,8 +57,9 @@ def test_wrong_keys_state_dict_names_the_keys(tmp_path):
 
 
 def test_weights_for_another_head_are_refused(random_weights):
-    result, text = run("eval", "--model", "efficientvit-b0", "--dataset", "cityscapes", "--weights",
-                       str(random_weights))
+    result, text = run(
+        "eval", "--model", "efficientvit-b0", "--dataset", "cityscapes", "--weights", str(random_weights)
+    )
     assert_user_error(result, text, "shape mismatch", "(11, 128, 1, 1) vs model (19, 128, 1, 1)")
 
 
@@ -74,14 +75,31 @@ def test_size_not_multiple_of_32_is_explained(random_weights):
 
 
 def test_missing_data_folder(random_weights, tmp_path):
-    result, text = run("eval", "--model", "efficientvit-b0", "--weights", str(random_weights), "--data",
-                       str(tmp_path / "nowhere"))
+    result, text = run(
+        "eval", "--model", "efficientvit-b0", "--weights", str(random_weights), "--data", str(tmp_path / "nowhere")
+    )
     assert_user_error(result, text, "val/images")
 
 
 def test_console_script_error_has_no_traceback():
-    proc = subprocess.run([sys.executable, "-m", "edgeseg", "predict", "--model", "segformer-b7", "--weights",
-                           "camvid", "--images", ".", "--out", "x"], capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edgeseg",
+            "predict",
+            "--model",
+            "segformer-b7",
+            "--weights",
+            "camvid",
+            "--images",
+            ".",
+            "--out",
+            "x",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr + proc.stdout
     assert "unknown model 'segformer-b7'" in proc.stderr
@@ -89,8 +107,9 @@ def test_console_script_error_has_no_traceback():
 
 def test_eval_writes_json_report(random_weights, tmp_path):
     out = tmp_path / "eval.json"
-    result, text = run("eval", "--model", "efficientvit-b0", "--weights", str(random_weights), "--limit", "1",
-                       "--json", str(out))
+    result, text = run(
+        "eval", "--model", "efficientvit-b0", "--weights", str(random_weights), "--limit", "1", "--json", str(out)
+    )
     assert result.exit_code == 0, text
     report = json.loads(out.read_text())
     assert report["images"] == 1 and 0 <= report["miou"] <= 1
@@ -100,8 +119,18 @@ def test_eval_writes_json_report(random_weights, tmp_path):
 
 def test_predict_writes_label_maps_of_input_size(random_weights, tmp_path):
     images = SAMPLE_DATA / "val" / "images"
-    result, text = run("predict", "--model", "efficientvit-b0", "--weights", str(random_weights), "--images",
-                       str(images), "--out", str(tmp_path / "pred"), "--overlay")
+    result, text = run(
+        "predict",
+        "--model",
+        "efficientvit-b0",
+        "--weights",
+        str(random_weights),
+        "--images",
+        str(images),
+        "--out",
+        str(tmp_path / "pred"),
+        "--overlay",
+    )
     assert result.exit_code == 0, text
     for src in sorted(images.iterdir()):
         label = Image.open(tmp_path / "pred" / f"{src.stem}.png")

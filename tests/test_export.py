@@ -45,8 +45,7 @@ def test_cache_hit_then_force_rebuild(weights, fp32):
     m, out = fp32
     again = pipeline.export("efficientvit-b0", "camvid", weights, "onnx-fp32", SIZE, out, parity_images=3)
     assert again["cached"] and again["sha256"] == m["sha256"]
-    rebuilt = pipeline.export("efficientvit-b0", "camvid", weights, "onnx-fp32", SIZE, out, parity_images=3,
-                              force=True)
+    rebuilt = pipeline.export("efficientvit-b0", "camvid", weights, "onnx-fp32", SIZE, out, parity_images=3, force=True)
     assert not rebuilt["cached"]
 
 
@@ -56,16 +55,20 @@ def test_onnx_fp16_keeps_attention_core_in_fp32(weights, tmp_path):
     graph = onnx.load(f"{m['folder']}/{m['file']}").graph
     fp16_weights = [i for i in graph.initializer if i.data_type == onnx.TensorProto.FLOAT16]
     assert len(fp16_weights) > 50
-    casts_to_fp32 = [n for n in graph.node if n.op_type == "Cast"
-                     and onnx.helper.get_attribute_value(n.attribute[0]) == onnx.TensorProto.FLOAT]
+    casts_to_fp32 = [
+        n
+        for n in graph.node
+        if n.op_type == "Cast" and onnx.helper.get_attribute_value(n.attribute[0]) == onnx.TensorProto.FLOAT
+    ]
     # each of the 4 attention blocks casts q/k/v up; each of the 2 resizes runs fp32; plus the output cast
     assert len(casts_to_fp32) >= 4 + 2
     assert graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
 
 
 def test_with_argmax_outputs_int32_labels(weights, tmp_path):
-    m = pipeline.export("efficientvit-b0", "camvid", weights, "onnx-fp32", SIZE, tmp_path, with_argmax=True,
-                        parity_images=3)
+    m = pipeline.export(
+        "efficientvit-b0", "camvid", weights, "onnx-fp32", SIZE, tmp_path, with_argmax=True, parity_images=3
+    )
     assert m["output"] == {"name": "labels", "shape": [1, 192, 256], "dtype": "int32"}
     assert m["parity"]["argmax_agreement"] >= 0.999 and m["parity"]["max_abs_diff"] is None
     assert abs(m["parity"]["miou_candidate"] - m["parity"]["miou_reference"]) < 1e-2
@@ -108,16 +111,19 @@ def test_lint_catches_dynamic_reshape():
     h = onnx.helper
     x = h.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 4])
     y = h.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)
-    nodes = [h.make_node("Shape", ["x"], ["s"], name="shape_of_x"),
-             h.make_node("Reshape", ["x", "s"], ["y"], name="dynamic_reshape")]
+    nodes = [
+        h.make_node("Shape", ["x"], ["s"], name="shape_of_x"),
+        h.make_node("Reshape", ["x", "s"], ["y"], name="dynamic_reshape"),
+    ]
     model = h.make_model(h.make_graph(nodes, "dyn", [x], [y]), opset_imports=[h.make_opsetid("", 18)])
     report = lint_onnx(model, "tensorrt")
     assert {(f.rule, f.node) for f in report.findings} >= {("forbidden-op", "shape_of_x"), ("static-shape", "x")}
 
 
 def test_bicubic_resize_op_fails_tflite_rules(weights, tmp_path):
-    m = pipeline.export("efficientvit-b0", "camvid", weights, "onnx-fp32", SIZE, tmp_path, parity_images=1,
-                        upsample="resize")
+    m = pipeline.export(
+        "efficientvit-b0", "camvid", weights, "onnx-fp32", SIZE, tmp_path, parity_images=1, upsample="resize"
+    )
     assert m["folder"].endswith("-resize") and m["rewrites"]["upsample-fp32"] == 2
     report = lint_onnx(f"{m['folder']}/{m['file']}", "tflite")
     assert [f.rule for f in report.findings if f.severity == "error"] == ["resize-mode", "resize-mode"]
@@ -132,8 +138,22 @@ def test_export_cli_unknown_target_and_unavailable_exporter(weights):
 
 
 def test_size_must_be_multiple_of_32_for_export(weights, tmp_path):
-    r = CliRunner().invoke(app, ["export", "--model", "efficientvit-b0", "--weights", weights, "--target",
-                                 "onnx-fp32", "--size", "360x480", "--out", str(tmp_path)])
+    r = CliRunner().invoke(
+        app,
+        [
+            "export",
+            "--model",
+            "efficientvit-b0",
+            "--weights",
+            weights,
+            "--target",
+            "onnx-fp32",
+            "--size",
+            "360x480",
+            "--out",
+            str(tmp_path),
+        ],
+    )
     assert r.exit_code == 2 and "use 384x480 or 352x480" in r.output
 
 
@@ -143,8 +163,9 @@ def test_eval_and_predict_run_artifacts_like_the_model(weights, fp32, tmp_path):
     art = pipeline.evaluate(None, None, None, pipeline.SAMPLE_DATA, artifact=m["folder"])
     assert art["runtime"].startswith("onnxruntime") and art["target"] == "onnx-fp32"
     assert abs(art["miou"] - ref["miou"]) < 1e-3
-    written = pipeline.predict(None, None, None, pipeline.SAMPLE_DATA / "val" / "images", tmp_path / "p",
-                               artifact=m["folder"])
+    written = pipeline.predict(
+        None, None, None, pipeline.SAMPLE_DATA / "val" / "images", tmp_path / "p", artifact=m["folder"]
+    )
     from PIL import Image
 
     assert Image.open(written[0]).size == (480, 360)  # back at the source size

@@ -86,8 +86,9 @@ def test_every_head_round_trips_strictly(name):
 def test_official_checkpoint_file_layouts_load(tmp_path):
     model, _ = create_model("efficientvit-b0", "cityscapes")
     state = model.state_dict()
-    for i, obj in enumerate([{"state_dict": state}, state, {"model": state},
-                             {"module." + k: v for k, v in state.items()}]):
+    for i, obj in enumerate(
+        [{"state_dict": state}, state, {"model": state}, {"module." + k: v for k, v in state.items()}]
+    ):
         path = tmp_path / f"ckpt{i}.pt"
         torch.save(obj, path)
         fresh, _ = create_model("efficientvit-b0", "cityscapes")

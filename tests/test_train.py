@@ -8,9 +8,23 @@ from edgeseg.train.trainer import TrainConfig, lr_factor, train
 
 
 def test_training_smoke_loss_decreases_and_checkpoint_loads(camvid, tmp_path):
-    cfg = TrainConfig(model="efficientvit-b0", dataset="camvid", data=str(camvid), out=str(tmp_path / "run"),
-                      epochs=10, batch_size=2, crop=(96, 128), scale=(0.25, 0.25), lr=1e-2,
-                      warmup_epochs=0, loss="ce", eval_every=10, limit_train=2, limit_val=1, seed=0)
+    cfg = TrainConfig(
+        model="efficientvit-b0",
+        dataset="camvid",
+        data=str(camvid),
+        out=str(tmp_path / "run"),
+        epochs=10,
+        batch_size=2,
+        crop=(96, 128),
+        scale=(0.25, 0.25),
+        lr=1e-2,
+        warmup_epochs=0,
+        loss="ce",
+        eval_every=10,
+        limit_train=2,
+        limit_val=1,
+        seed=0,
+    )
     result = train(cfg)
     losses = [h["loss"] for h in result.history]
     assert len(losses) == 10
@@ -34,8 +48,19 @@ def test_lr_schedule_warms_up_then_decays():
 
 def test_same_seed_same_first_step(camvid, tmp_path):
     def run(out):
-        cfg = TrainConfig(model="efficientvit-b0", dataset="camvid", data=str(camvid), out=str(out), epochs=1,
-                          batch_size=2, crop=(64, 64), max_steps=1, limit_train=2, limit_val=1, eval_every=1)
+        cfg = TrainConfig(
+            model="efficientvit-b0",
+            dataset="camvid",
+            data=str(camvid),
+            out=str(out),
+            epochs=1,
+            batch_size=2,
+            crop=(64, 64),
+            max_steps=1,
+            limit_train=2,
+            limit_val=1,
+            eval_every=1,
+        )
         train(cfg)
         return torch.load(out / "last.pt", weights_only=True)["model"]
 

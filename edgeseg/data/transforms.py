@@ -67,9 +67,10 @@ def check_input_size(size: tuple[int, int]) -> tuple[int, int]:
     """A fixed network input size (export, bench) must be a multiple of 32; the error names the nearest fix."""
     h, w = size
     if h % STRIDE or w % STRIDE:
+        down_h, down_w = max(STRIDE, h // STRIDE * STRIDE), max(STRIDE, w // STRIDE * STRIDE)
         raise EdgesegError(
             f"input size {h}x{w} is not a multiple of {STRIDE} (EfficientViT-Seg's head needs it): "
-            f"use {round_up(h)}x{round_up(w)} or {max(STRIDE, h // STRIDE * STRIDE)}x{max(STRIDE, w // STRIDE * STRIDE)}"
+            f"use {round_up(h)}x{round_up(w)} or {down_h}x{down_w}"
         )
     return size
 
@@ -80,7 +81,9 @@ def plan_fit(source: tuple[int, int], mode: str = "pad", size: tuple[int, int] |
     if size is not None:
         check_input_size(size)
         if mode == "pad" and (size[0] < source[0] or size[1] < source[1]):
-            raise EdgesegError(f"cannot pad {source[0]}x{source[1]} to the smaller {size[0]}x{size[1]}: use --fit resize")
+            raise EdgesegError(
+                f"cannot pad {source[0]}x{source[1]} to the smaller {size[0]}x{size[1]}: use --fit resize"
+            )
         return InputFit(source, size, mode if size != source else "none")
     target = (round_up(source[0]), round_up(source[1]))
     return InputFit(source, target, "none" if target == source else mode)
@@ -132,8 +135,9 @@ class AugmentConfig:
     saturation: float = 0.25
 
 
-def augment_pair(image: np.ndarray, label: np.ndarray, cfg: AugmentConfig, gen: torch.Generator,
-                 ignore_index: int) -> tuple[torch.Tensor, torch.Tensor]:
+def augment_pair(
+    image: np.ndarray, label: np.ndarray, cfg: AugmentConfig, gen: torch.Generator, ignore_index: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Random scale -> random crop (padded with ignore when the scaled image is smaller) -> flip -> jitter.
 
     Returns a (3, h, w) float image in 0..255 and an (h, w) int64 label.

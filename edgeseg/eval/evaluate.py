@@ -6,14 +6,21 @@ module, or a runtime session wrapped to the same call. Logits are resized to the
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
 
 from edgeseg.data.datasets import DatasetSpec
-from edgeseg.data.transforms import (InputFit, auto_fit, fit_input, labels_to_source, logits_to_source, plan_fit,
-                                     to_tensor)
+from edgeseg.data.transforms import (
+    InputFit,
+    auto_fit,
+    fit_input,
+    labels_to_source,
+    logits_to_source,
+    plan_fit,
+    to_tensor,
+)
 from edgeseg.eval.metrics import ConfusionMatrix, SegMetrics
 
 Predictor = Callable[[torch.Tensor], torch.Tensor]
@@ -27,7 +34,9 @@ def predict_logits(predict: Predictor, image: np.ndarray, fit: InputFit) -> torc
     return logits_to_source(logits.float(), fit)
 
 
-def predict_label_map(predict: Predictor, image: np.ndarray, fit: InputFit, outputs_labels: bool = False) -> torch.Tensor:
+def predict_label_map(
+    predict: Predictor, image: np.ndarray, fit: InputFit, outputs_labels: bool = False
+) -> torch.Tensor:
     """(H, W) class labels at the source image size, from a logits model or a labels (in-graph argmax) artifact."""
     if not outputs_labels:
         return predict_logits(predict, image, fit).argmax(1)[0]
@@ -69,6 +78,3 @@ def torch_predictor(model: torch.nn.Module, device: torch.device | str = "cpu") 
         return model(x.to(device)).cpu()
 
     return predict
-
-
-

@@ -31,10 +31,10 @@ class ConfusionMatrix:
         counts = torch.bincount(idx, minlength=self.num_classes**2)
         self.matrix += counts.reshape(self.num_classes, self.num_classes).cpu().numpy()
 
-    def merge(self, other: "ConfusionMatrix") -> None:
+    def merge(self, other: ConfusionMatrix) -> None:
         self.matrix += other.matrix
 
-    def result(self) -> "SegMetrics":
+    def result(self) -> SegMetrics:
         return SegMetrics.from_matrix(self.matrix)
 
 
@@ -46,7 +46,7 @@ class SegMetrics:
     pixels: int
 
     @staticmethod
-    def from_matrix(m: np.ndarray) -> "SegMetrics":
+    def from_matrix(m: np.ndarray) -> SegMetrics:
         tp = np.diag(m).astype(np.float64)
         gt = m.sum(axis=1).astype(np.float64)
         pr = m.sum(axis=0).astype(np.float64)

@@ -4,8 +4,8 @@ exist, both sides' mIoU on those images."""
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -29,9 +29,16 @@ class Parity:
         return asdict(self)
 
 
-def compare(reference: Predictor, candidate: Predictor, images: Sequence[np.ndarray], size: tuple[int, int],
-            candidate_outputs_labels: bool = False, labels: Sequence[np.ndarray] | None = None,
-            num_classes: int | None = None, ignore_index: int | None = None) -> Parity:
+def compare(
+    reference: Predictor,
+    candidate: Predictor,
+    images: Sequence[np.ndarray],
+    size: tuple[int, int],
+    candidate_outputs_labels: bool = False,
+    labels: Sequence[np.ndarray] | None = None,
+    num_classes: int | None = None,
+    ignore_index: int | None = None,
+) -> Parity:
     """Both run on the same fitted inputs; the reference yields logits at stride 8, which are upsampled to the input
     size (bilinear, as the deployed argmax does) before comparing labels."""
     max_diff, sig, noise, agree, total = 0.0, 0.0, 0.0, 0, 0
@@ -63,5 +70,11 @@ def compare(reference: Predictor, candidate: Predictor, images: Sequence[np.ndar
             else:
                 cm_out.update(logits_to_source(out, fit).argmax(1), target)
     snr = None if candidate_outputs_labels else (math.inf if noise == 0 else 10 * math.log10(sig / noise))
-    return Parity(len(images), None if candidate_outputs_labels else max_diff, snr, agree / total,
-                  cm_ref.result().miou if score else None, cm_out.result().miou if score else None)
+    return Parity(
+        len(images),
+        None if candidate_outputs_labels else max_diff,
+        snr,
+        agree / total,
+        cm_ref.result().miou if score else None,
+        cm_out.result().miou if score else None,
+    )

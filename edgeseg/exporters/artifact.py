@@ -10,8 +10,8 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from edgeseg.io import sha256_file
 
@@ -31,7 +31,11 @@ def cached_manifest(folder: Path, key: str) -> dict | None:
     try:
         manifest = json.loads(path.read_text())
         model_file = folder / manifest["file"]
-        if manifest.get("cache_key") == key and model_file.exists() and artifact_sha256(model_file) == manifest["sha256"]:
+        if (
+            manifest.get("cache_key") == key
+            and model_file.exists()
+            and artifact_sha256(model_file) == manifest["sha256"]
+        ):
             return manifest
     except (OSError, KeyError, ValueError):
         return None

@@ -38,15 +38,24 @@ def export_coreml(module: nn.Module, example: torch.Tensor, path: Path, precisio
         else:
             raise EdgesegError(f"Core ML {precision} is not produced by this exporter")
         try:
-            mlmodel = ct.convert(program, inputs=[ct.TensorType(name="image", shape=tuple(example.shape))],
-                                 outputs=[ct.TensorType(name=output_name)], convert_to="mlprogram",
-                                 minimum_deployment_target=ct.target.iOS17, compute_precision=compute)
+            mlmodel = ct.convert(
+                program,
+                inputs=[ct.TensorType(name="image", shape=tuple(example.shape))],
+                outputs=[ct.TensorType(name=output_name)],
+                convert_to="mlprogram",
+                minimum_deployment_target=ct.target.iOS17,
+                compute_precision=compute,
+            )
         except Exception as exc:
-            raise EdgesegError(f"Core ML conversion failed: {type(exc).__name__}: "
-                               f"{str(exc).splitlines()[0][:200]}") from None
+            raise EdgesegError(
+                f"Core ML conversion failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+            ) from None
         mlmodel.save(str(path))
-    info = {"exporter": f"coremltools {ct.__version__} (torch.export)", "minimum_deployment_target": "iOS17",
-            "fp32_ops_in_fp16": sorted(FP32_OPS) if precision == "fp16" else None}
+    info = {
+        "exporter": f"coremltools {ct.__version__} (torch.export)",
+        "minimum_deployment_target": "iOS17",
+        "fp32_ops_in_fp16": sorted(FP32_OPS) if precision == "fp16" else None,
+    }
     return info, mlmodel
 
 

@@ -30,14 +30,31 @@ def export_onnx(module: nn.Module, example: torch.Tensor, path: Path, opset: int
     with warnings.catch_warnings(), torch.no_grad(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
         try:
-            torch.onnx.export(module, (example,), str(path), dynamo=True, opset_version=opset, external_data=False,
-                              input_names=["image"], output_names=[output_name], verbose=False)
+            torch.onnx.export(
+                module,
+                (example,),
+                str(path),
+                dynamo=True,
+                opset_version=opset,
+                external_data=False,
+                input_names=["image"],
+                output_names=[output_name],
+                verbose=False,
+            )
         except Exception as exc:  # the exporter raises many types; fall back once, then report both
             first = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
             exporter = f"torchscript (legacy fallback; torch.export failed: {first[:200]})"
             try:
-                torch.onnx.export(module, (example,), str(path), dynamo=False, opset_version=opset,
-                                  input_names=["image"], output_names=[output_name], do_constant_folding=True)
+                torch.onnx.export(
+                    module,
+                    (example,),
+                    str(path),
+                    dynamo=False,
+                    opset_version=opset,
+                    input_names=["image"],
+                    output_names=[output_name],
+                    do_constant_folding=True,
+                )
             except Exception as exc2:
                 raise EdgesegError(f"ONNX export failed with both exporters: {first}; legacy: {exc2}") from None
     model = onnx.load(str(path))
@@ -45,5 +62,10 @@ def export_onnx(module: nn.Module, example: torch.Tensor, path: Path, opset: int
     model = onnxslim.slim(model)
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
-    return {"exporter": exporter, "opset": opset, "nodes": len(model.graph.node), "nodes_before_slim": nodes_before,
-            "simplifier": f"onnxslim {onnxslim.__version__}"}
+    return {
+        "exporter": exporter,
+        "opset": opset,
+        "nodes": len(model.graph.node),
+        "nodes_before_slim": nodes_before,
+        "simplifier": f"onnxslim {onnxslim.__version__}",
+    }

@@ -21,8 +21,16 @@ def tensorrt_status() -> tuple[bool, str]:
 
 
 def trtexec_command(onnx_name: str, engine_name: str) -> str:
-    args = ["trtexec", f"--onnx={onnx_name}", f"--saveEngine={engine_name}", "--stronglyTyped",
-            "--useCudaGraph", "--useSpinWait", "--noDataTransfers", "--timingCacheFile=timing.cache"]
+    args = [
+        "trtexec",
+        f"--onnx={onnx_name}",
+        f"--saveEngine={engine_name}",
+        "--stronglyTyped",
+        "--useCudaGraph",
+        "--useSpinWait",
+        "--noDataTransfers",
+        "--timingCacheFile=timing.cache",
+    ]
     return " ".join(shlex.quote(a) for a in args)
 
 

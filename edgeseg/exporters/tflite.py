@@ -19,16 +19,18 @@ import torch.nn as nn
 
 from edgeseg.errors import EdgesegError
 
-_FP16_RECIPE = [{
-    "regex": ".*",
-    "operation": "*",
-    "algorithm_key": "float_casting",
-    "op_config": {
-        "weight_tensor_config": {"num_bits": 16, "dtype": "FLOAT"},
-        "compute_precision": "FLOAT",
-        "explicit_dequantize": True,
-    },
-}]
+_FP16_RECIPE = [
+    {
+        "regex": ".*",
+        "operation": "*",
+        "algorithm_key": "float_casting",
+        "op_config": {
+            "weight_tensor_config": {"num_bits": 16, "dtype": "FLOAT"},
+            "compute_precision": "FLOAT",
+            "explicit_dequantize": True,
+        },
+    }
+]
 
 
 def export_tflite(module: nn.Module, example: torch.Tensor, path: Path, precision: str, logits_output: bool) -> dict:
@@ -45,7 +47,9 @@ def export_tflite(module: nn.Module, example: torch.Tensor, path: Path, precisio
         try:
             edge = litert_torch.convert(wrapped, (nhwc,))
         except Exception as exc:
-            raise EdgesegError(f"TFLite conversion failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}") from None
+            raise EdgesegError(
+                f"TFLite conversion failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+            ) from None
         fp32_path = path if precision == "fp32" else path.with_name(path.stem + ".fp32.tflite")
         edge.export(str(fp32_path))
     info = {"exporter": "litert-torch", "layout": "NHWC"}
@@ -62,4 +66,3 @@ def export_tflite(module: nn.Module, example: torch.Tensor, path: Path, precisio
     elif precision != "fp32":
         raise EdgesegError(f"TFLite {precision} is not produced by this exporter")
     return info
-

@@ -146,14 +146,31 @@ class OpSequential(nn.Module):
 class DSConv(nn.Module):
     """Depthwise kxk -> pointwise 1x1."""
 
-    def __init__(self, in_channels, out_channels, kernel_size=3, stride=1, use_bias=False,
-                 norm=("bn2d", "bn2d"), act_func=("relu6", None)):
+    def __init__(
+        self,
+        in_channels,
+        out_channels,
+        kernel_size=3,
+        stride=1,
+        use_bias=False,
+        norm=("bn2d", "bn2d"),
+        act_func=("relu6", None),
+    ):
         super().__init__()
         use_bias, norm, act_func = _triple(use_bias, 2), _triple(norm, 2), _triple(act_func, 2)
-        self.depth_conv = ConvLayer(in_channels, in_channels, kernel_size, stride, groups=in_channels,
-                                    use_bias=use_bias[0], norm=norm[0], act_func=act_func[0])
-        self.point_conv = ConvLayer(in_channels, out_channels, 1,
-                                    use_bias=use_bias[1], norm=norm[1], act_func=act_func[1])
+        self.depth_conv = ConvLayer(
+            in_channels,
+            in_channels,
+            kernel_size,
+            stride,
+            groups=in_channels,
+            use_bias=use_bias[0],
+            norm=norm[0],
+            act_func=act_func[0],
+        )
+        self.point_conv = ConvLayer(
+            in_channels, out_channels, 1, use_bias=use_bias[1], norm=norm[1], act_func=act_func[1]
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.point_conv(self.depth_conv(x))
@@ -162,14 +179,24 @@ class DSConv(nn.Module):
 class MBConv(nn.Module):
     """Inverted residual: 1x1 expand -> depthwise kxk -> 1x1 project."""
 
-    def __init__(self, in_channels, out_channels, kernel_size=3, stride=1, expand_ratio=6.0, use_bias=False,
-                 norm=("bn2d", "bn2d", "bn2d"), act_func=("relu6", "relu6", None)):
+    def __init__(
+        self,
+        in_channels,
+        out_channels,
+        kernel_size=3,
+        stride=1,
+        expand_ratio=6.0,
+        use_bias=False,
+        norm=("bn2d", "bn2d", "bn2d"),
+        act_func=("relu6", "relu6", None),
+    ):
         super().__init__()
         use_bias, norm, act_func = _triple(use_bias, 3), _triple(norm, 3), _triple(act_func, 3)
         mid = round(in_channels * expand_ratio)
         self.inverted_conv = ConvLayer(in_channels, mid, 1, use_bias=use_bias[0], norm=norm[0], act_func=act_func[0])
-        self.depth_conv = ConvLayer(mid, mid, kernel_size, stride, groups=mid,
-                                    use_bias=use_bias[1], norm=norm[1], act_func=act_func[1])
+        self.depth_conv = ConvLayer(
+            mid, mid, kernel_size, stride, groups=mid, use_bias=use_bias[1], norm=norm[1], act_func=act_func[1]
+        )
         self.point_conv = ConvLayer(mid, out_channels, 1, use_bias=use_bias[2], norm=norm[2], act_func=act_func[2])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -179,13 +206,23 @@ class MBConv(nn.Module):
 class FusedMBConv(nn.Module):
     """Fused inverted residual: full kxk expand -> 1x1 project."""
 
-    def __init__(self, in_channels, out_channels, kernel_size=3, stride=1, expand_ratio=6.0, use_bias=False,
-                 norm=("bn2d", "bn2d"), act_func=("relu6", None)):
+    def __init__(
+        self,
+        in_channels,
+        out_channels,
+        kernel_size=3,
+        stride=1,
+        expand_ratio=6.0,
+        use_bias=False,
+        norm=("bn2d", "bn2d"),
+        act_func=("relu6", None),
+    ):
         super().__init__()
         use_bias, norm, act_func = _triple(use_bias, 2), _triple(norm, 2), _triple(act_func, 2)
         mid = round(in_channels * expand_ratio)
-        self.spatial_conv = ConvLayer(in_channels, mid, kernel_size, stride,
-                                      use_bias=use_bias[0], norm=norm[0], act_func=act_func[0])
+        self.spatial_conv = ConvLayer(
+            in_channels, mid, kernel_size, stride, use_bias=use_bias[0], norm=norm[0], act_func=act_func[0]
+        )
         self.point_conv = ConvLayer(mid, out_channels, 1, use_bias=use_bias[1], norm=norm[1], act_func=act_func[1])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -195,15 +232,26 @@ class FusedMBConv(nn.Module):
 class ResBlock(nn.Module):
     """Two kxk convolutions (the main branch of a ResNet basic block)."""
 
-    def __init__(self, in_channels, out_channels, kernel_size=3, stride=1, expand_ratio=1.0, use_bias=False,
-                 norm=("bn2d", "bn2d"), act_func=("relu6", None)):
+    def __init__(
+        self,
+        in_channels,
+        out_channels,
+        kernel_size=3,
+        stride=1,
+        expand_ratio=1.0,
+        use_bias=False,
+        norm=("bn2d", "bn2d"),
+        act_func=("relu6", None),
+    ):
         super().__init__()
         use_bias, norm, act_func = _triple(use_bias, 2), _triple(norm, 2), _triple(act_func, 2)
         mid = round(in_channels * expand_ratio)
-        self.conv1 = ConvLayer(in_channels, mid, kernel_size, stride,
-                               use_bias=use_bias[0], norm=norm[0], act_func=act_func[0])
-        self.conv2 = ConvLayer(mid, out_channels, kernel_size, 1,
-                               use_bias=use_bias[1], norm=norm[1], act_func=act_func[1])
+        self.conv1 = ConvLayer(
+            in_channels, mid, kernel_size, stride, use_bias=use_bias[0], norm=norm[0], act_func=act_func[0]
+        )
+        self.conv2 = ConvLayer(
+            mid, out_channels, kernel_size, 1, use_bias=use_bias[1], norm=norm[1], act_func=act_func[1]
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv2(self.conv1(x))
@@ -219,9 +267,20 @@ class LiteMLA(nn.Module):
     smallest subnormal, which is why the fp16 path computes the normaliser in fp32.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, heads: int | None = None, heads_ratio: float = 1.0,
-                 dim: int = 8, use_bias=False, norm=(None, "bn2d"), act_func=(None, None),
-                 kernel_func: str = "relu", scales: tuple[int, ...] = (5,), eps: float = 1.0e-15):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        heads: int | None = None,
+        heads_ratio: float = 1.0,
+        dim: int = 8,
+        use_bias=False,
+        norm=(None, "bn2d"),
+        act_func=(None, None),
+        kernel_func: str = "relu",
+        scales: tuple[int, ...] = (5,),
+        eps: float = 1.0e-15,
+    ):
         super().__init__()
         self.eps = eps
         heads = heads or int(in_channels // dim * heads_ratio)
@@ -231,15 +290,17 @@ class LiteMLA(nn.Module):
         self.qkv = ConvLayer(in_channels, 3 * total_dim, 1, use_bias=use_bias[0], norm=norm[0], act_func=act_func[0])
         self.aggreg = nn.ModuleList(
             nn.Sequential(
-                nn.Conv2d(3 * total_dim, 3 * total_dim, scale, padding=scale // 2, groups=3 * total_dim,
-                          bias=use_bias[0]),
+                nn.Conv2d(
+                    3 * total_dim, 3 * total_dim, scale, padding=scale // 2, groups=3 * total_dim, bias=use_bias[0]
+                ),
                 nn.Conv2d(3 * total_dim, 3 * total_dim, 1, groups=3 * heads, bias=use_bias[0]),
             )
             for scale in scales
         )
         self.kernel_func = _act(kernel_func)
-        self.proj = ConvLayer(total_dim * (1 + len(scales)), out_channels, 1,
-                              use_bias=use_bias[1], norm=norm[1], act_func=act_func[1])
+        self.proj = ConvLayer(
+            total_dim * (1 + len(scales)), out_channels, 1, use_bias=use_bias[1], norm=norm[1], act_func=act_func[1]
+        )
 
     def _split_qkv(self, qkv: torch.Tensor):
         b, _, h, w = qkv.shape
@@ -304,15 +365,29 @@ class ResidualBlock(nn.Module):
 class EfficientViTBlock(nn.Module):
     """LiteMLA context module then an MBConv local module, both residual."""
 
-    def __init__(self, in_channels: int, heads_ratio: float = 1.0, dim: int = 32, expand_ratio: float = 4,
-                 scales=(5,), norm="bn2d", act_func="hswish"):
+    def __init__(
+        self,
+        in_channels: int,
+        heads_ratio: float = 1.0,
+        dim: int = 32,
+        expand_ratio: float = 4,
+        scales=(5,),
+        norm="bn2d",
+        act_func="hswish",
+    ):
         super().__init__()
         self.context_module = ResidualBlock(
             LiteMLA(in_channels, in_channels, heads_ratio=heads_ratio, dim=dim, norm=(None, norm), scales=scales),
             IdentityLayer(),
         )
-        local = MBConv(in_channels, in_channels, expand_ratio=expand_ratio, use_bias=(True, True, False),
-                       norm=(None, None, norm), act_func=(act_func, act_func, None))
+        local = MBConv(
+            in_channels,
+            in_channels,
+            expand_ratio=expand_ratio,
+            use_bias=(True, True, False),
+            norm=(None, None, norm),
+            act_func=(act_func, act_func, None),
+        )
         self.local_module = ResidualBlock(local, IdentityLayer())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -324,31 +399,64 @@ class EfficientViTBlock(nn.Module):
 # ----------------------------------------------------------------------------------------------------------
 
 
-def _local_block(kind: str, cin: int, cout: int, stride: int, expand: float, norm: str, act: str,
-                 fewer_norm: bool = False) -> nn.Module:
+def _local_block(
+    kind: str, cin: int, cout: int, stride: int, expand: float, norm: str, act: str, fewer_norm: bool = False
+) -> nn.Module:
     """The official ``build_local_block``: fewer_norm drops BN (and adds bias) on all but the last conv."""
     if kind == "ds":
-        return DSConv(cin, cout, stride=stride, use_bias=(True, False) if fewer_norm else False,
-                      norm=(None, norm) if fewer_norm else norm, act_func=(act, None))
+        return DSConv(
+            cin,
+            cout,
+            stride=stride,
+            use_bias=(True, False) if fewer_norm else False,
+            norm=(None, norm) if fewer_norm else norm,
+            act_func=(act, None),
+        )
     if kind == "res":
-        return ResBlock(cin, cout, stride=stride, use_bias=(True, False) if fewer_norm else False,
-                        norm=(None, norm) if fewer_norm else norm, act_func=(act, None))
+        return ResBlock(
+            cin,
+            cout,
+            stride=stride,
+            use_bias=(True, False) if fewer_norm else False,
+            norm=(None, norm) if fewer_norm else norm,
+            act_func=(act, None),
+        )
     if kind == "fmb":
-        return FusedMBConv(cin, cout, stride=stride, expand_ratio=expand,
-                           use_bias=(True, False) if fewer_norm else False,
-                           norm=(None, norm) if fewer_norm else norm, act_func=(act, None))
+        return FusedMBConv(
+            cin,
+            cout,
+            stride=stride,
+            expand_ratio=expand,
+            use_bias=(True, False) if fewer_norm else False,
+            norm=(None, norm) if fewer_norm else norm,
+            act_func=(act, None),
+        )
     if kind == "mb":
-        return MBConv(cin, cout, stride=stride, expand_ratio=expand,
-                      use_bias=(True, True, False) if fewer_norm else False,
-                      norm=(None, None, norm) if fewer_norm else norm, act_func=(act, act, None))
+        return MBConv(
+            cin,
+            cout,
+            stride=stride,
+            expand_ratio=expand,
+            use_bias=(True, True, False) if fewer_norm else False,
+            norm=(None, None, norm) if fewer_norm else norm,
+            act_func=(act, act, None),
+        )
     raise ValueError(f"unknown block kind {kind!r}")
 
 
 class EfficientViTBackbone(nn.Module):
     """B-series backbone: input stem, two MBConv stages, two attention stages (strides 2..32)."""
 
-    def __init__(self, width_list: list[int], depth_list: list[int], in_channels: int = 3, dim: int = 32,
-                 expand_ratio: float = 4, norm: str = "bn2d", act_func: str = "hswish"):
+    def __init__(
+        self,
+        width_list: list[int],
+        depth_list: list[int],
+        in_channels: int = 3,
+        dim: int = 32,
+        expand_ratio: float = 4,
+        norm: str = "bn2d",
+        act_func: str = "hswish",
+    ):
         super().__init__()
         w0 = width_list[0]
         stem: list[nn.Module] = [ConvLayer(in_channels, w0, stride=2, norm=norm, act_func=act_func)]
@@ -369,11 +477,12 @@ class EfficientViTBackbone(nn.Module):
             stages.append(OpSequential(blocks))
             self.width_list.append(cin)
         for w, d in zip(width_list[3:], depth_list[3:]):
-            blocks = [ResidualBlock(_local_block("mb", cin, w, 2, expand_ratio, norm, act_func, fewer_norm=True),
-                                    None)]
+            blocks = [ResidualBlock(_local_block("mb", cin, w, 2, expand_ratio, norm, act_func, fewer_norm=True), None)]
             cin = w
-            blocks += [EfficientViTBlock(cin, dim=dim, expand_ratio=expand_ratio, norm=norm, act_func=act_func)
-                       for _ in range(d)]
+            blocks += [
+                EfficientViTBlock(cin, dim=dim, expand_ratio=expand_ratio, norm=norm, act_func=act_func)
+                for _ in range(d)
+            ]
             stages.append(OpSequential(blocks))
             self.width_list.append(cin)
         self.stages = nn.ModuleList(stages)
@@ -390,8 +499,15 @@ class EfficientViTBackbone(nn.Module):
 class EfficientViTLargeBackbone(nn.Module):
     """L-series backbone: ResBlock stem, fused-MBConv stages, MBConv, then attention; GELU activations."""
 
-    def __init__(self, width_list: list[int], depth_list: list[int], in_channels: int = 3, qkv_dim: int = 32,
-                 norm: str = "bn2d", act_func: str = "gelu"):
+    def __init__(
+        self,
+        width_list: list[int],
+        depth_list: list[int],
+        in_channels: int = 3,
+        qkv_dim: int = 32,
+        norm: str = "bn2d",
+        act_func: str = "gelu",
+    ):
         super().__init__()
         block_list = ["res", "fmb", "fmb", "mb", "att"]
         expand_list = [1, 4, 4, 4, 6]
@@ -409,13 +525,19 @@ class EfficientViTLargeBackbone(nn.Module):
         for sid, (w, d) in enumerate(zip(width_list[1:], depth_list[1:]), start=1):
             kind = block_list[sid]
             down_kind = kind if kind in ("mb", "fmb") else "mb"
-            blocks = [ResidualBlock(_local_block(down_kind, cin, w, 2, expand_list[sid] * 4, norm, act_func,
-                                                 fewer_norm_list[sid]), None)]
+            blocks = [
+                ResidualBlock(
+                    _local_block(down_kind, cin, w, 2, expand_list[sid] * 4, norm, act_func, fewer_norm_list[sid]), None
+                )
+            ]
             cin = w
             for _ in range(d):
                 if kind == "att":
-                    blocks.append(EfficientViTBlock(cin, dim=qkv_dim, expand_ratio=expand_list[sid], scales=(5,),
-                                                    norm=norm, act_func=act_func))
+                    blocks.append(
+                        EfficientViTBlock(
+                            cin, dim=qkv_dim, expand_ratio=expand_list[sid], scales=(5,), norm=norm, act_func=act_func
+                        )
+                    )
                 else:
                     block = _local_block(kind, cin, cin, 1, expand_list[sid], norm, act_func, fewer_norm_list[sid])
                     blocks.append(ResidualBlock(block, IdentityLayer()))
@@ -440,9 +562,22 @@ class SegHead(nn.Module):
     """The official DAG head: project stride 8/16/32 features to ``head_width``, upsample to stride 8, add,
     a few (Fused)MBConv blocks, then a 1x1 classifier. Key names follow the official ``DAGBlock``."""
 
-    def __init__(self, fid_list: list[str], in_channel_list: list[int], stride_list: list[int], head_stride: int,
-                 head_width: int, head_depth: int, expand_ratio: float, middle_op: str, final_expand: int | None,
-                 n_classes: int, dropout: float = 0.0, norm: str = "bn2d", act_func: str = "hswish"):
+    def __init__(
+        self,
+        fid_list: list[str],
+        in_channel_list: list[int],
+        stride_list: list[int],
+        head_stride: int,
+        head_width: int,
+        head_depth: int,
+        expand_ratio: float,
+        middle_op: str,
+        final_expand: int | None,
+        n_classes: int,
+        dropout: float = 0.0,
+        norm: str = "bn2d",
+        act_func: str = "hswish",
+    ):
         super().__init__()
         inputs: list[nn.Module] = []
         for cin, stride in zip(in_channel_list, stride_list):
@@ -457,25 +592,39 @@ class SegHead(nn.Module):
         middle = []
         for _ in range(head_depth):
             if middle_op == "mbconv":
-                block = MBConv(head_width, head_width, expand_ratio=expand_ratio, norm=norm,
-                               act_func=(act_func, act_func, None))
+                block = MBConv(
+                    head_width, head_width, expand_ratio=expand_ratio, norm=norm, act_func=(act_func, act_func, None)
+                )
             elif middle_op == "fmbconv":
-                block = FusedMBConv(head_width, head_width, expand_ratio=expand_ratio, norm=norm,
-                                    act_func=(act_func, None))
+                block = FusedMBConv(
+                    head_width, head_width, expand_ratio=expand_ratio, norm=norm, act_func=(act_func, None)
+                )
             else:
                 raise ValueError(f"unknown middle_op {middle_op!r}")
             middle.append(ResidualBlock(block, IdentityLayer()))
         self.middle = OpSequential(middle)
 
         self.output_keys = ["segout"]
-        self.output_ops = nn.ModuleList([
-            OpSequential([
-                None if final_expand is None
-                else ConvLayer(head_width, head_width * final_expand, 1, norm=norm, act_func=act_func),
-                ConvLayer(head_width * (final_expand or 1), n_classes, 1, use_bias=True, dropout=dropout,
-                          norm=None, act_func=None),
-            ])
-        ])
+        self.output_ops = nn.ModuleList(
+            [
+                OpSequential(
+                    [
+                        None
+                        if final_expand is None
+                        else ConvLayer(head_width, head_width * final_expand, 1, norm=norm, act_func=act_func),
+                        ConvLayer(
+                            head_width * (final_expand or 1),
+                            n_classes,
+                            1,
+                            use_bias=True,
+                            dropout=dropout,
+                            norm=None,
+                            act_func=None,
+                        ),
+                    ]
+                )
+            ]
+        )
 
     def forward(self, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         feat = None
@@ -537,21 +686,49 @@ def _hc(width, depth, expand, op, final, act="hswish") -> HeadConfig:
 
 
 EFFICIENTVIT_SEG_CONFIGS: dict[str, EfficientViTSegConfig] = {
-    "b0": EfficientViTSegConfig("b0", "b", (8, 16, 32, 64, 128), (1, 2, 2, 2, 2), 16,
-                                {"cityscapes": _hc(32, 1, 4, "mbconv", 4)}),
-    "b1": EfficientViTSegConfig("b1", "b", (16, 32, 64, 128, 256), (1, 2, 3, 3, 4), 16,
-                                {"cityscapes": _hc(64, 3, 4, "mbconv", 4), "ade20k": _hc(64, 3, 4, "mbconv", None)}),
-    "b2": EfficientViTSegConfig("b2", "b", (24, 48, 96, 192, 384), (1, 3, 4, 4, 6), 32,
-                                {"cityscapes": _hc(96, 3, 4, "mbconv", 4), "ade20k": _hc(96, 3, 4, "mbconv", None)}),
-    "b3": EfficientViTSegConfig("b3", "b", (32, 64, 128, 256, 512), (1, 4, 6, 6, 9), 32,
-                                {"cityscapes": _hc(128, 3, 4, "mbconv", 4),
-                                 "ade20k": _hc(128, 3, 4, "mbconv", None)}),
-    "l1": EfficientViTSegConfig("l1", "l", (32, 64, 128, 256, 512), (1, 1, 1, 6, 6), 32,
-                                {"cityscapes": _hc(256, 3, 1, "fmbconv", None, "gelu"),
-                                 "ade20k": _hc(128, 3, 4, "fmbconv", 8, "gelu")}),
-    "l2": EfficientViTSegConfig("l2", "l", (32, 64, 128, 256, 512), (1, 2, 2, 8, 8), 32,
-                                {"cityscapes": _hc(256, 5, 1, "fmbconv", None, "gelu"),
-                                 "ade20k": _hc(128, 3, 4, "fmbconv", 8, "gelu")}),
+    "b0": EfficientViTSegConfig(
+        "b0", "b", (8, 16, 32, 64, 128), (1, 2, 2, 2, 2), 16, {"cityscapes": _hc(32, 1, 4, "mbconv", 4)}
+    ),
+    "b1": EfficientViTSegConfig(
+        "b1",
+        "b",
+        (16, 32, 64, 128, 256),
+        (1, 2, 3, 3, 4),
+        16,
+        {"cityscapes": _hc(64, 3, 4, "mbconv", 4), "ade20k": _hc(64, 3, 4, "mbconv", None)},
+    ),
+    "b2": EfficientViTSegConfig(
+        "b2",
+        "b",
+        (24, 48, 96, 192, 384),
+        (1, 3, 4, 4, 6),
+        32,
+        {"cityscapes": _hc(96, 3, 4, "mbconv", 4), "ade20k": _hc(96, 3, 4, "mbconv", None)},
+    ),
+    "b3": EfficientViTSegConfig(
+        "b3",
+        "b",
+        (32, 64, 128, 256, 512),
+        (1, 4, 6, 6, 9),
+        32,
+        {"cityscapes": _hc(128, 3, 4, "mbconv", 4), "ade20k": _hc(128, 3, 4, "mbconv", None)},
+    ),
+    "l1": EfficientViTSegConfig(
+        "l1",
+        "l",
+        (32, 64, 128, 256, 512),
+        (1, 1, 1, 6, 6),
+        32,
+        {"cityscapes": _hc(256, 3, 1, "fmbconv", None, "gelu"), "ade20k": _hc(128, 3, 4, "fmbconv", 8, "gelu")},
+    ),
+    "l2": EfficientViTSegConfig(
+        "l2",
+        "l",
+        (32, 64, 128, 256, 512),
+        (1, 2, 2, 8, 8),
+        32,
+        {"cityscapes": _hc(256, 5, 1, "fmbconv", None, "gelu"), "ade20k": _hc(128, 3, 4, "fmbconv", 8, "gelu")},
+    ),
 }
 
 

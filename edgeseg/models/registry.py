@@ -6,8 +6,8 @@ One table (``MODELS``) lists what exists; the CLI validates names against it and
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn as nn

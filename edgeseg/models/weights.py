@@ -72,7 +72,7 @@ def extract_state_dict(obj: dict, path: Path) -> dict[str, torch.Tensor]:
         raise EdgesegError(f"{path} holds no state dict (expected tensors, or a 'state_dict'/'model' entry)")
     # checkpoints saved from DataParallel/DDP carry a "module." prefix
     if all(k.startswith("module.") for k in obj):
-        obj = {k[len("module."):]: v for k, v in obj.items()}
+        obj = {k[len("module.") :]: v for k, v in obj.items()}
     return obj
 
 
@@ -89,8 +89,11 @@ def load_state_dict_strict(model: nn.Module, state: dict[str, torch.Tensor], pat
     own = model.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
-    shapes = [f"{k} {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-              for k in own if k in state and state[k].shape != own[k].shape]
+    shapes = [
+        f"{k} {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in own
+        if k in state and state[k].shape != own[k].shape
+    ]
     problems = []
     if missing:
         problems.append(f"missing keys: {_short(missing)}")
@@ -100,7 +103,8 @@ def load_state_dict_strict(model: nn.Module, state: dict[str, torch.Tensor], pat
         problems.append(f"shape mismatch: {_short(shapes, 2)}")
     if problems:
         raise EdgesegError(
-            f"state dict in {path} does not match the model: " + "; ".join(problems)
+            f"state dict in {path} does not match the model: "
+            + "; ".join(problems)
             + " (check --model and --dataset match the weights)"
         )
     cast = {k: (v.to(own[k].dtype) if v.is_floating_point() else v) for k, v in state.items()}
@@ -124,8 +128,12 @@ def publish(checkpoint: Path, model_name: str, tag: str, record: dict, index_fil
     target = index_file.parent / fname
     atomic_save(half, target)
     index = read_index(index_file)
-    index.setdefault(model_name, {})[tag] = {**record, "file": fname, "sha256": sha256_file(target),
-                                             "bytes": target.stat().st_size}
+    index.setdefault(model_name, {})[tag] = {
+        **record,
+        "file": fname,
+        "sha256": sha256_file(target),
+        "bytes": target.stat().st_size,
+    }
     _write_index(index, index_file)
     return target
 

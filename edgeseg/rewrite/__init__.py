@@ -8,8 +8,8 @@ rewrites they need (``edgeseg.targets``).
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn as nn
@@ -31,14 +31,30 @@ class Rewrite:
 REWRITES: dict[str, Rewrite] = {
     r.name: r
     for r in (
-        Rewrite("attention-fp32-normaliser", LiteMLA, LiteMLAFp32Normaliser,
-                "LiteMLA: pad-free normaliser, fp32 attention core with explicit casts, eps as clamp_min"),
-        Rewrite("bicubic-as-conv", UpSampleLayer, BicubicAsConv,
-                "head bicubic resize as pad + fixed depthwise conv + pixel shuffle: exact, fast, every backend"),
-        Rewrite("upsample-fp32", UpSampleLayer, UpSampleFp32,
-                "head resize kept as a Resize op, in fp32, cast back: strongly typed half-precision graphs"),
-        Rewrite("bicubic-to-bilinear", UpSampleLayer, lambda m: UpSampleFp32(m, mode="bilinear"),
-                "head resize bilinear for targets without bicubic (TFLite)"),
+        Rewrite(
+            "attention-fp32-normaliser",
+            LiteMLA,
+            LiteMLAFp32Normaliser,
+            "LiteMLA: pad-free normaliser, fp32 attention core with explicit casts, eps as clamp_min",
+        ),
+        Rewrite(
+            "bicubic-as-conv",
+            UpSampleLayer,
+            BicubicAsConv,
+            "head bicubic resize as pad + fixed depthwise conv + pixel shuffle: exact, fast, every backend",
+        ),
+        Rewrite(
+            "upsample-fp32",
+            UpSampleLayer,
+            UpSampleFp32,
+            "head resize kept as a Resize op, in fp32, cast back: strongly typed half-precision graphs",
+        ),
+        Rewrite(
+            "bicubic-to-bilinear",
+            UpSampleLayer,
+            lambda m: UpSampleFp32(m, mode="bilinear"),
+            "head resize bilinear for targets without bicubic (TFLite)",
+        ),
     )
 }
 

@@ -78,8 +78,7 @@ class UpSampleFp32(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.factor == 1:
             return x
-        y = F.interpolate(x.float(), scale_factor=float(self.factor), mode=self.mode,
-                          align_corners=self.align_corners)
+        y = F.interpolate(x.float(), scale_factor=float(self.factor), mode=self.mode, align_corners=self.align_corners)
         return y.to(x.dtype)
 
 

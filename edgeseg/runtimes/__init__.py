@@ -4,9 +4,9 @@ logits (or labels) out, as torch tensors. Shared by export parity, eval, predict
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -59,6 +59,7 @@ def load_artifact(path: Path, threads: int | None = None) -> LoadedArtifact:
     if fmt == "coreml":
         from edgeseg.runtimes.coreml import CoreMLModel
 
-        return LoadedArtifact(model_file, manifest, CoreMLModel(model_file, manifest["output"]["name"]),
-                              "coremltools (macOS)")
+        return LoadedArtifact(
+            model_file, manifest, CoreMLModel(model_file, manifest["output"]["name"]), "coremltools (macOS)"
+        )
     raise EdgesegError(f"unknown artifact format {fmt!r} in {manifest_path}")

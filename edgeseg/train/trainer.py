@@ -12,9 +12,9 @@ import math
 import os
 import random
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -82,8 +82,9 @@ def class_weights(labels: list[np.ndarray], spec: DatasetSpec) -> torch.Tensor:
     return torch.tensor(np.clip(w, 0.2, 5.0), dtype=torch.float32)
 
 
-def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, cfg: TrainConfig, ignore_index: int,
-                      weight: torch.Tensor | None) -> torch.Tensor:
+def segmentation_loss(
+    logits: torch.Tensor, target: torch.Tensor, cfg: TrainConfig, ignore_index: int, weight: torch.Tensor | None
+) -> torch.Tensor:
     logits = F.interpolate(logits, size=target.shape[-2:], mode="bilinear", align_corners=False)
     if cfg.loss == "ohem":
         per_pixel = F.cross_entropy(logits, target, ignore_index=ignore_index, reduction="none").flatten()
@@ -161,8 +162,14 @@ def train(cfg: TrainConfig, progress: Callable[..., object] | None = None, resum
         history = state.get("history", [])
     # Deterministic given (seed, epoch): resuming replays the same order and augmentations.
     aug = AugmentConfig(crop=tuple(cfg.crop), scale=tuple(cfg.scale))
-    report("start", total_steps=total_steps, done_steps=start_epoch * steps_per_epoch, epochs=cfg.epochs,
-           device=str(device), images=len(train_images))
+    report(
+        "start",
+        total_steps=total_steps,
+        done_steps=start_epoch * steps_per_epoch,
+        epochs=cfg.epochs,
+        device=str(device),
+        images=len(train_images),
+    )
 
     step = start_epoch * steps_per_epoch
     for epoch in range(start_epoch, cfg.epochs):
@@ -184,26 +191,51 @@ def train(cfg: TrainConfig, progress: Callable[..., object] | None = None, resum
             step += 1
             seen += len(idx)
             loss_sum += loss.item() * len(idx)
-            report("step", step=step, epoch=epoch + 1, loss=loss.item(), lr=optimizer.param_groups[0]["lr"],
-                   ips=seen / (time.perf_counter() - t0))
+            report(
+                "step",
+                step=step,
+                epoch=epoch + 1,
+                loss=loss.item(),
+                lr=optimizer.param_groups[0]["lr"],
+                ips=seen / (time.perf_counter() - t0),
+            )
             if cfg.max_steps is not None and step >= cfg.max_steps:
                 break
-        record = {"epoch": epoch + 1, "loss": loss_sum / max(seen, 1), "lr": optimizer.param_groups[0]["lr"],
-                  "images_per_s": seen / (time.perf_counter() - t0), "seconds": time.perf_counter() - t0}
+        record = {
+            "epoch": epoch + 1,
+            "loss": loss_sum / max(seen, 1),
+            "lr": optimizer.param_groups[0]["lr"],
+            "images_per_s": seen / (time.perf_counter() - t0),
+            "seconds": time.perf_counter() - t0,
+        }
         last_epoch = epoch + 1 == cfg.epochs or (cfg.max_steps is not None and step >= cfg.max_steps)
         if (epoch + 1) % cfg.eval_every == 0 or last_epoch:
             metrics = evaluate_arrays(torch_predictor(model, device), val_images, val_labels, spec)
-            record.update(val_miou=metrics.miou, val_pixel_accuracy=metrics.pixel_accuracy,
-                          val_iou=dict(zip(spec.classes, metrics.iou)))
+            record.update(
+                val_miou=metrics.miou,
+                val_pixel_accuracy=metrics.pixel_accuracy,
+                val_iou=dict(zip(spec.classes, metrics.iou)),
+            )
             if metrics.miou > best_miou:
                 best_miou, best_epoch = metrics.miou, epoch + 1
-                atomic_save({"model": model.state_dict(), "epoch": epoch + 1, "miou": metrics.miou,
-                             "config": asdict(cfg)}, out / "best.pt")
+                atomic_save(
+                    {"model": model.state_dict(), "epoch": epoch + 1, "miou": metrics.miou, "config": asdict(cfg)},
+                    out / "best.pt",
+                )
             report("eval", epoch=epoch + 1, miou=metrics.miou, best=best_miou)
         history.append(record)
-        atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1,
-                     "best_miou": best_miou, "best_epoch": best_epoch, "history": history, "config": asdict(cfg)},
-                    out / "last.pt")
+        atomic_save(
+            {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "epoch": epoch + 1,
+                "best_miou": best_miou,
+                "best_epoch": best_epoch,
+                "history": history,
+                "config": asdict(cfg),
+            },
+            out / "last.pt",
+        )
         _write_log(out / "train.json", cfg, history, best_miou, best_epoch, str(device))
         if last_epoch:
             break
@@ -212,9 +244,15 @@ def train(cfg: TrainConfig, progress: Callable[..., object] | None = None, resum
 
 
 def _write_log(path: Path, cfg: TrainConfig, history: list[dict], best: float, best_epoch: int, device: str) -> None:
-    log = {"config": asdict(cfg), "device": device, "torch": torch.__version__, "threads": torch.get_num_threads(),
-           "best_val_miou": best, "best_epoch": best_epoch, "history": history}
+    log = {
+        "config": asdict(cfg),
+        "device": device,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "best_val_miou": best,
+        "best_epoch": best_epoch,
+        "history": history,
+    }
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(log, indent=2))
     os.replace(tmp, path)
-
