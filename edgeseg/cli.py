@@ -27,8 +27,11 @@ app = typer.Typer(
 weights_app = typer.Typer(help="Shipped weights: list and publish.", no_args_is_help=True)
 app.add_typer(weights_app, name="weights")
 
-console = Console()
-err_console = Console(stderr=True)
+# Piped output (CI logs, `| tee`) gets rich's 80-column default, which truncates model names in tables; a log is
+# read later, so give it room. A terminal keeps its own width.
+_PIPE_WIDTH = None if sys.stdout.isatty() else 160
+console = Console(width=_PIPE_WIDTH)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 
 def user_errors(fn):
@@ -422,26 +425,33 @@ def lint(
         raise typer.Exit(1)
 
 
+def _pct(x: float | None, digits: int = 1) -> str:
+    return "-" if x is None else f"{100 * x:.{digits}f}"
+
+
 @weights_app.command("list")
 @user_errors
-def weights_list():
-    """Shipped weights with their recorded val mIoU and training command."""
-    from edgeseg.models.weights import read_index
-
-    table = Table(title="shipped weights")
-    for col in ("model", "tag", "val mIoU", "epochs", "file", "sha256"):
+def weights_list(
+    markdown: bool = typer.Option(False, "--markdown", help="Print the README's markdown table instead."),
+):
+    """Shipped weights with their recorded val mIoU (and rare-class IoU), training time and hardware."""
+    if markdown:
+        typer.echo(pipeline.shipped_weights_markdown())
+        return
+    table = Table(title="shipped weights (val mIoU measured on the published fp16 file)")
+    for col in ("model", "tag", "val mIoU", *pipeline.RARE_CAMVID_CLASSES, "epochs", "train min", "file", "sha256"):
         table.add_column(col)
-    for model_name, tags in read_index().items():
-        for tag, rec in tags.items():
-            miou = rec.get("val_miou")
-            table.add_row(
-                model_name,
-                tag,
-                "-" if miou is None else f"{100 * miou:.2f}",
-                str(rec.get("epochs")),
-                rec["file"],
-                rec["sha256"][:12],
-            )
+    for r in pipeline.shipped_weights_rows():
+        table.add_row(
+            r["model"],
+            r["tag"],
+            _pct(r["val_miou"], 2),
+            *(_pct(r["rare_iou"].get(c)) for c in pipeline.RARE_CAMVID_CLASSES),
+            str(r["epochs"]),
+            f"{r['train_minutes']:.0f}",
+            r["file"],
+            r["sha256"][:12],
+        )
     console.print(table)
 
 

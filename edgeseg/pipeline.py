@@ -295,6 +295,56 @@ def publish_weights(run: Path, tag: str, command: str | None = None, hardware: s
     return {"file": str(target), **record}
 
 
+RARE_CAMVID_CLASSES = ("pole", "sign", "pedestrian", "bicyclist")
+
+
+def shipped_weights_rows() -> list[dict]:
+    """One row per shipped weights file: what the README table and ``edgeseg weights list`` show.
+
+    Every number comes from the registry (measured on the published fp16 file at publish time).
+    """
+    rows = []
+    for model_name, tags in weights_mod.read_index().items():
+        for tag, rec in tags.items():
+            spec = DATASETS[rec["dataset"]]
+            iou = rec.get("val_iou") or {}  # class name -> IoU
+            rows.append(
+                {
+                    "model": model_name,
+                    "tag": tag,
+                    "val_miou": rec.get("val_miou"),
+                    "rare_iou": {c: iou.get(c) for c in RARE_CAMVID_CLASSES if c in spec.classes},
+                    "epochs": rec["epochs"],
+                    "best_epoch": rec.get("best_epoch"),
+                    "train_minutes": rec["train_seconds"] / 60,
+                    "hardware": rec["hardware"],
+                    "file": rec["file"],
+                    "bytes": rec.get("bytes"),
+                    "sha256": rec["sha256"],
+                }
+            )
+    return rows
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f}"
+
+
+def shipped_weights_markdown() -> str:
+    """The README's shipped-weights table, generated from the registry (a test keeps the README in sync)."""
+    lines = [
+        "| model | tag | val mIoU | pole | sign | pedestrian | bicyclist | epochs (best) | training time | hardware |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in shipped_weights_rows():
+        rare = [_pct(r["rare_iou"].get(c)) for c in RARE_CAMVID_CLASSES]
+        lines.append(
+            f"| {r['model']} | {r['tag']} | {_pct(r['val_miou'])} | " + " | ".join(rare) + " | "
+            f"{r['epochs']} ({r['best_epoch']}) | {r['train_minutes']:.0f} min | {r['hardware']} |"
+        )
+    return "\n".join(lines)
+
+
 def _train_command(cfg: dict) -> str:
     return (
         f"edgeseg train --model {cfg['model']} --dataset {cfg['dataset']} --data {cfg['data']} "

@@ -1,6 +1,8 @@
 """The weights edgeseg ships: they load by name, their hash is checked, and `edgeseg eval` reproduces the val
 mIoU recorded in the registry (to 0.05 points) on the shared CamVid."""
 
+from pathlib import Path
+
 import pytest
 
 from edgeseg import pipeline
@@ -21,3 +23,8 @@ def test_shipped_weights_reproduce_recorded_val_miou(model, tag, camvid):
     report = pipeline.evaluate(model, record["dataset"], tag, camvid, split=record["val_split"])
     assert report["images"] == 101
     assert abs(100 * report["miou"] - 100 * record["val_miou"]) <= 0.05
+
+
+def test_readme_weights_table_matches_the_registry():
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    assert pipeline.shipped_weights_markdown() in readme, "regenerate with `edgeseg weights list --markdown`"
