@@ -5,7 +5,7 @@ PIP := $(VENV)/bin/pip
 EDGESEG := $(VENV)/bin/edgeseg
 OUT ?= out
 
-.PHONY: setup run test clean export-table
+.PHONY: setup run test clean export-table upsample-cost
 
 # torch is installed first and pinned: the local CPU wheel. Anything that replaced it would pull CUDA builds.
 $(VENV)/.installed: pyproject.toml
@@ -38,3 +38,8 @@ clean:
 export-table: setup
 	$(PY) benchmarks/export_table.py --model efficientvit-b0 --weights camvid \
 		--parity-data ../shared/data/camvid --parity-images 20 --json $(OUT)/export-table.json
+
+# Benchmark (not a test): mIoU of the head-upsampling variants (reference bicubic, exact conv, bilinear) on CamVid val.
+upsample-cost: setup
+	$(PY) benchmarks/upsample_cost.py --model efficientvit-b0 --weights camvid \
+		--data ../shared/data/camvid --json $(OUT)/upsample-cost.json
