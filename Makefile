@@ -37,7 +37,8 @@ clean:
 # Benchmark (not a test): export B0 with its CamVid weights to every available target, parity on 20 val images.
 export-table: setup
 	$(PY) benchmarks/export_table.py --model efficientvit-b0 --weights camvid \
-		--parity-data ../shared/data/camvid --parity-images 20 --json $(OUT)/export-table.json
+		--parity-data ../shared/data/camvid --parity-images 20 --out $(OUT)/artifacts \
+		--json $(OUT)/export-table.json
 
 # Benchmark (not a test): mIoU of the head-upsampling variants (reference bicubic, exact conv, bilinear) on CamVid val.
 upsample-cost: setup
