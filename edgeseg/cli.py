@@ -336,6 +336,13 @@ def _fmt(value, spec: str, none: str = "-") -> str:
     return none if value is None else format(value, spec)
 
 
+CalibDataOpt = typer.Option(
+    None, "--calib-data", help="INT8: folder with train/images and train/labels (e.g. ../shared/data/camvid)."
+)
+CalibSizeOpt = typer.Option(64, "--calib-size", help="INT8: number of calibration images (class-balanced).")
+CalibMethodOpt = typer.Option("percentile", "--calib-method", help="INT8: percentile (default) | minmax | entropy.")
+
+
 @app.command()
 @user_errors
 def export(
@@ -355,12 +362,33 @@ def export(
     parity_images: int = typer.Option(20, "--parity-images"),
     force: bool = typer.Option(False, "--force", help="Rebuild even when the cache has this artifact."),
     upsample: str = UpsampleOpt,
+    calib_data: Path | None = CalibDataOpt,
+    calib_size: int = CalibSizeOpt,
+    calib_method: str = CalibMethodOpt,
 ):
     """Rewrite, export, check parity vs PyTorch on real images, lint; writes an artifact folder."""
     with console.status(f"exporting {model} -> {target}"):
         m = pipeline.export(
-            model, dataset, weights, target, size, out, with_argmax, opset, parity_data, parity_images, force, upsample
+            model,
+            dataset,
+            weights,
+            target,
+            size,
+            out,
+            with_argmax,
+            opset,
+            parity_data,
+            parity_images,
+            force,
+            upsample,
+            calib_data,
+            calib_size,
+            calib_method,
         )
+    _print_export_summary(m)
+
+
+def _print_export_summary(m: dict) -> None:
     p, lint = m["parity"], m["lint"]
     table = Table(title=f"{m['model']} ({m['dataset']}) -> {m['target']}" + (" [cached]" if m["cached"] else ""))
     table.add_column("field")
@@ -382,6 +410,11 @@ def export(
         table.add_row(
             "mIoU on those images", f"{100 * p['miou_candidate']:.2f} (PyTorch {100 * p['miou_reference']:.2f})"
         )
+    if "quantization" in m:
+        q, c = m["quantization"], m["calibration"]
+        table.add_row("int8 ops", ", ".join(f"{op} x{n}" for op, n in q["int8_nodes"].items()) or "none")
+        table.add_row("kept float", ", ".join(q["policy"]["float_ops"]))
+        table.add_row("calibration", f"{c['size']} {c['split']} images ({c['sampler']}), {c['method']}")
     if "trtexec" in m:
         table.add_row("engine", m["engine"] or f"not built: {m['engine_not_built']}; run build_engine.sh on the device")
     table.add_row(
@@ -395,6 +428,47 @@ def export(
     if not lint["clean"]:
         err_console.print(f"lint failed: see {m['folder']}/lint.json or `edgeseg lint {m['folder']}`")
         raise typer.Exit(1)
+
+
+@app.command()
+@user_errors
+def quantize(
+    model: str = ModelOpt,
+    target: str = typer.Option("onnx-int8", "--target", "-t", help="An INT8 target (see `edgeseg targets`)."),
+    calib_data: Path = typer.Option(
+        ..., "--calib-data", help="Folder with train/images and train/labels (e.g. ../shared/data/camvid)."
+    ),
+    calib_size: int = CalibSizeOpt,
+    calib_method: str = CalibMethodOpt,
+    dataset: str | None = DatasetOpt,
+    weights: str | None = WeightsOpt,
+    size: str | None = typer.Option(None, "--size", help="Static input HxW, multiple of 32."),
+    out: Path = typer.Option(Path("artifacts"), "--out", help="Folder for artifact folders."),
+    parity_data: Path | None = typer.Option(None, "--parity-data", help="Folder with val/images for parity."),
+    parity_images: int = typer.Option(20, "--parity-images"),
+    force: bool = typer.Option(False, "--force", help="Rebuild even when the cache has this artifact."),
+):
+    """INT8 export with calibration on real images (the same as `edgeseg export --target X-int8`)."""
+    from edgeseg.targets import get_target
+
+    if get_target(target).precision != "int8":
+        raise EdgesegError(f"{target} is not an INT8 target: use `edgeseg export` for it, or an *-int8 target here")
+    with console.status(f"quantizing {model} -> {target}"):
+        m = pipeline.export(
+            model,
+            dataset,
+            weights,
+            target,
+            size,
+            out,
+            parity_data=parity_data,
+            parity_images=parity_images,
+            force=force,
+            calib_data=calib_data,
+            calib_size=calib_size,
+            calib_method=calib_method,
+        )
+    _print_export_summary(m)
 
 
 @app.command()

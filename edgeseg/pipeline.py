@@ -391,8 +391,11 @@ class _Built:
     lint: object  # edgeseg.lint.LintReport
 
 
-def _build_artifact(tgt, module, example, tmp: Path, output_name: str, opset: int) -> tuple[str, _Built]:
-    """Export ``module`` for ``tgt`` into ``tmp``; return the model file name and what was built."""
+def _build_artifact(tgt, module, example, tmp: Path, output_name: str, opset: int, calib=None) -> tuple[str, _Built]:
+    """Export ``module`` for ``tgt`` into ``tmp``; return the model file name and what was built.
+
+    INT8 targets take ``calib`` (a CalibrationSet): the fp32 graph is exported, then quantized with the backend's
+    attention-aware policy."""
     from edgeseg import lint as lint_mod
 
     if tgt.format in ("onnx", "tensorrt"):
@@ -400,7 +403,21 @@ def _build_artifact(tgt, module, example, tmp: Path, output_name: str, opset: in
         from edgeseg.runtimes.onnxruntime import OnnxRuntimeModel
 
         file = "model.onnx"
-        info = export_onnx(module, example, tmp / file, opset, output_name)
+        if tgt.precision == "int8":
+            from edgeseg.quantize.onnx_int8 import quantize_onnx
+            from edgeseg.quantize.policy import POLICIES
+
+            policy = POLICIES[tgt.format]
+            fp32 = tmp / "model.fp32.onnx"
+            info = export_onnx(module, example, fp32, opset, output_name)
+            size = tuple(example.shape[-2:])
+            info["quantization"] = {
+                "policy": policy.as_dict(),
+                **quantize_onnx(fp32, tmp / file, calib.images, size, policy, calib.method),
+            }
+            fp32.unlink()
+        else:
+            info = export_onnx(module, example, tmp / file, opset, output_name)
         built = _Built(
             info,
             OnnxRuntimeModel(tmp / file),
@@ -469,6 +486,9 @@ def export(
     parity_images: int = 20,
     force: bool = False,
     upsample: str = "conv",
+    calib_data: Path | None = None,
+    calib_size: int = 64,
+    calib_method: str = "percentile",
 ) -> dict:
     """Rewrite, export, check parity against the PyTorch reference on real images, lint; returns the manifest.
 
@@ -502,11 +522,23 @@ def export(
     input_size = check_input_size(parse_size(size)) if size else DEFAULT_INPUT[loaded.dataset]
     h, w = input_size
     suffix = ("-argmax" if with_argmax else "") + ("" if upsample == "conv" else f"-{upsample}")
+    if tgt.precision == "int8" and calib_method != "percentile":
+        suffix += f"-{calib_method}"  # artifacts calibrated differently live side by side
     folder = Path(out) / f"{loaded.name}-{loaded.dataset}-{tgt.name}-{h}x{w}{suffix}"
     weights_sha = loaded.weights.sha256 or sha256_file(loaded.weights.path)
     parity_root = Path(parity_data) if parity_data else SAMPLE_DATA
     rewrites = tuple(r for r in tgt.rewrites) + (UPSAMPLE_REWRITES[upsample],)
     versions = _package_versions("torch", *(p.replace("_", "-") for p in _TARGET_PACKAGES[tgt.format]))
+    calib = None
+    if tgt.precision == "int8":
+        from edgeseg.quantize.calibration import select_calibration
+
+        if calib_data is None:
+            raise EdgesegError(
+                f"{tgt.name} needs calibration images: pass --calib-data DIR with train/images and train/labels "
+                "(e.g. ../shared/data/camvid)"
+            )
+        calib = select_calibration(Path(calib_data), loaded.spec, calib_size, calib_method)
     key = cache_key(
         weights=weights_sha,
         model=loaded.name,
@@ -519,6 +551,7 @@ def export(
         edgeseg=__version__,
         versions=versions,
         parity=(str(parity_root.resolve()), parity_images),
+        calibration=None if calib is None else (calib.sha256, calib.method),
     )
     if not force:
         cached = cached_manifest(folder, key)
@@ -538,7 +571,7 @@ def export(
 
     t0 = time.perf_counter()
     with staging(folder) as tmp:
-        file, built = _build_artifact(tgt, wrapper, example, tmp, output_name, opset)
+        file, built = _build_artifact(tgt, wrapper, example, tmp, output_name, opset, calib)
         export_seconds = time.perf_counter() - t0
         if built.runner is not None:
             parity = compare(
@@ -586,6 +619,7 @@ def export(
             "rewrites": applied,
             "upsample": upsample,
             **built.info,
+            **({} if calib is None else {"calibration": calib.manifest()}),
             "parity": {
                 "reference": "PyTorch fp32 (official numerics)",
                 "runtime": built.parity_runtime,

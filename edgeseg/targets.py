@@ -63,7 +63,7 @@ TARGETS: dict[str, Target] = {
             "onnx",
             available=True,
         ),
-        _row("onnx", "int8", ".onnx", "onnxruntime (CPU)", "onnx", "onnx", planned="issue 6, INT8"),
+        _row("onnx", "int8", ".onnx", "onnxruntime (CPU)", "onnx", "onnx", available=True),
         _row("tflite", "fp32", ".tflite", "ai-edge-litert (XNNPACK)", "tflite", "tflite", _BASE, available=True),
         _row("tflite", "fp16", ".tflite", "ai-edge-litert (XNNPACK)", "tflite", "tflite", _BASE, available=True),
         _row(
@@ -82,7 +82,7 @@ TARGETS: dict[str, Target] = {
         ),
         _row("tensorrt", "fp32", ".engine", "needs TensorRT + CUDA", "onnx", "tensorrt", available=True),
         _row("tensorrt", "fp16", ".engine", "needs TensorRT + CUDA", "onnx", "tensorrt", available=True),
-        _row("tensorrt", "int8", ".engine", "needs TensorRT + CUDA", "onnx", "tensorrt", planned="issue 6, INT8"),
+        _row("tensorrt", "int8", ".engine", "needs TensorRT + CUDA", "onnx", "tensorrt", available=True),
     )
 }
 

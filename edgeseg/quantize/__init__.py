@@ -1,0 +1,1 @@
+"""INT8: calibration sets from real data and attention-aware quantization policies per backend."""
