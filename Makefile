@@ -5,7 +5,7 @@ PIP := $(VENV)/bin/pip
 EDGESEG := $(VENV)/bin/edgeseg
 OUT ?= out
 
-.PHONY: setup run test clean export-table upsample-cost
+.PHONY: setup run test clean export-table upsample-cost int8-table
 
 # torch is installed first and pinned: the local CPU wheel. Anything that replaced it would pull CUDA builds.
 $(VENV)/.installed: pyproject.toml
@@ -44,3 +44,8 @@ export-table: setup
 upsample-cost: setup
 	$(PY) benchmarks/upsample_cost.py --model efficientvit-b0 --weights camvid \
 		--data ../shared/data/camvid --json $(OUT)/upsample-cost.json
+
+# Benchmark (not a test): onnx-fp32 vs onnx-int8 (minmax, percentile): CamVid val mIoU and side-by-side ORT latency.
+int8-table: setup
+	$(PY) benchmarks/int8_table.py --model efficientvit-b0 --data ../shared/data/camvid --out $(OUT)/int8 \
+		--json $(OUT)/int8-b0.json

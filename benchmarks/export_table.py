@@ -23,6 +23,7 @@ def main() -> None:
     ap.add_argument("--size", default="384x480")
     ap.add_argument("--parity-data", type=Path, default=None)
     ap.add_argument("--parity-images", type=int, default=20)
+    ap.add_argument("--calib-data", type=Path, default=None, help="INT8 rows: train split (default: --parity-data)")
     ap.add_argument("--out", type=Path, default=Path("artifacts"))
     ap.add_argument("--targets", nargs="*", default=[t.name for t in TARGETS.values() if t.available])
     ap.add_argument("--json", type=Path, default=None)
@@ -45,6 +46,7 @@ def main() -> None:
             parity_data=args.parity_data,
             parity_images=args.parity_images,
             force=True,
+            calib_data=args.calib_data or args.parity_data,
         )
         p = m["parity"]
         lint = "clean" if m["lint"]["clean"] else f"{m['lint']['errors']} errors"
