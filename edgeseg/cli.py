@@ -390,14 +390,17 @@ def export(
 
 def _print_export_summary(m: dict) -> None:
     p, lint = m["parity"], m["lint"]
-    table = Table(title=f"{m['model']} ({m['dataset']}) -> {m['target']}" + (" [cached]" if m["cached"] else ""))
+    table = Table(title=f"{m['model']} ({m['dataset']}) -> {m['target']}" + (" (cached)" if m["cached"] else ""))
     table.add_column("field")
     table.add_column("value")
     table.add_row("file", f"{m['folder']}/{m['file']}")
     table.add_row("size", f"{m['bytes'] / 1e6:.2f} MB")
     table.add_row("input", "x".join(map(str, m["input"]["shape"])))
     table.add_row("rewrites", ", ".join(f"{k} x{v}" for k, v in m["rewrites"].items()))
-    table.add_row("exporter", f"{m['exporter']}, opset {m['opset']}, {m['nodes']} nodes")
+    # exporters record different facts (ONNX: opset and node count; TFLite: layout; Core ML: deployment target)
+    recorded = (("opset", "opset"), ("nodes", "nodes:"), ("layout", "layout"))
+    facts = [m["exporter"]] + [f"{label} {m[key]}" for key, label in recorded if key in m]
+    table.add_row("exporter", ", ".join(facts))
     table.add_row("parity max |diff|", _fmt(p["max_abs_diff"], ".3g"))
     table.add_row("parity SNR", _fmt(p["snr_db"], ".1f") + " dB" if p["snr_db"] is not None else "-")
     if p["argmax_agreement"] is None:

@@ -5,8 +5,10 @@ import platform
 
 import pytest
 import torch
+from typer.testing import CliRunner
 
 from edgeseg import pipeline
+from edgeseg.cli import app
 from edgeseg.lint import lint_coreml, lint_tflite
 from edgeseg.runtimes.litert import LiteRtModel
 from edgeseg.runtimes.onnxruntime import OnnxRuntimeModel
@@ -35,6 +37,11 @@ def test_tflite_fp16_stores_half_weights(weights, tmp_path):
     m16 = pipeline.export("efficientvit-b0", "camvid", weights, "tflite-fp16", SIZE, tmp_path, parity_images=2)
     assert m16["bytes"] < 0.65 * m32["bytes"]
     assert m16["parity"]["argmax_agreement"] >= 0.99 and m16["lint"]["clean"]
+    # the command prints its summary for TFLite manifests too (a cache hit: same options as above)
+    args = ["export", "-m", "efficientvit-b0", "-w", weights, "-t", "tflite-fp16", "--size", SIZE]
+    r = CliRunner().invoke(app, [*args, "--out", str(tmp_path), "--parity-images", "2"])
+    assert r.exit_code == 0, r.output
+    assert "(cached)" in r.output and "litert-torch, layout NHWC" in r.output
 
 
 def test_coreml_converts_and_lints_on_linux_with_honest_parity(weights, tmp_path):
