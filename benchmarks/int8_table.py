@@ -1,6 +1,6 @@
 """INT8 vs fp32 for one model: mIoU on a labelled split and latency measured side by side in one process.
 
-Exports onnx-fp32 and onnx-int8 (one artifact per calibration method), evaluates every artifact on CamVid val with
+Exports onnx-fp32 and onnx-int8 (one artifact per calibration method), tflite-fp32 and tflite-int8, evaluates every artifact on CamVid val with
 its runtime here, then times them interleaved (same input, ORT intra-op spinning off so sessions do not steal each
 other's cores) and prints medians. A benchmark, not a test: numbers go into the README and reports.
 
@@ -64,6 +64,17 @@ def main() -> None:
             **common,
         )
 
+    built["tflite-fp32"] = pipeline.export(args.model, args.dataset, args.weights, "tflite-fp32", **common)
+    built["tflite-int8 (PT2E)"] = pipeline.export(
+        args.model,
+        args.dataset,
+        args.weights,
+        "tflite-int8",
+        calib_data=args.data,
+        calib_size=args.calib_size,
+        **common,
+    )
+
     reference = pipeline.evaluate(args.model, args.dataset, args.weights, args.data, threads=args.threads)
     evals = {
         k: pipeline.evaluate(None, None, None, args.data, artifact=Path(m["folder"]), threads=args.threads)
@@ -72,14 +83,14 @@ def main() -> None:
     ms = time_interleaved({k: m["folder"] for k, m in built.items()}, args.runs, 3, args.threads)
 
     print(f"{args.model} ({args.dataset}), CamVid val {reference['images']} images, {args.threads} threads")
-    print("| artifact | val mIoU | vs PyTorch fp32 | median ms | speed-up vs onnx-fp32 | int8 ops | size MB |")
+    print("| artifact | val mIoU | vs PyTorch fp32 | median ms | speed-up vs its fp32 | int8 ops | size MB |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     print(f"| PyTorch fp32 (reference) | {100 * reference['miou']:.2f} | | | | | |")
     for k, m in built.items():
         ops = m.get("quantization", {}).get("int8_nodes", {})
         print(
             f"| {k} | {100 * evals[k]['miou']:.2f} | {100 * (evals[k]['miou'] - reference['miou']):+.2f} | "
-            f"{ms[k]:.1f} | {ms['onnx-fp32'] / ms[k]:.2f}x | "
+            f"{ms[k]:.1f} | {ms[k.split('-')[0] + '-fp32'] / ms[k]:.2f}x | "
             + (", ".join(f"{op} {n}" for op, n in ops.items()) or "-")
             + f" | {m['bytes'] / 1e6:.2f} |"
         )

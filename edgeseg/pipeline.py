@@ -7,6 +7,7 @@ reported through plain callbacks so the CLI can draw rich bars and tests can run
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import platform
@@ -445,10 +446,23 @@ def _build_artifact(tgt, module, example, tmp: Path, output_name: str, opset: in
         from edgeseg.runtimes.litert import LiteRtModel
 
         file = "model.tflite"
-        info = export_tflite(module, example, tmp / file, tgt.precision, logits_output=output_name == "logits")
+        calib_inputs = None
+        if tgt.precision == "int8":
+            from edgeseg.data.transforms import auto_fit, fit_input, to_tensor
+
+            size = tuple(example.shape[-2:])
+            calib_inputs = [fit_input(to_tensor(im), auto_fit(im.shape[:2], size)) for im in calib.images]
+        info = export_tflite(
+            module, example, tmp / file, tgt.precision, output_name == "logits", calib_inputs=calib_inputs
+        )
+        runner = LiteRtModel(tmp / file)
+        if tgt.precision == "int8":
+            from edgeseg.quantize.policy import POLICIES
+
+            info["quantization"] = {"policy": POLICIES["tflite"].as_dict(), "int8_nodes": runner.int8_ops()}
         return file, _Built(
             info,
-            LiteRtModel(tmp / file),
+            runner,
             f"ai-edge-litert {_package_versions('ai-edge-litert')['ai-edge-litert']} (XNNPACK)",
             lint_mod.lint_tflite(tmp / file, tgt.rules),
         )
@@ -538,7 +552,13 @@ def export(
                 f"{tgt.name} needs calibration images: pass --calib-data DIR with train/images and train/labels "
                 "(e.g. ../shared/data/camvid)"
             )
+        if tgt.format == "tflite" and calib_method != "percentile":
+            raise EdgesegError(
+                "tflite-int8 calibrates with PT2E's histogram observer: --calib-method is for onnx-int8 and trt-int8"
+            )
         calib = select_calibration(Path(calib_data), loaded.spec, calib_size, calib_method)
+        if tgt.format == "tflite":
+            calib = dataclasses.replace(calib, method="histogram (PT2E observer)")
     key = cache_key(
         weights=weights_sha,
         model=loaded.name,

@@ -67,7 +67,14 @@ TARGETS: dict[str, Target] = {
         _row("tflite", "fp32", ".tflite", "ai-edge-litert (XNNPACK)", "tflite", "tflite", _BASE, available=True),
         _row("tflite", "fp16", ".tflite", "ai-edge-litert (XNNPACK)", "tflite", "tflite", _BASE, available=True),
         _row(
-            "tflite", "int8", ".tflite", "ai-edge-litert (XNNPACK)", "tflite", "tflite", _BASE, planned="issue 6, INT8"
+            "tflite",
+            "int8",
+            ".tflite",
+            "ai-edge-litert (XNNPACK)",
+            "tflite",
+            "tflite",
+            _BASE + ("hardswish-as-clamp",),
+            available=True,
         ),
         _row("coreml", "fp32", ".mlpackage", "needs macOS (coremltools predict)", "coreml", "coreml", available=True),
         _row("coreml", "fp16", ".mlpackage", "needs macOS (coremltools predict)", "coreml", "coreml", available=True),

@@ -109,3 +109,26 @@ def test_int8_export_without_calibration_says_what_to_pass(tmp_path):
         app, ["export", "-m", "efficientvit-b0", "-w", "camvid", "-t", "onnx-int8", "--out", str(tmp_path)]
     )
     assert r.exit_code == 2 and "--calib-data" in r.output
+
+
+def test_tflite_int8_single_xnnpack_partition_and_agrees_with_fp32(camvid, tmp_path):
+    from edgeseg.lint import lint_tflite
+
+    m = pipeline.export(
+        "efficientvit-b0",
+        "camvid",
+        "camvid",
+        "tflite-int8",
+        "192x256",
+        tmp_path,
+        parity_data=camvid,
+        parity_images=2,
+        calib_data=camvid,
+        calib_size=4,
+    )
+    assert m["rewrites"]["hardswish-as-clamp"] > 0 and m["lint"]["clean"]
+    lint = lint_tflite(f"{m['folder']}/{m['file']}")
+    assert lint.ops.get("DELEGATE") == 1 and "HARD_SWISH" not in lint.ops  # int8 delegated in one piece
+    assert "CONV_2D" in m["quantization"]["int8_nodes"] and "BATCH_MATMUL" not in m["quantization"]["int8_nodes"]
+    assert m["parity"]["argmax_agreement"] >= 0.95
+    assert m["calibration"]["method"].startswith("histogram")

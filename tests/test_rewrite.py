@@ -113,3 +113,10 @@ def test_model_with_exact_bicubic_matches_reference():
     with torch.no_grad():
         a, b = model(x), deploy(x)
     assert (a - b).abs().max() <= 1e-4 * a.abs().max()
+
+
+def test_hardswish_as_clamp_equals_hardswish():
+    from edgeseg.rewrite.efficientvit import HardswishAsClamp
+
+    x = torch.linspace(-8, 8, 4001).reshape(1, 1, 1, -1)
+    assert torch.allclose(HardswishAsClamp()(x), torch.nn.Hardswish()(x), atol=1e-6)

@@ -1,7 +1,8 @@
 """PyTorch -> TFLite with litert-torch (direct from torch.export; keeps torch 2.13, no TensorFlow).
 
-fp32: the deploy graph as is. fp16: TFLite's float16 scheme, applied with ai-edge-quantizer's float casting
-(conv / fully-connected weights stored fp16 with explicit dequantize; CPU computes fp32, the GPU delegate fp16).
+fp32: the deploy graph as is. int8: PT2E static quantization calibrated on real images. fp16: TFLite's float16
+scheme, applied with ai-edge-quantizer's float casting (conv / fully-connected weights stored fp16 with explicit
+dequantize; CPU computes fp32, the GPU delegate fp16).
 I/O is NHWC (the TFLite convention): input (1, H, W, 3) float32, logits (1, h, w, C) or labels (1, H, W) int32.
 """
 
@@ -33,7 +34,30 @@ _FP16_RECIPE = [
 ]
 
 
-def export_tflite(module: nn.Module, example: torch.Tensor, path: Path, precision: str, logits_output: bool) -> dict:
+def _pt2e_quantize(wrapped: nn.Module, nhwc: torch.Tensor, calib_inputs: list[torch.Tensor]):
+    """PT2E static int8 (litert-torch's quantizer: per-channel symmetric weights, int8 activations). Its op set
+    quantizes conv/linear/add/mul/cat and leaves matmul, div and sum float: the attention core and normaliser stay
+    float, as the policy asks."""
+    from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
+    from litert_torch.quantize.quant_config import QuantConfig
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    quantizer = PT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+    graph = prepare_pt2e(torch.export.export(wrapped, (nhwc,)).module(), quantizer)
+    for x in calib_inputs:
+        graph(x.permute(0, 2, 3, 1).contiguous())
+    return convert_pt2e(graph, fold_quantize=False), QuantConfig(pt2e_quantizer=quantizer)
+
+
+def export_tflite(
+    module: nn.Module,
+    example: torch.Tensor,
+    path: Path,
+    precision: str,
+    logits_output: bool,
+    calib_inputs: list[torch.Tensor] | None = None,
+) -> dict:
+    """``calib_inputs`` (NCHW, preprocessed like the deployed input) are required for int8."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import litert_torch
 
@@ -45,12 +69,16 @@ def export_tflite(module: nn.Module, example: torch.Tensor, path: Path, precisio
     with warnings.catch_warnings(), torch.no_grad(), contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
         warnings.simplefilter("ignore")
         try:
-            edge = litert_torch.convert(wrapped, (nhwc,))
+            if precision == "int8":
+                graph, quant_config = _pt2e_quantize(wrapped, nhwc, calib_inputs or [])
+                edge = litert_torch.convert(graph, (nhwc,), quant_config=quant_config)
+            else:
+                edge = litert_torch.convert(wrapped, (nhwc,))
         except Exception as exc:
             raise EdgesegError(
                 f"TFLite conversion failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
             ) from None
-        fp32_path = path if precision == "fp32" else path.with_name(path.stem + ".fp32.tflite")
+        fp32_path = path if precision in ("fp32", "int8") else path.with_name(path.stem + ".fp32.tflite")
         edge.export(str(fp32_path))
     info = {"exporter": "litert-torch", "layout": "NHWC"}
     if precision == "fp16":
@@ -63,6 +91,9 @@ def export_tflite(module: nn.Module, example: torch.Tensor, path: Path, precisio
         path.write_bytes(result.quantized_model)
         fp32_path.unlink()
         info["fp16"] = "ai-edge-quantizer float_casting: conv/FC weights fp16, explicit dequantize"
+    elif precision == "int8":
+        info["int8"] = "PT2E static: int8 conv/add/mul/cat, per-channel symmetric weights; matmul/div/sum float"
+        info["io"] = "int8 input and output with scale/zero point (runtimes quantize and dequantize)"
     elif precision != "fp32":
         raise EdgesegError(f"TFLite {precision} is not produced by this exporter")
     return info

@@ -47,6 +47,14 @@ class Int8Policy:
 POLICIES: dict[str, Int8Policy] = {
     # ORT CPU: U8S8 (uint8 activations, int8 weights) was faster than S8S8 on this avx512_vnni CPU.
     "onnx": Int8Policy("onnx", ("Conv",), False, "uint8", note="ONNX Runtime QDQ; U8S8 is ORT CPU's fast path"),
+    # litert-torch PT2E: its static op set (conv, linear, add, mul, cat) is int8; matmul, div and sum stay float.
+    "tflite": Int8Policy(
+        "tflite",
+        ("Conv", "Add", "Mul", "Concat"),
+        True,
+        "int8",
+        note="litert-torch PT2E; Hardswish rewritten to add/clamp/mul so XNNPACK keeps int8 in one partition",
+    ),
     # TensorRT's explicit quantization: Q/DQ scales with zero point 0, int8 activations.
     "tensorrt": Int8Policy(
         "tensorrt", ("Conv",), True, "int8", note="explicit symmetric Q/DQ for a strongly typed TensorRT build"

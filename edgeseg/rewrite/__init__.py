@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from edgeseg.errors import EdgesegError
 from edgeseg.models.efficientvit import LiteMLA, UpSampleLayer
-from edgeseg.rewrite.efficientvit import BicubicAsConv, LiteMLAFp32Normaliser, UpSampleFp32
+from edgeseg.rewrite.efficientvit import BicubicAsConv, HardswishAsClamp, LiteMLAFp32Normaliser, UpSampleFp32
 
 
 @dataclass(frozen=True)
@@ -54,6 +54,12 @@ REWRITES: dict[str, Rewrite] = {
             UpSampleLayer,
             lambda m: UpSampleFp32(m, mode="bilinear"),
             "head resize bilinear for targets without bicubic (TFLite)",
+        ),
+        Rewrite(
+            "hardswish-as-clamp",
+            nn.Hardswish,
+            HardswishAsClamp,
+            "Hardswish as add/clamp/mul: XNNPACK has no int8 HARD_SWISH (keeps int8 TFLite in one partition)",
         ),
     )
 }

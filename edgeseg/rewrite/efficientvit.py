@@ -156,3 +156,18 @@ class BicubicAsConv(nn.Module):
             return x
         y = self._pass(x.float(), 2)
         return self._pass(y, 3).to(x.dtype)
+
+
+class HardswishAsClamp(nn.Module):
+    """Pattern: ``nn.Hardswish``. Replacement: ``x * clamp(x + 3, 0, 6) * (1/6)`` (the same function).
+
+    Constraint: XNNPACK has no int8 HARD_SWISH kernel, so an int8 TFLite graph with HARD_SWISH breaks into one
+    delegate partition per activation with reference kernels between them. Written as add, clamp and mul, every
+    piece has an int8 XNNPACK kernel and the quantized graph stays in one partition.
+    """
+
+    def __init__(self, original: nn.Module | None = None):
+        super().__init__()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.clamp(x + 3.0, 0.0, 6.0) * (1.0 / 6.0)

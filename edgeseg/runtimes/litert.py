@@ -32,6 +32,16 @@ class LiteRtModel:
             counts[op["op_name"]] = counts.get(op["op_name"], 0) + 1
         return counts
 
+    def int8_ops(self) -> dict[str, int]:
+        """Op types whose outputs are int8 tensors (what runs quantized), with counts."""
+        dtypes = {t["index"]: t["dtype"] for t in self.interpreter.get_tensor_details()}
+        counts: dict[str, int] = {}
+        for op in self.interpreter._get_ops_details():
+            name = op["op_name"]
+            if name not in ("QUANTIZE", "DELEGATE") and any(dtypes.get(int(i)) == np.int8 for i in op["outputs"]):
+                counts[name] = counts.get(name, 0) + 1
+        return counts
+
     def tensor_ranks(self) -> list[tuple[str, int]]:
         return [(t["name"], len(t["shape"])) for t in self.interpreter.get_tensor_details()]
 
@@ -39,7 +49,23 @@ class LiteRtModel:
         nhwc = np.ascontiguousarray(x.permute(0, 2, 3, 1).numpy(), dtype=np.float32)
         if tuple(nhwc.shape) != tuple(self.input["shape"]):
             raise EdgesegError(f"artifact takes NHWC input {tuple(self.input['shape'])}, got {nhwc.shape}")
-        self.interpreter.set_tensor(self.input["index"], nhwc)
+        self.interpreter.set_tensor(self.input["index"], _quantize(nhwc, self.input))
         self.interpreter.invoke()
-        y = torch.from_numpy(self.interpreter.get_tensor(self.output["index"]).copy())
+        y = torch.from_numpy(_dequantize(self.interpreter.get_tensor(self.output["index"]), self.output))
         return y.permute(0, 3, 1, 2) if y.ndim == 4 else y
+
+
+def _quantize(x: np.ndarray, detail: dict) -> np.ndarray:
+    """Float input -> the model's input dtype: fully int8 models (PT2E) take int8 with a scale and zero point."""
+    if detail["dtype"] == np.float32:
+        return x
+    scale, zero = detail["quantization"]
+    info = np.iinfo(detail["dtype"])
+    return np.clip(np.round(x / scale) + zero, info.min, info.max).astype(detail["dtype"])
+
+
+def _dequantize(y: np.ndarray, detail: dict) -> np.ndarray:
+    scale, zero = detail["quantization"]
+    if np.issubdtype(y.dtype, np.floating) or scale == 0:  # float, or integer labels (argmax)
+        return y.copy()
+    return ((y.astype(np.float32) - zero) * scale).astype(np.float32)
