@@ -1,8 +1,9 @@
 """INT8 vs fp32 for one model: mIoU on a labelled split and latency measured side by side in one process.
 
-Exports onnx-fp32 and onnx-int8 (one artifact per calibration method), tflite-fp32 and tflite-int8, evaluates every artifact on CamVid val with
-its runtime here, then times them interleaved (same input, ORT intra-op spinning off so sessions do not steal each
-other's cores) and prints medians. A benchmark, not a test: numbers go into the README and reports.
+Exports onnx-fp32, onnx-int8 (one artifact per calibration method), tflite-fp32 and tflite-int8, evaluates every
+artifact on CamVid val with its runtime here, then times them interleaved (same input, ORT intra-op spinning off
+so sessions do not steal each other's cores) and prints medians.
+A benchmark, not a test: numbers go into the README and reports.
 
     python benchmarks/int8_table.py --model efficientvit-b0 --data ../shared/data/camvid
 """
