@@ -341,6 +341,15 @@ CalibDataOpt = typer.Option(
 )
 CalibSizeOpt = typer.Option(64, "--calib-size", help="INT8: number of calibration images (class-balanced).")
 CalibMethodOpt = typer.Option("percentile", "--calib-method", help="INT8: percentile (default) | minmax | entropy.")
+ExportSizeOpt = typer.Option(
+    None, "--size", help="Static input HxW, multiple of 32 (default: the dataset's, 384x480 for CamVid)."
+)
+ArtifactsOutOpt = typer.Option(Path("artifacts"), "--out", help="Folder for artifact folders.")
+ParityDataOpt = typer.Option(
+    None, "--parity-data", help="Folder with val/images for parity (default: the bundled CamVid sample)."
+)
+ParityImagesOpt = typer.Option(20, "--parity-images", help="How many parity images.")
+ForceOpt = typer.Option(False, "--force", help="Rebuild even when the cache has this artifact.")
 
 
 @app.command()
@@ -350,17 +359,13 @@ def export(
     target: str = typer.Option(..., "--target", "-t", help="See `edgeseg targets`, e.g. onnx-fp32."),
     dataset: str | None = DatasetOpt,
     weights: str | None = WeightsOpt,
-    size: str | None = typer.Option(
-        None, "--size", help="Static input HxW, multiple of 32 (default: the dataset's, 384x480 for CamVid)."
-    ),
-    out: Path = typer.Option(Path("artifacts"), "--out", help="Folder for artifact folders."),
+    size: str | None = ExportSizeOpt,
+    out: Path = ArtifactsOutOpt,
     with_argmax: bool = typer.Option(False, "--with-argmax", help="Upsample + argmax in the graph: int32 labels."),
     opset: int = typer.Option(18, "--opset"),
-    parity_data: Path | None = typer.Option(
-        None, "--parity-data", help="Folder with val/images for parity (default: the bundled CamVid sample)."
-    ),
-    parity_images: int = typer.Option(20, "--parity-images"),
-    force: bool = typer.Option(False, "--force", help="Rebuild even when the cache has this artifact."),
+    parity_data: Path | None = ParityDataOpt,
+    parity_images: int = ParityImagesOpt,
+    force: bool = ForceOpt,
     upsample: str = UpsampleOpt,
     calib_data: Path | None = CalibDataOpt,
     calib_size: int = CalibSizeOpt,
@@ -375,15 +380,15 @@ def export(
             target,
             size,
             out,
-            with_argmax,
-            opset,
-            parity_data,
-            parity_images,
-            force,
-            upsample,
-            calib_data,
-            calib_size,
-            calib_method,
+            with_argmax=with_argmax,
+            opset=opset,
+            parity_data=parity_data,
+            parity_images=parity_images,
+            force=force,
+            upsample=upsample,
+            calib_data=calib_data,
+            calib_size=calib_size,
+            calib_method=calib_method,
         )
     _print_export_summary(m)
 
@@ -445,31 +450,27 @@ def quantize(
     calib_method: str = CalibMethodOpt,
     dataset: str | None = DatasetOpt,
     weights: str | None = WeightsOpt,
-    size: str | None = typer.Option(None, "--size", help="Static input HxW, multiple of 32."),
-    out: Path = typer.Option(Path("artifacts"), "--out", help="Folder for artifact folders."),
-    parity_data: Path | None = typer.Option(None, "--parity-data", help="Folder with val/images for parity."),
-    parity_images: int = typer.Option(20, "--parity-images"),
-    force: bool = typer.Option(False, "--force", help="Rebuild even when the cache has this artifact."),
+    size: str | None = ExportSizeOpt,
+    out: Path = ArtifactsOutOpt,
+    parity_data: Path | None = ParityDataOpt,
+    parity_images: int = ParityImagesOpt,
+    force: bool = ForceOpt,
 ):
     """INT8 export with calibration on real images (the same as `edgeseg export --target X-int8`)."""
-    from edgeseg.targets import get_target
-
-    if get_target(target).precision != "int8":
-        raise EdgesegError(f"{target} is not an INT8 target: use `edgeseg export` for it, or an *-int8 target here")
     with console.status(f"quantizing {model} -> {target}"):
-        m = pipeline.export(
+        m = pipeline.quantize(
             model,
             dataset,
             weights,
             target,
-            size,
-            out,
+            calib_data,
+            calib_size,
+            calib_method,
+            size=size,
+            out=out,
             parity_data=parity_data,
             parity_images=parity_images,
             force=force,
-            calib_data=calib_data,
-            calib_size=calib_size,
-            calib_method=calib_method,
         )
     _print_export_summary(m)
 

@@ -411,10 +411,10 @@ def _build_artifact(tgt, module, example, tmp: Path, output_name: str, opset: in
             policy = POLICIES[tgt.format]
             fp32 = tmp / "model.fp32.onnx"
             info = export_onnx(module, example, fp32, opset, output_name)
-            size = tuple(example.shape[-2:])
+            calib_inputs = calib.inputs(tuple(example.shape[-2:]))
             info["quantization"] = {
                 "policy": policy.as_dict(),
-                **quantize_onnx(fp32, tmp / file, calib.images, size, policy, calib.method),
+                **quantize_onnx(fp32, tmp / file, calib_inputs, policy, calib.method),
             }
             fp32.unlink()
         else:
@@ -446,12 +446,7 @@ def _build_artifact(tgt, module, example, tmp: Path, output_name: str, opset: in
         from edgeseg.runtimes.litert import LiteRtModel
 
         file = "model.tflite"
-        calib_inputs = None
-        if tgt.precision == "int8":
-            from edgeseg.data.transforms import auto_fit, fit_input, to_tensor
-
-            size = tuple(example.shape[-2:])
-            calib_inputs = [fit_input(to_tensor(im), auto_fit(im.shape[:2], size)) for im in calib.images]
+        calib_inputs = calib.inputs(tuple(example.shape[-2:])) if tgt.precision == "int8" else None
         info = export_tflite(
             module, example, tmp / file, tgt.precision, output_name == "logits", calib_inputs=calib_inputs
         )
@@ -658,6 +653,33 @@ def export(
         write_manifest(tmp, manifest)
         (tmp / "lint.json").write_text(json.dumps(lint.as_dict(), indent=2) + "\n")
     return {**manifest, "cached": False, "folder": str(folder)}
+
+
+def quantize(
+    model: str,
+    dataset: str | None,
+    weights: str | None,
+    target: str,
+    calib_data: Path,
+    calib_size: int = 64,
+    calib_method: str = "percentile",
+    **export_options,
+) -> dict:
+    """``export`` restricted to INT8 targets (what ``edgeseg quantize`` runs)."""
+    from edgeseg.targets import get_target
+
+    if get_target(target).precision != "int8":
+        raise EdgesegError(f"{target} is not an INT8 target: use `edgeseg export` for it, or an *-int8 target here")
+    return export(
+        model,
+        dataset,
+        weights,
+        target,
+        calib_data=calib_data,
+        calib_size=calib_size,
+        calib_method=calib_method,
+        **export_options,
+    )
 
 
 def lint(artifact: Path, target: str | None = None) -> dict:

@@ -132,3 +132,22 @@ def test_tflite_int8_single_xnnpack_partition_and_agrees_with_fp32(camvid, tmp_p
     assert "CONV_2D" in m["quantization"]["int8_nodes"] and "BATCH_MATMUL" not in m["quantization"]["int8_nodes"]
     assert m["parity"]["argmax_agreement"] >= 0.95
     assert m["calibration"]["method"].startswith("histogram")
+
+
+def test_calibration_reader_yields_every_input_then_none_and_rewinds():
+    import torch
+
+    from edgeseg.quantize.onnx_int8 import _Reader
+
+    reader = _Reader("image", [torch.zeros(1, 3, 4, 4), torch.ones(1, 3, 4, 4)])
+    first = [reader.get_next(), reader.get_next(), reader.get_next()]
+    assert first[2] is None and first[1]["image"].mean() == 1.0
+    reader.rewind()
+    assert reader.get_next()["image"].mean() == 0.0
+
+
+def test_quantize_refuses_a_float_target(tmp_path):
+    r = CliRunner().invoke(
+        app, ["quantize", "-m", "efficientvit-b0", "-w", "camvid", "-t", "onnx-fp32", "--calib-data", str(tmp_path)]
+    )
+    assert r.exit_code == 2 and "not an INT8 target" in r.output

@@ -12,8 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from edgeseg.data.datasets import DatasetSpec, Sample, list_split, read_image, read_label
+from edgeseg.data.transforms import auto_fit, fit_input, to_tensor
 from edgeseg.errors import EdgesegError
 
 CALIB_METHODS = ("minmax", "percentile", "entropy")
@@ -72,6 +74,10 @@ class CalibrationSet:
     pixel_share: dict[str, float]  # class -> share of the calibration set's labelled pixels
     split_pixel_share: dict[str, float]  # the same over the whole split, for comparison
     sha256: str  # over the picked file names and contents, in order
+
+    def inputs(self, size: tuple[int, int]) -> list[torch.Tensor]:
+        """The images as network inputs of ``size``: (1, 3, H, W) normalised and fitted as the deployed input."""
+        return [fit_input(to_tensor(im), auto_fit(im.shape[:2], size)) for im in self.images]
 
     def manifest(self) -> dict:
         return {

@@ -2,7 +2,7 @@
 
 ``quant_pre_process`` (shape inference + ORT graph optimisations that fold BatchNorm and fuse ops) runs first, as
 ORT's documentation asks; then ``quantize_static`` with the backend's policy (``edgeseg.quantize.policy``) and the
-calibration images, preprocessed exactly as the deployed input (normalised, padded to the static input size).
+calibration inputs, preprocessed exactly as the deployed input (``CalibrationSet.inputs``).
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import torch
 
-from edgeseg.data.transforms import auto_fit, fit_input, to_tensor
 from edgeseg.quantize.policy import Int8Policy
 
 # ORT's percentile calibration keeps this share of the histogram (drops the 0.001 % tails).
@@ -21,26 +21,26 @@ PERCENTILE = 99.999
 
 
 class _Reader:
-    """ORT CalibrationDataReader over in-memory images (duck-typed: ORT calls get_next until None)."""
+    """ORT's CalibrationDataReader protocol (get_next until None; rewind to start over) over prepared inputs."""
 
-    def __init__(self, input_name: str, images: list[np.ndarray], size: tuple[int, int]):
-        self._it = iter(
-            {input_name: fit_input(to_tensor(im), auto_fit(im.shape[:2], size)).numpy().astype(np.float32)}
-            for im in images
-        )
+    def __init__(self, input_name: str, inputs: list[torch.Tensor]):
+        self._feeds = [{input_name: x.numpy().astype(np.float32)} for x in inputs]
+        self._next = 0
 
-    def get_next(self):
-        return next(self._it, None)
+    def get_next(self) -> dict | None:
+        if self._next >= len(self._feeds):
+            return None
+        self._next += 1
+        return self._feeds[self._next - 1]
 
-    def rewind(self):  # pragma: no cover - part of ORT's reader interface, unused by quantize_static
-        raise NotImplementedError
+    def rewind(self) -> None:
+        self._next = 0
 
 
 def quantize_onnx(
     fp32_path: Path,
     out_path: Path,
-    images: list[np.ndarray],
-    size: tuple[int, int],
+    inputs: list[torch.Tensor],
     policy: Int8Policy,
     method: str = "percentile",
     nodes_to_exclude: list[str] | None = None,
@@ -66,7 +66,7 @@ def quantize_onnx(
         quantize_static(
             str(prepared),
             str(out_path),
-            _Reader(input_name, images, size),
+            _Reader(input_name, inputs),
             quant_format=QuantFormat.QDQ,
             op_types_to_quantize=list(policy.quantize_op_types),
             per_channel=True,
