@@ -341,6 +341,26 @@ CalibDataOpt = typer.Option(
 )
 CalibSizeOpt = typer.Option(64, "--calib-size", help="INT8: number of calibration images (class-balanced).")
 CalibMethodOpt = typer.Option("percentile", "--calib-method", help="INT8: percentile (default) | minmax | entropy.")
+MaxDropOpt = typer.Option(
+    "0.5",
+    "--max-miou-drop",
+    help="INT8: mIoU points int8 may lose vs fp32 on a held-out train slice; ONNX/TensorRT keep the fewest layers "
+    "float that meet it (sensitivity analysis). 'off' quantizes all the policy allows.",
+)
+
+
+def _parse_budget(text: str) -> float | None:
+    if text.strip().lower() in ("off", "none"):
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise EdgesegError(f"--max-miou-drop {text!r} is not a number: pass e.g. 0.5, or 'off'") from None
+    if value < 0 or value != value:
+        raise EdgesegError(f"--max-miou-drop must be >= 0 mIoU points (got {text})")
+    return value
+
+
 ExportSizeOpt = typer.Option(
     None, "--size", help="Static input HxW, multiple of 32 (default: the dataset's, 384x480 for CamVid)."
 )
@@ -370,9 +390,11 @@ def export(
     calib_data: Path | None = CalibDataOpt,
     calib_size: int = CalibSizeOpt,
     calib_method: str = CalibMethodOpt,
+    max_miou_drop: str = MaxDropOpt,
 ):
     """Rewrite, export, check parity vs PyTorch on real images, lint; writes an artifact folder."""
-    with console.status(f"exporting {model} -> {target}"):
+    budget = _parse_budget(max_miou_drop)
+    with console.status(f"exporting {model} -> {target}") as status:
         m = pipeline.export(
             model,
             dataset,
@@ -389,6 +411,8 @@ def export(
             calib_data=calib_data,
             calib_size=calib_size,
             calib_method=calib_method,
+            max_miou_drop=budget,
+            progress=lambda msg: status.update(f"exporting {model} -> {target}: {msg}"),
         )
     _print_export_summary(m)
 
@@ -423,6 +447,21 @@ def _print_export_summary(m: dict) -> None:
         table.add_row("int8 ops", ", ".join(f"{op} x{n}" for op, n in q["int8_nodes"].items()) or "none")
         table.add_row("kept float", ", ".join(q["policy"]["float_ops"]))
         table.add_row("calibration", f"{c['size']} {c['split']} images ({c['sampler']}), {c['method']}")
+        mp = q.get("mixed_precision")
+        if mp:
+            table.add_row(
+                "held-out mIoU",
+                f"{mp['miou_final']:.2f} vs fp32 {mp['miou_fp32']:.2f} (drop {mp['drop_final']:.2f}, budget "
+                f"{mp['budget']}) on {mp['holdout_images']} train images not calibrated on",
+            )
+            floats = mp["float_layers"]
+            table.add_row(
+                "layers kept float",
+                "\n".join(f"{f['layer']} ({f['snr_db']} dB alone)" for f in floats)
+                if floats
+                else ("none: all-int8 within budget" if mp.get("within_budget", True) else "[red]over budget[/]")
+                + (f" ({mp['note']})" if "note" in mp else ""),
+            )
     if "trtexec" in m:
         table.add_row("engine", m["engine"] or f"not built: {m['engine_not_built']}; run build_engine.sh on the device")
     table.add_row(
@@ -455,9 +494,11 @@ def quantize(
     parity_data: Path | None = ParityDataOpt,
     parity_images: int = ParityImagesOpt,
     force: bool = ForceOpt,
+    max_miou_drop: str = MaxDropOpt,
 ):
     """INT8 export with calibration on real images (the same as `edgeseg export --target X-int8`)."""
-    with console.status(f"quantizing {model} -> {target}"):
+    budget = _parse_budget(max_miou_drop)
+    with console.status(f"quantizing {model} -> {target}") as status:
         m = pipeline.quantize(
             model,
             dataset,
@@ -471,6 +512,8 @@ def quantize(
             parity_data=parity_data,
             parity_images=parity_images,
             force=force,
+            max_miou_drop=budget,
+            progress=lambda msg: status.update(f"quantizing {model} -> {target}: {msg}"),
         )
     _print_export_summary(m)
 

@@ -381,6 +381,10 @@ def _require_packages(target, *modules: str) -> None:
         raise EdgesegError(f"target {target.name} needs {', '.join(missing)}: pip install 'edgeseg[{target.extra}]'")
 
 
+# INT8 budget: mIoU points lost vs fp32 on HOLDOUT_IMAGES train images that calibration did not use.
+DEFAULT_MAX_MIOU_DROP = 0.5
+HOLDOUT_IMAGES = 16
+
 UPSAMPLE_REWRITES = {"conv": "bicubic-as-conv", "resize": "upsample-fp32", "bilinear": "bicubic-to-bilinear"}
 
 
@@ -392,11 +396,21 @@ class _Built:
     lint: object  # edgeseg.lint.LintReport
 
 
-def _build_artifact(tgt, module, example, tmp: Path, output_name: str, opset: int, calib=None) -> tuple[str, _Built]:
+@dataclass
+class _Int8Request:
+    calib: object  # edgeseg.quantize.calibration.CalibrationSet (with its held-out slice)
+    max_miou_drop: float | None  # mIoU points on the held-out slice; None: quantize all the policy allows
+    spec: DatasetSpec
+    progress: Callable[[str], None] | None = None
+
+
+def _build_artifact(
+    tgt, module, example, tmp: Path, output_name: str, opset: int, int8: _Int8Request | None = None
+) -> tuple[str, _Built]:
     """Export ``module`` for ``tgt`` into ``tmp``; return the model file name and what was built.
 
-    INT8 targets take ``calib`` (a CalibrationSet): the fp32 graph is exported, then quantized with the backend's
-    attention-aware policy."""
+    INT8 targets take ``int8``: the fp32 graph is exported, then quantized with the backend's attention-aware
+    policy and calibration set; ONNX graphs then go through the mixed-precision search when a budget is given."""
     from edgeseg import lint as lint_mod
 
     if tgt.format in ("onnx", "tensorrt"):
@@ -405,17 +419,9 @@ def _build_artifact(tgt, module, example, tmp: Path, output_name: str, opset: in
 
         file = "model.onnx"
         if tgt.precision == "int8":
-            from edgeseg.quantize.onnx_int8 import quantize_onnx
-            from edgeseg.quantize.policy import POLICIES
-
-            policy = POLICIES[tgt.format]
             fp32 = tmp / "model.fp32.onnx"
             info = export_onnx(module, example, fp32, opset, output_name)
-            calib_inputs = calib.inputs(tuple(example.shape[-2:]))
-            info["quantization"] = {
-                "policy": policy.as_dict(),
-                **quantize_onnx(fp32, tmp / file, calib_inputs, policy, calib.method),
-            }
+            info["quantization"] = _quantize_onnx_artifact(tgt, fp32, tmp / file, int8, tuple(example.shape[-2:]))
             fp32.unlink()
         else:
             info = export_onnx(module, example, tmp / file, opset, output_name)
@@ -446,7 +452,7 @@ def _build_artifact(tgt, module, example, tmp: Path, output_name: str, opset: in
         from edgeseg.runtimes.litert import LiteRtModel
 
         file = "model.tflite"
-        calib_inputs = calib.inputs(tuple(example.shape[-2:])) if tgt.precision == "int8" else None
+        calib_inputs = int8.calib.inputs(tuple(example.shape[-2:])) if tgt.precision == "int8" else None
         info = export_tflite(
             module, example, tmp / file, tgt.precision, output_name == "logits", calib_inputs=calib_inputs
         )
@@ -454,7 +460,13 @@ def _build_artifact(tgt, module, example, tmp: Path, output_name: str, opset: in
         if tgt.precision == "int8":
             from edgeseg.quantize.policy import POLICIES
 
-            info["quantization"] = {"policy": POLICIES["tflite"].as_dict(), "int8_nodes": runner.int8_ops()}
+            info["quantization"] = {
+                "policy": POLICIES["tflite"].as_dict(),
+                "int8_nodes": runner.int8_ops(),
+                "mixed_precision": None
+                if int8.max_miou_drop is None
+                else _holdout_check(int8, runner, tuple(example.shape[-2:]), module),
+            }
         return file, _Built(
             info,
             runner,
@@ -472,6 +484,59 @@ def _build_artifact(tgt, module, example, tmp: Path, output_name: str, opset: in
             runner, note = CoreMLModel(tmp / file, output_name), "coremltools predict (macOS)"
         return file, _Built(info, runner, note, lint_mod.lint_coreml(mlmodel, tgt.rules))
     raise EdgesegError(f"no exporter for format {tgt.format}")
+
+
+def _holdout_scorer(int8: _Int8Request, reference, size: tuple[int, int]):
+    from edgeseg.quantize.search import HoldoutScorer
+
+    c = int8.calib
+    return HoldoutScorer(
+        reference, c.holdout_images, c.holdout_labels, size, int8.spec.num_classes, int8.spec.ignore_index
+    )
+
+
+def _quantize_onnx_artifact(tgt, fp32: Path, out: Path, int8: _Int8Request, size: tuple[int, int]) -> dict:
+    """QDQ int8 with the target's policy; with a budget, through the mixed-precision search."""
+    from edgeseg.quantize.onnx_int8 import prepare_onnx, quantization_facts, quantize_onnx
+    from edgeseg.quantize.policy import POLICIES
+    from edgeseg.quantize.search import search_onnx
+    from edgeseg.runtimes.onnxruntime import OnnxRuntimeModel
+
+    policy, calib = POLICIES[tgt.format], int8.calib
+    inputs = calib.inputs(size)
+    if int8.max_miou_drop is None:
+        return {"policy": policy.as_dict(), **quantize_onnx(fp32, out, inputs, policy, calib.method)}
+    prepared = prepare_onnx(fp32, out.with_name("model.prep.onnx"))
+    try:
+        scorer = _holdout_scorer(int8, OnnxRuntimeModel(fp32), size)
+        result = search_onnx(
+            prepared, out, inputs, policy, calib.method, scorer, OnnxRuntimeModel, int8.max_miou_drop, int8.progress
+        )
+    finally:
+        prepared.unlink(missing_ok=True)
+    return {
+        "policy": policy.as_dict(),
+        **quantization_facts(out, calib.method, result.nodes_to_exclude),
+        "mixed_precision": result.as_dict(),
+    }
+
+
+def _holdout_check(int8: _Int8Request, runner, size: tuple[int, int], reference) -> dict:
+    """TFLite int8 (PT2E) has no per-layer search yet: measure its held-out drop against the budget and say so."""
+    scorer = _holdout_scorer(int8, reference, size)
+    miou, snr = scorer.score(runner)
+    drop = scorer.miou_reference - miou
+    return {
+        "budget": int8.max_miou_drop,
+        "holdout_images": len(scorer.inputs),
+        "miou_fp32": scorer.miou_reference,
+        "miou_final": miou,
+        "drop_final": round(drop, 3),
+        "snr_db": round(snr, 2),
+        "within_budget": drop <= int8.max_miou_drop,
+        "float_layers": [],
+        "note": "per-layer search runs for ONNX/TensorRT int8; TFLite int8 is checked against the budget only",
+    }
 
 
 _TARGET_PACKAGES = {
@@ -498,13 +563,16 @@ def export(
     calib_data: Path | None = None,
     calib_size: int = 64,
     calib_method: str = "percentile",
+    max_miou_drop: float | None = DEFAULT_MAX_MIOU_DROP,
+    progress: Callable[[str], None] | None = None,
 ) -> dict:
     """Rewrite, export, check parity against the PyTorch reference on real images, lint; returns the manifest.
 
     The artifact folder ``out/<model>-<dataset>-<target>-<HxW>[-argmax]`` holds the model file, ``manifest.json``
     and ``lint.json``. It is built in a temporary folder and renamed, so a failed export leaves nothing behind.
     ``upsample`` picks the head's upsampling: ``conv`` (exact bicubic as convolution, default), ``resize`` (the
-    bicubic Resize op) or ``bilinear`` (approximation; costs mIoU).
+    bicubic Resize op) or ``bilinear`` (approximation; costs mIoU). INT8 targets calibrate on ``calib_data``; with
+    ``max_miou_drop`` (mIoU points on a held-out slice) ONNX graphs keep the fewest layers float that meet it.
     """
     from edgeseg import __version__
     from edgeseg.data.transforms import check_input_size
@@ -551,7 +619,13 @@ def export(
             raise EdgesegError(
                 "tflite-int8 calibrates with PT2E's histogram observer: --calib-method is for onnx-int8 and trt-int8"
             )
-        calib = select_calibration(Path(calib_data), loaded.spec, calib_size, calib_method)
+        if with_argmax and max_miou_drop is not None:
+            raise EdgesegError(
+                "the mixed-precision search scores logits: export INT8 without --with-argmax, or pass "
+                "--max-miou-drop off"
+            )
+        holdout = HOLDOUT_IMAGES if max_miou_drop is not None else 0
+        calib = select_calibration(Path(calib_data), loaded.spec, calib_size, calib_method, holdout=holdout)
         if tgt.format == "tflite":
             calib = dataclasses.replace(calib, method="histogram (PT2E observer)")
     key = cache_key(
@@ -567,6 +641,7 @@ def export(
         versions=versions,
         parity=(str(parity_root.resolve()), parity_images),
         calibration=None if calib is None else (calib.sha256, calib.method),
+        max_miou_drop=None if calib is None else max_miou_drop,
     )
     if not force:
         cached = cached_manifest(folder, key)
@@ -586,7 +661,8 @@ def export(
 
     t0 = time.perf_counter()
     with staging(folder) as tmp:
-        file, built = _build_artifact(tgt, wrapper, example, tmp, output_name, opset, calib)
+        int8 = None if calib is None else _Int8Request(calib, max_miou_drop, loaded.spec, progress)
+        file, built = _build_artifact(tgt, wrapper, example, tmp, output_name, opset, int8)
         export_seconds = time.perf_counter() - t0
         if built.runner is not None:
             parity = compare(
@@ -663,6 +739,7 @@ def quantize(
     calib_data: Path,
     calib_size: int = 64,
     calib_method: str = "percentile",
+    max_miou_drop: float | None = DEFAULT_MAX_MIOU_DROP,
     **export_options,
 ) -> dict:
     """``export`` restricted to INT8 targets (what ``edgeseg quantize`` runs)."""
@@ -678,6 +755,7 @@ def quantize(
         calib_data=calib_data,
         calib_size=calib_size,
         calib_method=calib_method,
+        max_miou_drop=max_miou_drop,
         **export_options,
     )
 
