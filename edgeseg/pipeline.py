@@ -478,10 +478,25 @@ def _build_artifact(
         from edgeseg.runtimes.coreml import CoreMLModel, coreml_runtime_available
 
         file = "model.mlpackage"
-        info, mlmodel = export_coreml(module, example, tmp / file, tgt.precision, output_name)
+        calib_inputs = int8.calib.inputs(tuple(example.shape[-2:])) if tgt.precision == "int8" else None
+        info, mlmodel, simulated = export_coreml(module, example, tmp / file, tgt.precision, output_name, calib_inputs)
         runner, note = None, "none: Core ML prediction needs macOS"
         if coreml_runtime_available():
             runner, note = CoreMLModel(tmp / file, output_name), "coremltools predict (macOS)"
+        elif simulated is not None:
+            # the int8 numerics Core ML is given, run here by PyTorch: not Core ML itself, and labelled so
+            runner = torch_predictor(simulated)
+            note = "simulated: the PT2E int8 graph converted to Core ML, run by PyTorch (Core ML needs macOS)"
+        if tgt.precision == "int8":
+            from edgeseg.quantize.policy import POLICIES
+
+            info["quantization"] = {
+                "policy": POLICIES["coreml"].as_dict(),
+                "int8_nodes": info.pop("int8_ops"),
+                "mixed_precision": None
+                if int8.max_miou_drop is None or runner is None
+                else _holdout_check(int8, runner, tuple(example.shape[-2:]), module),
+            }
         return file, _Built(info, runner, note, lint_mod.lint_coreml(mlmodel, tgt.rules))
     raise EdgesegError(f"no exporter for format {tgt.format}")
 
@@ -535,7 +550,7 @@ def _holdout_check(int8: _Int8Request, runner, size: tuple[int, int], reference)
         "snr_db": round(snr, 2),
         "within_budget": drop <= int8.max_miou_drop,
         "float_layers": [],
-        "note": "per-layer search runs for ONNX/TensorRT int8; TFLite int8 is checked against the budget only",
+        "note": "per-layer search runs for ONNX/TensorRT int8; TFLite and Core ML int8 (PT2E) are budget-checked only",
     }
 
 
@@ -545,6 +560,8 @@ _TARGET_PACKAGES = {
     "tflite": ("litert_torch", "ai_edge_litert", "ai_edge_quantizer"),
     "coreml": ("coremltools",),
 }
+# INT8 targets that quantize with PT2E need litert-torch's quantizer as well
+_INT8_PACKAGES = {"coreml": ("litert_torch", "torchao")}
 
 
 def export(
@@ -592,7 +609,9 @@ def export(
     tgt = require_exporter(get_target(target))
     if upsample not in UPSAMPLE_REWRITES:
         raise EdgesegError(f"unknown --upsample {upsample!r}: use {', '.join(UPSAMPLE_REWRITES)}")
-    _require_packages(tgt, *_TARGET_PACKAGES[tgt.format])
+    _require_packages(
+        tgt, *_TARGET_PACKAGES[tgt.format], *(_INT8_PACKAGES.get(tgt.format, ()) if tgt.precision == "int8" else ())
+    )
     if opset < 17:
         raise EdgesegError(f"--opset {opset} is too old: use 17 or newer (18 is the default)")
     loaded = load_model(model, dataset, weights)
@@ -615,9 +634,9 @@ def export(
                 f"{tgt.name} needs calibration images: pass --calib-data DIR with train/images and train/labels "
                 "(e.g. ../shared/data/camvid)"
             )
-        if tgt.format == "tflite" and calib_method != "percentile":
+        if tgt.format in ("tflite", "coreml") and calib_method != "percentile":
             raise EdgesegError(
-                "tflite-int8 calibrates with PT2E's histogram observer: --calib-method is for onnx-int8 and trt-int8"
+                f"{tgt.name} calibrates with PT2E's histogram observer: --calib-method is for onnx-int8 and trt-int8"
             )
         if with_argmax and max_miou_drop is not None:
             raise EdgesegError(
@@ -626,7 +645,7 @@ def export(
             )
         holdout = HOLDOUT_IMAGES if max_miou_drop is not None else 0
         calib = select_calibration(Path(calib_data), loaded.spec, calib_size, calib_method, holdout=holdout)
-        if tgt.format == "tflite":
+        if tgt.format in ("tflite", "coreml"):
             calib = dataclasses.replace(calib, method="histogram (PT2E observer)")
     key = cache_key(
         weights=weights_sha,

@@ -135,6 +135,32 @@ def test_tflite_int8_single_xnnpack_partition_and_agrees_with_fp32(camvid, tmp_p
     assert m["calibration"]["method"].startswith("histogram")
 
 
+def test_coreml_int8_w8a8_converts_lints_and_simulated_parity_is_labelled(camvid, tmp_path):
+    from edgeseg.lint import lint_coreml
+
+    m = pipeline.export(
+        "efficientvit-b0",
+        "camvid",
+        "camvid",
+        "coreml-int8",
+        "192x256",
+        tmp_path,
+        parity_data=camvid,
+        parity_images=2,
+        calib_data=camvid,
+        calib_size=4,
+        max_miou_drop=None,
+    )
+    assert m["file"] == "model.mlpackage" and m["lint"]["clean"]
+    # weights stored int8, activations quantized: W8A8, not weight-only compression
+    ops = m["quantization"]["int8_nodes"]
+    assert ops["constexpr_affine_dequantize"] > 40 and ops["quantize"] > 40
+    assert set(m["fp32_ops_in_fp16"]) >= {"matmul", "real_div", "reduce_sum"}  # attention core stays fp32
+    assert lint_coreml(f"{m['folder']}/{m['file']}").clean
+    assert "simulated" in m["parity"]["runtime"] and "macOS" in m["parity"]["runtime"]
+    assert m["parity"]["argmax_agreement"] >= 0.95
+
+
 def test_calibration_reader_yields_every_input_then_none_and_rewinds():
     import torch
 
