@@ -516,7 +516,7 @@ def devices(
     table = Table(title="edgeseg devices")
     for col in ("device", "aliases", "title", "targets (preferred first)", "reach", "budget ms", "mIoU floor"):
         table.add_column(col)
-    for p, _ in loaded.values():
+    for p, _ in sorted(loaded.values(), key=lambda v: (v[0].kind != "host", v[0].name)):
         r = p.reach
         reach = {
             "local": "this machine",
@@ -664,7 +664,7 @@ def bench(
         )
     console.print(table)
     console.print(
-        f"mIoU on {r.data.path} [{r.data.split}], {r.data.images} images; latency here: {r.host['cpu']}, "
+        f"mIoU on {r.data.path} ({r.data.split}), {r.data.images} images; latency here: {r.host['cpu']}, "
         f"{r.timing.threads} threads (medians; a shared machine is noisy). Nothing is estimated.",
         highlight=False,
     )

@@ -160,6 +160,8 @@ def mean_std_cell(m: Measurement | None) -> str:
 
 def device_cell(r: TargetResult, device: str) -> str:
     d = r.device
+    if d.measured is not None and d.measured == r.host:
+        return "measured here (this machine is the device)"
     if d.measured is not None:
         s = d.measured.stats
         text = f"measured: {_f(s.median_ms if s.median_ms is not None else s.mean_ms)} ms ({d.measured.method})"
@@ -213,8 +215,11 @@ def markdown(report: BenchReport) -> str:
     commands = [r.device.command for r in report.results if r.device.measured is None and r.device.command]
     if commands:
         lines += ["", f"Would-be commands on {dev.name}:", "", "```", *commands, "```"]
-    if report.results and report.results[0].host is not None:
-        lines += ["", f"Host measurements: {report.results[0].host.machine}, {report.results[0].host.method}."]
+    measured_here = [r for r in report.results if r.host is not None]
+    if measured_here:
+        h = measured_here[0].host
+        lines += ["", f"Measured here: {h.machine}, {h.method}; runtimes:", ""]
+        lines += [f"- {r.target}: {r.host.runtime}" for r in measured_here]
     return "\n".join(lines) + "\n"
 
 
