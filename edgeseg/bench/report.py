@@ -313,7 +313,9 @@ def html_report(report: BenchReport, pareto: str | None, examples: str | None, e
 
     thead = "".join(f"<th>{c}</th>" for c in cells(head))
     tbody = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in cells(r)) + "</tr>" for r in body)
-    notes = "".join(f"<li>{html.escape(line[2:])}</li>" for line in md_rows if line.startswith("- "))
+    first_table_line = next(i for i, line in enumerate(md_rows) if line.startswith("|"))
+    notes = "".join(f"<li>{html.escape(x[2:])}</li>" for x in md_rows[:first_table_line] if x.startswith("- "))
+    runtimes = "".join(f"<li>{html.escape(x[2:])}</li>" for x in md_rows[first_table_line:] if x.startswith("- "))
     commands = [r.device.command for r in report.results if r.device.measured is None and r.device.command]
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
@@ -326,6 +328,8 @@ def html_report(report: BenchReport, pareto: str | None, examples: str | None, e
         f"<ul>{notes}</ul>",
         f"<table><thead><tr>{thead}</tr></thead><tbody>{tbody}</tbody></table>",
     ]
+    if runtimes:
+        parts.append(f"<p>Runtimes of the measurements here:</p><ul>{runtimes}</ul>")
     if commands:
         parts.append(f"<h2>Would-be commands on {html.escape(report.device.name)}</h2>")
         parts.append("<pre>" + html.escape("\n".join(commands)) + "</pre>")
