@@ -924,8 +924,9 @@ class _DeviceConnection:
             try:
                 self.session = SshSession(target).__enter__()
                 self.state = device_state(self.session)
-            except EdgesegError as exc:
+            except (EdgesegError, RuntimeError) as exc:
                 self.error = str(exc)
+                self.close()
         return self.session
 
     def adb(self):
@@ -940,7 +941,8 @@ class _DeviceConnection:
 
     def close(self):
         if self.session is not None:
-            self.session.__exit__(None, None, None)
+            session, self.session = self.session, None
+            session.__exit__(None, None, None)
 
 
 def _device_column(conn: _DeviceConnection, folder: Path, manifest: dict, tgt, plan, device_threads: int, command):

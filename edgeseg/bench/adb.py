@@ -27,7 +27,10 @@ class AdbutilsTransport:
     """The real transport: adbutils talking to the local adb server."""
 
     def __init__(self, serial: str):
-        import adbutils
+        try:
+            import adbutils
+        except ImportError:
+            raise EdgesegError("benching over adb needs adbutils: pip install 'edgeseg[bench]'") from None
 
         try:
             self.device = adbutils.adb.device(serial=serial)

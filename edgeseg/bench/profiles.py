@@ -110,7 +110,9 @@ def load_profile(path: Path) -> DeviceProfile:
     try:
         profile = DeviceProfile.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(f"field '{_field(e['loc'])}': {e['msg']}" for e in exc.errors())
+        problems = "; ".join(
+            f"field '{_field(e['loc'])}': {e['msg'].removeprefix('Value error, ')}" for e in exc.errors()
+        )
         raise EdgesegError(f"device profile {path}: {problems}") from None
     if profile.name != path.stem:
         raise EdgesegError(

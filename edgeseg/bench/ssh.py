@@ -67,7 +67,10 @@ class SshSession:
         self._conn = None
 
     def __enter__(self) -> SshSession:
-        import asyncssh
+        try:
+            import asyncssh
+        except ImportError:
+            raise EdgesegError("benching over SSH needs asyncssh: pip install 'edgeseg[bench]'") from None
 
         t = self.target
         known_hosts = str(t.known_hosts_file())
@@ -98,8 +101,9 @@ class SshSession:
 
     def __exit__(self, *exc) -> None:
         if self._conn is not None:
-            self._conn.close()
-            self._loop.run_until_complete(self._conn.wait_closed())
+            conn, self._conn = self._conn, None
+            conn.close()
+            self._loop.run_until_complete(conn.wait_closed())
         self._close_loop()
 
     def _close_loop(self) -> None:
@@ -107,8 +111,19 @@ class SshSession:
             self._loop.close()
             self._loop = None
 
+    def _wait(self, what: str, coro):
+        # A lost connection, a timeout or an SFTP failure is this target's failure on the device (RuntimeError,
+        # which the bench turns into "not measured: why"), not a crash of the whole bench.
+        import asyncssh
+
+        try:
+            return self._loop.run_until_complete(coro)
+        except (TimeoutError, OSError, asyncssh.Error) as exc:
+            why = str(exc) or type(exc).__name__
+            raise RuntimeError(f"{what} on {self.target.host}: {why}") from None
+
     def run(self, command: str, timeout: float = 300) -> RemoteResult:
-        r = self._loop.run_until_complete(self._conn.run(command, check=False, timeout=timeout))
+        r = self._wait(f"`{command[:80]}`", self._conn.run(command, check=False, timeout=timeout))
         return RemoteResult(
             r.exit_status if r.exit_status is not None else -1, str(r.stdout or ""), str(r.stderr or "")
         )
@@ -118,7 +133,7 @@ class SshSession:
             async with self._conn.start_sftp_client() as sftp:
                 await sftp.put(str(local), remote)
 
-        self._loop.run_until_complete(_put())
+        self._wait(f"copying {Path(local).name} to {remote}", _put())
 
 
 # Device state that changes latency: power mode, clocks, governor. Each probe is optional (absent tools are skipped).
