@@ -1043,7 +1043,10 @@ def _example_predictions(folder: Path, data: Path, split: str, count: int, threa
     art = load_artifact(folder, threads)
     spec = DATASETS[art.manifest["dataset"]]
     out = []
-    for sample in list_split(data, split)[:count]:
+    samples = list_split(data, split)
+    # spread over the split: consecutive video frames (CamVid) would show the same street three times
+    picks = sorted({round(i * (len(samples) - 1) / max(count - 1, 1)) for i in range(min(count, len(samples)))})
+    for sample in [samples[i] for i in picks]:
         image = read_image(sample.image)
         labels = predict_label_map(art.run, image, plan_for(image, None, art.input_size), art.outputs_labels)
         label = read_label(sample.label)
@@ -1253,7 +1256,10 @@ def bench(
     if runnable and examples > 0:
         best = max(runnable, key=lambda r: r.miou)
         examples_list = _example_predictions(Path(best.artifact.folder), data, split, examples, threads)
-        examples_note = f"{best.target} (highest mIoU here) on the first {len(examples_list)} {split} images of {data}"
+        examples_note = (
+            f"{best.target} (highest mIoU here) on {len(examples_list)} {split} images spread over {data}: "
+            + ", ".join(e["name"] for e in examples_list)
+        )
     first_manifest = next((e["manifest"] for e in entries if e["manifest"]), None)
     if loaded is not None:
         model_info = ModelInfo(name=loaded.name, dataset=loaded.dataset, weights=loaded.weights_info())

@@ -265,8 +265,9 @@ def pareto_png(report: BenchReport) -> str | None:
     pts = [(lat, miou) for _, lat, miou, _ in rows]
     front = pareto_front(pts)
     ax.plot([pts[i][0] for i in front], [pts[i][1] for i in front], "--", color="grey", zorder=2, label="Pareto front")
-    for name, lat, miou, _ in rows:
-        ax.annotate(name, (lat, miou), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    # neighbours in latency alternate above/below their point so close targets' names stay readable
+    for k, (name, lat, miou, _) in enumerate(sorted(rows, key=lambda r: r[1])):
+        ax.annotate(name, (lat, miou), textcoords="offset points", xytext=(5, 4 if k % 2 == 0 else -11), fontsize=8)
     ax.axhline(100 * report.device.miou_floor, color="tab:red", lw=0.8, ls=":", label="mIoU floor")
     if report.device.kind == "host":
         ax.axvline(report.device.budget_ms, color="tab:orange", lw=0.8, ls=":", label="latency budget")
