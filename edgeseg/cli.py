@@ -548,6 +548,54 @@ def lint(
 
 @app.command()
 @user_errors
+def profile(
+    artifact: Path = typer.Argument(..., help="An artifact folder written by `edgeseg export` (or its model file)."),
+    threads: int = typer.Option(2, "--threads", help="Intra-op threads, as bench uses them."),
+    runs: int = typer.Option(20, "--runs", help="Timed runs; each kernel's time is its mean over them."),
+    warmup: int = typer.Option(5, "--warmup", help="Untimed runs first."),
+    top: int = typer.Option(15, "--top", help="Kernels to list."),
+    json_out: Path | None = typer.Option(None, "--json", help="Write the full profile as JSON."),
+):
+    """Where an artifact's time goes here: top kernels, share per op type, and what falls off the fast path."""
+    p = pipeline.profile(artifact, threads=threads, runs=runs, warmup=warmup)
+    title = f"{p['target']}: {p['runtime']}, {p['threads']} threads, mean of {p['runs']} runs"
+    if p["kernels"]:
+        table = Table(title=f"top kernels ({title})")
+        for col in ("kernel (after fusion)", "op type", "ms", "share"):
+            table.add_column(col, justify="right" if col in ("ms", "share") else "left")
+        for k in p["kernels"][:top]:
+            table.add_row(k["name"], k["op_type"], f"{k['ms']:.3f}", _pct(k["share"]))
+        console.print(table)
+    table = Table(title=f"by op type ({title})")
+    for col in ("op type", "count", "ms", "share", "cumulative", "path"):
+        table.add_column(col, justify="left" if col in ("op type", "path") else "right")
+    cumulative = 0.0
+    for r in p["by_type"]:
+        timed = r["ms"] == r["ms"]  # NaN where the runtime has no per-op timer
+        cumulative += r["share"] if timed else 0.0
+        cells = (f"{r['ms']:.3f}", _pct(r["share"]), _pct(cumulative)) if timed else ("-", "-", "-")
+        table.add_row(r["op_type"], str(r["count"]), *cells, r["path"])
+    console.print(table)
+    lines = [f"one inference: {p['run_ms']:.2f} ms median, {p['run_mean_ms']:.2f} ms mean (the shares' base)"]
+    if p["explained"] is not None:
+        best = _pct(max(p["explained_per_run"]))
+        lines.append(
+            f"kernels explain {_pct(p['explained'])} % of it ({best} % in the least disturbed run); the rest is the "
+            "executor's overhead between kernels, which grows when other processes load the CPU"
+        )
+    if p["partitions"] is not None:
+        lines.append(f"XNNPACK partitions: {p['partitions']}")
+    for kind, o in p["off_path"].items():
+        timed = f", {o['ms']:.2f} ms ({_pct(o['share'])} %)" if o["ms"] is not None else ""
+        lines.append(f"{kind}: {o['count']} node(s){timed}: {o['note']}")
+    for line in lines + p["notes"]:
+        console.print(line)
+    if json_out:
+        _write_json(json_out, p)
+
+
+@app.command()
+@user_errors
 def devices(
     profiles: Path | None = typer.Option(None, "--profiles", help="Also read <name>.yaml device profiles from DIR."),
     facts: bool = typer.Option(False, "--facts", help="Also print each profile's hardware facts and sources."),

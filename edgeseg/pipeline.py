@@ -779,6 +779,19 @@ def quantize(
     )
 
 
+def profile(artifact: Path, threads: int = 2, runs: int = 20, warmup: int = 5) -> dict:
+    """Per-kernel and per-op-type time of an exported artifact with its runtime here (``edgeseg.bench.opprofile``)."""
+    from edgeseg.bench.opprofile import profile_artifact
+    from edgeseg.runtimes import load_artifact
+
+    if threads < 1 or runs < 1 or warmup < 0:
+        raise EdgesegError("--threads and --runs must be at least 1 and --warmup at least 0")
+    art = load_artifact(Path(artifact), threads=threads)
+    report = profile_artifact(art, threads, runs, warmup).as_dict()
+    report["target"] = art.manifest.get("target")
+    return report
+
+
 def lint(artifact: Path, target: str | None = None) -> dict:
     """Lint an .onnx / .tflite / .mlpackage (or an artifact folder) against a target's rule set (default: the
     manifest's target, else the file format's own)."""

@@ -1,0 +1,252 @@
+"""Where an artifact's time goes on this machine: per kernel and per op type, with what falls off the fast path.
+
+ONNX Runtime: the session's own profiler (``SessionOptions.enable_profiling``) records every kernel of every run
+after graph optimisation, so a row is a *fused* kernel (``FusedConv`` = Conv + activation, NCHWc-blocked convs,
+``QLinearConv`` for int8) under the node name ORT gave it. Runs are told apart by their ``model_run`` events; the
+warm-up runs are dropped and each kernel's time is its mean over the timed runs: means add up (the kernels' means
+sum to the mean run), medians do not (on a loaded machine a preemption lands in a different kernel each run, so
+the sum of per-kernel medians falls well short of the median run). "Explained" is the sum of the kernel means
+over the mean ``model_run``: what is left is the executor's own overhead between kernels. The median run is
+reported beside it as the latency figure.
+Off the fast path here means time spent converting rather than computing: layout reorders (NCHW <-> NCHWc,
+Transpose) and, in int8 artifacts, QuantizeLinear / DequantizeLinear around ops that run in float.
+
+TFLite (ai-edge-litert): the Python interpreter exposes no per-op timer, so the profile gives what it can
+measure honestly: the XNNPACK partitions (DELEGATE nodes) and every op left outside them (these run on the
+reference kernels, and each partition boundary costs a tensor hand-over), and the whole ``invoke`` time. Per-op
+times inside XNNPACK need TFLite's ``benchmark_model --enable_op_profiling=true`` (command given in the report).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import tempfile
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edgeseg.bench.host import inference_call
+from edgeseg.errors import EdgesegError
+from edgeseg.runtimes import LoadedArtifact
+
+LAYOUT_OPS = frozenset({"ReorderInput", "ReorderOutput", "Transpose"})
+QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"})
+
+
+@dataclass
+class Kernel:
+    name: str  # the node name after the runtime's graph optimisation
+    op_type: str
+    ms: float  # mean over the timed runs
+    share: float  # of the mean run time
+
+
+@dataclass
+class OpTypeRow:
+    op_type: str
+    count: int
+    ms: float
+    share: float
+    path: str  # "compute", "int8 compute", "layout", "quantize/dequantize"
+
+
+@dataclass
+class OpProfile:
+    artifact: str
+    runtime: str
+    threads: int
+    runs: int
+    warmup: int
+    run_ms: float  # median time of one inference as the runtime measured it
+    run_mean_ms: float  # the shares' denominator (means add up; see the module docstring)
+    kernels: list[Kernel] = field(default_factory=list)
+    by_type: list[OpTypeRow] = field(default_factory=list)
+    explained: float | None = None  # sum of kernel means / run_mean_ms (None where no per-op timer exists)
+    explained_per_run: list[float] = field(default_factory=list)
+    off_path: dict[str, dict] = field(default_factory=dict)  # kind -> {count, ms, share, note}
+    partitions: int | None = None  # TFLite: XNNPACK delegate partitions
+    notes: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _path_of(op_type: str) -> str:
+    if op_type in LAYOUT_OPS:
+        return "layout"
+    if op_type in QDQ_OPS:
+        return "quantize/dequantize"
+    if op_type.startswith("QLinear") or "Integer" in op_type or op_type in ("QGemm", "QAttention"):
+        return "int8 compute"
+    return "compute"
+
+
+def _group(kernels: list[Kernel], total_ms: float) -> list[OpTypeRow]:
+    acc: dict[str, list[float]] = defaultdict(list)
+    for k in kernels:
+        acc[k.op_type].append(k.ms)
+    rows = [OpTypeRow(t, len(v), sum(v), sum(v) / total_ms, _path_of(t)) for t, v in acc.items()]
+    return sorted(rows, key=lambda r: -r.ms)
+
+
+def profile_ort(art: LoadedArtifact, threads: int, runs: int, warmup: int) -> OpProfile:
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory(prefix="edgeseg-profile-") as tmp:
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")  # as bench times it
+        opts.enable_profiling = True
+        opts.profile_file_prefix = str(Path(tmp) / "ort")
+        session = ort.InferenceSession(str(art.path), opts, providers=["CPUExecutionProvider"])
+        inp = session.get_inputs()[0]
+        x = np.random.default_rng(0).standard_normal(inp.shape).astype(np.float32)
+        for _ in range(warmup + runs):
+            session.run(None, {inp.name: x})
+        events = json.loads(Path(session.end_profiling()).read_text())
+    return _parse_ort_events(events, str(art.path), art.runtime, threads, runs, warmup)
+
+
+def _parse_ort_events(events: list[dict], artifact: str, runtime: str, threads: int, runs: int, warmup: int):
+    """Kernel medians over the timed runs from an ORT profile (a chrome-trace event list)."""
+    model_runs = [e for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"]
+    model_runs.sort(key=lambda e: e["ts"])
+    if len(model_runs) < warmup + 1:
+        raise EdgesegError(f"the ONNX Runtime profile holds {len(model_runs)} runs, expected {warmup + runs}")
+    timed = model_runs[warmup:]
+    nodes = [e for e in events if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time")]
+    per_kernel: dict[tuple[str, str], list[float]] = defaultdict(list)
+    per_run: list[float] = []  # share of each run inside kernels: on a loaded CPU the gaps between kernels grow
+    for r in timed:
+        start, end = r["ts"], r["ts"] + r["dur"]
+        seen: dict[tuple[str, str], float] = defaultdict(float)
+        for e in nodes:
+            if start <= e["ts"] <= end:
+                key = (e["name"][: -len("_kernel_time")], e.get("args", {}).get("op_name", "?"))
+                seen[key] += e["dur"] / 1000.0
+        for key, ms in seen.items():
+            per_kernel[key].append(ms)
+        per_run.append(sum(seen.values()) / (r["dur"] / 1000.0))
+    run_ms = statistics.median(r["dur"] / 1000.0 for r in timed)
+    mean_ms = statistics.fmean(r["dur"] / 1000.0 for r in timed)
+    kernels = [Kernel(n, op, sum(v) / len(timed), 0.0) for (n, op), v in per_kernel.items()]
+    kernels.sort(key=lambda k: -k.ms)
+    for k in kernels:
+        k.share = k.ms / mean_ms
+    by_type = _group(kernels, mean_ms)
+    off_path = {}
+    for kind, note in (
+        ("layout", "NCHW <-> NCHWc reorders and transposes: data movement, no arithmetic"),
+        ("quantize/dequantize", "int8 <-> float conversions around ops that run in float"),
+    ):
+        rows = [r for r in by_type if r.path == kind]
+        if rows:
+            ms = sum(r.ms for r in rows)
+            off_path[kind] = {"count": sum(r.count for r in rows), "ms": ms, "share": ms / mean_ms, "note": note}
+    int8 = [r for r in by_type if r.path == "int8 compute"]
+    if int8 or "quantize/dequantize" in off_path:
+        floats = [r for r in by_type if r.path == "compute"]
+        ms = sum(r.ms for r in floats)
+        off_path["float compute in an int8 graph"] = {
+            "count": sum(r.count for r in floats),
+            "ms": ms,
+            "share": ms / mean_ms,
+            "note": "kernels the quantized graph still runs in float (by policy, or without an int8 kernel here)",
+        }
+    return OpProfile(
+        artifact=artifact,
+        runtime=f"{runtime}, ORT session profiler",
+        threads=threads,
+        runs=len(timed),
+        warmup=warmup,
+        run_ms=run_ms,
+        run_mean_ms=mean_ms,
+        kernels=kernels,
+        by_type=by_type,
+        explained=sum(k.ms for k in kernels) / mean_ms,
+        explained_per_run=per_run,
+        off_path=off_path,
+    )
+
+
+def executed_ops(interpreter) -> list[dict]:
+    """The nodes a TFLite interpreter really runs: its op list keeps the nodes a delegate replaced beside the
+    DELEGATE nodes, so walk back from the graph outputs, taking a tensor from the delegate that produces it where
+    one does (the replaced node that also lists it as an output no longer runs)."""
+    ops = interpreter._get_ops_details()
+    by_delegate = {int(t): op for op in ops if op["op_name"] == "DELEGATE" for t in op["outputs"]}
+    by_node = {int(t): op for op in ops if op["op_name"] != "DELEGATE" for t in op["outputs"]}
+    todo = [int(d["index"]) for d in interpreter.get_output_details()]
+    seen_tensors: set[int] = set()
+    executed: dict[int, dict] = {}
+    while todo:
+        t = todo.pop()
+        if t in seen_tensors or t < 0:
+            continue
+        seen_tensors.add(t)
+        op = by_delegate.get(t) or by_node.get(t)
+        if op is not None and op["index"] not in executed:
+            executed[op["index"]] = op
+            todo.extend(int(i) for i in op["inputs"])
+    return [executed[i] for i in sorted(executed)]
+
+
+def profile_tflite(art: LoadedArtifact, threads: int, runs: int, warmup: int) -> OpProfile:
+    from edgeseg.bench.stats import TimingPlan, measure
+
+    interpreter = art.run.interpreter
+    executed = executed_ops(interpreter)
+    partitions = sum(1 for op in executed if op["op_name"] == "DELEGATE")
+    outside: dict[str, int] = defaultdict(int)
+    for op in executed:
+        if op["op_name"] != "DELEGATE":
+            outside[op["op_name"]] += 1
+    timing = measure(inference_call(art), TimingPlan(warmup=warmup, min_runs=runs, max_runs=runs))
+    run_ms = timing.stats.median_ms
+    by_type = [OpTypeRow("DELEGATE (XNNPACK partition)", partitions, float("nan"), float("nan"), "XNNPACK")]
+    by_type += [OpTypeRow(name, n, float("nan"), float("nan"), "off XNNPACK") for name, n in sorted(outside.items())]
+    off_path = {}
+    if outside:
+        off_path["off XNNPACK"] = {
+            "count": sum(outside.values()),
+            "ms": None,
+            "share": None,
+            "note": "ops outside the delegate run on TFLite's reference CPU kernels: " + ", ".join(sorted(outside)),
+        }
+    return OpProfile(
+        artifact=str(art.path),
+        runtime=f"{art.runtime}, invoke timing",
+        threads=threads,
+        runs=timing.stats.n,
+        warmup=warmup,
+        run_ms=run_ms,
+        run_mean_ms=timing.stats.mean_ms,
+        by_type=by_type,
+        explained=None,
+        off_path=off_path,
+        partitions=partitions,
+        notes=[
+            "per-op times inside XNNPACK are not exposed by ai-edge-litert's Python interpreter; run TFLite's "
+            f"benchmark_model --graph={art.path.name} --num_threads={threads} --enable_op_profiling=true for them",
+        ],
+    )
+
+
+def profile_artifact(art: LoadedArtifact, threads: int, runs: int, warmup: int) -> OpProfile:
+    fmt = art.manifest["format"]
+    if fmt in ("onnx", "tensorrt"):
+        prof = profile_ort(art, threads, runs, warmup)
+        if fmt == "tensorrt":
+            prof.notes.append(
+                "the TensorRT-ready ONNX profiled in ONNX Runtime, not the engine (use trtexec --dumpProfile)"
+            )
+        return prof
+    if fmt == "tflite":
+        return profile_tflite(art, threads, runs, warmup)
+    raise EdgesegError(
+        f"no profiler here for {fmt} artifacts: ONNX (ONNX Runtime) and TFLite (ai-edge-litert) are profiled here; "
+        "Core ML needs Xcode Instruments on macOS"
+    )
