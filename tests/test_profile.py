@@ -49,7 +49,7 @@ def test_ort_events_drop_warmup_and_average_per_kernel():
 
 
 def test_ort_kernels_sum_to_the_measured_run_within_10_percent(onnx_fp32):
-    p = pipeline.profile(onnx_fp32["folder"], threads=2, runs=10, warmup=3)
+    p = pipeline.profile(onnx_fp32["folder"], threads=2, runs=25, warmup=3)  # more runs: one undisturbed
     # kernels never exceed the run; the executor's gaps are the rest. Those gaps grow when other processes load the
     # CPU (measured: 4 % quiet, up to 25 % of a run at load 8 on 2 cores), so the 90 % bound is checked on the run
     # the machine disturbed least.
