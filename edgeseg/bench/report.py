@@ -220,6 +220,11 @@ def markdown(report: BenchReport) -> str:
         h = measured_here[0].host
         lines += ["", f"Measured here: {h.machine}, {h.method}; runtimes:", ""]
         lines += [f"- {r.target}: {r.host.runtime}" for r in measured_here]
+        profilable = [r for r in measured_here if r.artifact and r.target.split("-")[0] in ("onnx", "trt", "tflite")]
+        if profilable:
+            lines += ["", "Where the time goes (kernels, op types, what falls off the fast path):", "", "```"]
+            lines += [f"edgeseg profile {r.artifact.folder}" for r in profilable]
+            lines += ["```"]
     return "\n".join(lines) + "\n"
 
 
