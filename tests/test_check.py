@@ -4,6 +4,7 @@ test case per row, a missing baseline is refused unless --update-baseline, confi
 import json
 import platform
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import pytest
 import yaml
@@ -86,7 +87,8 @@ def test_planted_regression_fails_with_a_row_naming_the_cause(recorded):
     root, artifacts, _, baseline = recorded
     config = write_config(root / "planted", artifacts, upsample="bilinear")
     junit, md, report = root / "planted.xml", root / "planted.md", root / "planted.json"
-    r = run_check(config, "--baseline", str(baseline), "--junit", str(junit), "--markdown", str(md), "--json", str(report))
+    outputs = ["--junit", str(junit), "--markdown", str(md), "--json", str(report)]
+    r = run_check(config, "--baseline", str(baseline), *outputs)
     assert r.exit_code == 1, r.output
     assert "0/1 rows passed" in r.output
     row = json.loads(report.read_text())["rows"][0]
@@ -114,7 +116,7 @@ def test_missing_baseline_is_an_error_unless_updating(recorded, tmp_path):
 
 def test_row_missing_from_baseline_fails():
     th = chk.Thresholds()
-    base = chk.Baseline(path=__import__("pathlib").Path("b.json"), rows={})
+    base = chk.Baseline(path=Path("b.json"), rows={})
     gates = chk.baseline_gates(th, "m/t/1x1/host", {"bytes": 1, "sha256": "x"}, base, False, None)
     assert [(g.name, g.status) for g in gates] == [("baseline", "failed")]
     assert "not in the baseline" in gates[0].detail and "--update-baseline" in gates[0].detail
@@ -122,7 +124,7 @@ def test_row_missing_from_baseline_fails():
 
 def _baseline_row(sha="old", size=1000):
     return chk.Baseline(
-        path=__import__("pathlib").Path("b.json"),
+        path=Path("b.json"),
         rows={"r": {"artifact": {"sha256": sha, "bytes": size, "copy": "b.artifacts/x"}}},
     )
 
