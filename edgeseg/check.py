@@ -17,7 +17,9 @@ import datetime
 import json
 import math
 import shutil
+import time
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -97,17 +99,9 @@ class ArtifactEntry(_Strict):
 
 
 class TimingOptions(_Strict):
-    warmup: int = Field(5, ge=0)
-    runs: int = Field(20, ge=1)  # per round and artifact, at least
-    max_runs: int = Field(100, ge=1)
-    max_seconds: float = Field(3.0, gt=0)  # per round and artifact
-    rounds: int = Field(3, ge=1)  # current and baseline alternate this many times
-
-    @model_validator(mode="after")
-    def _runs(self):
-        if self.max_runs < self.runs:
-            raise ValueError(f"max_runs {self.max_runs} < runs {self.runs}")
-        return self
+    warmup: int = Field(5, ge=0)  # untimed runs of each artifact before each round
+    runs: int = Field(20, ge=1)  # timed runs of each artifact per round, interleaved one by one
+    rounds: int = Field(3, ge=1)  # the judged ratio is the median over rounds
 
 
 class CheckConfig(_Strict):
@@ -279,26 +273,34 @@ class LatencyRatio:
     runtime: str
 
 
-def latency_ratio(current: Path, baseline: Path, threads: int, timing: TimingOptions) -> LatencyRatio:
-    """Time both artifacts here with bench's loop, alternating which goes first each round."""
+def latency_ratio(
+    current: Path, baseline: Path, threads: int, timing: TimingOptions, timer: Callable[[], float] = time.perf_counter
+) -> LatencyRatio:
+    """Time both artifacts here, interleaved run by run (which goes first alternates), so a change in the load of
+    a shared machine hits both alike; per round, the ratio of the two medians (bench's statistics)."""
     from edgeseg.bench.host import inference_call
-    from edgeseg.bench.stats import TimingPlan, measure
+    from edgeseg.bench.stats import summarize
     from edgeseg.runtimes import load_artifact
 
-    plan = TimingPlan(
-        warmup=timing.warmup, min_runs=timing.runs, max_runs=timing.max_runs, max_seconds=timing.max_seconds
-    )
     cur_art, base_art = load_artifact(current, threads), load_artifact(baseline, threads)
-    calls = {"current": inference_call(cur_art), "baseline": inference_call(base_art)}
-    medians: dict[str, list[float]] = {"current": [], "baseline": []}
-    for i in range(timing.rounds):
-        order = ("current", "baseline") if i % 2 == 0 else ("baseline", "current")
-        for name in order:
-            medians[name].append(measure(calls[name], plan).stats.median_ms)
-    rounds = [c / b for c, b in zip(medians["current"], medians["baseline"])]
+    calls = (inference_call(cur_art), inference_call(base_art))
+    medians: tuple[list[float], list[float]] = ([], [])
+    for _ in range(timing.rounds):
+        for call in calls:
+            for _ in range(timing.warmup):
+                call()
+        samples: tuple[list[float], list[float]] = ([], [])
+        for i in range(timing.runs):
+            for k in (0, 1) if i % 2 == 0 else (1, 0):
+                t0 = timer()
+                calls[k]()
+                samples[k].append(1000.0 * (timer() - t0))
+        for k in (0, 1):
+            medians[k].append(summarize(samples[k], timing.warmup).median_ms)
+    rounds = [c / b for c, b in zip(*medians)]
     srt = sorted(rounds)
     ratio = srt[len(srt) // 2] if len(srt) % 2 else (srt[len(srt) // 2 - 1] + srt[len(srt) // 2]) / 2
-    return LatencyRatio(ratio, (srt[-1] - srt[0]) / 2, rounds, medians["current"], medians["baseline"], cur_art.runtime)
+    return LatencyRatio(ratio, (srt[-1] - srt[0]) / 2, rounds, medians[0], medians[1], cur_art.runtime)
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ def write_config(folder, artifacts, **export) -> str:
         "limit": 2,
         "parity_images": 2,
         "out": str(artifacts),
-        "timing": {"warmup": 1, "runs": 3, "max_runs": 5, "max_seconds": 1.0, "rounds": 3},
+        "timing": {"warmup": 1, "runs": 5, "rounds": 3},
         "thresholds": {"miou_floor": 0.3, "max_miou_drop": 1.0, "min_snr_db": 40, "max_size_growth": 0.02},
         "models": [
             {"name": "efficientvit-b0", "weights": "camvid", "size": SIZE, "targets": ["onnx-fp32"], "export": export}
