@@ -246,6 +246,11 @@ def write_baseline(path: Path, results: list[RowResult], edgeseg_version: str, c
             "miou_reference": r.miou_reference,
             "parity": r.parity,
         }
+    kept = {Path(row["artifact"]["copy"]).name for row in rows.values()}
+    if artifacts_dir.is_dir():
+        for old in artifacts_dir.iterdir():  # copies of rows no longer in the baseline
+            if old.is_dir() and old.name not in kept:
+                shutil.rmtree(old)
     data = {
         "version": BASELINE_VERSION,
         "edgeseg": edgeseg_version,

@@ -104,6 +104,11 @@ def test_planted_regression_fails_with_a_row_naming_the_cause(recorded):
     failure = tree.find("testsuite/testcase/failure")
     assert failure is not None and "parity: argmax agreement" in failure.get("message")
     assert f"`{ROW}`: parity: argmax agreement" in md.read_text()
+    # a failing run is never recorded as the new reference
+    before = baseline.read_text()
+    r = run_check(config, "--baseline", str(baseline), "--update-baseline", "--markdown", str(md))
+    assert r.exit_code == 1 and "baseline not updated" in r.output
+    assert baseline.read_text() == before
 
 
 def test_missing_baseline_is_an_error_unless_updating(recorded, tmp_path):
