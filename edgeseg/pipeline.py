@@ -1345,7 +1345,8 @@ def _row_plan(config, config_path: Path) -> list[dict]:
                     "profile": get_profile(device),
                     "thresholds": th,
                     "folder": folder,
-                    "weights": mf["weights"]["path"],
+                    # the PyTorch reference: the shipped tag where it was one (paths differ between machines)
+                    "weights": mf["weights"].get("tag") or mf["weights"]["path"],
                 }
             )
     return plan
@@ -1485,7 +1486,9 @@ def check(
             "runtime": p["runtime"],
         }
         floor = th.miou_floor if th.miou_floor is not None else profile.miou_floor
-        agreement_min = th.min_argmax_agreement or PARITY_MIN_AGREEMENT[tgt.precision]
+        agreement_min = (
+            th.min_argmax_agreement if th.min_argmax_agreement is not None else PARITY_MIN_AGREEMENT[tgt.precision]
+        )
         gates = chk.absolute_gates(th, lint_report, parity, agreement_min, miou, miou_ref, floor, why_not_run)
         ratio = None
         entry = baseline.rows.get(row_id) if baseline else None
