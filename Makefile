@@ -5,7 +5,7 @@ PIP := $(VENV)/bin/pip
 EDGESEG := $(VENV)/bin/edgeseg
 OUT ?= out
 
-.PHONY: setup run test clean export-table upsample-cost int8-table
+.PHONY: setup run test check clean export-table upsample-cost int8-table
 
 # torch is installed first and pinned: the local CPU wheel. Anything that replaced it would pull CUDA builds.
 $(VENV)/.installed: pyproject.toml
@@ -30,6 +30,12 @@ run: setup
 
 test: setup
 	$(PY) -m pytest -q
+
+# The CI regression gate on B0's ONNX/TFLite exports (also run by .ci/run); see README "Use in CI".
+check: setup
+	mkdir -p $(OUT)
+	$(EDGESEG) check --config .ci/edgeseg.yaml --baseline .ci/baseline.json \
+		--junit $(OUT)/check-junit.xml --markdown $(OUT)/check.md
 
 clean:
 	rm -rf $(VENV) $(OUT) .pytest_cache *.egg-info

@@ -1,0 +1,187 @@
+"""`edgeseg check`: a clean run passes, a planted regression fails with a row naming its cause, JUnit XML has one
+test case per row, a missing baseline is refused unless --update-baseline, config errors name file and field."""
+
+import json
+import platform
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from edgeseg import check as chk
+from edgeseg import pipeline
+from edgeseg.cli import app
+
+SIZE = "128x160"
+ROW = f"efficientvit-b0/onnx-fp32/{SIZE}/host"
+
+
+def write_config(folder, artifacts, **export) -> str:
+    config = {
+        "version": 1,
+        "data": str(pipeline.SAMPLE_DATA),
+        "limit": 2,
+        "parity_images": 2,
+        "out": str(artifacts),
+        "timing": {"warmup": 1, "runs": 5, "rounds": 3},
+        "thresholds": {"miou_floor": 0.3, "max_miou_drop": 1.0, "min_snr_db": 40, "max_size_growth": 0.02},
+        "models": [
+            {"name": "efficientvit-b0", "weights": "camvid", "size": SIZE, "targets": ["onnx-fp32"], "export": export}
+        ],
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "edgeseg.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return str(path)
+
+
+def run_check(config, *extra):
+    return CliRunner().invoke(app, ["check", "--config", config, *extra])
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory):
+    """A baseline recorded from the default export (exact bicubic head), and the folders used."""
+    root = tmp_path_factory.mktemp("check")
+    artifacts = root / "artifacts"
+    config = write_config(root / "clean", artifacts)
+    baseline = root / "baseline.json"
+    md = root / "record.md"
+    r = run_check(config, "--baseline", str(baseline), "--update-baseline", "--markdown", str(md))
+    assert r.exit_code == 0, r.output
+    return root, artifacts, config, baseline
+
+
+def test_baseline_is_recorded_with_artifact_copy_and_no_times(recorded):
+    root, _, _, baseline = recorded
+    data = json.loads(baseline.read_text())
+    assert data["version"] == chk.BASELINE_VERSION and list(data["rows"]) == [ROW]
+    row = data["rows"][ROW]
+    assert (baseline.parent / row["artifact"]["copy"] / "manifest.json").is_file()
+    assert "_ms" not in baseline.read_text()  # no absolute latency in a file other machines compare against
+
+
+def test_clean_run_passes_and_junit_validates(recorded):
+    root, _, config, baseline = recorded
+    junit, md = root / "clean.xml", root / "clean.md"
+    r = run_check(config, "--baseline", str(baseline), "--junit", str(junit), "--markdown", str(md))
+    assert r.exit_code == 0, r.output
+    assert "1/1 rows passed" in r.output
+    tree = ET.parse(junit).getroot()
+    assert tree.tag == "testsuites" and tree.get("tests") == "1" and tree.get("failures") == "0"
+    suites = tree.findall("testsuite")
+    assert len(suites) == 1
+    cases = suites[0].findall("testcase")
+    assert len(cases) == 1 and cases[0].get("name") == "onnx-fp32 on host"
+    assert cases[0].find("failure") is None
+    assert "[passed] parity" in cases[0].find("system-out").text
+    assert float(cases[0].get("time")) >= 0
+    assert md.read_text().startswith("## edgeseg check: passed (1/1 rows passed)")
+
+
+def test_planted_regression_fails_with_a_row_naming_the_cause(recorded):
+    """The same row exported with the approximate bilinear head (the bicubic-to-bilinear rewrite instead of the
+    exact one): a real parity break, caught by the fp32 gate; the changed artifact is timed side by side."""
+    root, artifacts, _, baseline = recorded
+    config = write_config(root / "planted", artifacts, upsample="bilinear")
+    junit, md, report = root / "planted.xml", root / "planted.md", root / "planted.json"
+    outputs = ["--junit", str(junit), "--markdown", str(md), "--json", str(report)]
+    r = run_check(config, "--baseline", str(baseline), *outputs)
+    assert r.exit_code == 1, r.output
+    assert "0/1 rows passed" in r.output
+    row = json.loads(report.read_text())["rows"][0]
+    agreement = row["parity"]["argmax_agreement"]
+    assert agreement < 0.999
+    failed = {g["name"]: g["detail"] for g in row["gates"] if g["status"] == "failed"}
+    assert failed["parity"] == f"argmax agreement {100 * agreement:.2f} % < 99.90 %"
+    assert failed["snr"].startswith("SNR ") and "< 40 dB" in failed["snr"]
+    # a different artifact than the baseline's: its latency was measured here against the baseline copy
+    assert row["latency"] is not None and len(row["latency"]["rounds"]) == 3 and row["latency"]["ratio"] > 0
+    tree = ET.parse(junit).getroot()
+    assert tree.get("failures") == "1"
+    failure = tree.find("testsuite/testcase/failure")
+    assert failure is not None and "parity: argmax agreement" in failure.get("message")
+    assert f"`{ROW}`: parity: argmax agreement" in md.read_text()
+    # a failing run is never recorded as the new reference
+    before = baseline.read_text()
+    r = run_check(config, "--baseline", str(baseline), "--update-baseline", "--markdown", str(md))
+    assert r.exit_code == 1 and "baseline not updated" in r.output
+    assert baseline.read_text() == before
+
+
+def test_missing_baseline_is_an_error_unless_updating(recorded, tmp_path):
+    _, _, config, _ = recorded
+    r = run_check(config, "--baseline", str(tmp_path / "none.json"), "--markdown", str(tmp_path / "c.md"))
+    assert r.exit_code == 2
+    assert "baseline" in r.output and "not found" in r.output and "--update-baseline" in r.output
+    assert "Traceback" not in r.output and not (tmp_path / "c.md").exists()
+
+
+def test_row_missing_from_baseline_fails():
+    th = chk.Thresholds()
+    base = chk.Baseline(path=Path("b.json"), rows={})
+    gates = chk.baseline_gates(th, "m/t/1x1/host", {"bytes": 1, "sha256": "x"}, base, False, None)
+    assert [(g.name, g.status) for g in gates] == [("baseline", "failed")]
+    assert "not in the baseline" in gates[0].detail and "--update-baseline" in gates[0].detail
+
+
+def _baseline_row(sha="old", size=1000):
+    return chk.Baseline(
+        path=Path("b.json"),
+        rows={"r": {"artifact": {"sha256": sha, "bytes": size, "copy": "b.artifacts/x"}}},
+    )
+
+
+def _ratio(rounds):
+    s = sorted(rounds)
+    return chk.LatencyRatio(s[len(s) // 2], (s[-1] - s[0]) / 2, rounds, [1.0] * 3, [1.0] * 3, "test")
+
+
+def test_latency_and_size_gates_judge_ratios_with_a_noise_margin():
+    th = chk.Thresholds(max_latency_ratio=1.10, latency_noise=0.05, max_size_growth=0.05)
+    art = {"sha256": "new", "bytes": 1200}
+    gates = {g.name: g for g in chk.baseline_gates(th, "r", art, _baseline_row(), False, _ratio([1.5, 1.6, 1.55]))}
+    assert gates["latency"].status == "failed" and gates["latency"].detail.startswith("x1.55 vs baseline side by side")
+    assert gates["size"].status == "failed" and "+20.0 % vs baseline > +5 %" in gates["size"].detail
+    # within the limit plus the spread seen between rounds: noise, not a regression
+    gates = {g.name: g for g in chk.baseline_gates(th, "r", art, _baseline_row(), False, _ratio([1.0, 1.18, 1.4]))}
+    assert gates["latency"].status == "passed"
+    # no baseline copy here: not judged, and says why a stored time would not do
+    gates = {g.name: g for g in chk.baseline_gates(th, "r", art, _baseline_row(), False, None)}
+    assert gates["latency"].status == "not judged" and "not comparable" in gates["latency"].detail
+    # recording a new baseline: reported, never failed
+    gates = chk.baseline_gates(th, "r", art, _baseline_row(), True, _ratio([2.0, 2.0, 2.0]))
+    assert all(g.status != "failed" for g in gates)
+
+
+def test_config_errors_name_the_file_and_field(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("models:\n  - name: efficientvit-b0\n    weights: camvid\n    targets: [onnx-fp33]\n")
+    r = run_check(str(bad), "--update-baseline")
+    assert r.exit_code == 2
+    assert f"check config {bad}" in r.output and "models.0.targets" in r.output and "onnx-fp32" in r.output
+    bad.write_text("thresholds: {miou_flor: 0.5}\nmodels: []\n")
+    r = run_check(str(bad), "--update-baseline")
+    assert r.exit_code == 2 and "thresholds.miou_flor" in r.output
+    bad.write_text("models:\n  - {name: efficientvit-b0, weights: camvid, targets: [onnx-fp32], devices: [nope]}\n")
+    r = run_check(str(bad), "--update-baseline")
+    assert r.exit_code == 2 and "unknown device 'nope'" in r.output
+    r = run_check(str(tmp_path / "missing.yaml"), "--update-baseline")
+    assert r.exit_code == 2 and "not found" in r.output
+
+
+def test_shipped_example_config_validates():
+    config = chk.load_config(pipeline.PACKAGE_DIR.parent / "examples" / "edgeseg.yaml")
+    assert config.models and config.thresholds.lint_clean
+
+
+@pytest.mark.skipif(platform.system() == "Darwin", reason="Core ML artifacts run on macOS")
+def test_eval_of_a_coreml_artifact_says_it_needs_macos(tmp_path):
+    folder = tmp_path / "coreml"
+    (folder / "model.mlpackage").mkdir(parents=True)
+    manifest = {"format": "coreml", "file": "model.mlpackage", "output": {"name": "logits"}}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    r = CliRunner().invoke(app, ["eval", "--artifact", str(folder)])
+    assert r.exit_code == 2 and "needs macOS" in r.output
