@@ -1034,6 +1034,19 @@ def _device_column(conn: _DeviceConnection, folder: Path, manifest: dict, tgt, p
     return DeviceColumn(device=name, note=f"not measured on {name}: {reach.how}", command=command)
 
 
+def _bench_estimate(profile, profiles: Path | None, folder: Path, manifest: dict):
+    """(estimate, None) for an artifact on a device bench could not reach, or (None, why not)."""
+    from edgeseg.estimate.roofline import estimate
+
+    try:
+        hw, notes = _estimator_data(profile, profiles, manifest["target"])
+        cost, desc = _artifact_cost(folder, manifest)
+    except EdgesegError as exc:
+        return None, str(exc)
+    est = estimate(cost, hw, profile.name, manifest["target"], manifest["precision"], desc)
+    return est.model_copy(update={"notes": notes}), None
+
+
 def _example_predictions(folder: Path, data: Path, split: str, count: int, threads: int) -> list[dict]:
     from edgeseg.data.datasets import list_split, read_label
     from edgeseg.runtimes import load_artifact
@@ -1220,6 +1233,11 @@ def bench(
             else:
                 report("target", target=tgt.name, step=f"on {profile.name}")
                 device_col = _device_column(conn, folder, manifest, tgt, plan, device_threads, would_be)
+                if device_col.measured is None:
+                    report("target", target=tgt.name, step=f"estimate for {profile.name}")
+                    device_col.estimate, why = _bench_estimate(profile, profiles, folder, manifest)
+                    if why:
+                        device_col.note = f"{device_col.note}; no estimate: {why}" if device_col.note else why
                 dm = device_col.measured
                 if dm is not None:
                     lat = dm.stats.median_ms if dm.stats.median_ms is not None else dm.stats.mean_ms

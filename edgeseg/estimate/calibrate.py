@@ -51,7 +51,9 @@ def _classes(arrays: list[CostArrays]) -> list[int]:
     return sorted({int(c) for a in arrays for c in np.unique(a.op_class)})
 
 
-def fit(points: list[Point], hw: EstimatorData, shrink: float = SHRINK) -> Fit:
+def fit(
+    points: list[Point], hw: EstimatorData, shrink: float = SHRINK, overhead_penalty: float = OVERHEAD_PENALTY
+) -> Fit:
     """Efficiencies, memory efficiency, launch (us per kernel) and overhead (ms per inference) for ``points``."""
     from scipy.optimize import least_squares
 
@@ -76,7 +78,7 @@ def fit(points: list[Point], hw: EstimatorData, shrink: float = SHRINK) -> Fit:
         logs = x[:nc]
         r += list(np.sqrt(shrink) * (logs - logs.mean()))
         mean_kernels = float(np.mean([a.kernels for a in arrays]))
-        r.append(np.sqrt(OVERHEAD_PENALTY) * (overhead + launch * mean_kernels * 1e-3) / scale_ms)
+        r.append(np.sqrt(overhead_penalty) * (overhead + launch * mean_kernels * 1e-3) / scale_ms)
         return np.array(r)
 
     lo = [np.log(EFF_BOUNDS[0])] * (nc + 1) + [0.0, 0.0]

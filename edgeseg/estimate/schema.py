@@ -103,7 +103,7 @@ class Estimate(_Strict):
     """A latency that was computed, not measured. ``kind`` is always "estimate"."""
 
     kind: Literal["estimate"] = "estimate"
-    label: str = "estimate"
+    label: Literal["estimate"] = "estimate"
     device: str
     target: str
     precision: str
