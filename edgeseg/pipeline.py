@@ -1473,7 +1473,7 @@ def estimate_latency(
     return {"estimate": est, "cost": cost.as_dict()}
 
 
-def _published_points(profile, file: Path, cache: Path) -> tuple[dict[str, list], str]:
+def _published_points(profile, file: Path, cache: Path) -> tuple[dict[str, list], str, str]:
     import yaml
 
     from edgeseg.estimate.calibrate import Point
@@ -1494,7 +1494,11 @@ def _published_points(profile, file: Path, cache: Path) -> tuple[dict[str, list]
         label = f"{fig['model']} {fig['size']} {target}"
         points.append(Point(label, _cost_of(target, path, from_float=True), float(fig["ms"])))
     source = f"{data['source']} ({entry['conditions']}): {len(points)} figures"
-    return {target: points}, source
+    graph = (
+        f"{target} graphs of the official head (bicubic Resize, as measured there), {entry['dataset']} head, "
+        "edgeseg's other rewrites; kernels fused as the runtime does"
+    )
+    return {target: points}, source, graph
 
 
 def _bench_points(report_path: Path, profile, cache: Path) -> dict[str, list]:
@@ -1556,17 +1560,20 @@ def calibrate_device(
         )
     points: dict[str, list] = {}
     described: list[str] = []
+    graphs: dict[str, str] = {}
     for src in sources:
         if src == "published" or src.endswith((".yaml", ".yml")):
             file = PUBLISHED_FIGURES if src == "published" else Path(src)
             if not file.is_file():
                 raise EdgesegError(f"--from {src}: no such file")
-            got, text = _published_points(profile, file, cache)
+            got, text, graph = _published_points(profile, file, cache)
             described.append(text)
+            graphs.update({t: graph for t in got})
         else:
             if not Path(src).is_file():
                 raise EdgesegError(f"--from {src}: no such file (pass bench.json files or 'published')")
             got = _bench_points(Path(src), profile, cache)
+            graphs.update({t: f"{t} artifacts' own graphs, kernels fused as the runtime does" for t in got})
             if not got:
                 raise EdgesegError(f"--from {src}: no latency measured on {profile.name} in it")
             described.append(f"bench {src}: {sum(len(v) for v in got.values())} measurements")
@@ -1577,8 +1584,7 @@ def calibrate_device(
     calibrations = dict(hw.calibrations)
     rows = {}
     for target, pts in points.items():
-        graph = f"{target} graphs after its rewrites, kernels fused as its runtime does"
-        cal, held = fit_calibration(pts, hw, source, graph)
+        cal, held = fit_calibration(pts, hw, source, graphs[target])
         calibrations[target] = cal
         rows[target] = [{"label": h.label, "measured_ms": h.measured_ms, "estimated_ms": h.estimated_ms} for h in held]
     _, path = load_profiles(profiles)[profile.name]
