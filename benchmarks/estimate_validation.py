@@ -145,8 +145,6 @@ def main() -> None:
                 f"{device} {target}: leave-one-out median {v.median_abs_pct_error:.1f} %, "
                 f"max {v.max_abs_pct_error:.1f} %"
             )
-    lines += ["", "Jetson AGX Orin, split by family (calibrated on b0-b3, predicting l1 and l2):", ""]
-    lines += [lines[0], lines[1]] + family_rows
     if not args.skip_host:
         host = get_profile("host")
         pts = measure_host(args.cache)
@@ -177,6 +175,8 @@ def main() -> None:
             "| --- | --- | --- | --- | --- | --- |",
         ]
         lines += table("host", split)
+    lines += ["", "Jetson AGX Orin, split by family (calibrated on b0-b3, predicting l1 and l2):", ""]
+    lines += [lines[0], lines[1]] + family_rows
     print("\n".join(lines))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

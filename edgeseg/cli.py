@@ -788,16 +788,17 @@ def calibrate(
     """Fit a device's efficiency factors to measurements; write a profile copy with them (pass it via --profiles)."""
     result = pipeline.calibrate_device(device, sources, profiles=profiles, out=out)
     for target, cal in result["calibrations"].items():
-        rows = result["held_out"].get(target)
-        if rows is None:
-            continue
+        if target not in result["held_out"]:
+            continue  # a calibration this run did not touch
+        rows = result["held_out"][target]
         table = Table(title=f"{result['device']} {target}: leave-one-out (each point predicted by a fit on the others)")
         for col in ("point", "measured ms", "estimated ms", "abs % error"):
             table.add_column(col)
         for r in rows:
             err = 100 * abs(r["estimated_ms"] - r["measured_ms"]) / r["measured_ms"]
             table.add_row(r["label"], f"{r['measured_ms']:.1f}", f"{r['estimated_ms']:.1f}", f"{err:.1f}")
-        console.print(table)
+        if rows:
+            console.print(table)
         v = cal.validation
         eff = ", ".join(f"{k} {x:.3f}" for k, x in cal.efficiency.items())
         console.print(
