@@ -1043,6 +1043,8 @@ def _bench_estimate(profile, profiles: Path | None, folder: Path, manifest: dict
         cost, desc = _artifact_cost(folder, manifest)
     except EdgesegError as exc:
         return None, str(exc)
+    except Exception as exc:  # an estimator failure is this column's note, not the end of the bench
+        return None, f"estimate failed: {type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]}"
     est = estimate(cost, hw, profile.name, manifest["target"], manifest["precision"], desc)
     return est.model_copy(update={"notes": notes}), None
 
@@ -1530,7 +1532,7 @@ def _bench_points(report_path: Path, profile, cache: Path) -> dict[str, list]:
         manifest = _read_manifest(folder)
         cost, _ = _artifact_cost(folder, manifest, cache)
         h, w = manifest["input"]["shape"][2:]
-        out.setdefault(r.target, []).append(Point(f"{manifest['model']} {h}x{w} {r.target}", cost, ms))
+        out.setdefault(r.target, []).append(Point(f"{manifest.get('model', folder.name)} {h}x{w} {r.target}", cost, ms))
     return out
 
 

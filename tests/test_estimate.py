@@ -252,3 +252,82 @@ def test_shipped_calibrations_carry_source_and_validation():
             calibrated += 1
             assert cal.source and cal.validation is not None and cal.points >= 3
     assert calibrated >= 1
+
+
+def test_dynamic_shapes_are_a_one_line_error(tmp_path):
+    from edgeseg.errors import EdgesegError
+    from edgeseg.estimate.graph import graph_cost
+
+    model = _tiny_graph()
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "N"
+    del model.graph.value_info[:]
+    model.graph.output[0].type.tensor_type.shape.dim[0].dim_param = "N"
+    onnx.save(model, tmp_path / "dyn.onnx")
+    with pytest.raises(EdgesegError, match="static shapes"):
+        graph_cost(tmp_path / "dyn.onnx", "onnxruntime")
+
+
+def _bench_json(path, art, device: str, latencies: list[float]) -> None:
+    from edgeseg.bench.report import (
+        ArtifactInfo,
+        BenchReport,
+        DataInfo,
+        DeviceColumn,
+        DeviceInfo,
+        Measurement,
+        Stats,
+        TargetResult,
+        TimingInfo,
+    )
+    from edgeseg.bench.stats import from_summary
+
+    results = []
+    for ms in latencies:
+        m = Measurement(machine=device, runtime="test", method="test", stats=Stats.of(from_summary(10, 2, ms, 0.1)))
+        results.append(
+            TargetResult(
+                target="onnx-fp32",
+                status="passed",
+                artifact=ArtifactInfo(
+                    folder=str(art), file="model.onnx", sha256="0", bytes=1, cached=True, lint_clean=True
+                ),
+                device=DeviceColumn(device=device, measured=m),
+            )
+        )
+    report = BenchReport(
+        edgeseg="test",
+        created="2026-11-23",
+        command=None,
+        device=DeviceInfo(
+            name=device, title="t", kind="raspberry-pi", runtime="t", reach="none", budget_ms=33.3, miou_floor=0.5
+        ),
+        model=None,
+        data=DataInfo(path="-", split="val", images=None),
+        host={},
+        timing=TimingInfo(threads=1, warmup=1, min_runs=1, max_runs=1, max_seconds=1, rel_ci=0.1),
+        results=results,
+    )
+    path.write_text(report.model_dump_json())
+
+
+def test_calibrate_from_bench_json_writes_a_loadable_profile_copy(tiny_setup, tmp_path):
+    from edgeseg.bench.profiles import get_profile
+
+    art, profiles = tiny_setup
+    bench = tmp_path / "bench.json"
+    _bench_json(bench, art, "tiny-dev", [5.0, 5.5, 4.8])
+    out = tmp_path / "calibrated"
+    r = runner.invoke(
+        app, ["calibrate", "--device", "tiny-dev", "--from", str(bench), "--profiles", str(profiles), "--out", str(out)]
+    )
+    assert r.exit_code == 0, r.output
+    assert "leave-one-out" in r.output
+    cal = get_profile("tiny-dev", out).estimator.calibrations["onnx-fp32"]
+    assert cal.points == 3 and cal.validation is not None and str(bench) in cal.source
+    # the same graph measured three times: the fit lands on their typical latency
+    est = runner.invoke(app, ["estimate", "--device", "tiny-dev", "--artifact", str(art), "--profiles", str(out)])
+    assert est.exit_code == 0 and "latency (estimate)" in est.output
+    # a bench.json of another device is refused in one line
+    _bench_json(bench, art, "other-dev", [5.0])
+    r = runner.invoke(app, ["calibrate", "--device", "tiny-dev", "--from", str(bench), "--profiles", str(profiles)])
+    assert r.exit_code == 2 and "measured for device other-dev" in r.output

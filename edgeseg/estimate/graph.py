@@ -544,4 +544,13 @@ def _kernel(group, s: _Shapes, int8_anchor: set[int], producer, weight_source) -
 
 def graph_cost(path: Path, runtime: str) -> GraphCost:
     """Parse the ONNX file at ``path`` into ``runtime``'s kernels."""
-    return graph_kernels(load_graph(Path(path)), runtime, source=str(path))
+    from edgeseg.errors import EdgesegError
+
+    try:
+        model = load_graph(Path(path))
+    except Exception as exc:  # onnx raises several types for unreadable / invalid files
+        raise EdgesegError(f"cannot read ONNX graph {path}: {str(exc).splitlines()[0][:200]}") from None
+    try:
+        return graph_kernels(model, runtime, source=str(path))
+    except ValueError as exc:
+        raise EdgesegError(f"cannot estimate {path}: {exc} (the estimator needs static shapes)") from None
