@@ -5,7 +5,7 @@ PIP := $(VENV)/bin/pip
 EDGESEG := $(VENV)/bin/edgeseg
 OUT ?= out
 
-.PHONY: setup run test check clean export-table upsample-cost int8-table
+.PHONY: setup run test check clean export-table upsample-cost int8-table estimate-validation
 
 # torch is installed first and pinned: the local CPU wheel. Anything that replaced it would pull CUDA builds.
 $(VENV)/.installed: pyproject.toml
@@ -55,3 +55,7 @@ upsample-cost: setup
 int8-table: setup
 	$(PY) benchmarks/int8_table.py --model efficientvit-b0 --data ../shared/data/camvid --out $(OUT)/int8 \
 		--json $(OUT)/int8-b0.json
+
+# Latency estimator validation: leave-one-out on the published EfficientViT-Seg figures and on host measurements
+estimate-validation: setup
+	$(PY) benchmarks/estimate_validation.py --json $(OUT)/estimate_validation.json

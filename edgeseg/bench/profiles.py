@@ -12,6 +12,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from edgeseg.errors import EdgesegError
+from edgeseg.estimate.schema import EstimatorData
 
 SHIPPED = Path(__file__).resolve().parent.parent / "assets" / "devices"
 DEFAULT_BUDGET_MS = 33.3  # 30 FPS
@@ -63,9 +64,9 @@ class DeviceProfile(_Strict):
     miou_floor: float = Field(ge=0, le=1)
     hardware: list[HardwareFact] = []
     notes: str = ""
-    # Hook for the estimator issue: where the device cannot be reached, an estimator will fill this. Until it
-    # exists the field must stay null, so no profile can smuggle in a number that was never measured.
-    estimate: None = None
+    # Roofline estimator data: spec-sheet peaks and bandwidth with sources, and efficiency factors that only
+    # `edgeseg calibrate` writes (fitted to measurements, with their source and validation error).
+    estimator: EstimatorData | None = None
 
     @field_validator("targets")
     @classmethod

@@ -15,6 +15,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from edgeseg.bench.stats import LatencyStats
+from edgeseg.estimate.schema import Estimate
 from edgeseg.io import atomic_write_bytes
 
 SCHEMA_VERSION = 1
@@ -61,7 +62,7 @@ class DeviceColumn(_M):
     measured: Measurement | None = None
     note: str | None = None  # why not measured there
     command: str | None = None  # what would measure it
-    estimate: None = None  # the estimator issue fills this (labelled "estimate"); null until then
+    estimate: Estimate | None = None  # where not measured: the roofline estimate, always labelled "estimate"
 
 
 class ArtifactInfo(_M):
@@ -168,7 +169,8 @@ def device_cell(r: TargetResult, device: str) -> str:
         if "end_to_end" in d.measured.secondary:
             text += f", end-to-end {_f(d.measured.secondary['end_to_end'].median_ms)} ms"
         return text
-    return d.note or f"not measured on {device}"
+    text = d.note or f"not measured on {device}"
+    return f"{text}; {d.estimate.text}" if d.estimate is not None else text
 
 
 def markdown(report: BenchReport) -> str:
@@ -183,7 +185,10 @@ def markdown(report: BenchReport) -> str:
         f"- latency: median / p90 / p99 in ms over N timed runs after the warm-up; runs continue until the "
         f"median's 95 % interval is within {100 * report.timing.rel_ci:.0f} % (at most {report.timing.max_runs} "
         f"runs or {report.timing.max_seconds:.0f} s)",
-        "- every latency below was measured; nothing is estimated",
+        "- every latency below was measured; nothing is estimated"
+        if not any(r.device.estimate for r in report.results)
+        else f"- latencies marked 'estimate' on {dev.name} are computed by edgeseg's calibrated roofline, not "
+        "measured; every other latency was measured",
         "",
         "| target | status | size MB | parity (argmax agreement) | mIoU | here: median / p90 / p99 ms | "
         "mean ± std | N (warm-up) | FPS | on " + dev.name + " |",
