@@ -83,7 +83,9 @@ def test_shipped_profiles_aliases_and_preferred_targets():
         assert not get_profile(name).reachable(), f"{name} ships without a host/serial: nothing is reachable"
     for p, _ in profiles.values():
         assert p.budget_ms == pytest.approx(33.3)
-        assert p.estimate is None
+        if p.estimator is not None:  # spec-sheet facts carry their source; fitted factors say what they were fit on
+            assert p.estimator.memory_gbps.source and all(v.source for v in p.estimator.peak_gflops.values())
+            assert all(c.source and c.points >= 1 for c in p.estimator.calibrations.values())
         assert all(f.source for f in p.hardware)
 
 
@@ -435,7 +437,7 @@ def test_adbutils_missing_is_a_user_error(monkeypatch):
 
 # The bench.json contract, object by object. Renaming, adding or removing a key breaks readers: bump
 # report.SCHEMA_VERSION and update this table in the same change.
-BENCH_JSON_V1 = {
+BENCH_JSON_V2 = {
     "BenchReport": {"schema_version", "edgeseg", "created", "command", "device", "model", "data", "host", "timing",
                     "results"},
     "DeviceInfo": {"name", "title", "kind", "runtime", "reach", "budget_ms", "miou_floor"},
@@ -449,33 +451,37 @@ BENCH_JSON_V1 = {
     "DeviceColumn": {"device", "measured", "note", "command", "estimate"},
     "Stats": {"n", "warmup", "median_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "min_ms", "max_ms",
               "median_ci95_ms", "fps"},
+    "Estimate": {"kind", "label", "device", "target", "precision", "latency_ms", "compute_bound_ms",
+                 "memory_bound_ms", "launch_ms", "overhead_ms", "by_class_ms", "gflops", "mbytes", "kernels",
+                 "graph", "calibrated_target", "calibration_source", "validation", "notes"},
+    "Validation": {"method", "points", "median_abs_pct_error", "max_abs_pct_error"},
 }  # fmt: skip
 
 
 def test_bench_json_schema_is_pinned():
     schema = BenchReport.model_json_schema()
     objects = {"BenchReport": schema, **schema["$defs"]}
-    assert {k: set(v["properties"]) for k, v in objects.items()} == BENCH_JSON_V1, (
-        "bench.json keys changed: bump edgeseg.bench.report.SCHEMA_VERSION and update BENCH_JSON_V1"
+    assert {k: set(v["properties"]) for k, v in objects.items()} == BENCH_JSON_V2, (
+        "bench.json keys changed: bump edgeseg.bench.report.SCHEMA_VERSION and update BENCH_JSON_V2"
     )
-    assert SCHEMA_VERSION == 1 and schema["properties"]["schema_version"]["const"] == 1
+    assert SCHEMA_VERSION == 2 and schema["properties"]["schema_version"]["const"] == 2
     # every key is always written (null where unknown), so readers can rely on them
-    assert set(schema["required"]) >= BENCH_JSON_V1["BenchReport"] - {"schema_version"}
-    assert set(objects["Stats"]["required"]) == BENCH_JSON_V1["Stats"]
+    assert set(schema["required"]) >= BENCH_JSON_V2["BenchReport"] - {"schema_version"}
+    assert set(objects["Stats"]["required"]) == BENCH_JSON_V2["Stats"]
 
 
 def check_bench_json(path: Path) -> dict:
     """A written bench.json parses back into the schema and has every pinned key at each level."""
     doc = json.loads(path.read_text())
     BenchReport.model_validate(doc)
-    assert doc["schema_version"] == 1
-    assert set(doc) == BENCH_JSON_V1["BenchReport"]
+    assert doc["schema_version"] == 2
+    assert set(doc) == BENCH_JSON_V2["BenchReport"]
     for r in doc["results"]:
-        assert set(r) == BENCH_JSON_V1["TargetResult"]
-        assert set(r["device"]) == BENCH_JSON_V1["DeviceColumn"]
+        assert set(r) == BENCH_JSON_V2["TargetResult"]
+        assert set(r["device"]) == BENCH_JSON_V2["DeviceColumn"]
         if r["host"]:
-            assert set(r["host"]) == BENCH_JSON_V1["Measurement"]
-            assert set(r["host"]["stats"]) == BENCH_JSON_V1["Stats"]
+            assert set(r["host"]) == BENCH_JSON_V2["Measurement"]
+            assert set(r["host"]["stats"]) == BENCH_JSON_V2["Stats"]
     return doc
 
 

@@ -18,7 +18,7 @@ from edgeseg.bench.stats import LatencyStats
 from edgeseg.estimate.schema import Estimate
 from edgeseg.io import atomic_write_bytes
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: DeviceColumn.estimate holds a labelled Estimate (was always null in 1)
 
 
 class _M(BaseModel):
@@ -126,7 +126,7 @@ class TimingInfo(_M):
 
 
 class BenchReport(_M):
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: Literal[2] = SCHEMA_VERSION
     edgeseg: str
     created: str
     command: str | None
