@@ -341,6 +341,26 @@ CalibDataOpt = typer.Option(
 )
 CalibSizeOpt = typer.Option(64, "--calib-size", help="INT8: number of calibration images (class-balanced).")
 CalibMethodOpt = typer.Option("percentile", "--calib-method", help="INT8: percentile (default) | minmax | entropy.")
+MaxDropOpt = typer.Option(
+    "0.5",
+    "--max-miou-drop",
+    help="INT8: mIoU points int8 may lose vs fp32 on a held-out train slice; ONNX/TensorRT keep the fewest layers "
+    "float that meet it (sensitivity analysis). 'off' quantizes all the policy allows.",
+)
+
+
+def _parse_budget(text: str) -> float | None:
+    if text.strip().lower() in ("off", "none"):
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise EdgesegError(f"--max-miou-drop {text!r} is not a number: pass e.g. 0.5, or 'off'") from None
+    if value < 0 or value != value:
+        raise EdgesegError(f"--max-miou-drop must be >= 0 mIoU points (got {text})")
+    return value
+
+
 ExportSizeOpt = typer.Option(
     None, "--size", help="Static input HxW, multiple of 32 (default: the dataset's, 384x480 for CamVid)."
 )
@@ -370,9 +390,11 @@ def export(
     calib_data: Path | None = CalibDataOpt,
     calib_size: int = CalibSizeOpt,
     calib_method: str = CalibMethodOpt,
+    max_miou_drop: str = MaxDropOpt,
 ):
     """Rewrite, export, check parity vs PyTorch on real images, lint; writes an artifact folder."""
-    with console.status(f"exporting {model} -> {target}"):
+    budget = _parse_budget(max_miou_drop)
+    with console.status(f"exporting {model} -> {target}") as status:
         m = pipeline.export(
             model,
             dataset,
@@ -389,6 +411,8 @@ def export(
             calib_data=calib_data,
             calib_size=calib_size,
             calib_method=calib_method,
+            max_miou_drop=budget,
+            progress=lambda msg: status.update(f"exporting {model} -> {target}: {msg}"),
         )
     _print_export_summary(m)
 
@@ -423,6 +447,21 @@ def _print_export_summary(m: dict) -> None:
         table.add_row("int8 ops", ", ".join(f"{op} x{n}" for op, n in q["int8_nodes"].items()) or "none")
         table.add_row("kept float", ", ".join(q["policy"]["float_ops"]))
         table.add_row("calibration", f"{c['size']} {c['split']} images ({c['sampler']}), {c['method']}")
+        mp = q.get("mixed_precision")
+        if mp:
+            table.add_row(
+                "held-out mIoU",
+                f"{mp['miou_final']:.2f} vs fp32 {mp['miou_fp32']:.2f} (drop {mp['drop_final']:.2f}, budget "
+                f"{mp['budget']}) on {mp['holdout_images']} train images not calibrated on",
+            )
+            floats = mp["float_layers"]
+            table.add_row(
+                "layers kept float",
+                "\n".join(f"{f['layer']} ({f['snr_db']} dB alone)" for f in floats)
+                if floats
+                else ("none: all-int8 within budget" if mp.get("within_budget", True) else "[red]over budget[/]")
+                + (f" ({mp['note']})" if "note" in mp else ""),
+            )
     if "trtexec" in m:
         table.add_row("engine", m["engine"] or f"not built: {m['engine_not_built']}; run build_engine.sh on the device")
     table.add_row(
@@ -455,9 +494,11 @@ def quantize(
     parity_data: Path | None = ParityDataOpt,
     parity_images: int = ParityImagesOpt,
     force: bool = ForceOpt,
+    max_miou_drop: str = MaxDropOpt,
 ):
     """INT8 export with calibration on real images (the same as `edgeseg export --target X-int8`)."""
-    with console.status(f"quantizing {model} -> {target}"):
+    budget = _parse_budget(max_miou_drop)
+    with console.status(f"quantizing {model} -> {target}") as status:
         m = pipeline.quantize(
             model,
             dataset,
@@ -471,6 +512,8 @@ def quantize(
             parity_data=parity_data,
             parity_images=parity_images,
             force=force,
+            max_miou_drop=budget,
+            progress=lambda msg: status.update(f"quantizing {model} -> {target}: {msg}"),
         )
     _print_export_summary(m)
 
@@ -501,6 +544,179 @@ def lint(
         _write_json(json_out, report)
     if report["errors"]:
         raise typer.Exit(1)
+
+
+@app.command()
+@user_errors
+def devices(
+    profiles: Path | None = typer.Option(None, "--profiles", help="Also read <name>.yaml device profiles from DIR."),
+    facts: bool = typer.Option(False, "--facts", help="Also print each profile's hardware facts and sources."),
+):
+    """Device profiles: preferred targets, runtime, how edgeseg reaches them, latency budget, mIoU floor."""
+    from edgeseg.bench.profiles import load_profiles
+
+    loaded = load_profiles(profiles)
+    table = Table(title="edgeseg devices")
+    for col in ("device", "aliases", "title", "targets (preferred first)", "reach", "budget ms", "mIoU floor"):
+        table.add_column(col)
+    for p, _ in sorted(loaded.values(), key=lambda v: (v[0].kind != "host", v[0].name)):
+        r = p.reach
+        reach = {
+            "local": "this machine",
+            "ssh": f"ssh {r.host}" if r.host else "ssh (no host configured)",
+            "adb": f"adb {r.serial}" if r.serial else "adb (no serial configured)",
+            "none": "none",
+        }[r.method]
+        table.add_row(
+            p.name,
+            ", ".join(p.aliases) or "-",
+            p.title,
+            ", ".join(p.targets),
+            reach,
+            f"{p.budget_ms:g}",
+            f"{100 * p.miou_floor:.1f}",
+        )
+    console.print(table)
+    if facts:
+        for p, path in loaded.values():
+            if p.hardware:
+                console.print(f"[bold]{p.name}[/] ({path})")
+                for f in p.hardware:
+                    console.print(f"  {f.fact}: {f.value}  [dim](source: {escape(f.source)})[/]", highlight=False)
+
+
+def _split_targets(values: list[str] | None) -> list[str] | None:
+    if not values:
+        return None
+    return [t.strip() for v in values for t in v.split(",") if t.strip()]
+
+
+@app.command()
+@user_errors
+def bench(
+    device: str = typer.Option(..., "--device", "-D", help="A device profile or alias (see `edgeseg devices`)."),
+    model: str | None = OptModelOpt,
+    weights: str | None = WeightsOpt,
+    dataset: str | None = DatasetOpt,
+    targets: list[str] | None = typer.Option(
+        None, "--targets", "-t", help="Targets, comma-separated or repeated (default: the profile's preferred)."
+    ),
+    artifact: list[Path] | None = typer.Option(
+        None, "--artifact", "-a", help="Bench these artifact folders (repeatable) instead of --model/--targets."
+    ),
+    data: Path = typer.Option(
+        pipeline.SAMPLE_DATA,
+        "--data",
+        help="Labelled data for mIoU (SPLIT/images + SPLIT/labels); train/ calibrates INT8.",
+    ),
+    split: str = typer.Option("val", "--split"),
+    limit: int | None = typer.Option(None, "--limit", help="mIoU on the first N images only."),
+    size: str | None = ExportSizeOpt,
+    profiles: Path | None = typer.Option(None, "--profiles", help="Also read <name>.yaml device profiles from DIR."),
+    out: Path = ArtifactsOutOpt,
+    report: Path | None = typer.Option(
+        None, "--report", help="Folder for bench.json, bench.md, report.html (default bench/<model>-<device>)."
+    ),
+    calib_data: Path | None = typer.Option(
+        None,
+        "--calib-data",
+        help="INT8 calibration data (train/images + train/labels); default: --data if it has train/.",
+    ),
+    parity_images: int = ParityImagesOpt,
+    threads: int = typer.Option(2, "--threads", help="Threads for the runtimes here (pinned for every target)."),
+    warmup: int = typer.Option(10, "--warmup", help="Untimed runs before timing."),
+    runs: int = typer.Option(30, "--runs", help="At least this many timed runs."),
+    max_runs: int = typer.Option(300, "--max-runs", help="At most this many timed runs (also the device's run count)."),
+    max_seconds: float = typer.Option(20.0, "--max-seconds", help="Stop timing one target after this long."),
+    host: str | None = typer.Option(None, "--host", help="SSH device, user@host (overrides the profile)."),
+    port: int | None = typer.Option(None, "--port", help="SSH port."),
+    known_hosts: Path | None = typer.Option(
+        None, "--known-hosts", help="known_hosts file (default ~/.ssh/known_hosts)."
+    ),
+    identity: Path | None = typer.Option(None, "--identity", help="SSH private key."),
+    serial: str | None = typer.Option(None, "--serial", help="adb serial of an Android device."),
+    benchmark_model: str | None = typer.Option(
+        None, "--benchmark-model", help="Path of TFLite's benchmark_model on the Android device."
+    ),
+    examples: int = typer.Option(3, "--examples", help="Example predictions in report.html."),
+):
+    """Export what is missing, then per target: status, size, parity, mIoU, latency here and on the device."""
+    from edgeseg.bench.report import STATUS_TEXT, device_cell, latency_cell, mean_std_cell
+    from edgeseg.bench.stats import TimingPlan
+
+    try:
+        plan = TimingPlan(warmup=warmup, min_runs=runs, max_runs=max(max_runs, runs), max_seconds=max_seconds)
+    except ValueError:
+        raise EdgesegError(f"--warmup {warmup} --runs {runs}: use warm-up >= 0 and runs >= 1") from None
+    remote = pipeline.RemoteOptions(host, port, known_hosts, identity, serial, benchmark_model)
+    state = {"status": None}
+
+    def on_event(kind: str, **f):
+        if kind == "target":
+            if state["status"] is None:
+                state["status"] = console.status("")
+                state["status"].start()
+            state["status"].update(f"bench {f['target']}: {f['step']}")
+
+    try:
+        result = pipeline.bench(
+            device,
+            model=model,
+            dataset=dataset,
+            weights=weights,
+            targets=_split_targets(targets),
+            artifacts=artifact or None,
+            data=data,
+            split=split,
+            limit=limit,
+            size=size,
+            profiles=profiles,
+            out=out,
+            report_dir=report,
+            calib_data=calib_data,
+            parity_images=parity_images,
+            threads=threads,
+            plan=plan,
+            remote=remote,
+            examples=examples,
+            command="edgeseg " + " ".join(sys.argv[1:]) if sys.argv[1:] else None,
+            progress=on_event,
+        )
+    finally:
+        if state["status"] is not None:
+            state["status"].stop()
+    r = result["report"]
+    name = r.device.name
+    table = Table(title=f"{r.model.name if r.model else 'artifacts'} on {name} ({r.device.title})")
+    cols = ("target", "status", "MB", "parity", "mIoU", "here: median/p90/p99 ms", "mean ± std", "N (warm)", "FPS")
+    for col in cols + (f"on {name}",):
+        table.add_column(col, overflow="fold")
+    for t in r.results:
+        h = t.host
+        table.add_row(
+            t.target,
+            STATUS_TEXT[t.status] + (f": {'; '.join(t.reasons)}" if t.reasons else ""),
+            f"{t.artifact.bytes / 1e6:.2f}" if t.artifact else "-",
+            f"{100 * t.parity.argmax_agreement:.2f} %" if t.parity and t.parity.argmax_agreement is not None else "-",
+            f"{100 * t.miou:.2f}" if t.miou is not None else "-",
+            latency_cell(h),
+            mean_std_cell(h),
+            f"{h.stats.n} ({h.stats.warmup})" if h else "-",
+            f"{h.stats.fps:.1f}" if h else "-",
+            escape(device_cell(t, name)),
+        )
+    console.print(table)
+    console.print(
+        f"mIoU on {r.data.path} ({r.data.split}), {r.data.images} images; latency here: {r.host['cpu']}, "
+        f"{r.timing.threads} threads (medians; a shared machine is noisy). Nothing is estimated.",
+        highlight=False,
+    )
+    for t in r.results:
+        if t.device.measured is None and t.device.command and r.device.kind != "host":
+            console.print(f"{t.target}: {t.device.note}", highlight=False)
+            console.print(f"  would run: {escape(t.device.command)}", highlight=False, soft_wrap=True)
+    paths = result["paths"]
+    console.print(f"wrote {paths['json']}, {paths['md']}, {paths['html']}", highlight=False)
 
 
 def _pct(x: float | None, digits: int = 1) -> str:

@@ -335,6 +335,10 @@ _COREML_VERIFIED = frozenset(
         "pow",
         "sqrt",
         "resize_bilinear",
+        # W8A8 (iOS 17): int8 weights and activation quantize/dequantize pairs
+        "constexpr_affine_dequantize",
+        "quantize",
+        "dequantize",
     }
 )
 

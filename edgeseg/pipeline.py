@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from edgeseg.data.datasets import DATASETS, DatasetSpec, list_images, load_split, read_image
+from edgeseg.data.datasets import DATASETS, DatasetSpec, list_images, list_split, load_split, read_image
 from edgeseg.data.transforms import parse_size
 from edgeseg.errors import EdgesegError
 from edgeseg.eval.evaluate import evaluate_arrays, plan_for, predict_label_map, torch_predictor
@@ -382,6 +382,10 @@ def _require_packages(target, *modules: str) -> None:
         raise EdgesegError(f"target {target.name} needs {', '.join(missing)}: pip install 'edgeseg[{target.extra}]'")
 
 
+# INT8 budget: mIoU points lost vs fp32 on HOLDOUT_IMAGES train images that calibration did not use.
+DEFAULT_MAX_MIOU_DROP = 0.5
+HOLDOUT_IMAGES = 16
+
 UPSAMPLE_REWRITES = {"conv": "bicubic-as-conv", "resize": "upsample-fp32", "bilinear": "bicubic-to-bilinear"}
 
 
@@ -412,11 +416,21 @@ class _Built:
     lint: object  # edgeseg.lint.LintReport
 
 
-def _build_artifact(tgt, module, example, tmp: Path, output_name: str, opset: int, calib=None) -> tuple[str, _Built]:
+@dataclass
+class _Int8Request:
+    calib: object  # edgeseg.quantize.calibration.CalibrationSet (with its held-out slice)
+    max_miou_drop: float | None  # mIoU points on the held-out slice; None: quantize all the policy allows
+    spec: DatasetSpec
+    progress: Callable[[str], None] | None = None
+
+
+def _build_artifact(
+    tgt, module, example, tmp: Path, output_name: str, opset: int, int8: _Int8Request | None = None
+) -> tuple[str, _Built]:
     """Export ``module`` for ``tgt`` into ``tmp``; return the model file name and what was built.
 
-    INT8 targets take ``calib`` (a CalibrationSet): the fp32 graph is exported, then quantized with the backend's
-    attention-aware policy."""
+    INT8 targets take ``int8``: the fp32 graph is exported, then quantized with the backend's attention-aware
+    policy and calibration set; ONNX graphs then go through the mixed-precision search when a budget is given."""
     from edgeseg import lint as lint_mod
 
     if tgt.format in ("onnx", "tensorrt"):
@@ -425,17 +439,9 @@ def _build_artifact(tgt, module, example, tmp: Path, output_name: str, opset: in
 
         file = "model.onnx"
         if tgt.precision == "int8":
-            from edgeseg.quantize.onnx_int8 import quantize_onnx
-            from edgeseg.quantize.policy import POLICIES
-
-            policy = POLICIES[tgt.format]
             fp32 = tmp / "model.fp32.onnx"
             info = export_onnx(module, example, fp32, opset, output_name)
-            calib_inputs = calib.inputs(tuple(example.shape[-2:]))
-            info["quantization"] = {
-                "policy": policy.as_dict(),
-                **quantize_onnx(fp32, tmp / file, calib_inputs, policy, calib.method),
-            }
+            info["quantization"] = _quantize_onnx_artifact(tgt, fp32, tmp / file, int8, tuple(example.shape[-2:]))
             fp32.unlink()
         else:
             info = export_onnx(module, example, tmp / file, opset, output_name)
@@ -466,7 +472,7 @@ def _build_artifact(tgt, module, example, tmp: Path, output_name: str, opset: in
         from edgeseg.runtimes.litert import LiteRtModel
 
         file = "model.tflite"
-        calib_inputs = calib.inputs(tuple(example.shape[-2:])) if tgt.precision == "int8" else None
+        calib_inputs = int8.calib.inputs(tuple(example.shape[-2:])) if tgt.precision == "int8" else None
         info = export_tflite(
             module, example, tmp / file, tgt.precision, output_name == "logits", calib_inputs=calib_inputs
         )
@@ -474,7 +480,13 @@ def _build_artifact(tgt, module, example, tmp: Path, output_name: str, opset: in
         if tgt.precision == "int8":
             from edgeseg.quantize.policy import POLICIES
 
-            info["quantization"] = {"policy": POLICIES["tflite"].as_dict(), "int8_nodes": runner.int8_ops()}
+            info["quantization"] = {
+                "policy": POLICIES["tflite"].as_dict(),
+                "int8_nodes": runner.int8_ops(),
+                "mixed_precision": None
+                if int8.max_miou_drop is None
+                else _holdout_check(int8, runner, tuple(example.shape[-2:]), module),
+            }
         return file, _Built(
             info,
             runner,
@@ -486,12 +498,80 @@ def _build_artifact(tgt, module, example, tmp: Path, output_name: str, opset: in
         from edgeseg.runtimes.coreml import CoreMLModel, coreml_runtime_available
 
         file = "model.mlpackage"
-        info, mlmodel = export_coreml(module, example, tmp / file, tgt.precision, output_name)
+        calib_inputs = int8.calib.inputs(tuple(example.shape[-2:])) if tgt.precision == "int8" else None
+        info, mlmodel, simulated = export_coreml(module, example, tmp / file, tgt.precision, output_name, calib_inputs)
         runner, note = None, "none: Core ML prediction needs macOS"
         if coreml_runtime_available():
             runner, note = CoreMLModel(tmp / file, output_name), "coremltools predict (macOS)"
+        elif simulated is not None:
+            # the int8 numerics Core ML is given, run here by PyTorch: not Core ML itself, and labelled so
+            runner = torch_predictor(simulated)
+            note = "simulated: the PT2E int8 graph converted to Core ML, run by PyTorch (Core ML needs macOS)"
+        if tgt.precision == "int8":
+            from edgeseg.quantize.policy import POLICIES
+
+            info["quantization"] = {
+                "policy": POLICIES["coreml"].as_dict(),
+                "int8_nodes": info.pop("int8_ops"),
+                "mixed_precision": None
+                if int8.max_miou_drop is None or runner is None
+                else _holdout_check(int8, runner, tuple(example.shape[-2:]), module),
+            }
         return file, _Built(info, runner, note, lint_mod.lint_coreml(mlmodel, tgt.rules))
     raise EdgesegError(f"no exporter for format {tgt.format}")
+
+
+def _holdout_scorer(int8: _Int8Request, reference, size: tuple[int, int]):
+    from edgeseg.quantize.search import HoldoutScorer
+
+    c = int8.calib
+    return HoldoutScorer(
+        reference, c.holdout_images, c.holdout_labels, size, int8.spec.num_classes, int8.spec.ignore_index
+    )
+
+
+def _quantize_onnx_artifact(tgt, fp32: Path, out: Path, int8: _Int8Request, size: tuple[int, int]) -> dict:
+    """QDQ int8 with the target's policy; with a budget, through the mixed-precision search."""
+    from edgeseg.quantize.onnx_int8 import prepare_onnx, quantization_facts, quantize_onnx
+    from edgeseg.quantize.policy import POLICIES
+    from edgeseg.quantize.search import search_onnx
+    from edgeseg.runtimes.onnxruntime import OnnxRuntimeModel
+
+    policy, calib = POLICIES[tgt.format], int8.calib
+    inputs = calib.inputs(size)
+    if int8.max_miou_drop is None:
+        return {"policy": policy.as_dict(), **quantize_onnx(fp32, out, inputs, policy, calib.method)}
+    prepared = prepare_onnx(fp32, out.with_name("model.prep.onnx"))
+    try:
+        scorer = _holdout_scorer(int8, OnnxRuntimeModel(fp32), size)
+        result = search_onnx(
+            prepared, out, inputs, policy, calib.method, scorer, OnnxRuntimeModel, int8.max_miou_drop, int8.progress
+        )
+    finally:
+        prepared.unlink(missing_ok=True)
+    return {
+        "policy": policy.as_dict(),
+        **quantization_facts(out, calib.method, result.nodes_to_exclude),
+        "mixed_precision": result.as_dict(),
+    }
+
+
+def _holdout_check(int8: _Int8Request, runner, size: tuple[int, int], reference) -> dict:
+    """TFLite int8 (PT2E) has no per-layer search yet: measure its held-out drop against the budget and say so."""
+    scorer = _holdout_scorer(int8, reference, size)
+    miou, snr = scorer.score(runner)
+    drop = scorer.miou_reference - miou
+    return {
+        "budget": int8.max_miou_drop,
+        "holdout_images": len(scorer.inputs),
+        "miou_fp32": scorer.miou_reference,
+        "miou_final": miou,
+        "drop_final": round(drop, 3),
+        "snr_db": round(snr, 2),
+        "within_budget": drop <= int8.max_miou_drop,
+        "float_layers": [],
+        "note": "per-layer search runs for ONNX/TensorRT int8; TFLite and Core ML int8 (PT2E) are budget-checked only",
+    }
 
 
 _TARGET_PACKAGES = {
@@ -500,6 +580,8 @@ _TARGET_PACKAGES = {
     "tflite": ("litert_torch", "ai_edge_litert", "ai_edge_quantizer"),
     "coreml": ("coremltools",),
 }
+# INT8 targets that quantize with PT2E need litert-torch's quantizer as well
+_INT8_PACKAGES = {"coreml": ("litert_torch", "torchao")}
 
 
 def export(
@@ -518,13 +600,16 @@ def export(
     calib_data: Path | None = None,
     calib_size: int = 64,
     calib_method: str = "percentile",
+    max_miou_drop: float | None = DEFAULT_MAX_MIOU_DROP,
+    progress: Callable[[str], None] | None = None,
 ) -> dict:
     """Rewrite, export, check parity against the PyTorch reference on real images, lint; returns the manifest.
 
     The artifact folder ``out/<model>-<dataset>-<target>-<HxW>[-argmax]`` holds the model file, ``manifest.json``
     and ``lint.json``. It is built in a temporary folder and renamed, so a failed export leaves nothing behind.
     ``upsample`` picks the head's upsampling: ``conv`` (exact bicubic as convolution, default), ``resize`` (the
-    bicubic Resize op) or ``bilinear`` (approximation; costs mIoU).
+    bicubic Resize op) or ``bilinear`` (approximation; costs mIoU). INT8 targets calibrate on ``calib_data``; with
+    ``max_miou_drop`` (mIoU points on a held-out slice) ONNX graphs keep the fewest layers float that meet it.
     """
     from edgeseg import __version__
     from edgeseg.data.transforms import check_input_size
@@ -544,7 +629,9 @@ def export(
     tgt = require_exporter(get_target(target))
     if upsample not in UPSAMPLE_REWRITES:
         raise EdgesegError(f"unknown --upsample {upsample!r}: use {', '.join(UPSAMPLE_REWRITES)}")
-    _require_packages(tgt, *_TARGET_PACKAGES[tgt.format])
+    _require_packages(
+        tgt, *_TARGET_PACKAGES[tgt.format], *(_INT8_PACKAGES.get(tgt.format, ()) if tgt.precision == "int8" else ())
+    )
     if opset < 17:
         raise EdgesegError(f"--opset {opset} is too old: use 17 or newer (18 is the default)")
     loaded = load_model(model, dataset, weights)
@@ -569,12 +656,18 @@ def export(
                 f"{tgt.name} needs calibration images: pass --calib-data DIR with train/images and train/labels "
                 "(e.g. ../shared/data/camvid)"
             )
-        if tgt.format == "tflite" and calib_method != "percentile":
+        if tgt.format in ("tflite", "coreml") and calib_method != "percentile":
             raise EdgesegError(
-                "tflite-int8 calibrates with PT2E's histogram observer: --calib-method is for onnx-int8 and trt-int8"
+                f"{tgt.name} calibrates with PT2E's histogram observer: --calib-method is for onnx-int8 and trt-int8"
             )
-        calib = select_calibration(Path(calib_data), loaded.spec, calib_size, calib_method)
-        if tgt.format == "tflite":
+        if with_argmax and max_miou_drop is not None:
+            raise EdgesegError(
+                "the mixed-precision search scores logits: export INT8 without --with-argmax, or pass "
+                "--max-miou-drop off"
+            )
+        holdout = HOLDOUT_IMAGES if max_miou_drop is not None else 0
+        calib = select_calibration(Path(calib_data), loaded.spec, calib_size, calib_method, holdout=holdout)
+        if tgt.format in ("tflite", "coreml"):
             calib = dataclasses.replace(calib, method="histogram (PT2E observer)")
     key = cache_key(
         weights=weights_sha,
@@ -589,6 +682,7 @@ def export(
         versions=versions,
         parity=(str(parity_root.resolve()), parity_images),
         calibration=None if calib is None else (calib.sha256, calib.method),
+        max_miou_drop=None if calib is None else max_miou_drop,
     )
     if not force:
         cached = cached_manifest(folder, key)
@@ -609,7 +703,8 @@ def export(
     stride = getattr(loaded.model, "output_stride", 8)  # logits stride: EfficientViT 8, LVT / SegFormer 4
     t0 = time.perf_counter()
     with staging(folder) as tmp:
-        file, built = _build_artifact(tgt, wrapper, example, tmp, output_name, opset, calib)
+        int8 = None if calib is None else _Int8Request(calib, max_miou_drop, loaded.spec, progress)
+        file, built = _build_artifact(tgt, wrapper, example, tmp, output_name, opset, int8)
         export_seconds = time.perf_counter() - t0
         if built.runner is not None:
             parity = compare(
@@ -690,6 +785,7 @@ def quantize(
     calib_data: Path,
     calib_size: int = 64,
     calib_method: str = "percentile",
+    max_miou_drop: float | None = DEFAULT_MAX_MIOU_DROP,
     **export_options,
 ) -> dict:
     """``export`` restricted to INT8 targets (what ``edgeseg quantize`` runs)."""
@@ -705,6 +801,7 @@ def quantize(
         calib_data=calib_data,
         calib_size=calib_size,
         calib_method=calib_method,
+        max_miou_drop=max_miou_drop,
         **export_options,
     )
 
@@ -737,3 +834,489 @@ def lint(artifact: Path, target: str | None = None) -> dict:
     if artifact.suffix != ".onnx" and rules != get_target(default_target).rules:
         raise EdgesegError(f"{artifact.suffix} files are linted with the {get_target(default_target).rules} rules")
     return {"artifact": str(artifact), **lint_fn(artifact, rules).as_dict()}
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Bench on device profiles
+# --------------------------------------------------------------------------------------------------------------
+
+# Parity gate per precision (argmax agreement with the fp32 PyTorch reference on the parity images).
+PARITY_MIN_AGREEMENT = {"fp32": 0.999, "fp16": 0.99, "int8": 0.95}
+
+
+@dataclass
+class RemoteOptions:
+    """Command-line overrides of a profile's ``reach`` (None keeps the profile's value)."""
+
+    host: str | None = None
+    port: int | None = None
+    known_hosts: Path | None = None
+    identity: Path | None = None
+    serial: str | None = None
+    benchmark_model: str | None = None
+
+    def apply(self, reach):
+        update = {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(self).items() if v is not None}
+        if self.host and reach.method == "none":
+            raise EdgesegError(f"--host: this device is not reached over SSH ({reach.how or 'no way to run there'})")
+        return reach.model_copy(update=update)
+
+
+def _bench_entries(model, dataset, weights, targets, artifacts, profile) -> list[dict]:
+    """What to bench: artifact folders given, or the targets (given, else the profile's preferred) to export."""
+    from edgeseg.targets import get_target
+
+    if artifacts:
+        if model or weights or targets:
+            raise EdgesegError("pass either --artifact or --model/--weights/--targets, not both")
+        entries = []
+        for folder in artifacts:
+            path = Path(folder)
+            manifest = path / "manifest.json" if path.is_dir() else path.parent / "manifest.json"
+            if not manifest.is_file():
+                raise EdgesegError(f"--artifact {path}: no manifest.json (pass a folder written by `edgeseg export`)")
+            m = json.loads(manifest.read_text())
+            entries.append({"target": m["target"], "folder": manifest.parent, "manifest": m})
+        return entries
+    if not model:
+        raise EdgesegError("pass --model (with --weights) or --artifact")
+    names = targets or profile.targets
+    for name in names:
+        get_target(name)  # unknown names fail before anything runs
+    return [{"target": name, "folder": None, "manifest": None} for name in names]
+
+
+def _measurement(timing, runtime: str, machine: str, method: str, state: dict | None = None, command=None):
+    from edgeseg.bench.report import Measurement, Stats
+
+    return Measurement(
+        machine=machine,
+        runtime=runtime,
+        method=method,
+        stats=Stats.of(timing.stats),
+        stop=timing.stop,
+        state=state or {},
+        command=command,
+    )
+
+
+def _would_be_command(profile, reach, entry_folder: str, tgt, plan, device_threads: int) -> str:
+    from edgeseg.bench.adb import benchmark_model_command
+    from edgeseg.bench.ssh import runner_command
+    from edgeseg.bench.trtexec import trtexec_bench_command
+
+    rerun = f"edgeseg bench --device {profile.name} --artifact {entry_folder}"
+    if reach.method == "ssh":
+        on_device = (
+            trtexec_bench_command(reach.trtexec, "model.onnx")
+            if tgt.format == "tensorrt"
+            else runner_command(reach.python, reach.workdir, f"model{tgt.suffix}", 10, plan.max_runs, device_threads)
+        )
+        return f"{rerun} --host USER@HOST   # runs on the device: {on_device}"
+    if reach.method == "adb":
+        binary = reach.benchmark_model or "/data/local/tmp/benchmark_model"
+        on_device = benchmark_model_command(
+            binary,
+            "/data/local/tmp/edgeseg/model.tflite",
+            device_threads,
+            reach.delegate,
+            10,
+            plan.max_runs,
+            reach.cpu_mask,
+        )
+        return f"{rerun} --serial SERIAL   # runs on the phone: {on_device}"
+    return reach.how or rerun
+
+
+class _DeviceConnection:
+    """The SSH session or adb transport to the profile's device, opened on first use; a failure to connect is
+    kept as the reason the device column says 'not measured'."""
+
+    def __init__(self, profile, reach):
+        self.profile, self.reach = profile, reach
+        self.session, self.transport, self.error, self.state = None, None, None, {}
+
+    def ssh(self):
+        from edgeseg.bench.ssh import SshSession, SshTarget, device_state
+
+        if self.session is None and self.error is None:
+            r = self.reach
+            target = SshTarget(
+                r.host,
+                r.port,
+                Path(r.known_hosts) if r.known_hosts else None,
+                Path(r.identity) if r.identity else None,
+                r.workdir,
+            )
+            try:
+                self.session = SshSession(target).__enter__()
+                self.state = device_state(self.session)
+            except EdgesegError as exc:
+                self.error = str(exc)
+        return self.session
+
+    def adb(self):
+        from edgeseg.bench.adb import AdbutilsTransport
+
+        if self.transport is None and self.error is None:
+            try:
+                self.transport = AdbutilsTransport(self.reach.serial)
+            except EdgesegError as exc:
+                self.error = str(exc)
+        return self.transport
+
+    def close(self):
+        if self.session is not None:
+            self.session.__exit__(None, None, None)
+
+
+def _device_column(conn: _DeviceConnection, folder: Path, manifest: dict, tgt, plan, device_threads: int, command):
+    """Measure on the profile's device, or say plainly why not (and what would measure it)."""
+    from edgeseg.bench.report import DeviceColumn, Measurement, Stats
+
+    profile, reach = conn.profile, conn.reach
+    name = profile.name
+    model_file = folder / manifest["file"]
+    tag = f"{folder.name}-{manifest['sha256'][:8]}"
+    if not profile.reachable():
+        why = {
+            "ssh": "no host configured (set reach.host in the profile or pass --host USER@HOST)",
+            "adb": "no adb serial configured (set reach.serial in the profile or pass --serial)",
+        }.get(reach.method, reach.how or "edgeseg cannot run there")
+        if reach.method in ("ssh", "adb"):
+            why = why.split(" (")[0]
+        return DeviceColumn(device=name, note=f"not measured on {name}: {why}", command=command)
+    if reach.method == "ssh":
+        if tgt.format == "coreml":
+            return DeviceColumn(device=name, note=f"not measured on {name}: Core ML runs on Apple devices only")
+        session = conn.ssh()
+        if session is None:
+            return DeviceColumn(device=name, note=f"not measured on {name}: {conn.error}", command=command)
+        from edgeseg.bench.ssh import bench_with_runner, bench_with_trtexec
+
+        machine = f"{name} ({reach.host})"
+        try:
+            if tgt.format == "tensorrt":
+                r = bench_with_trtexec(session, model_file, tag, reach.trtexec)
+                m = Measurement(
+                    machine=machine,
+                    runtime=f"TensorRT {r['tensorrt'] or '(version not printed)'} via trtexec",
+                    method="trtexec GPU compute time (--useCudaGraph --noDataTransfers --useSpinWait)",
+                    stats=Stats.of(r["gpu_compute"]),
+                    secondary={"end_to_end": Stats.of(r["end_to_end"])},
+                    state=conn.state,
+                    command=r["command"],
+                )
+            else:
+                r = bench_with_runner(
+                    session, model_file, tag, reach.python, plan.warmup, plan.max_runs, device_threads
+                )
+                m = Measurement(
+                    machine=machine,
+                    runtime=r["runtime"],
+                    method=f"edgeseg runner on the device, {r['threads']} threads, fixed {r['stats'].n} runs",
+                    stats=Stats.of(r["stats"]),
+                    state={**conn.state, "runner_machine": r["remote_machine"]},
+                    command=r["command"],
+                )
+        except RuntimeError as exc:
+            return DeviceColumn(device=name, note=f"not measured on {name}: {exc}", command=command)
+        return DeviceColumn(device=name, measured=m)
+    if reach.method == "adb":
+        if tgt.format != "tflite":
+            return DeviceColumn(device=name, note=f"not measured on {name}: the adb path runs .tflite only")
+        if not reach.benchmark_model:
+            return DeviceColumn(
+                device=name,
+                note=f"not measured on {name}: no benchmark_model path (--benchmark-model)",
+                command=command,
+            )
+        transport = conn.adb()
+        if transport is None:
+            return DeviceColumn(device=name, note=f"not measured on {name}: {conn.error}", command=command)
+        from edgeseg.bench.adb import bench_over_adb
+
+        try:
+            r = bench_over_adb(
+                transport,
+                model_file,
+                reach.benchmark_model,
+                device_threads,
+                reach.delegate,
+                plan.warmup,
+                plan.max_runs,
+                reach.cpu_mask,
+            )
+        except RuntimeError as exc:
+            return DeviceColumn(device=name, note=f"not measured on {name}: {exc}", command=command)
+        m = Measurement(
+            machine=f"{name} (adb {reach.serial})",
+            runtime=r["runtime"],
+            method="TFLite benchmark_model (mean/std; median only where the build prints it)",
+            stats=Stats.of(r["stats"]),
+            state=r["device_state"],
+            command=r["command"],
+        )
+        return DeviceColumn(device=name, measured=m)
+    return DeviceColumn(device=name, note=f"not measured on {name}: {reach.how}", command=command)
+
+
+def _example_predictions(folder: Path, data: Path, split: str, count: int, threads: int) -> list[dict]:
+    from edgeseg.data.datasets import list_split, read_label
+    from edgeseg.runtimes import load_artifact
+
+    art = load_artifact(folder, threads)
+    spec = DATASETS[art.manifest["dataset"]]
+    out = []
+    for sample in list_split(data, split)[:count]:
+        image = read_image(sample.image)
+        labels = predict_label_map(art.run, image, plan_for(image, None, art.input_size), art.outputs_labels)
+        label = read_label(sample.label)
+        out.append(
+            {
+                "name": sample.stem,
+                "image": image,
+                "label": colorize(np.where(label < spec.num_classes, label, 0).astype(np.uint8), spec)
+                * (label < spec.num_classes)[..., None].astype(np.uint8),
+                "prediction": colorize(labels.to(torch.uint8).numpy(), spec),
+            }
+        )
+    return out
+
+
+def bench(
+    device: str,
+    model: str | None = None,
+    dataset: str | None = None,
+    weights: str | None = None,
+    targets: list[str] | None = None,
+    artifacts: list[Path] | None = None,
+    data: Path = SAMPLE_DATA,
+    split: str = "val",
+    limit: int | None = None,
+    size: str | None = None,
+    profiles: Path | None = None,
+    out: Path = Path("artifacts"),
+    report_dir: Path | None = None,
+    calib_data: Path | None = None,
+    parity_images: int = 20,
+    threads: int = 2,
+    plan=None,
+    remote: RemoteOptions | None = None,
+    examples: int = 3,
+    command: str | None = None,
+    progress: Progress | None = None,
+) -> dict:
+    """Export what is missing (artifact cache), then for each target: status, size, parity, mIoU on ``data`` with
+    the artifact itself, latency measured here (``threads`` pinned, warm-up, runs until the median is stable) and
+    on the profile's device when it can be reached (SSH: trtexec or edgeseg's runner; adb: benchmark_model).
+    A device that cannot be reached is marked "not measured", with the command that would measure it. Writes
+    bench.json, bench.md and report.html to ``report_dir``; returns the report and the paths."""
+    import datetime
+    import importlib.util
+
+    from edgeseg import __version__
+    from edgeseg.bench.host import machine_info, measure_here
+    from edgeseg.bench.profiles import get_profile
+    from edgeseg.bench.report import (
+        ArtifactInfo,
+        BenchReport,
+        DataInfo,
+        DeviceColumn,
+        DeviceInfo,
+        ModelInfo,
+        ParityInfo,
+        TargetResult,
+        TimingInfo,
+        write_reports,
+    )
+    from edgeseg.bench.stats import TimingPlan
+    from edgeseg.runtimes.coreml import coreml_runtime_available
+    from edgeseg.targets import get_target
+
+    if importlib.util.find_spec("matplotlib") is None:
+        raise EdgesegError("bench writes report.html with matplotlib plots: pip install 'edgeseg[bench]'")
+    plan = plan or TimingPlan()
+    profile = get_profile(device, profiles)
+    reach = (remote or RemoteOptions()).apply(profile.reach)
+    profile = profile.model_copy(update={"reach": reach})
+    entries = _bench_entries(model, dataset, weights, targets, artifacts, profile)
+    data = Path(data)
+    list_split(data, split)  # a bad --data fails here, with its one-line reason, before any export
+    if threads < 1:
+        raise EdgesegError(f"--threads {threads}: use 1 or more")
+    loaded = load_model(model, dataset, weights) if model else None
+    if calib_data is None and (data / "train" / "images").is_dir():
+        calib_data = data
+    parity_data = data if (data / "val" / "images").is_dir() else None
+    device_threads = threads if profile.kind == "host" else profile.threads
+    host = machine_info(threads)
+    host_machine = f"this machine ({host['cpu']}, {host['cpus_usable']} usable CPUs, {threads} threads)"
+    report = progress or (lambda *a, **k: None)
+    report("start", total=len(entries))
+
+    conn = _DeviceConnection(profile, reach)
+    results, miou_images = [], None
+    try:
+        for entry in entries:
+            tgt = get_target(entry["target"])
+            report("target", target=tgt.name, step="export")
+            manifest, folder = entry["manifest"], entry["folder"]
+            if manifest is None:
+                try:
+                    manifest = export(
+                        loaded.name,
+                        loaded.dataset,
+                        weights,
+                        tgt.name,
+                        size,
+                        out,
+                        parity_data=parity_data,
+                        parity_images=parity_images,
+                        calib_data=calib_data,
+                    )
+                except EdgesegError as exc:
+                    results.append(
+                        TargetResult(
+                            target=tgt.name,
+                            status="failed",
+                            reasons=[str(exc)],
+                            device=DeviceColumn(device=profile.name),
+                        )
+                    )
+                    report("advance")
+                    continue
+                except Exception as exc:  # an exporter crash is this target's result, not the end of the bench
+                    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+                    results.append(
+                        TargetResult(
+                            target=tgt.name,
+                            status="failed",
+                            reasons=[f"export crashed: {type(exc).__name__}: {first}"],
+                            device=DeviceColumn(device=profile.name),
+                        )
+                    )
+                    report("advance")
+                    continue
+                folder = Path(manifest["folder"])
+            reasons: list[str] = []
+            p = manifest["parity"]
+            parity = ParityInfo(
+                images=p["images"],
+                argmax_agreement=p["argmax_agreement"],
+                max_abs_diff=p["max_abs_diff"],
+                snr_db=p["snr_db"],
+                runtime=p["runtime"],
+            )
+            lint_clean = manifest["lint"]["clean"]
+            if not lint_clean:
+                reasons.append(f"lint: {manifest['lint']['errors']} error(s) (edgeseg lint {folder})")
+            gate = PARITY_MIN_AGREEMENT[tgt.precision]
+            if p["argmax_agreement"] is not None and p["argmax_agreement"] < gate:
+                reasons.append(f"parity: argmax agreement {100 * p['argmax_agreement']:.2f} % < {100 * gate:.1f} %")
+            artifact = ArtifactInfo(
+                folder=str(folder),
+                file=manifest["file"],
+                sha256=manifest["sha256"],
+                bytes=manifest["bytes"],
+                cached=bool(manifest.get("cached", True)),
+                lint_clean=lint_clean,
+            )
+            runs_here = tgt.format != "coreml" or coreml_runtime_available()
+            miou = host_m = None
+            if runs_here:
+                report("target", target=tgt.name, step="mIoU")
+                ev = evaluate(None, None, None, data, split, limit=limit, threads=threads, artifact=folder)
+                miou, miou_images = ev["miou"], ev["images"]
+                if miou < profile.miou_floor:
+                    reasons.append(f"mIoU {100 * miou:.2f} below the floor {100 * profile.miou_floor:.1f}")
+                report("target", target=tgt.name, step="latency here")
+                timing, runtime, load = measure_here(folder, threads, plan)
+                host_m = _measurement(
+                    timing, runtime, host_machine, "in-process timer around the runtime's inference call", load
+                )
+            would_be = _would_be_command(profile, reach, str(folder), tgt, plan, device_threads)
+            if profile.kind == "host":
+                device_col = (
+                    DeviceColumn(device=profile.name, measured=host_m)
+                    if host_m
+                    else DeviceColumn(device=profile.name, note=f"not measured on {profile.name}: {tgt.runtime}")
+                )
+                if host_m and host_m.stats.median_ms > profile.budget_ms:
+                    reasons.append(f"median {host_m.stats.median_ms:.1f} ms over the {profile.budget_ms} ms budget")
+            else:
+                report("target", target=tgt.name, step=f"on {profile.name}")
+                device_col = _device_column(conn, folder, manifest, tgt, plan, device_threads, would_be)
+                dm = device_col.measured
+                if dm is not None:
+                    lat = dm.stats.median_ms if dm.stats.median_ms is not None else dm.stats.mean_ms
+                    if lat > profile.budget_ms:
+                        reasons.append(f"{lat:.1f} ms on {profile.name} over the {profile.budget_ms} ms budget")
+            if not runs_here and host_m is None:
+                reasons_note = f"mIoU and latency need {tgt.runtime.removeprefix('needs ')}"
+                device_col.note = device_col.note or reasons_note
+            status = "failed_check" if reasons else "passed"
+            results.append(
+                TargetResult(
+                    target=tgt.name,
+                    status=status,
+                    reasons=reasons,
+                    artifact=artifact,
+                    parity=parity,
+                    miou=miou,
+                    miou_images=miou_images if miou is not None else None,
+                    host=host_m,
+                    device=device_col,
+                )
+            )
+            report("advance")
+    finally:
+        conn.close()
+
+    examples_list, examples_note = [], ""
+    runnable = [r for r in results if r.miou is not None and r.artifact is not None]
+    if runnable and examples > 0:
+        best = max(runnable, key=lambda r: r.miou)
+        examples_list = _example_predictions(Path(best.artifact.folder), data, split, examples, threads)
+        examples_note = f"{best.target} (highest mIoU here) on the first {len(examples_list)} {split} images of {data}"
+    first_manifest = next((e["manifest"] for e in entries if e["manifest"]), None)
+    if loaded is not None:
+        model_info = ModelInfo(name=loaded.name, dataset=loaded.dataset, weights=loaded.weights_info())
+    elif first_manifest is not None:
+        model_info = ModelInfo(
+            name=first_manifest["model"], dataset=first_manifest["dataset"], weights=first_manifest["weights"]
+        )
+    else:
+        model_info = None
+    bench_report = BenchReport(
+        edgeseg=__version__,
+        created=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        command=command,
+        device=DeviceInfo(
+            name=profile.name,
+            title=profile.title,
+            kind=profile.kind,
+            runtime=profile.runtime,
+            reach=reach.method
+            + (f" {reach.host}" if reach.host else "")
+            + (f" {reach.serial}" if reach.serial else ""),
+            budget_ms=profile.budget_ms,
+            miou_floor=profile.miou_floor,
+        ),
+        model=model_info,
+        data=DataInfo(path=str(data), split=split, images=miou_images),
+        host=host,
+        timing=TimingInfo(
+            threads=threads,
+            warmup=plan.warmup,
+            min_runs=plan.min_runs,
+            max_runs=plan.max_runs,
+            max_seconds=plan.max_seconds,
+            rel_ci=plan.rel_ci,
+        ),
+        results=results,
+    )
+    name = model_info.name if model_info else "artifacts"
+    folder_out = Path(report_dir) if report_dir else Path("bench") / f"{name}-{profile.name}"
+    paths = write_reports(folder_out, bench_report, examples_list, examples_note)
+    return {"report": bench_report, "paths": paths}

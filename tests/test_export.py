@@ -1,5 +1,6 @@
 """ONNX export: parity vs PyTorch, fp32 islands in fp16, argmax graphs, atomic artifact folders, cache, lint."""
 
+import dataclasses
 import json
 
 import onnx
@@ -9,7 +10,9 @@ from typer.testing import CliRunner
 
 from edgeseg import pipeline
 from edgeseg.cli import app
+from edgeseg.errors import EdgesegError
 from edgeseg.lint import lint_onnx
+from edgeseg.targets import TARGETS, require_exporter
 
 SIZE = "192x256"  # small static size keeps the suite fast; CamVid images are padded/cropped to it
 
@@ -133,8 +136,10 @@ def test_export_cli_unknown_target_and_unavailable_exporter(weights):
     runner = CliRunner()
     r = runner.invoke(app, ["export", "--model", "efficientvit-b0", "--weights", weights, "--target", "onnx_fp16"])
     assert r.exit_code == 2 and "Did you mean 'onnx-fp16'" in r.output
-    r = runner.invoke(app, ["export", "--model", "efficientvit-b0", "--weights", weights, "--target", "coreml-int8"])
-    assert r.exit_code == 2 and "not in this version yet" in r.output
+
+    planned = dataclasses.replace(TARGETS["coreml-int8"], available=False, planned="issue 99")
+    with pytest.raises(EdgesegError, match="not in this version yet \\(issue 99\\); available now: onnx-fp32"):
+        require_exporter(planned)
 
 
 def test_size_must_be_multiple_of_32_for_export(weights, tmp_path):

@@ -52,6 +52,7 @@ def test_onnx_int8_keeps_attention_float_and_agrees_with_fp32(camvid, tmp_path):
         parity_images=3,
         calib_data=camvid,
         calib_size=8,
+        max_miou_drop=None,  # the search has its own tests
     )
     model = onnx.load(f"{m['folder']}/{m['file']}")
     ops = {n.op_type for n in model.graph.node}
@@ -134,6 +135,32 @@ def test_tflite_int8_single_xnnpack_partition_and_agrees_with_fp32(camvid, tmp_p
     assert m["calibration"]["method"].startswith("histogram")
 
 
+def test_coreml_int8_w8a8_converts_lints_and_simulated_parity_is_labelled(camvid, tmp_path):
+    from edgeseg.lint import lint_coreml
+
+    m = pipeline.export(
+        "efficientvit-b0",
+        "camvid",
+        "camvid",
+        "coreml-int8",
+        "192x256",
+        tmp_path,
+        parity_data=camvid,
+        parity_images=2,
+        calib_data=camvid,
+        calib_size=4,
+        max_miou_drop=None,
+    )
+    assert m["file"] == "model.mlpackage" and m["lint"]["clean"]
+    # weights stored int8, activations quantized: W8A8, not weight-only compression
+    ops = m["quantization"]["int8_nodes"]
+    assert ops["constexpr_affine_dequantize"] > 40 and ops["quantize"] > 40
+    assert set(m["fp32_ops_in_fp16"]) >= {"matmul", "real_div", "reduce_sum"}  # attention core stays fp32
+    assert lint_coreml(f"{m['folder']}/{m['file']}").clean
+    assert "simulated" in m["parity"]["runtime"] and "macOS" in m["parity"]["runtime"]
+    assert m["parity"]["argmax_agreement"] >= 0.95
+
+
 def test_calibration_reader_yields_every_input_then_none_and_rewinds():
     import torch
 
@@ -151,3 +178,83 @@ def test_quantize_refuses_a_float_target(tmp_path):
         app, ["quantize", "-m", "efficientvit-b0", "-w", "camvid", "-t", "onnx-fp32", "--calib-data", str(tmp_path)]
     )
     assert r.exit_code == 2 and "not an INT8 target" in r.output
+
+
+def test_holdout_slice_is_disjoint_from_calibration(camvid):
+    calib = select_calibration(camvid, CAMVID, size=8, holdout=6)
+    assert len(calib.holdout_images) == len(calib.holdout_labels) == 6
+    assert not {s.stem for s in calib.holdout} & {s.stem for s in calib.samples}
+    assert calib.holdout_labels[0].shape == calib.holdout_images[0].shape[:2]
+
+
+def test_fewest_float_layers_finds_the_smallest_prefix_within_budget():
+    from edgeseg.quantize.search import fewest_float_layers
+
+    ranked = [f"l{i}" for i in range(10)]
+    calls = []
+
+    def drop_of(floats):  # each float layer (most sensitive first) wins back less
+        calls.append(len(floats))
+        return 3.0 / (1 + len(floats)) ** 2
+
+    k, drops = fewest_float_layers(ranked, drop_of, 0.1)
+    assert drops[k] <= 0.1 and drops[k - 1] > 0.1  # 3/(k+1)^2 <= 0.1 first at k = 5
+    assert k == 5 and len(calls) < len(ranked)  # doubling + bisection, not a linear scan
+    assert fewest_float_layers(ranked, drop_of, 5.0)[0] == 0  # all-int8 already within budget
+    assert fewest_float_layers(ranked, lambda f: 1.0 if len(f) < 10 else 0.0, 0.5)[0] == 10
+
+
+def test_mixed_precision_search_respects_its_budget_on_a_tiny_model(camvid, tmp_path):
+    """Real ORT quantization of a 4-conv net; its own fp32 argmax serves as labels, so fp32 scores 100 mIoU and
+    every point lost is quantization error."""
+    import torch
+
+    from edgeseg.quantize.calibration import select_calibration
+    from edgeseg.quantize.onnx_int8 import prepare_onnx
+    from edgeseg.quantize.search import HoldoutScorer, search_onnx
+    from edgeseg.runtimes.onnxruntime import OnnxRuntimeModel
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 16, 3, 2, 1), torch.nn.ReLU(), torch.nn.Conv2d(16, 16, 3, 1, 1), torch.nn.ReLU(),
+        torch.nn.Conv2d(16, 16, 3, 2, 1), torch.nn.ReLU(), torch.nn.Conv2d(16, 4, 1),
+    ).eval()  # fmt: skip
+    size = (64, 96)
+    fp32 = tmp_path / "tiny.onnx"
+    torch.onnx.export(net, (torch.zeros(1, 3, *size),), str(fp32), input_names=["image"], dynamo=False)
+    calib = select_calibration(camvid, CAMVID, size=4, holdout=4)
+    small = [np.ascontiguousarray(im[::6, ::5][:60, :90]) for im in calib.holdout_images]
+    ref = OnnxRuntimeModel(fp32)
+    scorer = HoldoutScorer(ref, small, [np.zeros(im.shape[:2], np.uint8) for im in small], size, 4, None)
+    pseudo = []  # the fp32 net's own labels at the source size
+    for x, fit in zip(scorer.inputs, scorer.fits):
+        from edgeseg.data.transforms import logits_to_source
+
+        pseudo.append(logits_to_source(ref(x), fit).argmax(1)[0].numpy().astype(np.uint8))
+    scorer = HoldoutScorer(ref, small, pseudo, size, 4, None)
+    assert scorer.miou_reference == pytest.approx(100.0)
+    inputs = [
+        torch.from_numpy(np.random.default_rng(i).normal(size=(1, 3, *size)).astype(np.float32)) for i in range(4)
+    ]
+    prepared = prepare_onnx(fp32, tmp_path / "prep.onnx")
+    for budget in (0.0, 50.0):
+        out = tmp_path / f"int8-{budget}.onnx"
+        r = search_onnx(prepared, out, inputs, POLICIES["onnx"], "minmax", scorer, OnnxRuntimeModel, budget)
+        assert r.drop_final <= budget + 1e-9  # measured on the artifact written
+        assert scorer.score(OnnxRuntimeModel(out))[0] == pytest.approx(r.miou_final)
+        k = len(r.float_layers)
+        if k:  # minimal along the ranking: one float layer fewer was measured over budget
+            assert r.probes[k - 1] > budget and r.sensitivity is not None and len(r.sensitivity) == 4
+            assert all(f["why"] for f in r.float_layers)
+        excluded = {n.name for n in onnx.load(str(prepared)).graph.node} & set(r.nodes_to_exclude)
+        assert len(excluded) == k
+        if budget == 0.0:
+            assert r.probes[0] > 0 and k > 0  # all-int8 loses mIoU on this net: the search had work to do
+    assert r.float_layers == [] and r.sensitivity is None  # 50 points: all-int8 is within budget
+
+
+def test_bad_budget_is_a_one_line_error(tmp_path):
+    r = CliRunner().invoke(
+        app, ["quantize", "-m", "efficientvit-b0", "-w", "camvid", "--calib-data", ".", "--max-miou-drop", "half"]
+    )
+    assert r.exit_code == 2 and "--max-miou-drop" in r.output and "Traceback" not in r.output

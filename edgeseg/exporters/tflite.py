@@ -34,19 +34,8 @@ _FP16_RECIPE = [
 ]
 
 
-def _pt2e_quantize(wrapped: nn.Module, nhwc: torch.Tensor, calib_inputs: list[torch.Tensor]):
-    """PT2E static int8 (litert-torch's quantizer: per-channel symmetric weights, int8 activations). Its op set
-    quantizes conv/linear/add/mul/cat and leaves matmul, div and sum float: the attention core and normaliser stay
-    float, as the policy asks."""
-    from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
-    from litert_torch.quantize.quant_config import QuantConfig
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
-
-    quantizer = PT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
-    graph = prepare_pt2e(torch.export.export(wrapped, (nhwc,)).module(), quantizer)
-    for x in calib_inputs:
-        graph(x.permute(0, 2, 3, 1).contiguous())
-    return convert_pt2e(graph, fold_quantize=False), QuantConfig(pt2e_quantizer=quantizer)
+def _to_nhwc(x: torch.Tensor) -> torch.Tensor:
+    return x.permute(0, 2, 3, 1).contiguous()
 
 
 def export_tflite(
@@ -70,8 +59,12 @@ def export_tflite(
         warnings.simplefilter("ignore")
         try:
             if precision == "int8":
-                graph, quant_config = _pt2e_quantize(wrapped, nhwc, calib_inputs or [])
-                edge = litert_torch.convert(graph, (nhwc,), quant_config=quant_config)
+                from litert_torch.quantize.quant_config import QuantConfig
+
+                from edgeseg.quantize.pt2e import pt2e_int8
+
+                graph, quantizer = pt2e_int8(wrapped, nhwc, calib_inputs or [], False, _to_nhwc)
+                edge = litert_torch.convert(graph, (nhwc,), quant_config=QuantConfig(pt2e_quantizer=quantizer))
             else:
                 edge = litert_torch.convert(wrapped, (nhwc,))
         except Exception as exc:

@@ -8,7 +8,7 @@ label map's class pixel histogram and picks images greedily for the class the pi
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -74,6 +74,11 @@ class CalibrationSet:
     pixel_share: dict[str, float]  # class -> share of the calibration set's labelled pixels
     split_pixel_share: dict[str, float]  # the same over the whole split, for comparison
     sha256: str  # over the picked file names and contents, in order
+    # A held-out slice of the same split (never calibrated on, class-balanced too): the mixed-precision search
+    # measures its mIoU drop there, so the budget is not checked on the images that set the ranges.
+    holdout: list[Sample] = field(default_factory=list)
+    holdout_images: list[np.ndarray] = field(default_factory=list)
+    holdout_labels: list[np.ndarray] = field(default_factory=list)
 
     def inputs(self, size: tuple[int, int]) -> list[torch.Tensor]:
         """The images as network inputs of ``size``: (1, 3, H, W) normalised and fitted as the deployed input."""
@@ -90,6 +95,7 @@ class CalibrationSet:
             "class_pixel_share": self.pixel_share,
             "split_pixel_share": self.split_pixel_share,
             "sha256": self.sha256,
+            "holdout_files": [s.image.name for s in self.holdout],
         }
 
 
@@ -100,8 +106,10 @@ def select_calibration(
     method: str = DEFAULT_CALIB_METHOD,
     split: str = "train",
     seed: int = 0,
+    holdout: int = 0,
 ) -> CalibrationSet:
-    """Pick ``size`` images of ``root/split`` with the class-balanced sampler and load them."""
+    """Pick ``size`` images of ``root/split`` with the class-balanced sampler and load them, and ``holdout``
+    more of the remaining images (same sampler) with their labels."""
     if method not in CALIB_METHODS:
         raise EdgesegError(f"unknown --calib-method {method!r}: use {', '.join(CALIB_METHODS)}")
     if size < 1:
@@ -110,8 +118,19 @@ def select_calibration(
     if not root.is_dir():
         raise EdgesegError(f"calibration data not found: {root} (pass --calib-data DIR with {split}/images and labels)")
     samples = list_split(root, split)
-    hist = label_histograms([read_label(s.label) for s in samples], spec.num_classes)
+    if not samples:
+        raise EdgesegError(f"no images in {root / split / 'images'}: calibration needs labelled {split} images")
+    labels = [read_label(s.label) for s in samples]
+    hist = label_histograms(labels, spec.num_classes)
+    if size + holdout > len(samples):
+        raise EdgesegError(
+            f"--calib-size {size} plus a held-out slice of {holdout} needs {size + holdout} images; "
+            f"{root / split} has {len(samples)}: use a smaller --calib-size"
+        )
     order = class_balanced_pick(hist, size, seed)
+    picked = set(order)
+    rest = [i for i in range(len(samples)) if i not in picked]
+    held = [rest[j] for j in class_balanced_pick(hist[rest], holdout, seed)] if holdout else []
     chosen = [samples[i] for i in order]
     digest = hashlib.sha256()
     for s in chosen:
@@ -126,6 +145,9 @@ def select_calibration(
         _shares(hist[order], spec),
         _shares(hist, spec),
         digest.hexdigest(),
+        [samples[i] for i in held],
+        [read_image(samples[i].image) for i in held],
+        [labels[i] for i in held],
     )
 
 

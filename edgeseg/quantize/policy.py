@@ -55,6 +55,14 @@ POLICIES: dict[str, Int8Policy] = {
         "int8",
         note="litert-torch PT2E; Hardswish rewritten to add/clamp/mul so XNNPACK keeps int8 in one partition",
     ),
+    # Core ML W8A8 through the same PT2E quantizer before conversion (iOS 17 quantize/dequantize, int8 weights).
+    "coreml": Int8Policy(
+        "coreml",
+        ("Conv", "Add", "Mul", "Concat"),
+        True,
+        "int8",
+        note="PT2E W8A8 before conversion; the Neural Engine's int8-int8 path needs A17 Pro / M4 or newer",
+    ),
     # TensorRT's explicit quantization: Q/DQ scales with zero point 0, int8 activations.
     "tensorrt": Int8Policy(
         "tensorrt", ("Conv",), True, "int8", note="explicit symmetric Q/DQ for a strongly typed TensorRT build"

@@ -1,0 +1,77 @@
+"""Latency of an artifact on this machine, with the runtime of its format and a fixed thread count.
+
+The timed call is the runtime's own inference (ONNX Runtime ``session.run``, LiteRT ``set_tensor`` + ``invoke``)
+on an input prepared once: the layout and dtype conversion around it is preprocessing, not inference. ONNX
+Runtime sessions are opened with intra-op spinning off (see ``OnnxRuntimeModel``): on a shared 2-core machine
+spinning threads of one session steal the cores of whatever else runs.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from edgeseg.bench.stats import Timing, TimingPlan, measure
+from edgeseg.runtimes import LoadedArtifact, load_artifact
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_info(threads: int) -> dict:
+    return {
+        "cpu": cpu_name(),
+        "cpus_online": os.cpu_count(),
+        "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "threads": threads,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+    }
+
+
+def inference_call(art: LoadedArtifact, seed: int = 0) -> Callable[[], object]:
+    """A no-argument call that runs one inference of ``art`` on a fixed random input."""
+    h, w = art.input_size
+    x = torch.from_numpy(np.random.default_rng(seed).standard_normal((1, 3, h, w)).astype(np.float32))
+    run = art.run
+    session = getattr(run, "session", None)
+    if session is not None:  # OnnxRuntimeModel
+        feed = {run.input_name: x.numpy()}
+        names = [run.output_name]
+        return lambda: session.run(names, feed)
+    interpreter = getattr(run, "interpreter", None)
+    if interpreter is not None:  # LiteRtModel
+        from edgeseg.runtimes.litert import _quantize
+
+        nhwc = _quantize(np.ascontiguousarray(x.permute(0, 2, 3, 1).numpy()), run.input)
+        index = run.input["index"]
+
+        def invoke():
+            interpreter.set_tensor(index, nhwc)
+            interpreter.invoke()
+
+        return invoke
+    return lambda: run(x)  # any other runtime: its full call
+
+
+def measure_here(folder: Path, threads: int, plan: TimingPlan) -> tuple[Timing, str, dict]:
+    """(timing, runtime description, load average before/after) of the artifact in ``folder``."""
+    art = load_artifact(Path(folder), threads=threads)
+    call = inference_call(art)
+    before = os.getloadavg() if hasattr(os, "getloadavg") else None
+    timing = measure(call, plan)
+    after = os.getloadavg() if hasattr(os, "getloadavg") else None
+    load = {"loadavg_1min_before": before[0] if before else None, "loadavg_1min_after": after[0] if after else None}
+    return timing, art.runtime, load

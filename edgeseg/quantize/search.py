@@ -1,0 +1,194 @@
+"""Mixed-precision search: the fewest layers left in float so that INT8 stays within an mIoU budget.
+
+1. Calibrate once (ranges cached), quantize everything the backend policy allows, and measure the mIoU drop
+   against the fp32 graph on a held-out slice of the calibration split (images never calibrated on).
+2. Within budget: done, nothing stays float. Otherwise a sensitivity analysis quantizes one layer at a time and
+   measures the logit SNR (and mIoU drop) it alone costs; layers are ranked most sensitive first.
+3. The smallest k such that leaving the k most sensitive layers in float meets the budget: k = 1, 2, 4, ... until
+   it holds, then bisection between the last two (each probe is a real quantize + held-out evaluation).
+
+Logit SNR ranks the layers because one layer alone rarely moves a 16-image mIoU by more than its noise; the
+budget itself is checked on mIoU, the quantity users care about.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+
+from edgeseg.data.transforms import auto_fit, fit_input, logits_to_source, to_tensor
+from edgeseg.eval.metrics import ConfusionMatrix
+from edgeseg.quantize.onnx_int8 import quantizable_layers, quantize_prepared
+from edgeseg.quantize.policy import Int8Policy
+
+Predictor = Callable[[torch.Tensor], torch.Tensor]
+
+
+class HoldoutScorer:
+    """mIoU of a candidate on held-out labelled images, and its logit SNR against the fp32 reference, whose
+    outputs are computed once."""
+
+    def __init__(
+        self,
+        reference: Predictor,
+        images: Sequence[np.ndarray],
+        labels: Sequence[np.ndarray],
+        size: tuple[int, int],
+        num_classes: int,
+        ignore_index: int | None,
+    ):
+        self.fits = [auto_fit(im.shape[:2], size) for im in images]
+        self.inputs = [fit_input(to_tensor(im), fit) for im, fit in zip(images, self.fits)]
+        self.labels = [torch.from_numpy(lb) for lb in labels]
+        self.num_classes, self.ignore_index = num_classes, ignore_index
+        with torch.inference_mode():
+            self.reference = [reference(x).float() for x in self.inputs]
+        self.miou_reference = self._miou(self.reference)
+
+    def _miou(self, outputs: list[torch.Tensor]) -> float:
+        cm = ConfusionMatrix(self.num_classes, self.ignore_index)
+        for out, fit, target in zip(outputs, self.fits, self.labels):
+            cm.update(logits_to_source(out, fit).argmax(1), target)
+        return 100.0 * cm.result().miou
+
+    def score(self, candidate: Predictor) -> tuple[float, float]:
+        """(mIoU in points, logit SNR in dB vs the reference)."""
+        with torch.inference_mode():
+            outs = [candidate(x).float() for x in self.inputs]
+        sig = sum(float((r.double() ** 2).sum()) for r in self.reference)
+        noise = sum(float(((o.double() - r.double()) ** 2).sum()) for o, r in zip(outs, self.reference))
+        return self._miou(outs), (math.inf if noise == 0 else 10 * math.log10(sig / noise))
+
+
+def fewest_float_layers(
+    ranked: Sequence[str], drop_of: Callable[[list[str]], float], budget: float
+) -> tuple[int, dict[int, float]]:
+    """Smallest k with ``drop_of(ranked[:k]) <= budget`` (k = 0 first, then 1, 2, 4, ... and bisection), and every
+    measured drop by k. Assumes more float layers never cost more mIoU, which holds up to measurement noise; the
+    returned k was itself measured within budget (k = len(ranked), all float, always is)."""
+    drops: dict[int, float] = {}
+
+    def ok(k: int) -> bool:
+        if k not in drops:
+            drops[k] = drop_of(list(ranked[:k]))
+        return drops[k] <= budget
+
+    if ok(0):
+        return 0, drops
+    lo, hi = 0, 1  # lo fails, hi unknown
+    while hi < len(ranked) and not ok(hi):
+        lo, hi = hi, min(2 * hi, len(ranked))
+    if hi >= len(ranked):
+        hi = len(ranked)
+        drops.setdefault(hi, 0.0)  # every layer float is the fp32 graph: no drop by construction
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if ok(mid):
+            hi = mid
+        else:
+            lo = mid
+    return hi, drops
+
+
+@dataclass
+class LayerSensitivity:
+    node: str
+    layer: str
+    snr_db: float  # logits vs fp32 with only this layer in int8
+    miou_drop: float  # points, the same
+
+
+@dataclass
+class SearchResult:
+    budget: float
+    holdout_images: int
+    miou_fp32: float
+    miou_int8_all: float
+    miou_final: float
+    float_layers: list[dict] = field(default_factory=list)  # node, layer, snr_db, miou_drop, why
+    sensitivity: list[LayerSensitivity] | None = None  # most sensitive first; None when not needed
+    probes: dict[int, float] = field(default_factory=dict)  # k float layers -> measured drop
+    seconds: float = 0.0
+
+    @property
+    def drop_final(self) -> float:
+        return self.miou_fp32 - self.miou_final
+
+    @property
+    def nodes_to_exclude(self) -> list[str]:
+        return [f["node"] for f in self.float_layers]
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["drop_all_int8"] = round(self.miou_fp32 - self.miou_int8_all, 3)
+        d["drop_final"] = round(self.drop_final, 3)
+        d["probes"] = {str(k): round(v, 3) for k, v in self.probes.items()}
+        d["held_out"] = "calibration split images not used for calibration (class-balanced)"
+        return d
+
+
+def search_onnx(
+    prepared: Path,
+    out_path: Path,
+    calib_inputs: list[torch.Tensor],
+    policy: Int8Policy,
+    method: str,
+    scorer: HoldoutScorer,
+    load: Callable[[Path], Predictor],
+    budget: float,
+    progress: Callable[[str], None] | None = None,
+) -> SearchResult:
+    """Quantize ``prepared`` into ``out_path`` with the fewest layers in float that keep the held-out mIoU drop
+    within ``budget`` points; return what was measured."""
+    t0 = time.perf_counter()
+    say = progress or (lambda _msg: None)
+    layers = quantizable_layers(onnx.load(str(prepared), load_external_data=False), policy)
+    label = dict(layers)
+    with tempfile.TemporaryDirectory(prefix="edgeseg-search-") as tmp:
+        cache = Path(tmp) / "calibration.json"
+        probe = Path(tmp) / "probe.onnx"
+
+        def measure(exclude: list[str]) -> tuple[float, float]:
+            quantize_prepared(prepared, probe, calib_inputs, policy, method, exclude, cache)
+            return scorer.score(load(probe))
+
+        say("quantizing every layer the policy allows")
+        miou_all, _ = measure([])
+        result = SearchResult(budget, len(scorer.inputs), scorer.miou_reference, miou_all, miou_all)
+        result.probes[0] = scorer.miou_reference - miou_all
+        if result.probes[0] > budget:
+            names = [n for n, _ in layers]
+            sens = []
+            for i, node in enumerate(names):
+                say(f"sensitivity {i + 1}/{len(names)}: {label[node]}")
+                miou, snr = measure([n for n in names if n != node])
+                sens.append(LayerSensitivity(node, label[node], round(snr, 2), round(scorer.miou_reference - miou, 3)))
+            sens.sort(key=lambda s: (s.snr_db, -s.miou_drop))
+            result.sensitivity = sens
+            ranked = [s.node for s in sens]
+
+            def drop_of(exclude: list[str]) -> float:
+                say(f"probing {len(exclude)} layer(s) in float")
+                return scorer.miou_reference - measure(exclude)[0]
+
+            k, drops = fewest_float_layers(ranked, drop_of, budget)
+            result.probes.update(drops)
+            fewer = max(j for j in drops if j < k)  # the largest probe that failed
+            why = f"with {fewer} float layer(s) the held-out drop was {drops[fewer]:.2f} > {budget} mIoU"
+            result.float_layers = [
+                {**asdict(s), "why": f"sensitivity rank {r + 1} of {len(sens)} ({s.snr_db} dB alone in int8); {why}"}
+                for r, s in enumerate(sens[:k])
+            ]
+        say("final quantization")
+        quantize_prepared(prepared, out_path, calib_inputs, policy, method, result.nodes_to_exclude, cache)
+        result.miou_final = scorer.score(load(out_path))[0]
+    result.seconds = round(time.perf_counter() - t0, 1)
+    return result
