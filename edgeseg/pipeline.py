@@ -351,7 +351,9 @@ def _train_command(cfg: dict) -> str:
     return (
         f"edgeseg train --model {cfg['model']} --dataset {cfg['dataset']} --data {cfg['data']} "
         f"--epochs {cfg['epochs']} --batch-size {cfg['batch_size']} --crop {cfg['crop'][0]}x{cfg['crop'][1]} "
-        f"--lr {cfg['lr']} --loss {cfg['loss']} --eval-every {cfg['eval_every']} --seed {cfg['seed']} "
+        f"--lr {cfg['lr']} "
+        + (f"--warmup-epochs {cfg['warmup_epochs']} " if cfg.get("warmup_epochs", 3.0) != 3.0 else "")
+        + f"--loss {cfg['loss']} --eval-every {cfg['eval_every']} --seed {cfg['seed']} "
         + (f"--threads {cfg['threads']} " if cfg.get("threads") else "")
         + f"--out {cfg['out']}"
     )

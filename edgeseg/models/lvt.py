@@ -30,7 +30,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from edgeseg.models.segformer import DropPath, SegFormerHead
+from edgeseg.models.segformer import SegFormerHead
 
 __all__ = [
     "CSA",

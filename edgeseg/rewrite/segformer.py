@@ -89,7 +89,7 @@ class GeluTanh(nn.Module):
     """Replaces ``nn.GELU`` (erf) with the tanh approximation (pattern: the MLP activation).
 
     For targets whose GELU kernel is the tanh form or that lack Erf: the two differ by at most 4.7e-4 in absolute
-    value (over all inputs; ``tests/test_lvt_segformer.py`` measures it); the model-level effect is measured per
+    value (over all inputs; ``tests/test_models_lvt_segformer.py`` measures it); the model-level effect is measured per
     model, not assumed. Not applied by default: every target edgeseg exports today has an erf GELU path.
     """
 
