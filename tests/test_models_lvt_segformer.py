@@ -15,7 +15,7 @@ from edgeseg import pipeline
 from edgeseg.errors import EdgesegError
 from edgeseg.lint import lint_onnx
 from edgeseg.models.lvt import CSA, RASA, DilatedSharedDWConv
-from edgeseg.models.registry import MODELS, count_params, create_model
+from edgeseg.models.registry import MODELS, count_macs, count_params, create_model
 from edgeseg.models.segformer import SpatialReductionAttention
 from edgeseg.rewrite import REWRITES, apply_rewrites, rewrites_for
 from edgeseg.rewrite.lvt import CSADeploy, RASADeploy
@@ -60,6 +60,12 @@ def test_parameter_counts_match_the_papers():
     seg = count_params(_meta_model("segformer-b0", "ade20k")) / 1e6
     # 3.75M in the SegFormer table; the checkpoint also holds mmseg's unused conv_seg (128*150 + 150 = 19.4k)
     assert abs(seg - 3.75) < 0.03
+
+
+def test_macs_match_the_papers_at_512():
+    # GFLOPs in the papers' ADE20K tables are multiply-accumulates: LVT 10.6, SegFormer-B0 8.4
+    assert abs(count_macs("lvt", "ade20k", (512, 512)) / 1e9 - 10.6) < 0.05
+    assert abs(count_macs("segformer-b0", "ade20k", (512, 512)) / 1e9 - 8.4) < 0.05
 
 
 def test_logits_at_stride_4_with_camvid_heads():
