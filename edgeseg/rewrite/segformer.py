@@ -18,8 +18,11 @@ def softmax_attention_fp32(q: torch.Tensor, k_t: torch.Tensor, v: torch.Tensor, 
     ``q`` (..., N, d), ``k_t`` (..., d, M) (keys already transposed, so no transpose sits between the projection and
     the matmul), ``v`` (..., M, d). In an fp32 graph the casts vanish; in a half-precision graph (ONNX fp16,
     TensorRT strongly typed) they are explicit Cast nodes, so fp16 never holds the logits (a fused fp16 softmax
-    overflows once its normaliser exceeds 65504: a known TensorRT fp16 attention failure)."""
-    scores = torch.matmul(q.float(), k_t.float()) * scale
+    overflows once its normaliser exceeds 65504: a known TensorRT fp16 attention failure). The scale multiplies
+    ``q`` before the score matmul, so the scores go straight from the matmul into the softmax: Core ML converts the
+    fp32 graph and keeps only selected op types (matmul, softmax) fp32 on fp16 targets, so no fp16 op sits between
+    the two."""
+    scores = torch.matmul(q.float() * scale, k_t.float())
     return torch.matmul(scores.softmax(dim=-1), v.float()).to(q.dtype)
 
 
