@@ -40,6 +40,13 @@ def main() -> None:
     ap.add_argument("--model", default="efficientvit-b0")
     ap.add_argument("--dataset", default="camvid")
     ap.add_argument("--weights", default="camvid")
+    ap.add_argument(
+        "--random-weights",
+        type=int,
+        default=None,
+        metavar="SEED",
+        help="untrained weights from this torch seed instead of --weights (models without shipped weights)",
+    )
     ap.add_argument("--size", default="384x480")
     ap.add_argument("--parity-data", type=Path, default=None)
     ap.add_argument("--parity-images", type=int, default=20)
@@ -53,6 +60,18 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
 
+    weights = args.weights
+    if args.random_weights is not None:
+        import torch
+
+        from edgeseg.models.registry import create_model
+
+        torch.manual_seed(args.random_weights)
+        model, _ = create_model(args.model, args.dataset)
+        args.out.mkdir(parents=True, exist_ok=True)
+        weights = str(args.out / f"{args.model}-{args.dataset}-random-seed{args.random_weights}.pt")
+        torch.save({"state_dict": model.state_dict()}, weights)
+
     rows = []
     print(
         "| target | size MB | max abs diff | SNR dB | argmax agreement | mIoU artifact / PyTorch | parity runtime "
@@ -63,7 +82,7 @@ def main() -> None:
         m = pipeline.export(
             args.model,
             args.dataset,
-            args.weights,
+            weights,
             name,
             args.size,
             args.out,
