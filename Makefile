@@ -5,7 +5,7 @@ PIP := $(VENV)/bin/pip
 EDGESEG := $(VENV)/bin/edgeseg
 OUT ?= out
 
-.PHONY: setup run test check clean export-table upsample-cost int8-table estimate-validation
+.PHONY: setup run test check clean export-table upsample-cost int8-table estimate-validation lvt-segformer-table
 
 # torch is installed first and pinned: the local CPU wheel. Anything that replaced it would pull CUDA builds.
 $(VENV)/.installed: pyproject.toml
@@ -59,3 +59,12 @@ int8-table: setup
 # Latency estimator validation: leave-one-out on the published EfficientViT-Seg figures and on host measurements
 estimate-validation: setup
 	$(PY) benchmarks/estimate_validation.py --json $(OUT)/estimate_validation.json
+
+# Benchmark (not a test): LVT and SegFormer-B0 (no shipped weights: untrained, seed 0) on every target at 384x480:
+# parity on 5 val images, lint and max rank, latency here (ORT / LiteRT); INT8 calibrated on 8 train images.
+lvt-segformer-table: setup
+	for m in lvt segformer-b0; do \
+		$(PY) benchmarks/export_table.py --model $$m --random-weights 0 --size 384x480 \
+			--parity-data ../shared/data/camvid --parity-images 5 --calib-size 8 --max-miou-drop off \
+			--latency --out $(OUT)/artifacts --json $(OUT)/table-$$m.json || exit 1; \
+	done

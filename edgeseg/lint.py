@@ -206,6 +206,7 @@ def lint_onnx(path_or_model, rules: str) -> LintReport:
 _TFLITE_VERIFIED = frozenset(
     {
         "CONV_2D",
+        "AVERAGE_POOL_2D",  # LVT's CSA (2x2 pool); XNNPACK and the GPU delegate both take it
         "DEPTHWISE_CONV_2D",
         "ADD",
         "SUB",
@@ -293,6 +294,7 @@ def lint_tflite(path: Path, rules: str = "tflite") -> LintReport:
 _COREML_VERIFIED = frozenset(
     {
         "conv",
+        "avg_pool",  # LVT's CSA (2x2 pool)
         "batch_norm",
         "relu",
         "relu6",

@@ -119,12 +119,13 @@ def _open_source(
 
         if upsample not in UPSAMPLE_REWRITES:
             raise EdgesegError(f"unknown --upsample {upsample!r}: use {', '.join(UPSAMPLE_REWRITES)}")
+        _check_upsample_applies(loaded.name, upsample, default=None)
         net, _ = apply_rewrites(net, [UPSAMPLE_REWRITES[upsample]])
     info = {
         "model": loaded.name,
         "dataset": loaded.dataset,
         "runtime": "pytorch",
-        "upsample": upsample or "reference (bicubic resize)",
+        "upsample": upsample or _reference_upsample(loaded.name),
         "weights": loaded.weights_info(),
     }
     return _Source(torch_predictor(net), loaded.spec, fit, _parse_optional_size(size), False, info)
@@ -350,7 +351,9 @@ def _train_command(cfg: dict) -> str:
     return (
         f"edgeseg train --model {cfg['model']} --dataset {cfg['dataset']} --data {cfg['data']} "
         f"--epochs {cfg['epochs']} --batch-size {cfg['batch_size']} --crop {cfg['crop'][0]}x{cfg['crop'][1]} "
-        f"--lr {cfg['lr']} --loss {cfg['loss']} --eval-every {cfg['eval_every']} --seed {cfg['seed']} "
+        f"--lr {cfg['lr']} "
+        + (f"--warmup-epochs {cfg['warmup_epochs']} " if cfg.get("warmup_epochs", 3.0) != 3.0 else "")
+        + f"--loss {cfg['loss']} --eval-every {cfg['eval_every']} --seed {cfg['seed']} "
         + (f"--threads {cfg['threads']} " if cfg.get("threads") else "")
         + f"--out {cfg['out']}"
     )
@@ -386,6 +389,25 @@ DEFAULT_MAX_MIOU_DROP = 0.5
 HOLDOUT_IMAGES = 16
 
 UPSAMPLE_REWRITES = {"conv": "bicubic-as-conv", "resize": "upsample-fp32", "bilinear": "bicubic-to-bilinear"}
+
+
+def _has_upsample_choice(model_name: str) -> bool:
+    """Whether ``--upsample`` means anything for the model: only EfficientViT's head resizes bicubic."""
+    from edgeseg.rewrite import rewrites_for
+
+    return bool(rewrites_for(tuple(UPSAMPLE_REWRITES.values()), MODELS[model_name].family))
+
+
+def _reference_upsample(model_name: str) -> str:
+    return "reference (bicubic resize)" if _has_upsample_choice(model_name) else "reference (bilinear resize)"
+
+
+def _check_upsample_applies(model_name: str, upsample: str | None, default: str | None) -> None:
+    if upsample != default and not _has_upsample_choice(model_name):
+        raise EdgesegError(
+            f"--upsample {upsample} applies to EfficientViT's bicubic head; {model_name}'s head already resizes "
+            "bilinear: drop --upsample"
+        )
 
 
 @dataclass
@@ -603,7 +625,7 @@ def export(
         write_manifest,
     )
     from edgeseg.io import sha256_file
-    from edgeseg.rewrite import DeployWrapper, apply_rewrites
+    from edgeseg.rewrite import DeployWrapper, apply_rewrites, rewrites_for
     from edgeseg.targets import get_target, require_exporter
 
     tgt = require_exporter(get_target(target))
@@ -615,6 +637,7 @@ def export(
     if opset < 17:
         raise EdgesegError(f"--opset {opset} is too old: use 17 or newer (18 is the default)")
     loaded = load_model(model, dataset, weights)
+    _check_upsample_applies(loaded.name, upsample, default="conv")
     input_size = check_input_size(parse_size(size)) if size else DEFAULT_INPUT[loaded.dataset]
     h, w = input_size
     suffix = ("-argmax" if with_argmax else "") + ("" if upsample == "conv" else f"-{upsample}")
@@ -623,7 +646,8 @@ def export(
     folder = Path(out) / f"{loaded.name}-{loaded.dataset}-{tgt.name}-{h}x{w}{suffix}"
     weights_sha = loaded.weights.sha256 or sha256_file(loaded.weights.path)
     parity_root = Path(parity_data) if parity_data else SAMPLE_DATA
-    rewrites = tuple(r for r in tgt.rewrites) + (UPSAMPLE_REWRITES[upsample],)
+    # the target's rewrites for this model's family (EfficientViT also gets the chosen head upsampling)
+    rewrites = rewrites_for(tuple(tgt.rewrites) + (UPSAMPLE_REWRITES[upsample],), MODELS[loaded.name].family)
     versions = _package_versions("torch", *(p.replace("_", "-") for p in _TARGET_PACKAGES[tgt.format]))
     calib = None
     if tgt.precision == "int8":
@@ -678,6 +702,7 @@ def export(
     example = torch.zeros(1, 3, h, w)
     output_name = "labels" if with_argmax else "logits"
 
+    stride = getattr(loaded.model, "output_stride", 8)  # logits stride: EfficientViT 8, LVT / SegFormer 4
     t0 = time.perf_counter()
     with staging(folder) as tmp:
         int8 = None if calib is None else _Int8Request(calib, max_miou_drop, loaded.spec, progress)
@@ -724,10 +749,14 @@ def export(
             "output": (
                 {"name": "labels", "shape": [1, h, w], "dtype": "int32"}
                 if with_argmax
-                else {"name": "logits", "shape": [1, loaded.spec.num_classes, h // 8, w // 8], "dtype": "float32"}
+                else {
+                    "name": "logits",
+                    "shape": [1, loaded.spec.num_classes, h // stride, w // stride],
+                    "dtype": "float32",
+                }
             ),
             "rewrites": applied,
-            "upsample": upsample,
+            "upsample": upsample if _has_upsample_choice(loaded.name) else _reference_upsample(loaded.name),
             **built.info,
             **({} if calib is None else {"calibration": calib.manifest()}),
             "parity": {

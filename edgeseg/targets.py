@@ -13,8 +13,12 @@ from dataclasses import dataclass
 
 from edgeseg.errors import EdgesegError
 
-# Rewrites every target gets (the head's upsampling is chosen per export: exact bicubic as conv by default).
-_BASE = ("attention-fp32-normaliser",)
+# Rewrites every target gets; an export applies those for the model's family (``edgeseg.rewrite.rewrites_for``).
+# EfficientViT: the fp32 pad-free linear attention (the head's upsampling is chosen per export: exact bicubic as
+# conv by default). LVT / SegFormer: attention without unfold/fold and 5-D permutes, fp32 softmax core, LayerNorm
+# in fp32. GELU stays erf everywhere: every exporter here has an erf path (``gelu-tanh`` exists for kernels that
+# do not; its error is measured in the tests).
+_BASE = ("attention-fp32-normaliser", "csa-no-unfold", "rasa-split-kv", "sra-split-kv", "layernorm-fp32")
 
 
 @dataclass(frozen=True)

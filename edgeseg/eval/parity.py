@@ -39,7 +39,7 @@ def compare(
     num_classes: int | None = None,
     ignore_index: int | None = None,
 ) -> Parity:
-    """Both run on the same fitted inputs; the reference yields logits at stride 8, which are upsampled to the input
+    """Both run on the same fitted inputs; the reference yields logits at its stride (8 or 4), upsampled to the input
     size (bilinear, as the deployed argmax does) before comparing labels."""
     max_diff, sig, noise, agree, total = 0.0, 0.0, 0.0, 0, 0
     score = labels is not None and num_classes is not None

@@ -1,9 +1,12 @@
 """PyTorch -> Core ML (mlprogram) with coremltools from a ``torch.export`` program (its jit.trace path breaks
 with numpy >= 2.4). Minimum deployment target iOS 17.
 
-fp16: ``FP16ComputePrecision`` with an op selector that keeps the linear-attention core (matmul, the
-normaliser's reduce_sum / maximum, the division) in fp32: Core ML's fp16 would clamp eps 1e-15 to 5.96e-8 and
-overflow the token sums. Prediction needs macOS; on Linux the model is converted, saved and linted.
+fp16: ``FP16ComputePrecision`` with an op selector that keeps the attention cores in fp32: EfficientViT's linear
+attention (matmul, the normaliser's reduce_sum / maximum, the division: Core ML's fp16 would clamp eps 1e-15 to
+5.96e-8 and overflow the token sums) and LVT / SegFormer's softmax attention (matmul, softmax: fp16 scores
+overflow past 65504) and LayerNorm (fp16 variance of post-attention activations overflows). The PyTorch-side
+fp32 casts of those rewrites vanish in the fp32 graph Core ML converts, so the selector is what keeps them.
+Prediction needs macOS; on Linux the model is converted, saved and linted.
 
 int8 (W8A8): PT2E static quantization calibrated on real images before conversion (``edgeseg.quantize.pt2e``):
 weights become ``constexpr_affine_dequantize`` int8 constants, activations iOS 17 ``quantize``/``dequantize``
@@ -25,7 +28,7 @@ import torch.nn as nn
 
 from edgeseg.errors import EdgesegError
 
-FP32_OPS = frozenset({"matmul", "real_div", "reduce_sum", "maximum"})
+FP32_OPS = frozenset({"matmul", "real_div", "reduce_sum", "maximum", "softmax", "layer_norm"})
 
 
 def export_coreml(

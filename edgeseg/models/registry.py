@@ -1,6 +1,7 @@
 """The model registry: ``efficientvit-b1`` + dataset (or ``efficientvit-b1-camvid``) -> an nn.Module.
 
 One table (``MODELS``) lists what exists; the CLI validates names against it and ``edgeseg models`` prints it.
+Each entry names its ``family`` (the model file it comes from); deploy rewrites are chosen per family.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import torch.nn as nn
 from edgeseg.data.datasets import DATASETS, DatasetSpec
 from edgeseg.errors import EdgesegError
 from edgeseg.models.efficientvit import EFFICIENTVIT_SEG_CONFIGS, build_efficientvit_seg
+from edgeseg.models.lvt import build_lvt_seg
+from edgeseg.models.segformer import build_segformer
 
 # Where a dataset's head comes from: CamVid reuses the Cityscapes head (street scenes, few classes).
 _HEAD_FAMILY = {"cityscapes": "cityscapes", "camvid": "cityscapes", "ade20k": "ade20k"}
@@ -26,7 +29,7 @@ DEFAULT_INPUT = {"cityscapes": (1024, 2048), "ade20k": (512, 512), "camvid": (38
 @dataclass(frozen=True)
 class ModelEntry:
     name: str  # e.g. "efficientvit-b1"
-    family: str  # the model file it comes from
+    family: str  # the model file it comes from (efficientvit | lvt | segformer): picks the deploy rewrites
     datasets: tuple[str, ...]
     build: Callable[[str, int], nn.Module]  # (dataset, num_classes) -> model
 
@@ -42,7 +45,18 @@ def _efficientvit_entry(variant: str) -> ModelEntry:
     )
 
 
-MODELS: dict[str, ModelEntry] = {e.name: e for e in (_efficientvit_entry(v) for v in EFFICIENTVIT_SEG_CONFIGS)}
+# LVT and SegFormer share one head design for every dataset (the official configs differ only in classes); the
+# official zoo has LVT on ADE20K and SegFormer-B0 on ADE20K and Cityscapes. CamVid heads have 11 classes.
+_OTHER_ENTRIES = (
+    ModelEntry("lvt", "lvt", ("ade20k", "camvid"), lambda dataset, n: build_lvt_seg(n)),
+    ModelEntry(
+        "segformer-b0", "segformer", ("cityscapes", "ade20k", "camvid"), lambda dataset, n: build_segformer("b0", n)
+    ),
+)
+
+MODELS: dict[str, ModelEntry] = {
+    e.name: e for e in (*(_efficientvit_entry(v) for v in EFFICIENTVIT_SEG_CONFIGS), *_OTHER_ENTRIES)
+}
 
 
 def _suggest(name: str, choices) -> str:
