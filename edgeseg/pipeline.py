@@ -454,7 +454,8 @@ def _build_artifact(
             lint_mod.lint_onnx(tmp / file, tgt.rules),
         )
         if tgt.format == "tensorrt":
-            from edgeseg.exporters.tensorrt import build_engine, tensorrt_status, trtexec_command
+            from edgeseg.exporters.tensorrt import build_engine, trtexec_command
+            from edgeseg.runtimes.tensorrt import tensorrt_status
 
             ok, why = tensorrt_status()
             command = trtexec_command(file, "model.engine")

@@ -9,6 +9,7 @@ from typer.testing import CliRunner
 
 from edgeseg import pipeline
 from edgeseg.cli import app
+from edgeseg.errors import EdgesegError
 from edgeseg.lint import lint_coreml, lint_tflite
 from edgeseg.runtimes.litert import LiteRtModel
 from edgeseg.runtimes.onnxruntime import OnnxRuntimeModel
@@ -65,6 +66,19 @@ def test_trt_fp16_writes_strongly_typed_onnx_and_build_command(weights, tmp_path
     if not torch.cuda.is_available():
         assert m["engine"] is None and m["engine_not_built"].startswith("needs")
     assert m["parity"]["argmax_agreement"] >= 0.99 and "TensorRT-ready ONNX" in m["parity"]["runtime"]
+    # eval / bench / check open it through the shared runtime interface: the engine where TensorRT + CUDA exist,
+    # else ONNX Runtime on the same ONNX, saying which and why
+    from edgeseg.runtimes import load_artifact
+    from edgeseg.runtimes.tensorrt import TensorRTModel, tensorrt_status
+
+    art = load_artifact(m["folder"])
+    ok, why = tensorrt_status()
+    if ok:
+        assert art.runtime.startswith("TensorRT") and art.path.name == "model.engine"
+    else:
+        assert "not the engine" in art.runtime and why in art.runtime
+        with pytest.raises(EdgesegError, match="running the TensorRT engine model.engine needs"):
+            TensorRTModel(tmp_path / "model.engine")
 
 
 def test_resize_alignment_agrees_across_backends_on_camvid(weights, tmp_path, camvid):

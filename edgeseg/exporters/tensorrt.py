@@ -5,19 +5,8 @@ device is written beside the ONNX, and the manifest says the engine was not buil
 
 from __future__ import annotations
 
-import importlib.util
 import shlex
 from pathlib import Path
-
-
-def tensorrt_status() -> tuple[bool, str]:
-    if importlib.util.find_spec("tensorrt") is None:
-        return False, "needs TensorRT (not installable from PyPI here; JetPack ships it on Jetson)"
-    import torch
-
-    if not torch.cuda.is_available():
-        return False, "needs a CUDA GPU"
-    return True, "tensorrt + CUDA present"
 
 
 def trtexec_command(onnx_name: str, engine_name: str) -> str:

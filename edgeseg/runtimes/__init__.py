@@ -47,10 +47,24 @@ def load_artifact(path: Path, threads: int | None = None) -> LoadedArtifact:
         raise EdgesegError(f"corrupt manifest {manifest_path}: {exc}") from None
     if not model_file.exists():
         raise EdgesegError(f"artifact file missing: {model_file}")
+    if fmt == "tensorrt" and manifest.get("engine"):
+        from edgeseg.runtimes.tensorrt import TensorRTModel, tensorrt_status
+
+        engine = folder / manifest["engine"]
+        if engine.is_file() and tensorrt_status()[0]:
+            model = TensorRTModel(engine)
+            return LoadedArtifact(engine, manifest, model, f"TensorRT {model.version} engine (CUDA)")
     if fmt in ("onnx", "tensorrt"):
         from edgeseg.runtimes.onnxruntime import OnnxRuntimeModel
 
-        note = "onnxruntime (CPU)" if fmt == "onnx" else "onnxruntime (CPU) on the TensorRT-ready ONNX, not the engine"
+        if fmt == "onnx":
+            note = "onnxruntime (CPU)"
+        else:
+            from edgeseg.runtimes.tensorrt import tensorrt_status
+
+            ok, why = tensorrt_status()
+            reason = "no engine built in this artifact" if ok else f"the engine {why}"
+            note = f"onnxruntime (CPU) on the TensorRT-ready ONNX, not the engine ({reason})"
         return LoadedArtifact(model_file, manifest, OnnxRuntimeModel(model_file, threads), note)
     if fmt == "tflite":
         from edgeseg.runtimes.litert import LiteRtModel
