@@ -23,11 +23,10 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from edgeseg.errors import EdgesegError
-from edgeseg.io import atomic_write_bytes
+from edgeseg.io import atomic_write_bytes, load_yaml_schema, validation_problems
 
 BASELINE_VERSION = 1
 LATENCY_NOTE = (
@@ -132,39 +131,20 @@ class CheckConfig(_Strict):
         return self
 
 
-def _field(loc: tuple) -> str:
-    return ".".join(str(p) for p in loc) or "(top level)"
-
-
 def thresholds_for(config: CheckConfig, overrides: dict, where: str, path: Path) -> Thresholds:
     try:
         return Thresholds.model_validate({**config.thresholds.model_dump(exclude_unset=True), **overrides})
     except ValidationError as exc:
-        problems = "; ".join(f"field '{where}.thresholds.{_field(e['loc'])}': {e['msg']}" for e in exc.errors())
+        problems = validation_problems(exc, field_prefix=f"{where}.thresholds.")
         raise EdgesegError(f"check config {path}: {problems}") from None
 
 
 def load_config(path: Path) -> CheckConfig:
     """Read and validate ``edgeseg.yaml``; a bad file is one line naming the file and the field."""
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise EdgesegError(f"check config {path} not found (see examples/edgeseg.yaml)") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise EdgesegError(f"check config {path}:{where} is not valid YAML ({problem})") from None
-    except OSError as exc:
-        raise EdgesegError(f"cannot read check config {path}: {exc.strerror}") from None
-    if not isinstance(data, dict):
-        raise EdgesegError(f"check config {path}: expected a mapping (data, thresholds, models, ...)")
-    try:
-        config = CheckConfig.model_validate(data)
-    except ValidationError as exc:
-        problems = "; ".join(f"field '{_field(e['loc'])}': {e['msg']}" for e in exc.errors())
-        raise EdgesegError(f"check config {path}: {problems}") from None
+    config = load_yaml_schema(
+        path, CheckConfig, "check config", "data, thresholds, models, ...", missing_hint="see examples/edgeseg.yaml"
+    )
     for i, m in enumerate(config.models):
         thresholds_for(config, m.thresholds, f"models.{i}", path)
     for i, a in enumerate(config.artifacts):

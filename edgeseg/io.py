@@ -68,3 +68,39 @@ def sha256_file(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def validation_problems(exc, field_prefix: str = "") -> str:
+    """A pydantic ValidationError as one line: ``field 'a.b': message; ...``."""
+    return "; ".join(
+        f"field '{field_prefix}{'.'.join(str(p) for p in e['loc']) or '(top level)'}': "
+        f"{e['msg'].removeprefix('Value error, ')}"
+        for e in exc.errors()
+    )
+
+
+def load_yaml_schema(path: Path, schema, what: str, expected: str, missing_hint: str | None = None):
+    """Read a YAML file and validate it against a pydantic model; every problem is one EdgesegError line naming
+    ``what`` (e.g. "device profile"), the file, and the line or field."""
+    import yaml
+    from pydantic import ValidationError
+
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        hint = f" ({missing_hint})" if missing_hint else ""
+        raise EdgesegError(f"{what} {path} not found{hint}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise EdgesegError(f"{what} {path}:{where} is not valid YAML ({problem})") from None
+    except OSError as exc:
+        raise EdgesegError(f"cannot read {what} {path}: {exc.strerror}") from None
+    if not isinstance(data, dict):
+        raise EdgesegError(f"{what} {path}: expected a mapping of fields ({expected})")
+    try:
+        return schema.model_validate(data)
+    except ValidationError as exc:
+        raise EdgesegError(f"{what} {path}: {validation_problems(exc)}") from None

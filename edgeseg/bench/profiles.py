@@ -8,11 +8,11 @@ import re
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from edgeseg.errors import EdgesegError
 from edgeseg.estimate.schema import EstimatorData
+from edgeseg.io import load_yaml_schema
 
 SHIPPED = Path(__file__).resolve().parent.parent / "assets" / "devices"
 DEFAULT_BUDGET_MS = 33.3  # 30 FPS
@@ -91,30 +91,9 @@ class DeviceProfile(_Strict):
         return r.method == "local" or (r.method == "ssh" and bool(r.host)) or (r.method == "adb" and bool(r.serial))
 
 
-def _field(loc: tuple) -> str:
-    return ".".join(str(p) for p in loc) or "(top level)"
-
-
 def load_profile(path: Path) -> DeviceProfile:
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise EdgesegError(f"device profile {path}:{where} is not valid YAML ({problem})") from None
-    except OSError as exc:
-        raise EdgesegError(f"cannot read device profile {path}: {exc.strerror}") from None
-    if not isinstance(data, dict):
-        raise EdgesegError(f"device profile {path}: expected a mapping of fields (name, targets, reach, ...)")
-    try:
-        profile = DeviceProfile.model_validate(data)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"field '{_field(e['loc'])}': {e['msg'].removeprefix('Value error, ')}" for e in exc.errors()
-        )
-        raise EdgesegError(f"device profile {path}: {problems}") from None
+    profile = load_yaml_schema(path, DeviceProfile, "device profile", "name, targets, reach, ...")
     if profile.name != path.stem:
         raise EdgesegError(
             f"device profile {path}: field 'name' is {profile.name!r}; name the file {profile.name}.yaml"
