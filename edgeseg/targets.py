@@ -114,3 +114,11 @@ def require_exporter(target: Target) -> Target:
             f"available now: {ready}"
         )
     return target
+
+
+def known_target_names(names: list[str]) -> list[str]:
+    """A pydantic validator's check of a list of target names (ValueError naming the item and the valid names)."""
+    for i, name in enumerate(names):
+        if name not in TARGETS:
+            raise ValueError(f"item {i}: unknown target {name!r} (valid: {', '.join(TARGETS)})")
+    return names

@@ -71,12 +71,9 @@ class DeviceProfile(_Strict):
     @field_validator("targets")
     @classmethod
     def _known_targets(cls, value: list[str]) -> list[str]:
-        from edgeseg.targets import TARGETS
+        from edgeseg.targets import known_target_names
 
-        for i, name in enumerate(value):
-            if name not in TARGETS:
-                raise ValueError(f"item {i}: unknown target {name!r} (valid: {', '.join(TARGETS)})")
-        return value
+        return known_target_names(value)
 
     @field_validator("aliases")
     @classmethod
