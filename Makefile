@@ -66,5 +66,5 @@ lvt-segformer-table: setup
 	for m in lvt segformer-b0; do \
 		$(PY) benchmarks/export_table.py --model $$m --random-weights 0 --size 384x480 \
 			--parity-data ../shared/data/camvid --parity-images 5 --calib-size 8 --max-miou-drop off \
-			--latency --out $(OUT)/artifacts --json $(OUT)/table-$$m.json || exit 1; \
+			--latency --runs 9 --out $(OUT)/artifacts --json $(OUT)/table-$$m.json || exit 1; \
 	done

@@ -13,6 +13,7 @@ The machine is shared (2 cores, other jobs running): host latencies are medians 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import time
@@ -22,8 +23,9 @@ import numpy as np
 
 from edgeseg import pipeline
 from edgeseg.bench.profiles import get_profile
-from edgeseg.bench.stats import summarize as summarize_stats
+from edgeseg.bench.stats import TimingPlan, measure
 from edgeseg.estimate.calibrate import Point, held_out, leave_one_out, summarize
+from edgeseg.io import atomic_write_bytes
 
 HOST_CASES = [
     ("efficientvit-b0", (384, 480)),
@@ -40,8 +42,8 @@ HOST_TARGET = "onnx-fp32"
 
 def measure_host(cache: Path, max_runs: int = 40, min_runs: int = 8, max_cpu_seconds: float = 10.0) -> list[Point]:
     """Each case timed with ONNX Runtime on one intra-op thread (it runs in the calling thread), as CPU time per
-    inference: on a machine shared with other jobs, wall time mostly measures their load, while the CPU time of one
-    thread is what the inference costs on an idle core. Wall-clock medians are printed beside it."""
+    inference (edgeseg's timing loop with the process-time clock): on a machine shared with other jobs, wall time
+    mostly measures their load, while the CPU time of one thread is what the inference costs on an idle core."""
     import onnxruntime as ort
 
     points = []
@@ -54,24 +56,15 @@ def measure_host(cache: Path, max_runs: int = 40, min_runs: int = 8, max_cpu_sec
         session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         x = np.random.default_rng(0).standard_normal((1, 3, *size)).astype(np.float32)
         feed, names = {session.get_inputs()[0].name: x}, [session.get_outputs()[0].name]
-        for _ in range(2):
-            session.run(names, feed)
-        cpu, wall = [], []
-        while len(cpu) < max_runs and (len(cpu) < min_runs or sum(cpu) < 1e3 * max_cpu_seconds):
-            c0, w0 = time.process_time(), time.perf_counter()
-            session.run(names, feed)
-            cpu.append(1e3 * (time.process_time() - c0))
-            wall.append(1e3 * (time.perf_counter() - w0))
-        c, w = summarize_stats(cpu, 2), summarize_stats(wall, 2)
+        plan = TimingPlan(warmup=2, min_runs=min_runs, max_runs=max_runs, max_seconds=max_cpu_seconds)
+        c = measure(functools.partial(session.run, names, feed), plan, timer=time.process_time).stats  # CPU time
         print(
             f"measured {model} {size[0]}x{size[1]}: CPU time median {c.median_ms:.1f} ms "
-            f"(95 % CI {c.median_ci95_ms[0]:.1f}-{c.median_ci95_ms[1]:.1f}), wall median {w.median_ms:.1f} ms, "
-            f"n={c.n}, load {os.getloadavg()[0]:.1f}",
+            f"(95 % CI {c.median_ci95_ms[0]:.1f}-{c.median_ci95_ms[1]:.1f}), n={c.n}, load {os.getloadavg()[0]:.1f}",
             flush=True,
         )
-        cost = pipeline._cost_of(HOST_TARGET, path, from_float=True)
+        cost = pipeline.graph_cost_for(HOST_TARGET, path, from_float=True)
         points.append(Point(f"{model} {size[0]}x{size[1]} {HOST_TARGET}", cost, c.median_ms))
-        del session
     return points
 
 
@@ -119,7 +112,7 @@ def main() -> None:
     ]
     for device in ("jetson-agx-orin", "jetson-nano", "snapdragon-8-gen-1"):
         prof = get_profile(device)
-        pts, _, _ = pipeline._published_points(prof, pipeline.PUBLISHED_FIGURES, args.cache)
+        pts, _, _ = pipeline.published_points(prof, pipeline.PUBLISHED_FIGURES, args.cache)
         for target, p in pts.items():
             rows = leave_one_out(p, prof.estimator)
             v = summarize(rows, "leave-one-out")
@@ -180,7 +173,7 @@ def main() -> None:
     print("\n".join(lines))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
+        atomic_write_bytes(args.json, (json.dumps(results, indent=2) + "\n").encode())
 
 
 if __name__ == "__main__":

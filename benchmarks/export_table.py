@@ -1,6 +1,7 @@
 """Export a model to every available target and print one markdown row per target: size, parity vs PyTorch on
 real images, lint (with the largest tensor rank), export time, and with ``--latency`` the median latency here for
-targets that run here (ONNX Runtime, LiteRT; same timing loop as ``edgeseg bench``). A benchmark, not a test: its
+targets that run here (ONNX Runtime, LiteRT: all artifacts timed round-robin in one pass, median of ``--runs``; a
+target whose export fails is listed with its error). A benchmark, not a test: its
 numbers go into reports.
 
     python benchmarks/export_table.py --model efficientvit-b0 --weights camvid \
@@ -14,25 +15,15 @@ import json
 from pathlib import Path
 
 from edgeseg import pipeline
+from edgeseg.bench.host import time_interleaved
+from edgeseg.errors import EdgesegError
+from edgeseg.io import atomic_write_bytes
 from edgeseg.targets import TARGETS
 
 
 def _max_rank(folder: Path) -> int | None:
     lint = folder / "lint.json"
     return json.loads(lint.read_text()).get("max_rank") if lint.is_file() else None
-
-
-def _latency(folder: Path, threads: int) -> dict | None:
-    """Median latency (ms) of the artifact here, or None where its runtime needs other hardware (Core ML, TensorRT)."""
-    from edgeseg.bench.host import measure_here
-    from edgeseg.bench.stats import TimingPlan
-    from edgeseg.errors import EdgesegError
-
-    try:
-        timing, runtime, load = measure_here(folder, threads, TimingPlan(warmup=5, min_runs=20, max_seconds=15.0))
-    except EdgesegError:
-        return None
-    return {"median_ms": timing.stats.median_ms, "runs": len(timing.samples_ms), "runtime": runtime, **load}
 
 
 def main() -> None:
@@ -55,7 +46,8 @@ def main() -> None:
     ap.add_argument("--targets", nargs="*", default=[t.name for t in TARGETS.values() if t.available])
     ap.add_argument("--calib-size", type=int, default=64)
     ap.add_argument("--max-miou-drop", default="0.5", help="INT8 budget in mIoU points, or 'off'")
-    ap.add_argument("--latency", action="store_true", help="also time the artifacts that run here")
+    ap.add_argument("--latency", action="store_true", help="also time the artifacts that run here (round-robin)")
+    ap.add_argument("--runs", type=int, default=20, help="timed runs per artifact with --latency")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
@@ -72,30 +64,42 @@ def main() -> None:
         weights = str(args.out / f"{args.model}-{args.dataset}-random-seed{args.random_weights}.pt")
         torch.save({"state_dict": model.state_dict()}, weights)
 
-    rows = []
+    rows, failed = [], []
+    for name in args.targets:
+        try:
+            m = pipeline.export(
+                args.model,
+                args.dataset,
+                weights,
+                name,
+                args.size,
+                args.out,
+                parity_data=args.parity_data,
+                parity_images=args.parity_images,
+                force=True,
+                calib_data=args.calib_data or args.parity_data,
+                calib_size=args.calib_size,
+                max_miou_drop=None if args.max_miou_drop == "off" else float(args.max_miou_drop),
+            )
+        except EdgesegError as exc:  # a target this model cannot reach yet is a row of the table, not the end of it
+            failed.append({"target": name, "error": str(exc)})
+            print(f"{name}: export failed: {exc}", flush=True)
+            continue
+        m["max_rank"] = _max_rank(Path(m["folder"]))
+        rows.append(m)
+    # all artifacts timed round-robin in one pass, so every row sees the same machine load
+    timed = (
+        time_interleaved({m["target"]: Path(m["folder"]) for m in rows}, args.runs, 5, args.threads)
+        if args.latency
+        else {}
+    )
     print(
         "| target | size MB | max abs diff | SNR dB | argmax agreement | mIoU artifact / PyTorch | parity runtime "
         "| lint | max rank | export s |" + (" latency ms |" if args.latency else "")
     )
     print("| --- " * (10 + args.latency) + "|")
-    for name in args.targets:
-        m = pipeline.export(
-            args.model,
-            args.dataset,
-            weights,
-            name,
-            args.size,
-            args.out,
-            parity_data=args.parity_data,
-            parity_images=args.parity_images,
-            force=True,
-            calib_data=args.calib_data or args.parity_data,
-            calib_size=args.calib_size,
-            max_miou_drop=None if args.max_miou_drop == "off" else float(args.max_miou_drop),
-        )
-        folder = Path(m["folder"])
-        m["max_rank"] = _max_rank(folder)
-        m["latency"] = _latency(folder, args.threads) if args.latency else None
+    for m in rows:
+        m["latency"] = timed.get(m["target"])
         p = m["parity"]
         lint = "clean" if m["lint"]["clean"] else f"{m['lint']['errors']} errors"
         if m["lint"]["warnings"]:
@@ -109,14 +113,14 @@ def main() -> None:
             else f"{100 * p['miou_candidate']:.2f} / {100 * p['miou_reference']:.2f}"
         )
         print(
-            f"| {name} | {m['bytes'] / 1e6:.2f} | {diff} | {snr} | {agree} | {miou} | {p['runtime']} | {lint} | "
+            f"| {m['target']} | {m['bytes'] / 1e6:.2f} | {diff} | {snr} | {agree} | {miou} | {p['runtime']} | {lint} | "
             f"{m['max_rank']} | {m['export_seconds']:.1f} |"
-            + ("" if not args.latency else " - |" if m["latency"] is None else f" {m['latency']['median_ms']:.1f} |"),
-            flush=True,
+            + ("" if not args.latency else " - |" if m["latency"] is None else f" {m['latency']['median_ms']:.1f} |")
         )
-        rows.append(m)
+    for f in failed:
+        print(f"| {f['target']} | export failed: {f['error']} |")
     if args.json:
-        args.json.write_text(json.dumps(rows, indent=2))
+        atomic_write_bytes(args.json, json.dumps({"rows": rows, "failed": failed}, indent=2).encode())
 
 
 if __name__ == "__main__":

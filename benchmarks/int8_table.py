@@ -15,29 +15,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 from pathlib import Path
 
-import torch
-
 from edgeseg import pipeline
-from edgeseg.runtimes import load_artifact
-
-
-def time_interleaved(folders: dict[str, str], runs: int, warmup: int, threads: int) -> dict[str, float]:
-    """Median ms per artifact, runs interleaved round-robin so machine noise hits all alike."""
-    loaded = {k: load_artifact(Path(f), threads=threads) for k, f in folders.items()}
-    h, w = next(iter(loaded.values())).input_size
-    x = torch.randn(1, 3, h, w)
-    times: dict[str, list[float]] = {k: [] for k in loaded}
-    for i in range(warmup + runs):
-        for k, art in loaded.items():
-            t0 = time.perf_counter()
-            art.run(x)
-            if i >= warmup:
-                times[k].append(1000 * (time.perf_counter() - t0))
-    return {k: statistics.median(v) for k, v in times.items()}
+from edgeseg.bench.host import time_interleaved
+from edgeseg.io import atomic_write_bytes
 
 
 def main() -> None:
@@ -93,7 +75,8 @@ def main() -> None:
             k: pipeline.evaluate(None, None, None, args.data, artifact=Path(m["folder"]), threads=args.threads)
             for k, m in built.items()
         }
-    ms = time_interleaved({k: m["folder"] for k, m in built.items()}, args.runs, 3, args.threads)
+    timed = time_interleaved({k: Path(m["folder"]) for k, m in built.items()}, args.runs, 3, args.threads)
+    ms = {k: t["median_ms"] for k, t in timed.items()}
     best_fp32 = min((k for k in ms if "fp32" in k and "bilinear" not in k), key=ms.get)
 
     images = f"CamVid val {reference['images']} images" if reference else "mIoU not measured (--no-eval)"
@@ -125,11 +108,8 @@ def main() -> None:
             off = "; ".join(f"{kind} {100 * o['share']:.0f}%" for kind, o in p["off_path"].items())
             print(f"profile {k}: {p['run_ms']:.1f} ms, explained {100 * p['explained']:.0f}%: {top} | {off}")
     if args.json:
-        args.json.write_text(
-            json.dumps(
-                {"reference": reference, "artifacts": built, "eval": evals, "ms": ms, "profiles": profiles}, indent=2
-            )
-        )
+        doc = {"reference": reference, "artifacts": built, "eval": evals, "latency": timed, "profiles": profiles}
+        atomic_write_bytes(args.json, json.dumps(doc, indent=2).encode())
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
 This module holds what does not need the pipeline: the config schema (``edgeseg.yaml``), the baseline file, the
 judging of one row (model x target x device) against thresholds and the baseline, the side-by-side latency
-ratio (timed with bench's loop), and the renderers (check.md, JUnit XML). ``pipeline.check`` exports,
+ratio (its own loop: the two artifacts alternate call by call, which bench's one-artifact loop cannot do; the
+statistics are bench's), and the renderers (check.md, JUnit XML). ``pipeline.check`` exports,
 evaluates and calls in here.
 
 Latency is never compared with a stored time: an absolute time recorded on another machine (or the same machine
@@ -17,6 +18,7 @@ import datetime
 import json
 import math
 import shutil
+import statistics
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
@@ -194,13 +196,21 @@ def read_baseline(path: Path, update: bool) -> Baseline | None:
         raise EdgesegError(f"baseline {path} is not an edgeseg baseline ({exc}); record it again") from None
     if version != BASELINE_VERSION:
         raise EdgesegError(f"baseline {path} has version {version}; this edgeseg reads {BASELINE_VERSION}")
+    if not isinstance(rows, dict):
+        raise EdgesegError(f"baseline {path}: 'rows' is not a mapping of row ids; record it again")
+    for row_id, row in rows.items():
+        art = row.get("artifact") if isinstance(row, dict) else None
+        if not isinstance(art, dict) or not {"sha256", "bytes", "copy"} <= set(art):
+            raise EdgesegError(
+                f"baseline {path}: row {row_id!r} has no artifact sha256/bytes/copy; record the baseline again"
+            )
     return Baseline(path, rows)
 
 
 def write_baseline(path: Path, results: list[RowResult], edgeseg_version: str, config_path: Path) -> Path:
     """Write the baseline (atomic) and copy each row's artifact beside it, so later runs time against it."""
     path = Path(path)
-    artifacts_dir = path.with_name(path.stem + ".artifacts")
+    artifacts_dir = Baseline(path, {}).artifacts_dir
     rows = {}
     for r in results:
         copy = artifacts_dir / Path(r.artifact["folder"]).name
@@ -280,9 +290,8 @@ def latency_ratio(
         for k in (0, 1):
             medians[k].append(summarize(samples[k], timing.warmup).median_ms)
     rounds = [c / b for c, b in zip(*medians)]
-    srt = sorted(rounds)
-    ratio = srt[len(srt) // 2] if len(srt) % 2 else (srt[len(srt) // 2 - 1] + srt[len(srt) // 2]) / 2
-    return LatencyRatio(ratio, (srt[-1] - srt[0]) / 2, rounds, medians[0], medians[1], cur_art.runtime)
+    spread = (max(rounds) - min(rounds)) / 2
+    return LatencyRatio(statistics.median(rounds), spread, rounds, medians[0], medians[1], cur_art.runtime)
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@ draws its result; user errors (``EdgesegError``) print one line and exit 2, with
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import sys
@@ -78,6 +79,27 @@ class _Bar:
             self.task = self.progress.add_task(self.description, total=fields.get("total"))
         elif kind == "advance" and self.task is not None:
             self.progress.advance(self.task)
+
+
+@contextlib.contextmanager
+def _progress_line(key: str, label: str):
+    """A status line that follows the pipeline's ``progress(kind, **fields)`` events of kind ``key`` (a bench
+    target, a check row), started at the first event and stopped on the way out."""
+    status = None
+
+    def on_event(kind: str, **f):
+        nonlocal status
+        if kind == key:
+            if status is None:
+                status = console.status("")
+                status.start()
+            status.update(f"{label} {f[key]}: {f['step']}")
+
+    try:
+        yield on_event
+    finally:
+        if status is not None:
+            status.stop()
 
 
 def _write_json(path: Path, obj: dict) -> None:
@@ -573,7 +595,7 @@ def profile(
         table.add_column(col, justify="left" if col in ("op type", "path") else "right")
     cumulative = 0.0
     for r in p["by_type"]:
-        timed = r["ms"] == r["ms"]  # NaN where the runtime has no per-op timer
+        timed = r["ms"] is not None  # None where the runtime has no per-op timer
         cumulative += r["share"] if timed else 0.0
         cells = (f"{r['ms']:.3f}", _pct(r["share"]), _pct(cumulative)) if timed else ("-", "-", "-")
         table.add_row(r["op_type"], str(r["count"]), *cells, r["path"])
@@ -699,16 +721,7 @@ def bench(
     except ValueError:
         raise EdgesegError(f"--warmup {warmup} --runs {runs}: use warm-up >= 0 and runs >= 1") from None
     remote = pipeline.RemoteOptions(host, port, known_hosts, identity, serial, benchmark_model)
-    state = {"status": None}
-
-    def on_event(kind: str, **f):
-        if kind == "target":
-            if state["status"] is None:
-                state["status"] = console.status("")
-                state["status"].start()
-            state["status"].update(f"bench {f['target']}: {f['step']}")
-
-    try:
+    with _progress_line("target", "bench") as on_event:
         result = pipeline.bench(
             device,
             model=model,
@@ -732,9 +745,6 @@ def bench(
             command="edgeseg " + " ".join(sys.argv[1:]) if sys.argv[1:] else None,
             progress=on_event,
         )
-    finally:
-        if state["status"] is not None:
-            state["status"].stop()
     r = result["report"]
     name = r.device.name
     table = Table(title=f"{r.model.name if r.model else 'artifacts'} on {name} ({r.device.title})")
@@ -792,20 +802,8 @@ def check(
     failing row."""
     from edgeseg import check as chk
 
-    state = {"status": None}
-
-    def on_event(kind: str, **f):
-        if kind == "row":
-            if state["status"] is None:
-                state["status"] = console.status("")
-                state["status"].start()
-            state["status"].update(f"check {f['row']}: {f['step']}")
-
-    try:
+    with _progress_line("row", "check") as on_event:
         result = pipeline.check(config, baseline, update_baseline, progress=on_event)
-    finally:
-        if state["status"] is not None:
-            state["status"].stop()
     r = result["report"]
     table = Table(title=f"edgeseg check {r.config} (baseline {r.baseline})")
     table.add_column("row", no_wrap=True)

@@ -24,9 +24,10 @@ from edgeseg.data.datasets import DATASETS, DatasetSpec, list_images, list_split
 from edgeseg.data.transforms import parse_size
 from edgeseg.errors import EdgesegError
 from edgeseg.eval.evaluate import evaluate_arrays, plan_for, predict_label_map, torch_predictor
-from edgeseg.io import atomic_write_bytes
+from edgeseg.io import atomic_write_bytes, validation_problems
 from edgeseg.models import weights as weights_mod
 from edgeseg.models.registry import DEFAULT_INPUT, MODELS, count_macs, count_params, create_model, resolve_model_name
+from edgeseg.runtimes import read_manifest
 from edgeseg.train.trainer import TrainConfig, TrainResult
 from edgeseg.train.trainer import train as run_training
 
@@ -812,13 +813,12 @@ def quantize(
 def profile(artifact: Path, threads: int = 2, runs: int = 20, warmup: int = 5) -> dict:
     """Per-kernel and per-op-type time of an exported artifact with its runtime here (``edgeseg.bench.opprofile``)."""
     from edgeseg.bench.opprofile import profile_artifact
-    from edgeseg.runtimes import load_artifact
 
     if threads < 1 or runs < 1 or warmup < 0:
         raise EdgesegError("--threads and --runs must be at least 1 and --warmup at least 0")
-    art = load_artifact(Path(artifact), threads=threads)
-    report = profile_artifact(art, threads, runs, warmup).as_dict()
-    report["target"] = art.manifest.get("target")
+    folder, manifest = read_manifest(Path(artifact))
+    report = profile_artifact(folder, manifest, threads, runs, warmup).as_dict()
+    report["target"] = manifest["target"]
     return report
 
 
@@ -830,12 +830,9 @@ def lint(artifact: Path, target: str | None = None) -> dict:
 
     artifact = Path(artifact)
     if artifact.is_dir() and artifact.suffix != ".mlpackage":
-        manifest_path = artifact / "manifest.json"
-        if not manifest_path.is_file():
-            raise EdgesegError(f"{artifact} is not an artifact folder (no manifest.json)")
-        manifest = json.loads(manifest_path.read_text())
+        folder, manifest = read_manifest(artifact)
         target = target or manifest["target"]
-        artifact = artifact / manifest["file"]
+        artifact = folder / manifest["file"]
     if not artifact.exists():
         raise EdgesegError(f"artifact not found: {artifact}")
     by_suffix = {
@@ -886,13 +883,9 @@ def _bench_entries(model, dataset, weights, targets, artifacts, profile) -> list
         if model or weights or targets:
             raise EdgesegError("pass either --artifact or --model/--weights/--targets, not both")
         entries = []
-        for folder in artifacts:
-            path = Path(folder)
-            manifest = path / "manifest.json" if path.is_dir() else path.parent / "manifest.json"
-            if not manifest.is_file():
-                raise EdgesegError(f"--artifact {path}: no manifest.json (pass a folder written by `edgeseg export`)")
-            m = json.loads(manifest.read_text())
-            entries.append({"target": m["target"], "folder": manifest.parent, "manifest": m})
+        for path in artifacts:
+            folder, m = read_manifest(Path(path))
+            entries.append({"target": m["target"], "folder": folder, "manifest": m})
         return entries
     if not model:
         raise EdgesegError("pass --model (with --weights) or --artifact")
@@ -1181,6 +1174,10 @@ def bench(
     list_split(data, split)  # a bad --data fails here, with its one-line reason, before any export
     if threads < 1:
         raise EdgesegError(f"--threads {threads}: use 1 or more")
+    if size:
+        from edgeseg.data.transforms import check_input_size
+
+        check_input_size(parse_size(size))  # a bad --size is the user's error, not each target's failure
     loaded = load_model(model, dataset, weights) if model else None
     if calib_data is None and (data / "train" / "images").is_dir():
         calib_data = data
@@ -1399,10 +1396,10 @@ def _row_plan(config, config_path: Path) -> list[dict]:
                 )
     for i, a in enumerate(config.artifacts):
         folder = resolve_path(config_path, a.path)
-        manifest_path = folder / "manifest.json"
-        if not manifest_path.is_file():
-            raise EdgesegError(f"check config {config_path}: field 'artifacts.{i}.path': no manifest.json in {folder}")
-        mf = json.loads(manifest_path.read_text())
+        try:
+            folder, mf = read_manifest(folder)
+        except EdgesegError as exc:
+            raise EdgesegError(f"check config {config_path}: field 'artifacts.{i}.path': {exc}") from None
         th = thresholds_for(config, a.thresholds, f"artifacts.{i}", config_path)
         shape = mf["input"]["shape"]
         for device in a.devices:
@@ -1517,8 +1514,7 @@ def check(
                 continue
             folder = Path(manifest["folder"])
         else:
-            folder = row["folder"]
-            manifest = json.loads((folder / "manifest.json").read_text())
+            folder, manifest = read_manifest(row["folder"])
         lint_report = lint(folder)
         artifact = {
             "folder": str(folder),
@@ -1651,16 +1647,21 @@ def estimation_graph(
     the structure matters), exported in fp32 and cached. Returns (path, description)."""
     import hashlib
 
+    from edgeseg.data.transforms import check_input_size
     from edgeseg.exporters.onnx import export_onnx
-    from edgeseg.rewrite import DeployWrapper, apply_rewrites
+    from edgeseg.rewrite import DeployWrapper, apply_rewrites, rewrites_for
     from edgeseg.targets import get_target
 
     tgt = get_target(target)
-    if upsample not in UPSAMPLE_REWRITES:
-        raise EdgesegError(f"unknown --upsample {upsample!r}: use {', '.join(UPSAMPLE_REWRITES)}")
     name, dataset = resolve_model_name(model, dataset)
-    h, w = parse_size(size) if isinstance(size, str) else tuple(size)
-    rewrites = tuple(tgt.rewrites) + (UPSAMPLE_REWRITES[upsample],)
+    if upsample.startswith("reference"):  # a manifest of a model whose head has no upsampling choice (LVT, ...)
+        upsample = "conv"
+    elif upsample not in UPSAMPLE_REWRITES:
+        raise EdgesegError(f"unknown --upsample {upsample!r}: use {', '.join(UPSAMPLE_REWRITES)}")
+    _check_upsample_applies(name, upsample, default="conv")
+    h, w = check_input_size(parse_size(size) if isinstance(size, str) else tuple(size))
+    # the rewrites export would apply: the target's, for this model's family (EfficientViT: plus its head upsampling)
+    rewrites = rewrites_for(tuple(tgt.rewrites) + (UPSAMPLE_REWRITES[upsample],), MODELS[name].family)
     from edgeseg import __version__
 
     key = hashlib.sha256(repr((rewrites, torch.__version__, __version__)).encode()).hexdigest()[:10]
@@ -1680,17 +1681,7 @@ def estimation_graph(
     return path, desc
 
 
-def _read_manifest(folder: Path) -> dict:
-    path = Path(folder) / "manifest.json"
-    if Path(folder).is_file():
-        path = Path(folder).parent / "manifest.json"
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise EdgesegError(f"no readable manifest.json in {path.parent}: pass an artifact folder ({exc})") from None
-
-
-def _cost_of(target: str, onnx_path: Path, from_float: bool):
+def graph_cost_for(target: str, onnx_path: Path, from_float: bool):
     """Kernels of ``onnx_path`` under the fusion rules of ``target``'s runtime; a float graph standing in for a
     lower-precision target takes that precision (int8: Conv/MatMul kernels, the attention core stays float)."""
     from edgeseg.estimate.graph import FORMAT_RUNTIME, graph_cost
@@ -1712,12 +1703,12 @@ def _artifact_cost(folder: Path, manifest: dict, cache: Path = ESTIMATE_GRAPHS):
     folder = Path(folder)
     onnx_file = folder / "model.onnx"
     if manifest["format"] in ("onnx", "tensorrt") and onnx_file.is_file():
-        return _cost_of(manifest["target"], onnx_file, from_float=False), f"{onnx_file} (the artifact's graph)"
+        return graph_cost_for(manifest["target"], onnx_file, from_float=False), f"{onnx_file} (the artifact's graph)"
     _, _, h, w = manifest["input"]["shape"]
     path, desc = estimation_graph(
         manifest["model"], manifest["dataset"], manifest["target"], (h, w), manifest.get("upsample", "conv"), cache
     )
-    return _cost_of(manifest["target"], path, from_float=True), desc
+    return graph_cost_for(manifest["target"], path, from_float=True), desc
 
 
 def _estimator_data(profile, profiles: Path | None, target: str):
@@ -1771,10 +1762,10 @@ def estimate_latency(
     if artifact is not None:
         if model or target:
             raise EdgesegError("pass either --artifact or --model/--target, not both")
-        manifest = _read_manifest(Path(artifact))
+        folder, manifest = read_manifest(Path(artifact))
         target = manifest["target"]
         hw, notes = _estimator_data(profile, profiles, target)
-        cost, desc = _artifact_cost(Path(artifact), manifest, cache)
+        cost, desc = _artifact_cost(folder, manifest, cache)
     else:
         if not model or not target:
             raise EdgesegError("estimate needs --model and --target (or --artifact FOLDER)")
@@ -1783,35 +1774,32 @@ def estimate_latency(
         name, dataset = resolve_model_name(model, dataset)
         input_size = parse_size(size) if size else DEFAULT_INPUT[dataset]
         path, desc = estimation_graph(name, dataset, tgt.name, input_size, upsample, cache)
-        cost = _cost_of(tgt.name, path, from_float=True)
+        cost = graph_cost_for(tgt.name, path, from_float=True)
     est = estimate(cost, hw, profile.name, target, get_target(target).precision, desc)
     est = est.model_copy(update={"notes": notes})
     return {"estimate": est, "cost": cost.as_dict()}
 
 
-def _published_points(profile, file: Path, cache: Path) -> tuple[dict[str, list], str, str]:
-    import yaml
-
+def published_points(profile, file: Path, cache: Path) -> tuple[dict[str, list], str, str]:
     from edgeseg.estimate.calibrate import Point
+    from edgeseg.estimate.schema import PublishedFigures
+    from edgeseg.io import load_yaml_schema
 
-    data = yaml.safe_load(Path(file).read_text())
-    if not isinstance(data, dict) or "devices" not in data:
-        raise EdgesegError(f"{file}: not a published-figures file (expected 'source' and 'devices')")
-    entry = data["devices"].get(profile.name)
+    data = load_yaml_schema(Path(file), PublishedFigures, "published-figures file", "source, devices")
+    entry = data.devices.get(profile.name)
     if entry is None:
         raise EdgesegError(
-            f"{file} has no figures for {profile.name} (it has: {', '.join(data['devices'])}); calibrate from "
+            f"{file} has no figures for {profile.name} (it has: {', '.join(data.devices)}); calibrate from "
             "bench.json measured on the device instead"
         )
-    target = entry["target"]
+    target = entry.target
     points = []
-    for fig in entry["figures"]:
-        path, _ = estimation_graph(fig["model"], entry["dataset"], target, fig["size"], PUBLISHED_UPSAMPLE, cache)
-        label = f"{fig['model']} {fig['size']} {target}"
-        points.append(Point(label, _cost_of(target, path, from_float=True), float(fig["ms"])))
-    source = f"{data['source']} ({entry['conditions']}): {len(points)} figures"
+    for fig in entry.figures:
+        path, _ = estimation_graph(fig.model, entry.dataset, target, fig.size, PUBLISHED_UPSAMPLE, cache)
+        points.append(Point(f"{fig.model} {fig.size} {target}", graph_cost_for(target, path, from_float=True), fig.ms))
+    source = f"{data.source} ({entry.conditions}): {len(points)} figures"
     graph = (
-        f"{target} graphs of the official head (bicubic Resize, as measured there), {entry['dataset']} head, "
+        f"{target} graphs of the official head (bicubic Resize, as measured there), {entry.dataset} head, "
         "edgeseg's other rewrites; kernels fused as the runtime does"
     )
     return {target: points}, source, graph
@@ -1824,9 +1812,14 @@ def _bench_points(report_path: Path, profile, cache: Path) -> dict[str, list]:
     from edgeseg.estimate.calibrate import Point
 
     try:
-        report = BenchReport.model_validate_json(Path(report_path).read_text())
-    except (OSError, ValidationError, ValueError) as exc:
-        raise EdgesegError(f"--from {report_path}: not a readable bench.json ({str(exc).splitlines()[0]})") from None
+        text = Path(report_path).read_text()
+        data = json.loads(text)
+    except (OSError, ValueError) as exc:
+        raise EdgesegError(f"--from {report_path}: not a readable JSON file ({exc})") from None
+    try:
+        report = BenchReport.model_validate(data)
+    except ValidationError as exc:
+        raise EdgesegError(f"--from {report_path}: not a bench.json ({validation_problems(exc)})") from None
     if report.device.name != profile.name:
         raise EdgesegError(
             f"--from {report_path} was measured for device {report.device.name}, not {profile.name}: calibrate "
@@ -1843,7 +1836,7 @@ def _bench_points(report_path: Path, profile, cache: Path) -> dict[str, list]:
             raise EdgesegError(
                 f"--from {report_path}: artifact folder {folder} is gone; the estimator needs its graph (re-export)"
             )
-        manifest = _read_manifest(folder)
+        folder, manifest = read_manifest(folder)
         cost, _ = _artifact_cost(folder, manifest, cache)
         h, w = manifest["input"]["shape"][2:]
         out.setdefault(r.target, []).append(Point(f"{manifest.get('model', folder.name)} {h}x{w} {r.target}", cost, ms))
@@ -1882,7 +1875,7 @@ def calibrate_device(
             file = PUBLISHED_FIGURES if src == "published" else Path(src)
             if not file.is_file():
                 raise EdgesegError(f"--from {src}: no such file")
-            got, text, graph = _published_points(profile, file, cache)
+            got, text, graph = published_points(profile, file, cache)
             described.append(text)
             graphs.update({t: graph for t in got})
         else:

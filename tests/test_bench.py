@@ -578,3 +578,12 @@ def test_bench_user_errors_are_one_line(tmp_path):
         assert result.exit_code == 2 and text.startswith("error: ") and text.strip().count("\n") == 0, text
         assert needle in text, text
     assert not (tmp_path / "r").exists()
+
+
+def test_bench_rejects_a_bad_size_before_any_export(tmp_path):
+    for size, message in (("7x7", "not a multiple of 32"), ("abc", "is not HxW")):
+        r = CliRunner().invoke(
+            app, ["bench", "--device", "host", "--model", "efficientvit-b0", "--size", size, "--out", str(tmp_path)]
+        )
+        assert r.exit_code == 2 and message in r.output, r.output
+        assert not list(tmp_path.iterdir())  # nothing exported, no report written

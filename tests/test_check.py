@@ -181,7 +181,13 @@ def test_shipped_example_config_validates():
 def test_eval_of_a_coreml_artifact_says_it_needs_macos(tmp_path):
     folder = tmp_path / "coreml"
     (folder / "model.mlpackage").mkdir(parents=True)
-    manifest = {"format": "coreml", "file": "model.mlpackage", "output": {"name": "logits"}}
+    manifest = {
+        "format": "coreml",
+        "target": "coreml-fp32",
+        "file": "model.mlpackage",
+        "input": {"shape": [1, 3, 96, 128]},
+        "output": {"name": "logits"},
+    }
     (folder / "manifest.json").write_text(json.dumps(manifest))
     r = CliRunner().invoke(app, ["eval", "--artifact", str(folder)])
     assert r.exit_code == 2 and "needs macOS" in r.output

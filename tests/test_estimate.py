@@ -331,3 +331,31 @@ def test_calibrate_from_bench_json_writes_a_loadable_profile_copy(tiny_setup, tm
     _bench_json(bench, art, "other-dev", [5.0])
     r = runner.invoke(app, ["calibrate", "--device", "tiny-dev", "--from", str(bench), "--profiles", str(profiles)])
     assert r.exit_code == 2 and "measured for device other-dev" in r.output
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("devices: [\n", "is not valid YAML"),
+        ("source: x\ndevices: []\n", "field 'devices'"),
+        ("source: paper\ndevices:\n  jetson-agx-orin: {target: trt-fp16, dataset: cityscapes, conditions: abc}\n",
+         "field 'devices.jetson-agx-orin.figures'"),
+    ],
+)  # fmt: skip
+def test_bad_published_figures_file_is_one_line(tmp_path, text, message):
+    bad = tmp_path / "figures.yaml"
+    bad.write_text(text)
+    args = ["calibrate", "--device", "jetson-agx-orin", "--from", str(bad), "--out", str(tmp_path)]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 2 and message in r.output and "Traceback" not in r.output, r.output
+
+
+def test_estimation_graph_of_a_bilinear_head_model_ignores_the_manifest_upsampling(tmp_path):
+    from edgeseg import pipeline
+
+    path, desc = pipeline.estimation_graph(
+        "segformer-b0", "camvid", "onnx-fp32", (64, 64), "reference (bilinear resize)", tmp_path
+    )
+    assert path.is_file() and "bicubic" not in desc
+    with pytest.raises(pipeline.EdgesegError, match="not a multiple of 32"):
+        pipeline.estimation_graph("efficientvit-b0", "camvid", "onnx-fp32", "13x7", "conv", tmp_path)

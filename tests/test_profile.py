@@ -87,3 +87,14 @@ def test_profile_cli_writes_json_and_rejects_what_it_cannot_profile(onnx_fp32, t
     assert r.exit_code == 2 and "artifact not found" in r.output
     r = runner.invoke(app, ["profile", onnx_fp32["folder"], "--runs", "0"])
     assert r.exit_code == 2 and "--runs" in r.output
+
+
+def test_corrupt_or_incomplete_manifest_is_one_line_everywhere(tmp_path):
+    runner = CliRunner()
+    for name, text in (("broken", "{not json"), ("empty", "{}")):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "manifest.json").write_text(text)
+        for args in (["profile", str(folder)], ["lint", str(folder)], ["eval", "--artifact", str(folder)]):
+            r = runner.invoke(app, args)
+            assert r.exit_code == 2 and "corrupt manifest" in r.output and "Traceback" not in r.output, args

@@ -75,3 +75,32 @@ def measure_here(folder: Path, threads: int, plan: TimingPlan) -> tuple[Timing, 
     after = os.getloadavg() if hasattr(os, "getloadavg") else None
     load = {"loadavg_1min_before": before[0] if before else None, "loadavg_1min_after": after[0] if after else None}
     return timing, art.runtime, load
+
+
+def time_interleaved(folders: dict[str, Path], runs: int, warmup: int, threads: int) -> dict[str, dict]:
+    """Median latency per artifact with the artifacts timed round-robin, one call each in turn, so a load change on
+    a shared machine hits all of them alike (for tables that compare artifacts). ``folders``: label -> folder;
+    artifacts whose runtime needs other hardware are left out."""
+    import time
+
+    from edgeseg.bench.stats import summarize
+    from edgeseg.errors import EdgesegError
+
+    calls, runtimes = {}, {}
+    for label, folder in folders.items():
+        try:
+            art = load_artifact(Path(folder), threads=threads)
+        except EdgesegError:  # Core ML off macOS, a TensorRT engine without CUDA, ...
+            continue
+        calls[label], runtimes[label] = inference_call(art), art.runtime
+    samples: dict[str, list[float]] = {k: [] for k in calls}
+    for i in range(warmup + runs):
+        for label, call in calls.items():
+            t0 = time.perf_counter()
+            call()
+            if i >= warmup:
+                samples[label].append(1000.0 * (time.perf_counter() - t0))
+    return {
+        k: {"median_ms": summarize(v, warmup).median_ms, "runs": len(v), "runtime": runtimes[k]}
+        for k, v in samples.items()
+    }

@@ -30,7 +30,7 @@ import numpy as np
 
 from edgeseg.bench.host import inference_call
 from edgeseg.errors import EdgesegError
-from edgeseg.runtimes import LoadedArtifact
+from edgeseg.runtimes import LoadedArtifact, load_artifact
 
 LAYOUT_OPS = frozenset({"ReorderInput", "ReorderOutput", "Transpose"})
 QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"})
@@ -48,8 +48,8 @@ class Kernel:
 class OpTypeRow:
     op_type: str
     count: int
-    ms: float
-    share: float
+    ms: float | None  # None where the runtime has no per-op timer (TFLite)
+    share: float | None
     path: str  # "compute", "int8 compute", "layout", "quantize/dequantize"
 
 
@@ -92,22 +92,17 @@ def _group(kernels: list[Kernel], total_ms: float) -> list[OpTypeRow]:
     return sorted(rows, key=lambda r: -r.ms)
 
 
-def profile_ort(art: LoadedArtifact, threads: int, runs: int, warmup: int) -> OpProfile:
-    import onnxruntime as ort
+def profile_ort(onnx_file: Path, runtime: str, threads: int, runs: int, warmup: int) -> OpProfile:
+    from edgeseg.runtimes.onnxruntime import OnnxRuntimeModel
 
     with tempfile.TemporaryDirectory(prefix="edgeseg-profile-") as tmp:
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")  # as bench times it
-        opts.enable_profiling = True
-        opts.profile_file_prefix = str(Path(tmp) / "ort")
-        session = ort.InferenceSession(str(art.path), opts, providers=["CPUExecutionProvider"])
-        inp = session.get_inputs()[0]
-        x = np.random.default_rng(0).standard_normal(inp.shape).astype(np.float32)
+        model = OnnxRuntimeModel(onnx_file, threads, profile_prefix=str(Path(tmp) / "ort"))  # spinning off, as bench
+        session = model.session
+        x = np.random.default_rng(0).standard_normal(model.input_shape).astype(np.float32)
         for _ in range(warmup + runs):
-            session.run(None, {inp.name: x})
+            session.run(None, {model.input_name: x})
         events = json.loads(Path(session.end_profiling()).read_text())
-    return _parse_ort_events(events, str(art.path), art.runtime, threads, runs, warmup)
+    return _parse_ort_events(events, str(onnx_file), runtime, threads, runs, warmup)
 
 
 def _parse_ort_events(events: list[dict], artifact: str, runtime: str, threads: int, runs: int, warmup: int):
@@ -206,8 +201,8 @@ def profile_tflite(art: LoadedArtifact, threads: int, runs: int, warmup: int) ->
             outside[op["op_name"]] += 1
     timing = measure(inference_call(art), TimingPlan(warmup=warmup, min_runs=runs, max_runs=runs))
     run_ms = timing.stats.median_ms
-    by_type = [OpTypeRow("DELEGATE (XNNPACK partition)", partitions, float("nan"), float("nan"), "XNNPACK")]
-    by_type += [OpTypeRow(name, n, float("nan"), float("nan"), "off XNNPACK") for name, n in sorted(outside.items())]
+    by_type = [OpTypeRow("DELEGATE (XNNPACK partition)", partitions, None, None, "XNNPACK")]
+    by_type += [OpTypeRow(name, n, None, None, "off XNNPACK") for name, n in sorted(outside.items())]
     off_path = {}
     if outside:
         off_path["off XNNPACK"] = {
@@ -235,17 +230,18 @@ def profile_tflite(art: LoadedArtifact, threads: int, runs: int, warmup: int) ->
     )
 
 
-def profile_artifact(art: LoadedArtifact, threads: int, runs: int, warmup: int) -> OpProfile:
-    fmt = art.manifest["format"]
-    if fmt in ("onnx", "tensorrt"):
-        prof = profile_ort(art, threads, runs, warmup)
+def profile_artifact(folder: Path, manifest: dict, threads: int, runs: int, warmup: int) -> OpProfile:
+    """Profile the artifact in ``folder`` (its manifest already read) with its runtime here."""
+    fmt = manifest["format"]
+    if fmt in ("onnx", "tensorrt"):  # TensorRT: its TensorRT-ready ONNX, even where an engine was built
+        prof = profile_ort(folder / manifest["file"], "onnxruntime (CPU)", threads, runs, warmup)
         if fmt == "tensorrt":
             prof.notes.append(
                 "the TensorRT-ready ONNX profiled in ONNX Runtime, not the engine (use trtexec --dumpProfile)"
             )
         return prof
     if fmt == "tflite":
-        return profile_tflite(art, threads, runs, warmup)
+        return profile_tflite(load_artifact(folder, threads=threads), threads, runs, warmup)
     raise EdgesegError(
         f"no profiler here for {fmt} artifacts: ONNX (ONNX Runtime) and TFLite (ai-edge-litert) are profiled here; "
         "Core ML needs Xcode Instruments on macOS"

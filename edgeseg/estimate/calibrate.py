@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from edgeseg.estimate.graph import OP_CLASSES, GraphCost
-from edgeseg.estimate.roofline import CostArrays, predict_ms
+from edgeseg.estimate.roofline import CostArrays, efficiency_vector, predict_ms
 from edgeseg.estimate.schema import Calibration, EstimatorData, Validation
 
 SHRINK = 0.3  # weight of (log eff_class - mean log eff) residuals, against log-latency residuals of weight 1
@@ -41,7 +41,7 @@ class Fit:
     residuals_log: list[float]
 
     def predict(self, cost: GraphCost, hw: EstimatorData) -> float:
-        eff = np.array([self.efficiency.get(c, 1.0) for c in OP_CLASSES])
+        eff = efficiency_vector(self.efficiency)  # as the estimator does, so validation judges the same model
         return predict_ms(
             CostArrays.of(cost, hw), eff, self.memory_efficiency, self.launch_us, self.overhead_ms, hw.memory_gbps.value
         )

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from edgeseg.estimate.graph import OP_CLASSES, GraphCost
-from edgeseg.estimate.schema import Calibration, Estimate, EstimatorData
+from edgeseg.estimate.schema import Estimate, EstimatorData
 
 
 @dataclass
@@ -55,11 +55,11 @@ def predict_ms(
     return float(1e3 * np.maximum(compute, memory).sum() + a.kernels * launch_us * 1e-3 + overhead_ms)
 
 
-def efficiency_vector(cal: Calibration) -> np.ndarray:
+def efficiency_vector(efficiency: dict[str, float]) -> np.ndarray:
     """Per-class efficiencies; a class the calibration never saw takes the geometric mean of those it did."""
-    seen = [v for v in cal.efficiency.values()]
+    seen = list(efficiency.values())
     fallback = float(np.exp(np.mean(np.log(seen)))) if seen else 1.0
-    return np.array([cal.efficiency.get(c, fallback) for c in OP_CLASSES], dtype=np.float64)
+    return np.array([efficiency.get(c, fallback) for c in OP_CLASSES], dtype=np.float64)
 
 
 def estimate(cost: GraphCost, hw: EstimatorData, device: str, target: str, precision: str, graph: str) -> Estimate:
@@ -69,7 +69,7 @@ def estimate(cost: GraphCost, hw: EstimatorData, device: str, target: str, preci
         raise ValueError(f"device {device} has no estimator calibration for {target}")
     calibrated_target, cal = found
     a = CostArrays.of(cost, hw)
-    eff = efficiency_vector(cal)
+    eff = efficiency_vector(cal.efficiency)
     compute, memory = kernel_seconds(a, eff, cal.memory_efficiency, hw.memory_gbps.value)
     per_kernel = np.maximum(compute, memory)
     by_class = {}

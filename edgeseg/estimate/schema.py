@@ -67,11 +67,9 @@ class EstimatorData(_Strict):
     @field_validator("calibrations")
     @classmethod
     def _targets(cls, value: dict[str, Calibration]) -> dict[str, Calibration]:
-        from edgeseg.targets import TARGETS
+        from edgeseg.targets import known_target_names
 
-        for k in value:
-            if k not in TARGETS:
-                raise ValueError(f"calibration for unknown target {k!r} (valid: {', '.join(TARGETS)})")
+        known_target_names(list(value))
         return value
 
     @field_validator("peak_gflops")
@@ -128,3 +126,30 @@ class Estimate(_Strict):
         err = f"validation median error {v.median_abs_pct_error:.0f} % ({v.method})" if v else "not validated"
         extra = "".join(f"; {n}" for n in self.notes)
         return f"estimate: {self.latency_ms:.1f} ms (calibrated on {self.calibration_source}; {err}{extra})"
+
+
+class PublishedFigure(_Strict):
+    model: str
+    size: str = Field(pattern=r"^\d+x\d+$")  # HxW
+    ms: float = Field(gt=0)
+
+
+class PublishedDevice(_Strict):
+    target: str
+    dataset: str
+    conditions: str = Field(min_length=3)  # how the source measured (runtime, precision, batch, transfers)
+    figures: list[PublishedFigure] = Field(min_length=1)
+
+    @field_validator("target")
+    @classmethod
+    def _target(cls, value: str) -> str:
+        from edgeseg.targets import known_target_names
+
+        return known_target_names([value])[0]
+
+
+class PublishedFigures(_Strict):
+    """A file of published latencies to calibrate on (``edgeseg calibrate --from FILE``), per device profile."""
+
+    source: str = Field(min_length=3)
+    devices: dict[str, PublishedDevice] = Field(min_length=1)

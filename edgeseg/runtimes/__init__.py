@@ -30,23 +30,37 @@ class LoadedArtifact:
         return self.manifest["output"]["name"] == "labels"
 
 
-def load_artifact(path: Path, threads: int | None = None) -> LoadedArtifact:
-    """An artifact folder (or the model file inside one) with its manifest, opened with the runtime for its format."""
+# what every reader of a manifest relies on; a manifest without them is corrupt
+_MANIFEST_KEYS = ("file", "format", "target", "input")
+
+
+def read_manifest(path: Path) -> tuple[Path, dict]:
+    """(folder, manifest) of an artifact folder written by `edgeseg export` (or of the model file inside one); a
+    missing, unreadable or incomplete manifest, or a missing model file, is a one-line error."""
     path = Path(path)
     if not path.exists():
         raise EdgesegError(f"artifact not found: {path} (pass an artifact folder written by `edgeseg export`)")
     folder = path if path.is_dir() and path.suffix != ".mlpackage" else path.parent
     manifest_path = folder / "manifest.json"
     if not manifest_path.is_file():
-        raise EdgesegError(f"no manifest.json beside {path}: pass an artifact folder written by `edgeseg export`")
+        raise EdgesegError(f"no manifest.json in {folder}: pass an artifact folder written by `edgeseg export`")
     try:
         manifest = json.loads(manifest_path.read_text())
-        model_file = folder / manifest["file"]
-        fmt = manifest["format"]
-    except (ValueError, KeyError) as exc:
-        raise EdgesegError(f"corrupt manifest {manifest_path}: {exc}") from None
-    if not model_file.exists():
-        raise EdgesegError(f"artifact file missing: {model_file}")
+    except (OSError, ValueError) as exc:
+        raise EdgesegError(f"corrupt manifest {manifest_path}: {exc} (export the artifact again)") from None
+    missing = [k for k in _MANIFEST_KEYS if not isinstance(manifest, dict) or k not in manifest]
+    if missing:
+        raise EdgesegError(f"corrupt manifest {manifest_path}: no {', '.join(missing)} (export the artifact again)")
+    if not (folder / manifest["file"]).exists():
+        raise EdgesegError(f"artifact file missing: {folder / manifest['file']}")
+    return folder, manifest
+
+
+def load_artifact(path: Path, threads: int | None = None) -> LoadedArtifact:
+    """An artifact folder (or the model file inside one) with its manifest, opened with the runtime for its format."""
+    folder, manifest = read_manifest(path)
+    model_file, fmt = folder / manifest["file"], manifest["format"]
+    manifest_path = folder / "manifest.json"
     if fmt == "tensorrt" and manifest.get("engine"):
         from edgeseg.runtimes.tensorrt import TensorRTModel, tensorrt_status
 

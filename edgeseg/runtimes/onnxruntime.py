@@ -11,7 +11,9 @@ from edgeseg.errors import EdgesegError
 
 
 class OnnxRuntimeModel:
-    def __init__(self, path: Path, threads: int | None = None, spinning: bool = False):
+    def __init__(
+        self, path: Path, threads: int | None = None, spinning: bool = False, profile_prefix: str | None = None
+    ):
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
@@ -19,6 +21,9 @@ class OnnxRuntimeModel:
             opts.intra_op_num_threads = threads
         # Two sessions timed side by side on 2 cores steal each other's cores while spinning.
         opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+        if profile_prefix:  # ORT's own per-kernel profiler (edgeseg profile); end_profiling() returns the JSON
+            opts.enable_profiling = True
+            opts.profile_file_prefix = profile_prefix
         try:
             self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         except Exception as exc:
