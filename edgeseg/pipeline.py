@@ -1087,6 +1087,173 @@ def _bench_estimate(profile, profiles: Path | None, folder: Path, manifest: dict
     return est.model_copy(update={"notes": notes}), None
 
 
+def export_failure(exc: Exception) -> str:
+    """A failed export as the one-line reason a bench or sweep row carries."""
+    if isinstance(exc, EdgesegError):
+        return str(exc)
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+    return f"export crashed: {type(exc).__name__}: {first}"
+
+
+def failed_target_result(target: str, device: str, reason: str, model: str | None = None, size: str | None = None):
+    from edgeseg.bench.report import DeviceColumn, TargetResult
+
+    return TargetResult(
+        target=target, model=model, size=size, status="failed", reasons=[reason], device=DeviceColumn(device=device)
+    )
+
+
+def artifact_runs_here(target: str) -> bool:
+    """Whether this machine has the runtime to run an artifact of ``target`` (Core ML predicts on macOS only)."""
+    from edgeseg.runtimes.coreml import coreml_runtime_available
+    from edgeseg.targets import get_target
+
+    return get_target(target).format != "coreml" or coreml_runtime_available()
+
+
+def _node_stands_in(profile) -> str | None:
+    """Why this machine does not look like the device it times for (a Ray node advertising a device), if so."""
+    machine = platform.machine().lower()
+    if profile.kind in ("jetson", "raspberry-pi") and machine not in ("aarch64", "arm64"):
+        return (
+            f"this node is {machine}, not the {profile.kind}'s aarch64: it stands in for {profile.name} "
+            "(check which node advertises the resource)"
+        )
+    return None
+
+
+def bench_artifact(
+    folder: Path,
+    manifest: dict,
+    profile,
+    conn: _DeviceConnection | None,
+    *,
+    miou: float | None,
+    miou_images: int | None,
+    plan,
+    threads: int,
+    profiles: Path | None = None,
+    measure_here: bool = True,
+    on_device_node: bool = False,
+    progress: Progress | None = None,
+):
+    """One artifact on one device profile: the checks (lint, parity, mIoU floor, budget), latency here when
+    ``measure_here`` (or the profile is this machine), and the device column: measured on the device (SSH / adb
+    through ``conn``), or, with ``on_device_node``, in this process because it runs on the device (a Ray node that
+    advertises it); else "not measured" with the would-be command and a labelled estimate."""
+    from edgeseg.bench.host import machine_info
+    from edgeseg.bench.host import measure_here as time_here
+    from edgeseg.bench.report import ArtifactInfo, DeviceColumn, ParityInfo, TargetResult
+    from edgeseg.targets import get_target
+
+    report = progress or (lambda *a, **k: None)
+    tgt = get_target(manifest["target"])
+    folder = Path(folder)
+    h, w = manifest["input"]["shape"][2:]
+    reasons: list[str] = []
+    p = manifest["parity"]
+    parity = ParityInfo(
+        images=p["images"],
+        argmax_agreement=p["argmax_agreement"],
+        max_abs_diff=p["max_abs_diff"],
+        snr_db=p["snr_db"],
+        runtime=p["runtime"],
+    )
+    lint_clean = manifest["lint"]["clean"]
+    if not lint_clean:
+        reasons.append(f"lint: {manifest['lint']['errors']} error(s) (edgeseg lint {folder})")
+    gate = PARITY_MIN_AGREEMENT[tgt.precision]
+    if p["argmax_agreement"] is not None and p["argmax_agreement"] < gate:
+        reasons.append(f"parity: argmax agreement {100 * p['argmax_agreement']:.2f} % < {100 * gate:.1f} %")
+    if miou is not None and miou < profile.miou_floor:
+        reasons.append(f"mIoU {100 * miou:.2f} below the floor {100 * profile.miou_floor:.1f}")
+    artifact = ArtifactInfo(
+        folder=str(folder),
+        file=manifest["file"],
+        sha256=manifest["sha256"],
+        bytes=manifest["bytes"],
+        cached=bool(manifest.get("cached", True)),
+        lint_clean=lint_clean,
+    )
+    runs_here = artifact_runs_here(tgt.name)
+    device_threads = threads if profile.kind == "host" else profile.threads
+    reach = profile.reach
+    host_m = device_m = None
+    if runs_here and (measure_here or profile.kind == "host" or on_device_node):
+        here_threads = device_threads if on_device_node else threads
+        info = machine_info(here_threads)
+        report("target", target=tgt.name, step="latency here" if not on_device_node else f"on {profile.name}")
+        timing, runtime, load = time_here(folder, here_threads, plan)
+        if on_device_node:
+            import socket
+
+            machine = (
+                f"Ray node {socket.gethostname()} advertising {profile.name} ({info['cpu']}, "
+                f"{info['cpus_usable']} usable CPUs, {here_threads} threads)"
+            )
+            device_m = _measurement(timing, runtime, machine, "in-process timer on the device node", load)
+        else:
+            machine = f"this machine ({info['cpu']}, {info['cpus_usable']} usable CPUs, {threads} threads)"
+            host_m = _measurement(
+                timing, runtime, machine, "in-process timer around the runtime's inference call", load
+            )
+    would_be = _would_be_command(profile, reach, str(folder), tgt, plan, device_threads)
+    if profile.kind == "host" and not on_device_node:
+        device_col = (
+            DeviceColumn(device=profile.name, measured=host_m)
+            if host_m
+            else DeviceColumn(device=profile.name, note=f"not measured on {profile.name}: {tgt.runtime}")
+        )
+    elif device_m is not None:
+        device_col = DeviceColumn(device=profile.name, measured=device_m, note=_node_stands_in(profile))
+    else:
+        report("target", target=tgt.name, step=f"on {profile.name}")
+        if conn is None:
+            conn = _DeviceConnection(profile, reach)
+        device_col = _device_column(conn, folder, manifest, tgt, plan, device_threads, would_be)
+        if device_col.measured is None:
+            report("target", target=tgt.name, step=f"estimate for {profile.name}")
+            device_col.estimate, why = _bench_estimate(profile, profiles, folder, manifest)
+            if why:
+                device_col.note = f"{device_col.note}; no estimate: {why}" if device_col.note else why
+    dm = device_col.measured
+    if dm is not None:
+        lat = dm.stats.median_ms if dm.stats.median_ms is not None else dm.stats.mean_ms
+        if lat > profile.budget_ms:
+            where = "" if profile.kind == "host" and not on_device_node else f" on {profile.name}"
+            reasons.append(f"median {lat:.1f} ms{where} over the {profile.budget_ms} ms budget")
+    if not runs_here and host_m is None:
+        device_col.note = device_col.note or f"mIoU and latency need {tgt.runtime.removeprefix('needs ')}"
+    return TargetResult(
+        target=tgt.name,
+        model=manifest["model"],
+        size=f"{h}x{w}",
+        status="failed_check" if reasons else "passed",
+        reasons=reasons,
+        artifact=artifact,
+        parity=parity,
+        miou=miou,
+        miou_images=miou_images if miou is not None else None,
+        host=host_m,
+        device=device_col,
+    )
+
+
+def _device_info(profile):
+    from edgeseg.bench.report import DeviceInfo
+
+    reach = profile.reach
+    return DeviceInfo(
+        name=profile.name,
+        title=profile.title,
+        kind=profile.kind,
+        runtime=profile.runtime,
+        reach=reach.method + (f" {reach.host}" if reach.host else "") + (f" {reach.serial}" if reach.serial else ""),
+        budget_ms=profile.budget_ms,
+        miou_floor=profile.miou_floor,
+    )
+
+
 def _example_predictions(folder: Path, data: Path, split: str, count: int, threads: int) -> list[dict]:
     from edgeseg.data.datasets import list_split, read_label
     from edgeseg.runtimes import load_artifact
@@ -1145,22 +1312,16 @@ def bench(
     import importlib.util
 
     from edgeseg import __version__
-    from edgeseg.bench.host import machine_info, measure_here
+    from edgeseg.bench.host import machine_info
     from edgeseg.bench.profiles import get_profile
     from edgeseg.bench.report import (
-        ArtifactInfo,
         BenchReport,
         DataInfo,
-        DeviceColumn,
-        DeviceInfo,
         ModelInfo,
-        ParityInfo,
-        TargetResult,
         TimingInfo,
         write_reports,
     )
     from edgeseg.bench.stats import TimingPlan
-    from edgeseg.runtimes.coreml import coreml_runtime_available
     from edgeseg.targets import get_target
 
     if importlib.util.find_spec("matplotlib") is None:
@@ -1182,9 +1343,7 @@ def bench(
     if calib_data is None and (data / "train" / "images").is_dir():
         calib_data = data
     parity_data = data if (data / "val" / "images").is_dir() else None
-    device_threads = threads if profile.kind == "host" else profile.threads
     host = machine_info(threads)
-    host_machine = f"this machine ({host['cpu']}, {host['cpus_usable']} usable CPUs, {threads} threads)"
     report = progress or (lambda *a, **k: None)
     report("start", total=len(entries))
 
@@ -1208,103 +1367,29 @@ def bench(
                         parity_images=parity_images,
                         calib_data=calib_data,
                     )
-                except EdgesegError as exc:
-                    results.append(
-                        TargetResult(
-                            target=tgt.name,
-                            status="failed",
-                            reasons=[str(exc)],
-                            device=DeviceColumn(device=profile.name),
-                        )
-                    )
-                    report("advance")
-                    continue
                 except Exception as exc:  # an exporter crash is this target's result, not the end of the bench
-                    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-                    results.append(
-                        TargetResult(
-                            target=tgt.name,
-                            status="failed",
-                            reasons=[f"export crashed: {type(exc).__name__}: {first}"],
-                            device=DeviceColumn(device=profile.name),
-                        )
-                    )
+                    results.append(failed_target_result(tgt.name, profile.name, export_failure(exc)))
                     report("advance")
                     continue
                 folder = Path(manifest["folder"])
-            reasons: list[str] = []
-            p = manifest["parity"]
-            parity = ParityInfo(
-                images=p["images"],
-                argmax_agreement=p["argmax_agreement"],
-                max_abs_diff=p["max_abs_diff"],
-                snr_db=p["snr_db"],
-                runtime=p["runtime"],
-            )
-            lint_clean = manifest["lint"]["clean"]
-            if not lint_clean:
-                reasons.append(f"lint: {manifest['lint']['errors']} error(s) (edgeseg lint {folder})")
-            gate = PARITY_MIN_AGREEMENT[tgt.precision]
-            if p["argmax_agreement"] is not None and p["argmax_agreement"] < gate:
-                reasons.append(f"parity: argmax agreement {100 * p['argmax_agreement']:.2f} % < {100 * gate:.1f} %")
-            artifact = ArtifactInfo(
-                folder=str(folder),
-                file=manifest["file"],
-                sha256=manifest["sha256"],
-                bytes=manifest["bytes"],
-                cached=bool(manifest.get("cached", True)),
-                lint_clean=lint_clean,
-            )
-            runs_here = tgt.format != "coreml" or coreml_runtime_available()
-            miou = host_m = None
-            if runs_here:
+            miou = None
+            if artifact_runs_here(tgt.name):
                 report("target", target=tgt.name, step="mIoU")
                 ev = evaluate(None, None, None, data, split, limit=limit, threads=threads, artifact=folder)
                 miou, miou_images = ev["miou"], ev["images"]
-                if miou < profile.miou_floor:
-                    reasons.append(f"mIoU {100 * miou:.2f} below the floor {100 * profile.miou_floor:.1f}")
-                report("target", target=tgt.name, step="latency here")
-                timing, runtime, load = measure_here(folder, threads, plan)
-                host_m = _measurement(
-                    timing, runtime, host_machine, "in-process timer around the runtime's inference call", load
-                )
-            would_be = _would_be_command(profile, reach, str(folder), tgt, plan, device_threads)
-            if profile.kind == "host":
-                device_col = (
-                    DeviceColumn(device=profile.name, measured=host_m)
-                    if host_m
-                    else DeviceColumn(device=profile.name, note=f"not measured on {profile.name}: {tgt.runtime}")
-                )
-                if host_m and host_m.stats.median_ms > profile.budget_ms:
-                    reasons.append(f"median {host_m.stats.median_ms:.1f} ms over the {profile.budget_ms} ms budget")
-            else:
-                report("target", target=tgt.name, step=f"on {profile.name}")
-                device_col = _device_column(conn, folder, manifest, tgt, plan, device_threads, would_be)
-                if device_col.measured is None:
-                    report("target", target=tgt.name, step=f"estimate for {profile.name}")
-                    device_col.estimate, why = _bench_estimate(profile, profiles, folder, manifest)
-                    if why:
-                        device_col.note = f"{device_col.note}; no estimate: {why}" if device_col.note else why
-                dm = device_col.measured
-                if dm is not None:
-                    lat = dm.stats.median_ms if dm.stats.median_ms is not None else dm.stats.mean_ms
-                    if lat > profile.budget_ms:
-                        reasons.append(f"{lat:.1f} ms on {profile.name} over the {profile.budget_ms} ms budget")
-            if not runs_here and host_m is None:
-                reasons_note = f"mIoU and latency need {tgt.runtime.removeprefix('needs ')}"
-                device_col.note = device_col.note or reasons_note
-            status = "failed_check" if reasons else "passed"
             results.append(
-                TargetResult(
-                    target=tgt.name,
-                    status=status,
-                    reasons=reasons,
-                    artifact=artifact,
-                    parity=parity,
+                bench_artifact(
+                    folder,
+                    manifest,
+                    profile,
+                    conn,
                     miou=miou,
-                    miou_images=miou_images if miou is not None else None,
-                    host=host_m,
-                    device=device_col,
+                    miou_images=miou_images,
+                    plan=plan,
+                    threads=threads,
+                    profiles=profiles,
+                    measure_here=True,
+                    progress=report,
                 )
             )
             report("advance")
@@ -1333,17 +1418,7 @@ def bench(
         edgeseg=__version__,
         created=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         command=command,
-        device=DeviceInfo(
-            name=profile.name,
-            title=profile.title,
-            kind=profile.kind,
-            runtime=profile.runtime,
-            reach=reach.method
-            + (f" {reach.host}" if reach.host else "")
-            + (f" {reach.serial}" if reach.serial else ""),
-            budget_ms=profile.budget_ms,
-            miou_floor=profile.miou_floor,
-        ),
+        device=_device_info(profile),
         model=model_info,
         data=DataInfo(path=str(data), split=split, images=miou_images),
         host=host,
@@ -1909,3 +1984,399 @@ def calibrate_device(
     header = f"# {profile.name}: copy of {path} with estimator calibrations written by `edgeseg calibrate`\n"
     atomic_write_bytes(target_file, (header + yaml.safe_dump(data, sort_keys=False, width=110)).encode())
     return {"device": profile.name, "file": str(target_file), "calibrations": calibrations, "held_out": rows}
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Sweep: the models x targets x devices x sizes matrix, in this process or on a Ray cluster
+# --------------------------------------------------------------------------------------------------------------
+
+
+def sweep_artifact_job(job, data: str, split: str, limit, calib_data, parity_images: int, threads: int, out=None):
+    """Export one (model, weights, target, size), then its mIoU with the artifact's runtime. With ``out`` the
+    artifact is written there (this process shares the sweep's folder); without, it is built in a temporary
+    folder and returned as a tar archive with its sha256 (a Ray worker sends it through the object store)."""
+    import shutil
+    import tempfile
+
+    from edgeseg.sweep.executors import job_origin
+    from edgeseg.sweep.store import pack_artifact
+
+    t0 = time.perf_counter()
+    data = Path(data)
+    work = Path(out) if out else Path(tempfile.mkdtemp(prefix="edgeseg-sweep-"))
+    try:
+        manifest = export(
+            job.model,
+            job.dataset,
+            job.weights,
+            job.target,
+            job.size,
+            work,
+            parity_data=data if (data / "val" / "images").is_dir() else None,
+            parity_images=parity_images,
+            calib_data=Path(calib_data) if calib_data else None,
+        )
+        folder = Path(manifest["folder"])
+        miou = images = None
+        if artifact_runs_here(job.target):
+            ev = evaluate(None, None, None, data, split, limit=limit, threads=threads, artifact=folder)
+            miou, images = ev["miou"], ev["images"]
+        result = {
+            "manifest": {k: v for k, v in manifest.items() if k != "folder"},
+            "folder": folder.name,
+            "miou": miou,
+            "miou_images": images,
+            "seconds": round(time.perf_counter() - t0, 2),
+            **job_origin(),
+        }
+        if out is None:
+            result["archive"], result["archive_sha256"] = pack_artifact(folder)
+        return result
+    finally:
+        if out is None:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def sweep_bench_job(job, device: str, profiles, entry: dict, folder, archive, plan, threads: int, on_device_node: bool):
+    """Time one artifact for one device profile (``bench_artifact``). ``folder``: the artifact where this process
+    can read it; else ``archive`` (bytes from the object store) is checked against its hash and unpacked here."""
+    import shutil
+    import tempfile
+
+    from edgeseg.bench.profiles import get_profile
+    from edgeseg.sweep.executors import job_origin
+    from edgeseg.sweep.store import unpack_artifact
+
+    t0 = time.perf_counter()
+    profile = get_profile(device, Path(profiles) if profiles else None)
+    work = None
+    try:
+        if folder is None:
+            work = Path(tempfile.mkdtemp(prefix="edgeseg-sweep-bench-"))
+            folder = unpack_artifact(archive, entry["archive_sha256"], entry["manifest"], work)
+        conn = _DeviceConnection(profile, profile.reach)
+        try:
+            result = bench_artifact(
+                Path(folder),
+                entry["manifest"],
+                profile,
+                conn,
+                miou=entry["miou"],
+                miou_images=entry["miou_images"],
+                plan=plan,
+                threads=threads,
+                profiles=Path(profiles) if profiles else None,
+                measure_here=False,
+                on_device_node=on_device_node,
+            )
+        finally:
+            conn.close()
+        return {
+            "result": result.model_dump(mode="json"),
+            "seconds": round(time.perf_counter() - t0, 2),
+            **job_origin(),
+        }
+    finally:
+        if work is not None:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def _failure_reason(exc: BaseException) -> str:
+    if isinstance(exc, EdgesegError):
+        return str(exc)
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+    return f"{type(exc).__name__}: {first}"
+
+
+def _sweep_jobs(matrix, base: Path, profiles_dir, data: Path, calib: Path | None, plan):
+    """Expand the matrix into artifact jobs and bench jobs (with cache keys); every user error is raised here,
+    before anything runs: unknown model, weights, device or target, a bad size."""
+    from edgeseg import __version__
+    from edgeseg.bench.profiles import get_profile
+    from edgeseg.data.transforms import check_input_size
+    from edgeseg.sweep.matrix import ArtifactJob, BenchJob, check_devices_have_targets, job_key, tree_identity
+    from edgeseg.targets import get_target, require_exporter
+
+    profiles = {}
+    for name in matrix.devices:
+        profile = get_profile(name, profiles_dir)
+        if profile.name in profiles:
+            raise EdgesegError(f"sweep matrix: devices list {profile.name} twice (once as {name!r})")
+        profiles[profile.name] = profile
+    check_devices_have_targets(matrix, {n: p.targets for n, p in profiles.items()})
+    for t in matrix.targets:
+        require_exporter(get_target(t))
+    data_id = tree_identity(data, matrix.split)
+    calib_id = (str(calib), tree_identity(calib, "train")) if calib else None
+    artifacts, benches = [], []
+    for entry in matrix.models:
+        weights = entry.weights
+        if weights and (weights.endswith((".pt", ".pth", ".bin")) or "/" in weights):
+            weights = str((base / Path(weights).expanduser()).resolve())
+        loaded = load_model(entry.name, entry.dataset, weights)
+        weights_sha = loaded.weights.sha256 or weights_mod.sha256_file(loaded.weights.path)
+        for size in matrix.sizes:
+            h, w = check_input_size(parse_size(size)) if size else DEFAULT_INPUT[loaded.dataset]
+            for target in matrix.targets:
+                tgt = get_target(target)
+                wanted = [d for d, p in profiles.items() if not matrix.device_targets_only or target in p.targets]
+                if not wanted:
+                    continue
+                key = job_key(
+                    kind="artifact",
+                    edgeseg=__version__,
+                    model=loaded.name,
+                    dataset=loaded.dataset,
+                    weights=weights_sha,
+                    target=target,
+                    size=f"{h}x{w}",
+                    data=(str(data), matrix.split, data_id, matrix.limit),
+                    calib=calib_id if tgt.precision == "int8" else None,
+                    parity_images=matrix.parity_images,
+                )
+                job = ArtifactJob(loaded.name, loaded.dataset, weights, target, f"{h}x{w}", key)
+                artifacts.append(job)
+                for device in wanted:
+                    bkey = job_key(
+                        kind="bench",
+                        artifact=key,
+                        device=profiles[device].model_dump(mode="json"),
+                        plan=dataclasses.asdict(plan),
+                        threads=matrix.threads,
+                    )
+                    benches.append(BenchJob(job, device, bkey))
+    return artifacts, benches, profiles
+
+
+def sweep(
+    matrix_path: Path,
+    out: Path,
+    cluster: str | None = None,
+    resume: bool = False,
+    command: str | None = None,
+    progress: Progress | None = None,
+) -> dict:
+    """Run the sweep matrix: each artifact job (export -> quantize -> mIoU) once, then each bench job (latency
+    on a device profile). Jobs in the cache are not redone; a failed job is recorded with its reason and the
+    others go on. ``cluster`` (``auto``, ``HOST:PORT``, ``ray://HOST:PORT``) runs them on Ray: artifact jobs on any
+    worker, bench jobs on the node advertising the device (else in this process, after every artifact job has
+    finished, so its timings are not disturbed). Writes one bench.json / bench.md / report.html per device and
+    an index (report.html, sweep.md) to ``out``."""
+    import datetime
+
+    from edgeseg.bench.host import machine_info
+    from edgeseg.bench.report import BenchReport, DataInfo, ModelInfo, TargetResult, TimingInfo, write_reports
+    from edgeseg.bench.stats import TimingPlan
+    from edgeseg.sweep.executors import open_executor
+    from edgeseg.sweep.matrix import load_matrix, matrix_digest, resolve_path
+    from edgeseg.sweep.report import sweep_table, write_index
+    from edgeseg.sweep.store import SweepStore, pack_artifact
+
+    matrix, base = load_matrix(matrix_path)
+    profiles_dir = resolve_path(matrix.profiles, base)
+    data = SAMPLE_DATA if matrix.data in (None, "sample") else resolve_path(matrix.data, base)
+    list_split(data, matrix.split)
+    calib = resolve_path(matrix.calib_data, base) or (data if (data / "train" / "images").is_dir() else None)
+    t = matrix.timing
+    if t.max_runs < t.runs:
+        raise EdgesegError(f"sweep matrix: timing.max_runs {t.max_runs} < timing.runs {t.runs}")
+    plan = TimingPlan(warmup=t.warmup, min_runs=t.runs, max_runs=t.max_runs, max_seconds=t.max_seconds)
+    artifacts, benches, profiles = _sweep_jobs(matrix, base, profiles_dir, data, calib, plan)
+    digest = matrix_digest(matrix)
+    store = SweepStore(Path(out))
+    store.check_can_start(digest, resume)
+
+    # a cluster is joined before anything is written, so a wrong address leaves no unfinished sweep behind
+    executor = open_executor(cluster) if cluster is not None else None
+    report = progress or (lambda *a, **k: None)
+    started = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    jobs: dict[str, dict] = {}
+    state = {"matrix": str(matrix_path), "matrix_digest": digest, "status": "running", "started": started}
+    state.update(cluster=cluster or "local", jobs=jobs)
+    store.write_state(state)
+    report(
+        "start",
+        artifacts=[a.label for a in artifacts],
+        devices=list(profiles),
+        cells=[(b.artifact.label, b.device) for b in benches],
+    )
+
+    def record(key: str, **fields) -> None:
+        jobs[key] = {**jobs.get(key, {}), **fields}
+        store.write_state(state)
+        report("job", **jobs[key])
+
+    if executor is not None:
+        state["executor"] = executor.description
+
+    def ex():
+        nonlocal executor
+        if executor is None:
+            executor = open_executor(cluster)
+            state["executor"] = executor.description
+        return executor
+
+    args = (str(data), matrix.split, matrix.limit, str(calib) if calib else None, matrix.parity_images, matrix.threads)
+    entries: dict[str, dict] = {}  # artifact key -> result (or {"failed": reason})
+    rows: dict[str, dict] = {}  # bench key -> bench.json row
+    pending: dict = {}
+    driver_queue: list = []
+    archives: dict[str, object] = {}
+    by_artifact: dict[str, list] = {}
+    for b in benches:
+        by_artifact.setdefault(b.artifact.key, []).append(b)
+
+    def schedule_benches(a) -> None:
+        entry = entries[a.key]
+        for b in by_artifact[a.key]:
+            base_fields = {"type": "bench", "label": a.label, "device": b.device}
+            cached = store.cached_bench(b.key)
+            if cached is not None:
+                rows[b.key] = cached["result"]
+                record(b.key, **base_fields, status="cached", node=cached.get("node"))
+            elif "failed" in entry:
+                rows[b.key] = failed_target_result(a.target, b.device, entry["failed"], a.model, a.size).model_dump(
+                    mode="json"
+                )
+                record(b.key, **base_fields, status="skipped", reason="its artifact failed")
+            elif cluster is not None and b.device in ex().device_resources():
+                if a.key not in archives:
+                    archive, sha = pack_artifact(store.artifacts / entry["folder"])
+                    entry = {**entry, "archive_sha256": sha}
+                    entries[a.key] = entry
+                    archives[a.key] = ex().put(archive)
+                on_node = profiles[b.device].reach.method != "adb"  # an adb hub reaches its phones; others are it
+                handle = ex().submit(
+                    sweep_bench_job,
+                    b,
+                    b.device,
+                    str(profiles_dir) if profiles_dir else None,
+                    entry,
+                    None,
+                    archives[a.key],
+                    plan,
+                    matrix.threads,
+                    on_node,
+                    device=b.device,
+                )
+                pending[handle] = ("bench", b)
+                record(b.key, **base_fields, status="queued", where=f"node advertising {b.device}")
+            else:
+                driver_queue.append(b)
+                record(b.key, **base_fields, status="queued", where="this process")
+
+    def finish_artifact(a, result, error) -> None:
+        fields = {"type": "artifact", "label": a.label}
+        if error is None and "archive" in result:
+            try:
+                folder = store.receive(result.pop("archive"), result["archive_sha256"], result["manifest"])
+                result["folder"] = folder.name
+            except EdgesegError as exc:  # corrupted in transit: this job failed, the others go on
+                error = exc
+        if error is not None:
+            entries[a.key] = {"failed": export_failure(error)}
+            record(a.key, **fields, status="failed", reason=entries[a.key]["failed"])
+        else:
+            entries[a.key] = result
+            store.put_artifact(a.key, result)
+            record(a.key, **fields, status="done", node=result["node"], seconds=result["seconds"])
+        schedule_benches(a)
+
+    def finish_bench(b, result, error) -> None:
+        fields = {"type": "bench", "label": b.artifact.label, "device": b.device}
+        a = b.artifact
+        if error is not None:
+            reason = f"bench failed: {_failure_reason(error)}"
+            rows[b.key] = failed_target_result(a.target, b.device, reason, a.model, a.size).model_dump(mode="json")
+            record(b.key, **fields, status="failed", reason=reason)
+            return
+        row = result["result"]
+        row["artifact"]["folder"] = str(store.artifacts / entries[a.key]["folder"])  # the driver's copy
+        rows[b.key] = row
+        store.put_bench(b.key, {**result, "result": row})
+        record(b.key, **fields, status="done", node=result["node"], seconds=result["seconds"])
+
+    try:
+        for a in artifacts:
+            cached = store.cached_artifact(a.key)
+            if cached is not None:
+                entries[a.key] = cached
+                record(a.key, type="artifact", label=a.label, status="cached", node=cached.get("node"))
+                schedule_benches(a)
+            else:
+                local_out = str(store.artifacts) if cluster is None else None
+                handle = ex().submit(sweep_artifact_job, a, *args, out=local_out)
+                pending[handle] = ("artifact", a)
+                record(a.key, type="artifact", label=a.label, status="queued")
+        while pending or driver_queue:
+            exporting = any(kind == "artifact" for kind, _ in pending.values())
+            if driver_queue and not exporting:
+                b = driver_queue.pop(0)
+                record(b.key, status="running", where="this process")
+                entry = entries[b.artifact.key]
+                try:
+                    result = sweep_bench_job(
+                        b,
+                        b.device,
+                        str(profiles_dir) if profiles_dir else None,
+                        entry,
+                        store.artifacts / entry["folder"],
+                        None,
+                        plan,
+                        matrix.threads,
+                        False,
+                    )
+                    finish_bench(b, result, None)
+                except Exception as exc:  # one bench job's failure is its row, not the end of the sweep
+                    finish_bench(b, None, exc)
+                continue
+            handle, result, error = ex().wait(list(pending))
+            kind, job = pending.pop(handle)
+            if kind == "artifact":
+                finish_artifact(job, result, error)
+            else:
+                finish_bench(job, result, error)
+    finally:
+        if executor is not None:
+            executor.close()
+
+    # one bench report per device, in matrix order, like `edgeseg bench` writes
+    host = machine_info(matrix.threads)
+    created = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    single = matrix.models[0] if len(matrix.models) == 1 else None
+    model_info = None
+    if single is not None and artifacts:
+        first = next((e for e in entries.values() if "manifest" in e), None)
+        if first is not None:
+            m = first["manifest"]
+            model_info = ModelInfo(name=m["model"], dataset=m["dataset"], weights=m["weights"])
+    images = next((e["miou_images"] for e in entries.values() if e.get("miou_images")), None)
+    reports = {}
+    for device, profile in profiles.items():
+        results = [TargetResult.model_validate(rows[b.key]) for b in benches if b.device == device]
+        bench_report = BenchReport(
+            edgeseg=__import__("edgeseg").__version__,
+            created=created,
+            command=command,
+            device=_device_info(profile),
+            model=model_info,
+            data=DataInfo(path=str(data), split=matrix.split, images=images),
+            host=host,
+            timing=TimingInfo(
+                threads=matrix.threads,
+                warmup=plan.warmup,
+                min_runs=plan.min_runs,
+                max_runs=plan.max_runs,
+                max_seconds=plan.max_seconds,
+                rel_ci=plan.rel_ci,
+            ),
+            results=results,
+        )
+        write_reports(Path(out) / device, bench_report, [], "")
+        reports[device] = bench_report
+    failed = sum(1 for j in jobs.values() if j["status"] == "failed")
+    state.update(status="finished", finished=created, failed_jobs=failed)
+    store.write_state(state)
+    table = sweep_table(reports)
+    paths = write_index(Path(out), reports, table, state)
+    return {"reports": reports, "table": table, "jobs": jobs, "paths": paths, "failed": failed}

@@ -18,7 +18,9 @@ from edgeseg.bench.stats import LatencyStats
 from edgeseg.estimate.schema import Estimate
 from edgeseg.io import atomic_write_bytes
 
-SCHEMA_VERSION = 2  # 2: DeviceColumn.estimate holds a labelled Estimate (was always null in 1)
+# 2: DeviceColumn.estimate holds a labelled Estimate (was always null in 1).
+# 3: TargetResult.model and .size, so one report can hold several models and input sizes (edgeseg sweep).
+SCHEMA_VERSION = 3
 
 
 class _M(BaseModel):
@@ -84,6 +86,8 @@ class ParityInfo(_M):
 
 class TargetResult(_M):
     target: str
+    model: str | None = None  # the artifact's model and input size ("HxW"); None where no artifact was built
+    size: str | None = None
     status: Literal["passed", "failed_check", "failed"]
     reasons: list[str] = []
     artifact: ArtifactInfo | None = None
@@ -126,7 +130,7 @@ class TimingInfo(_M):
 
 
 class BenchReport(_M):
-    schema_version: Literal[2] = SCHEMA_VERSION
+    schema_version: Literal[3] = SCHEMA_VERSION
     edgeseg: str
     created: str
     command: str | None
@@ -173,10 +177,25 @@ def device_cell(r: TargetResult, device: str) -> str:
     return f"{text}; {d.estimate.text}" if d.estimate is not None else text
 
 
+def several_models(report: BenchReport) -> bool:
+    """Whether rows must name their model and size (a sweep's report mixes them; bench's has one of each)."""
+    return len({(r.model, r.size) for r in report.results if r.model}) > 1
+
+
+def report_subject(report: BenchReport) -> str:
+    if several_models(report):
+        return ", ".join(sorted({r.model for r in report.results if r.model}))
+    return report.model.name if report.model else "artifacts"
+
+
+def row_label(r: TargetResult, named: bool) -> str:
+    return " ".join(x for x in (r.model, r.size, r.target) if x) if named else r.target
+
+
 def markdown(report: BenchReport) -> str:
     dev = report.device
     lines = [
-        f"# edgeseg bench: {report.model.name if report.model else 'artifacts'} on {dev.name}",
+        f"# edgeseg bench: {report_subject(report)} on {dev.name}",
         "",
         f"- device: {dev.title} ({dev.runtime}); budget {dev.budget_ms} ms, mIoU floor {100 * dev.miou_floor:.1f}",
         f"- host: {report.host.get('cpu')}, {report.timing.threads} threads, {report.host.get('platform')}",
@@ -194,6 +213,7 @@ def markdown(report: BenchReport) -> str:
         "mean ± std | N (warm-up) | FPS | on " + dev.name + " |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
+    named = several_models(report)
     for r in report.results:
         status = STATUS_TEXT[r.status] + (f": {'; '.join(r.reasons)}" if r.reasons else "")
         h = r.host
@@ -201,7 +221,7 @@ def markdown(report: BenchReport) -> str:
             "| "
             + " | ".join(
                 [
-                    r.target,
+                    row_label(r, named),
                     status.replace("|", "/"),
                     _f(r.artifact.bytes / 1e6, ".2f") if r.artifact else "-",
                     _f(100 * r.parity.argmax_agreement, ".3f") + " %"
@@ -224,7 +244,7 @@ def markdown(report: BenchReport) -> str:
     if measured_here:
         h = measured_here[0].host
         lines += ["", f"Measured here: {h.machine}, {h.method}; runtimes:", ""]
-        lines += [f"- {r.target}: {r.host.runtime}" for r in measured_here]
+        lines += [f"- {row_label(r, named)}: {r.host.runtime}" for r in measured_here]
         profilable = [r for r in measured_here if r.artifact and r.target.split("-")[0] in ("onnx", "trt", "tflite")]
         if profilable:
             lines += ["", "Where the time goes (kernels, op types, what falls off the fast path):", "", "```"]
@@ -251,39 +271,59 @@ def _png(fig) -> str:
 
 
 def pareto_png(report: BenchReport) -> str | None:
+    """Latency vs mIoU on the report's device: measured points (here or on the device) and, where the device was
+    not reached, the labelled roofline estimate as its own marker. The Pareto front uses measured points only."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    named = several_models(report)
     rows = []
     for r in report.results:
-        m = r.device.measured or r.host
-        if r.miou is None or m is None:
+        if r.miou is None:
             continue
-        s = m.stats
-        lat = s.median_ms if s.median_ms is not None else s.mean_ms
-        where = "on device" if r.device.measured is not None and report.device.kind != "host" else "here (host)"
-        rows.append((r.target, lat, 100 * r.miou, where))
+        m = r.device.measured or r.host
+        if m is not None:
+            s = m.stats
+            lat = s.median_ms if s.median_ms is not None else s.mean_ms
+            where = "on device" if r.device.measured is not None and report.device.kind != "host" else "here (host)"
+        elif r.device.estimate is not None:
+            lat, where = r.device.estimate.latency_ms, "estimate"
+        else:
+            continue
+        rows.append((row_label(r, named), lat, 100 * r.miou, where))
     if not rows:
         return None
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for where, marker in (("here (host)", "o"), ("on device", "s")):
+    fig, ax = plt.subplots(figsize=(6.4 if not named else 7.6, 4.2))
+    styles = (
+        ("here (host)", "o", "measured here (host)"),
+        ("on device", "s", f"measured on {report.device.name}"),
+        ("estimate", "x", f"estimate for {report.device.name} (roofline, not measured)"),
+    )
+    for where, marker, label in styles:
         pts = [(lat, miou) for _, lat, miou, w in rows if w == where]
         if pts:
-            ax.scatter(*zip(*pts), marker=marker, s=46, label=f"measured {where}", zorder=3)
-    pts = [(lat, miou) for _, lat, miou, _ in rows]
-    front = pareto_front(pts)
-    ax.plot([pts[i][0] for i in front], [pts[i][1] for i in front], "--", color="grey", zorder=2, label="Pareto front")
+            ax.scatter(*zip(*pts), marker=marker, s=46, label=label, zorder=3)
+    measured = [(lat, miou) for _, lat, miou, w in rows if w != "estimate"]
+    if measured:
+        front = pareto_front(measured)
+        ax.plot(
+            [measured[i][0] for i in front],
+            [measured[i][1] for i in front],
+            "--",
+            color="grey",
+            zorder=2,
+            label="Pareto front (measured)",
+        )
     # neighbours in latency alternate above/below their point so close targets' names stay readable
     for k, (name, lat, miou, _) in enumerate(sorted(rows, key=lambda r: r[1])):
-        ax.annotate(name, (lat, miou), textcoords="offset points", xytext=(5, 4 if k % 2 == 0 else -11), fontsize=8)
+        ax.annotate(name, (lat, miou), textcoords="offset points", xytext=(5, 4 if k % 2 == 0 else -11), fontsize=7)
     ax.axhline(100 * report.device.miou_floor, color="tab:red", lw=0.8, ls=":", label="mIoU floor")
-    if report.device.kind == "host":
-        ax.axvline(report.device.budget_ms, color="tab:orange", lw=0.8, ls=":", label="latency budget")
-    ax.set_xlabel("median latency, ms (measured)")
+    ax.axvline(report.device.budget_ms, color="tab:orange", lw=0.8, ls=":", label="latency budget")
+    ax.set_xlabel("median latency, ms")
     ax.set_ylabel(f"mIoU, % ({report.data.split}, {report.data.images} images)")
-    ax.set_title(f"{report.model.name if report.model else 'artifacts'}: latency vs mIoU")
+    ax.set_title(f"{report_subject(report)} on {report.device.name}: latency vs mIoU")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
     try:

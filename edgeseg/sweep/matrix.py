@@ -1,0 +1,161 @@
+"""The sweep matrix: models x targets x device profiles x input sizes, read from YAML and expanded into jobs.
+
+Two kinds of job share the work. An **artifact job** exports (and, for int8 targets, calibrates) one
+(model, weights, target, size) and evaluates its mIoU with the artifact's own runtime; it does not depend on the
+device, so every device that wants the artifact shares it. A **bench job** times one artifact for one device
+profile. Each job has a cache key over everything that decides its result, so a job already in the cache is
+not redone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from edgeseg.errors import EdgesegError
+from edgeseg.io import load_yaml_schema
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelEntry(_Strict):
+    name: str
+    weights: str | None = None  # a shipped tag ("camvid") or a .pt path (relative to the matrix file)
+    dataset: str | None = None
+
+
+class TimingSpec(_Strict):
+    warmup: int = Field(10, ge=0)
+    runs: int = Field(30, ge=1)
+    max_runs: int = Field(300, ge=1)
+    max_seconds: float = Field(20.0, gt=0)
+
+
+class SweepMatrix(_Strict):
+    models: list[ModelEntry] = Field(min_length=1)
+    targets: list[str] = Field(min_length=1)
+    devices: list[str] = Field(min_length=1)
+    sizes: list[str | None] = [None]  # "HxW" (multiples of 32); null: the model's default export size
+    data: str | None = None  # labelled data (SPLIT/images, SPLIT/labels; train/ calibrates int8); default: sample
+    split: str = "val"
+    limit: int | None = Field(None, ge=1)  # mIoU on the first N images only
+    calib_data: str | None = None  # default: ``data`` when it has train/
+    parity_images: int = Field(20, ge=1)
+    threads: int = Field(2, ge=1, le=64)
+    timing: TimingSpec = TimingSpec()
+    # Only the targets a device profile lists (its `targets:`) are benched on it: a Jetson gets trt-*, a phone
+    # tflite-*. False benches every target on every device (the unrunnable ones say why in their row).
+    device_targets_only: bool = True
+    profiles: str | None = None  # a folder of extra <name>.yaml device profiles (relative to the matrix file)
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _model_names(cls, value):
+        # a bare name is a model with its default weights
+        return [{"name": v} if isinstance(v, str) else v for v in value] if isinstance(value, list) else value
+
+    @field_validator("targets")
+    @classmethod
+    def _known_targets(cls, value: list[str]) -> list[str]:
+        from edgeseg.targets import known_target_names
+
+        return known_target_names(value)
+
+    @field_validator("sizes")
+    @classmethod
+    def _sizes(cls, value: list[str | None]) -> list[str | None]:
+        import re
+
+        for i, s in enumerate(value):
+            if s is not None and not re.fullmatch(r"\d+x\d+", s):
+                raise ValueError(f"item {i}: size {s!r} is not HxW (e.g. 384x480), or null for the model's default")
+        return value
+
+    @model_validator(mode="after")
+    def _no_duplicates(self):
+        for name, items in (("targets", self.targets), ("devices", self.devices), ("sizes", self.sizes)):
+            if len(set(items)) != len(items):
+                raise ValueError(f"{name} lists an item twice")
+        return self
+
+
+def load_matrix(path: Path) -> tuple[SweepMatrix, Path]:
+    """The matrix and the folder its relative paths are resolved against (the file's own folder)."""
+    path = Path(path)
+    matrix = load_yaml_schema(
+        path, SweepMatrix, "sweep matrix", "models, targets, devices, ...", "see examples/sweep.yaml"
+    )
+    return matrix, path.resolve().parent
+
+
+def resolve_path(value: str | None, base: Path) -> Path | None:
+    if value is None:
+        return None
+    p = Path(value).expanduser()
+    return p if p.is_absolute() else (base / p).resolve()
+
+
+@dataclass(frozen=True)
+class ArtifactJob:
+    """Export + mIoU of one (model, weights, target, size); ``key`` caches it."""
+
+    model: str
+    dataset: str
+    weights: str | None
+    target: str
+    size: str | None
+    key: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.model} {self.size or 'default'} {self.target}"
+
+
+@dataclass(frozen=True)
+class BenchJob:
+    """One artifact timed for one device profile; ``key`` caches it."""
+
+    artifact: ArtifactJob
+    device: str
+    key: str
+
+
+def job_key(**parts) -> str:
+    """A cache key over everything that decides a job's result (JSON of the parts, sorted)."""
+    blob = json.dumps(parts, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:20]
+
+
+def tree_identity(folder: Path, split: str) -> str:
+    """A cheap identity of a data split: the sorted file names and sizes of SPLIT/images and SPLIT/labels (a
+    changed, added or removed file changes it)."""
+    h = hashlib.sha256()
+    for sub in ("images", "labels"):
+        d = Path(folder) / split / sub
+        if d.is_dir():
+            for f in sorted(d.iterdir()):
+                if f.is_file():
+                    h.update(f"{sub}/{f.name}:{f.stat().st_size}\n".encode())
+    return h.hexdigest()[:20]
+
+
+def matrix_digest(matrix: SweepMatrix) -> str:
+    return job_key(matrix=matrix.model_dump(mode="json"))
+
+
+def check_devices_have_targets(matrix: SweepMatrix, device_targets: dict[str, list[str]]) -> None:
+    """With ``device_targets_only``, a device none of whose targets is in the matrix is a mistake worth naming."""
+    if not matrix.device_targets_only:
+        return
+    for device, wanted in device_targets.items():
+        if not set(wanted) & set(matrix.targets):
+            raise EdgesegError(
+                f"sweep matrix: device {device} runs {', '.join(wanted)}, none of which is in targets "
+                f"({', '.join(matrix.targets)}): add one, or set device_targets_only: false"
+            )
