@@ -5,7 +5,8 @@ PIP := $(VENV)/bin/pip
 EDGESEG := $(VENV)/bin/edgeseg
 OUT ?= out
 
-.PHONY: setup run test check clean export-table upsample-cost int8-table estimate-validation lvt-segformer-table
+.PHONY: setup run test check clean export-table upsample-cost int8-table estimate-validation lvt-segformer-table \
+	sweep-example sweep-example-ray
 
 # torch is installed first and pinned: the local CPU wheel. Anything that replaced it would pull CUDA builds.
 $(VENV)/.installed: pyproject.toml
@@ -68,3 +69,14 @@ lvt-segformer-table: setup
 			--parity-data ../shared/data/camvid --parity-images 5 --calib-size 8 --max-miou-drop off \
 			--latency --runs 9 --out $(OUT)/artifacts --json $(OUT)/table-$$m.json || exit 1; \
 	done
+
+# The example sweep matrix (B0 + B1, 5 targets, 4 device profiles) in this process, then the same file on a
+# local Ray cluster with two worker CPUs; sweep_compare checks both give the same table (latencies: ratios).
+sweep-example: setup
+	$(EDGESEG) sweep --matrix examples/sweep.yaml --out $(OUT)/sweep
+
+sweep-example-ray: setup
+	RAY_USAGE_STATS_ENABLED=0 $(VENV)/bin/ray start --head --num-cpus 2 --disable-usage-stats
+	$(EDGESEG) sweep --matrix examples/sweep.yaml --out $(OUT)/sweep-ray --cluster auto; \
+		rc=$$?; $(VENV)/bin/ray stop; exit $$rc
+	$(PY) benchmarks/sweep_compare.py $(OUT)/sweep $(OUT)/sweep-ray

@@ -85,18 +85,19 @@ class RayExecutor:
             ) from None
         self.description = f"Ray cluster {address} ({self._nodes()} nodes)"
         self._remotes: dict = {}
+        self._device_of: dict = {}  # pending bench job -> its device
+        self._devices = self._advertised()
 
     def _nodes(self) -> int:
         return sum(1 for n in self.ray.nodes() if n.get("Alive"))
 
-    def device_resources(self) -> dict[str, float]:
-        """Custom resources the cluster's nodes advertise (device names), with their total units."""
+    def _advertised(self) -> dict[str, float]:
         builtin = ("CPU", "GPU", "memory", "object_store_memory", "accelerator_type")
-        return {
-            k: v
-            for k, v in self.ray.cluster_resources().items()
-            if not k.startswith(("node:", *builtin)) and k not in builtin
-        }
+        return {k: v for k, v in self.ray.cluster_resources().items() if not k.startswith(("node:", *builtin))}
+
+    def device_resources(self) -> dict[str, float]:
+        """Custom resources the cluster's nodes advertised when the sweep joined (device names), with their units."""
+        return self._devices
 
     def put(self, value):
         return self.ray.put(value)
@@ -119,11 +120,27 @@ class RayExecutor:
         return self._remotes[key]
 
     def submit(self, fn: Callable, *args, device: str | None = None, **kwargs):
-        return self._remote(fn, device).remote(*args, **kwargs)
+        ref = self._remote(fn, device).remote(*args, **kwargs)
+        if device is not None:
+            self._device_of[ref] = device
+        return ref
 
-    def wait(self, handles: list):
-        ready, _ = self.ray.wait(handles, num_returns=1)
+    def wait(self, handles: list, poll_seconds: float = 10.0):
+        while True:
+            ready, _ = self.ray.wait(handles, num_returns=1, timeout=poll_seconds)
+            if ready:
+                break
+            # a bench job waits for its device's node; if no node advertises the device any more (the Jetson went
+            # away), it would wait forever: fail it instead, with the reason
+            alive = self._advertised()
+            for ref in handles:
+                device = self._device_of.get(ref)
+                if device is not None and device not in alive:
+                    self.ray.cancel(ref, force=True)
+                    self._device_of.pop(ref, None)
+                    return ref, None, RuntimeError(f"no node advertises {device} any more (its Ray node left)")
         ref = ready[0]
+        self._device_of.pop(ref, None)
         try:
             return ref, self.ray.get(ref), None
         except self.ray.exceptions.RayTaskError as exc:  # the job raised: unwrap to its own exception
