@@ -2004,6 +2004,10 @@ def sweep_artifact_job(job, data: str, split: str, limit, calib_data, parity_ima
     t0 = time.perf_counter()
     data = Path(data)
     work = Path(out) if out else Path(tempfile.mkdtemp(prefix="edgeseg-sweep-"))
+    # The same thread count wherever the job runs: float reductions (the PyTorch reference of int8 calibration and
+    # the mixed-precision search) round differently with another count, and a Ray worker starts with 1 thread.
+    torch_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
     try:
         manifest = export(
             job.model,
@@ -2033,22 +2037,22 @@ def sweep_artifact_job(job, data: str, split: str, limit, calib_data, parity_ima
             result["archive"], result["archive_sha256"] = pack_artifact(folder)
         return result
     finally:
+        torch.set_num_threads(torch_threads)
         if out is None:
             shutil.rmtree(work, ignore_errors=True)
 
 
-def sweep_bench_job(job, device: str, profiles, entry: dict, folder, archive, plan, threads: int, on_device_node: bool):
-    """Time one artifact for one device profile (``bench_artifact``). ``folder``: the artifact where this process
-    can read it; else ``archive`` (bytes from the object store) is checked against its hash and unpacked here."""
+def sweep_bench_job(job, profile, profiles, entry: dict, folder, archive, plan, threads: int, on_device_node: bool):
+    """Time one artifact for one device ``profile`` (``bench_artifact``). ``folder``: the artifact where this
+    process can read it; else ``archive`` (bytes from the object store) is checked against its hash and unpacked
+    here."""
     import shutil
     import tempfile
 
-    from edgeseg.bench.profiles import get_profile
     from edgeseg.sweep.executors import job_origin
     from edgeseg.sweep.store import unpack_artifact
 
     t0 = time.perf_counter()
-    profile = get_profile(device, Path(profiles) if profiles else None)
     work = None
     try:
         if folder is None:
@@ -2102,6 +2106,8 @@ def _sweep_jobs(matrix, base: Path, profiles_dir, data: Path, calib: Path | None
         profile = get_profile(name, profiles_dir)
         if profile.name in profiles:
             raise EdgesegError(f"sweep matrix: devices list {profile.name} twice (once as {name!r})")
+        if matrix.miou_floor is not None:
+            profile = profile.model_copy(update={"miou_floor": matrix.miou_floor})
         profiles[profile.name] = profile
     check_devices_have_targets(matrix, {n: p.targets for n, p in profiles.items()})
     for t in matrix.targets:
@@ -2233,7 +2239,7 @@ def sweep(
             cached = store.cached_bench(b.key)
             if cached is not None:
                 rows[b.key] = cached["result"]
-                record(b.key, **base_fields, status="cached", node=cached.get("node"))
+                record(b.key, **base_fields, status="cached", node=cached.get("node"), seconds=cached.get("seconds"))
             elif "failed" in entry:
                 rows[b.key] = failed_target_result(a.target, b.device, entry["failed"], a.model, a.size).model_dump(
                     mode="json"
@@ -2249,7 +2255,7 @@ def sweep(
                 handle = ex().submit(
                     sweep_bench_job,
                     b,
-                    b.device,
+                    profiles[b.device],
                     str(profiles_dir) if profiles_dir else None,
                     entry,
                     None,
@@ -2301,7 +2307,14 @@ def sweep(
             cached = store.cached_artifact(a.key)
             if cached is not None:
                 entries[a.key] = cached
-                record(a.key, type="artifact", label=a.label, status="cached", node=cached.get("node"))
+                record(
+                    a.key,
+                    type="artifact",
+                    label=a.label,
+                    status="cached",
+                    node=cached.get("node"),
+                    seconds=cached.get("seconds"),
+                )
                 schedule_benches(a)
             else:
                 local_out = str(store.artifacts) if cluster is None else None
@@ -2317,7 +2330,7 @@ def sweep(
                 try:
                     result = sweep_bench_job(
                         b,
-                        b.device,
+                        profiles[b.device],
                         str(profiles_dir) if profiles_dir else None,
                         entry,
                         store.artifacts / entry["folder"],

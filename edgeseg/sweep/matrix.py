@@ -48,6 +48,9 @@ class SweepMatrix(_Strict):
     calib_data: str | None = None  # default: ``data`` when it has train/
     parity_images: int = Field(20, ge=1)
     threads: int = Field(2, ge=1, le=64)
+    # mIoU floor (0-1) for every device; null: each profile's own floor. Profiles' floors are for their working
+    # resolution: a sweep at a smaller size sets its own so the verdicts judge what it measures.
+    miou_floor: float | None = Field(None, ge=0, le=1)
     timing: TimingSpec = TimingSpec()
     # Only the targets a device profile lists (its `targets:`) are benched on it: a Jetson gets trt-*, a phone
     # tflite-*. False benches every target on every device (the unrunnable ones say why in their row).

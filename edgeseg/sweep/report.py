@@ -22,7 +22,7 @@ def device_cell_short(r: TargetResult) -> str:
         return f"{s.median_ms if s.median_ms is not None else s.mean_ms:.1f} ms {verdict}"
     if d.estimate is not None:
         return f"~{d.estimate.latency_ms:.1f} ms estimate {verdict}"
-    return f"not measured {verdict}"
+    return f"not measured, checks {verdict}"
 
 
 def sweep_table(reports: dict[str, BenchReport]) -> dict:
