@@ -1,8 +1,9 @@
 """What each deploy head-upsampling variant costs in mIoU, measured side by side in one run on a labelled split.
 
-The reference model upsamples its head with bicubic interpolation. `conv` (the default rewrite) computes the same
-bicubic exactly as convolutions, `resize` keeps the bicubic Resize op, `bilinear` is the approximation for
-backends without bicubic. A benchmark, not a test: its numbers go into the README and reports.
+The reference model upsamples its head with bicubic interpolation. `matmul` (the default rewrite) computes the
+same bicubic exactly as two matmuls with constant interpolation matrices, `conv` exactly as pad + depthwise
+convolutions, `resize` keeps the bicubic Resize op, `bilinear` is the approximation for backends without bicubic.
+A benchmark, not a test: its numbers go into the README and reports.
 
     python benchmarks/upsample_cost.py --model efficientvit-b0 --weights camvid --data ../shared/data/camvid
 """
@@ -23,7 +24,7 @@ def main() -> None:
     ap.add_argument("--weights", default="camvid")
     ap.add_argument("--data", type=Path, required=True)
     ap.add_argument("--split", default="val")
-    ap.add_argument("--variants", nargs="*", default=["reference", "conv", "bilinear"])
+    ap.add_argument("--variants", nargs="*", default=["reference", "matmul", "conv", "bilinear"])
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()

@@ -62,7 +62,7 @@ class Thresholds(_Strict):
 class ExportOptions(_Strict):
     """What ``edgeseg export`` would be given for this row (the artifact cache keeps repeated runs instant)."""
 
-    upsample: str = "conv"
+    upsample: str = "matmul"  # pipeline.DEFAULT_UPSAMPLE
     opset: int = 18
     with_argmax: bool = False
     calib_size: int = Field(64, ge=1)

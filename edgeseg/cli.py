@@ -112,10 +112,10 @@ WeightsOpt = typer.Option(None, "--weights", "-w", help="A .pt state dict, or a 
 FitOpt = typer.Option("pad", "--fit", help="Make H, W multiples of 32: 'pad' (exact, default) or 'resize'.")
 SizeOpt = typer.Option(None, "--size", help="Network input HxW (multiples of 32); default: the image rounded up.")
 UpsampleOpt = typer.Option(
-    "conv",
+    "matmul",
     "--upsample",
-    help="Head upsampling: conv (exact bicubic as convolution, "
-    "default for export), resize (bicubic Resize op), bilinear (approximation).",
+    help="Head upsampling: matmul (exact bicubic as two matmuls, default for export), conv (exact bicubic as "
+    "pad + depthwise convolution), resize (bicubic Resize op), bilinear (approximation).",
 )
 
 
@@ -191,7 +191,7 @@ def eval_cmd(
     upsample: str | None = typer.Option(
         None,
         "--upsample",
-        help="Evaluate with a deploy head upsampling (conv | resize | bilinear) instead of the reference model.",
+        help="Evaluate with a deploy head upsampling (matmul | conv | resize | bilinear), not the reference model.",
     ),
 ):
     """mIoU, pixel accuracy and per-class IoU on a labelled split."""

@@ -35,7 +35,7 @@ def test_onnx_fp32_parity_manifest_and_lint(fp32):
     # labels exist for the parity images: both sides' mIoU is recorded, and equal for an exact export
     assert abs(m["parity"]["miou_candidate"] - m["parity"]["miou_reference"]) < 1e-3
     assert m["lint"]["clean"] and m["exporter"].startswith("torch.export")
-    assert m["rewrites"] == {"attention-fp32-normaliser": 4, "bicubic-as-conv": 2}
+    assert m["rewrites"] == {"attention-fp32-normaliser": 4, "bicubic-as-matmul": 2}
     assert m["input"]["shape"] == [1, 3, 192, 256] and m["output"]["shape"] == [1, 11, 24, 32]
     graph = onnx.load(f"{m['folder']}/{m['file']}").graph
     assert not [n for n in graph.node if n.op_type == "Pad"]  # the ones-row pad is gone

@@ -67,6 +67,10 @@ def test_tflite_execution_plan_counts_xnnpack_partitions(random_b0_weights, tmp_
     p = pipeline.profile(m["folder"], runs=3, warmup=1)
     assert p["partitions"] == 1 and p["off_path"] == {}  # every op delegated
     assert p["explained"] is None and "benchmark_model" in p["notes"][0]  # no per-op timer: said, not faked
+    # the delegated nodes are counted per op type and path (fp32: no Q/DQ, no float-in-int8 rows; no times)
+    census = {r["op_type"]: r for r in p["by_type"] if r["op_type"].endswith("(in XNNPACK)")}
+    assert census["CONV_2D (in XNNPACK)"]["path"] == "compute" and census["CONV_2D (in XNNPACK)"]["count"] > 20
+    assert all(r["ms"] is None and r["path"] in ("compute", "layout") for r in census.values())
     # without XNNPACK every original node runs: the walk must find them all, and no DELEGATE
     plain = Interpreter(
         model_path=f"{m['folder']}/{m['file']}",

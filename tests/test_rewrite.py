@@ -105,6 +105,34 @@ def test_bicubic_as_conv_graph_has_no_resize_and_stays_4d():
     assert max(ranks) == 4
 
 
+@pytest.mark.parametrize("factor", [2, 4])
+@pytest.mark.parametrize("shape", [(1, 32, 12, 15), (1, 5, 1, 7), (2, 3, 6, 2)])
+def test_bicubic_as_matmul_equals_pytorch_bicubic(factor, shape):
+    from edgeseg.rewrite.efficientvit import BicubicAsMatmul
+
+    ref = UpSampleLayer(factor=factor)
+    new = BicubicAsMatmul(ref)
+    x = torch.randn(*shape) * 3
+    x[..., 0, :] += 20  # large border rows/columns: the clamped taps must add up there
+    x[..., -1] -= 20
+    a, b = ref(x), new(x)
+    assert a.shape == b.shape and (a - b).abs().max() <= 1e-5 * a.abs().max()
+    assert new(x.half()).dtype == torch.float16
+    assert dict(new.state_dict()) == {}
+
+
+def test_bicubic_as_matmul_graph_is_two_matmuls_rank_4():
+    from edgeseg.rewrite.efficientvit import BicubicAsMatmul
+
+    new = BicubicAsMatmul(UpSampleLayer(factor=4)).eval()
+    gm = torch.export.export(new, (torch.randn(1, 8, 6, 7),)).run_decompositions({}).graph_module
+    targets = [str(n.target) for n in gm.graph.nodes if n.op == "call_function"]
+    assert not any("upsample" in t or "pad" in t or "gather" in t or "cat" in t for t in targets), targets
+    assert sum("matmul" in t or "mm" in t for t in targets) == 2, targets
+    ranks = [len(n.meta["val"].shape) for n in gm.graph.nodes if "val" in n.meta and hasattr(n.meta["val"], "shape")]
+    assert max(ranks) == 4
+
+
 def test_model_with_exact_bicubic_matches_reference():
     model, _ = create_model("efficientvit-b1", "camvid")
     deploy, counts = apply_rewrites(model, ["attention-fp32-normaliser", "bicubic-as-conv"])
@@ -120,3 +148,24 @@ def test_hardswish_as_clamp_equals_hardswish():
 
     x = torch.linspace(-8, 8, 4001).reshape(1, 1, 1, -1)
     assert torch.allclose(HardswishAsClamp()(x), torch.nn.Hardswish()(x), atol=1e-6)
+
+
+def test_hardswish_as_clamp_int8_tflite_stays_nhwc(tmp_path):
+    """With scalar constants PT2E made 0-D quantized inputs and litert-torch's layout pass ran the activation in
+    NCHW between two TRANSPOSEs of the whole feature map; the 4-D constants keep conv -> activation -> conv NHWC."""
+    pytest.importorskip("litert_torch")
+    from ai_edge_litert.interpreter import Interpreter
+
+    from edgeseg.exporters.tflite import export_tflite
+    from edgeseg.rewrite.efficientvit import HardswishAsClamp
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(8, 16, 1), HardswishAsClamp(), torch.nn.Conv2d(16, 16, 3, padding=1, groups=16)
+    ).eval()
+    x = torch.randn(1, 8, 16, 20)
+    path = tmp_path / "hs.tflite"
+    export_tflite(net, x, path, "int8", True, calib_inputs=[torch.randn(1, 8, 16, 20) for _ in range(2)])
+    ops = [o["op_name"] for o in Interpreter(model_path=str(path))._get_ops_details()]  # before delegation
+    assert "TRANSPOSE" not in ops and "HARD_SWISH" not in ops, ops
+    assert ops.count("CONV_2D") + ops.count("DEPTHWISE_CONV_2D") == 2

@@ -189,6 +189,33 @@ def executed_ops(interpreter) -> list[dict]:
     return [executed[i] for i in sorted(executed)]
 
 
+def delegated_census(interpreter, executed: set[int]) -> list[OpTypeRow]:
+    """Count (no times: XNNPACK has no per-op timer here) of the nodes a delegate took, per op type and path: what
+    an int8 graph spends outside int8 compute shows up as TRANSPOSE (layout), QUANTIZE/DEQUANTIZE and float
+    compute left in it (the attention core, float islands where the quantizer has no int8 op)."""
+    details = {int(t["index"]): t for t in interpreter.get_tensor_details()}
+    ops = [op for op in interpreter._get_ops_details() if op["op_name"] != "DELEGATE" and op["index"] not in executed]
+
+    def out_dtype(op) -> str:
+        t = details.get(int(op["outputs"][0])) if len(op["outputs"]) else None
+        return np.dtype(t["dtype"]).name if t is not None else "?"
+
+    int8_graph = any(out_dtype(op) in ("int8", "uint8") for op in ops)
+    acc: dict[tuple[str, str], int] = defaultdict(int)
+    for op in ops:
+        name, dtype = op["op_name"], out_dtype(op)
+        if name == "TRANSPOSE":
+            path = "layout"
+        elif name in ("QUANTIZE", "DEQUANTIZE"):
+            path = "quantize/dequantize"
+        elif dtype in ("int8", "uint8"):
+            path = "int8 compute"
+        else:
+            path = "float compute in an int8 graph" if int8_graph and dtype.startswith("float") else "compute"
+        acc[(f"{name} (in XNNPACK)", path)] += 1
+    return [OpTypeRow(name, n, None, None, path) for (name, path), n in sorted(acc.items(), key=lambda kv: -kv[1])]
+
+
 def profile_tflite(art: LoadedArtifact, threads: int, runs: int, warmup: int) -> OpProfile:
     from edgeseg.bench.stats import TimingPlan, measure
 
@@ -203,6 +230,7 @@ def profile_tflite(art: LoadedArtifact, threads: int, runs: int, warmup: int) ->
     run_ms = timing.stats.median_ms
     by_type = [OpTypeRow("DELEGATE (XNNPACK partition)", partitions, None, None, "XNNPACK")]
     by_type += [OpTypeRow(name, n, None, None, "off XNNPACK") for name, n in sorted(outside.items())]
+    by_type += delegated_census(interpreter, {op["index"] for op in executed})
     off_path = {}
     if outside:
         off_path["off XNNPACK"] = {

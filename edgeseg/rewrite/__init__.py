@@ -20,7 +20,13 @@ from edgeseg.errors import EdgesegError
 from edgeseg.models.efficientvit import LiteMLA, UpSampleLayer
 from edgeseg.models.lvt import CSA, RASA
 from edgeseg.models.segformer import SpatialReductionAttention
-from edgeseg.rewrite.efficientvit import BicubicAsConv, HardswishAsClamp, LiteMLAFp32Normaliser, UpSampleFp32
+from edgeseg.rewrite.efficientvit import (
+    BicubicAsConv,
+    BicubicAsMatmul,
+    HardswishAsClamp,
+    LiteMLAFp32Normaliser,
+    UpSampleFp32,
+)
 from edgeseg.rewrite.lvt import CSADeploy, RASADeploy
 from edgeseg.rewrite.segformer import GeluTanh, LayerNormFp32, SRADeploy
 
@@ -54,6 +60,13 @@ REWRITES: dict[str, Rewrite] = {
             UpSampleLayer,
             BicubicAsConv,
             "head bicubic resize as pad + fixed depthwise conv + pixel shuffle: exact, fast, every backend",
+            ("efficientvit",),
+        ),
+        Rewrite(
+            "bicubic-as-matmul",
+            UpSampleLayer,
+            BicubicAsMatmul,
+            "head bicubic resize as two matmuls with constant interpolation matrices on a channels-last view: exact",
             ("efficientvit",),
         ),
         Rewrite(

@@ -99,7 +99,12 @@ def bicubic_phase_taps(scale: int) -> torch.Tensor:
     sit at floor-1..floor+2, always inside -2..2 of i for an integer scale. PyTorch clamps indices at the border,
     which is exactly replicate padding by 2.
     """
-    taps = torch.zeros(scale, 5, dtype=torch.float64)
+    return torch.from_numpy(_phase_taps(scale))
+
+
+def _phase_taps(scale: int) -> np.ndarray:
+    """``bicubic_phase_taps`` in numpy float64: usable inside a traced forward (no torch tensors to fake)."""
+    taps = np.zeros((scale, 5), dtype=np.float64)
     for p in range(scale):
         src = (p + 0.5) / scale - 0.5
         f = math.floor(src)
@@ -158,16 +163,69 @@ class BicubicAsConv(nn.Module):
         return self._pass(y, 3).to(x.dtype)
 
 
+def bicubic_matrix(n: int, scale: int) -> np.ndarray:
+    """(n*scale, n) float32 matrix of an exact 1-D x``scale`` bicubic upsample of length ``n`` (PyTorch's
+    align_corners=False, A = -0.75): row ``scale*i + p`` holds the phase-``p`` taps of ``bicubic_phase_taps`` at
+    inputs i-2..i+2, with indices clamped to the border (PyTorch's edge handling) so those taps add up there."""
+    taps = _phase_taps(scale)
+    m = np.zeros((n * scale, n), dtype=np.float64)
+    for i in range(n):
+        for d in range(5):
+            m[i * scale : (i + 1) * scale, min(max(i + d - 2, 0), n - 1)] += taps[:, d]
+    return m.astype(np.float32)
+
+
+class BicubicAsMatmul(nn.Module):
+    """Replaces ``UpSampleLayer`` in bicubic mode with an integer factor (pattern: the head's bicubic resize).
+
+    Computes ``F.interpolate(x, scale_factor=s, mode="bicubic", align_corners=False)`` exactly (to float rounding)
+    as ``U_h X U_w^T``: two matmuls with constant interpolation matrices (``bicubic_matrix``; border clamping is in
+    the matrices, so no padding ops). Both run on a channels-last view: columns first as a batched ``(W, w) @
+    (h, w, C)``, then rows as one ``(H, h) @ (h, W*C)``, so channels stay innermost and every reshape is free.
+    Constraint satisfied: in TFLite (NHWC inside) the view's permutes cancel against the layout transposes of the
+    surrounding convolutions, leaving 2 BATCH_MATMUL + reshapes per resize, where the pad + depthwise-conv form
+    (``BicubicAsConv``) needs slices, concats, two depthwise convs and 6 transposes between NHWC and the NCHW
+    interleave. All tensors stay rank <= 4 for batch 1. The matrices are trace-time constants (not state-dict
+    keys); they depend on the input size, which is static in every export. Runs in fp32 and casts back.
+    """
+
+    def __init__(self, ref: UpSampleLayer):
+        super().__init__()
+        if ref.mode != "bicubic" or ref.align_corners or int(ref.factor) != ref.factor:
+            raise ValueError("BicubicAsMatmul replaces integer-factor bicubic resizes with align_corners=False")
+        self.factor = int(ref.factor)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.factor == 1:
+            return x
+        b, c, h, w = x.shape
+        s = self.factor
+        uh = torch.from_numpy(bicubic_matrix(h, s)).to(x.device)
+        uw = torch.from_numpy(bicubic_matrix(w, s)).to(x.device)
+        t = x.float().permute(0, 2, 3, 1).reshape(b * h, w, c)
+        t = torch.matmul(uw, t).reshape(b, h, w * s * c)  # columns: (W, w) @ (b*h, w, C) -> (b*h, W, C)
+        t = torch.matmul(uh, t)  # rows: (H, h) @ (b, h, W*C) -> (b, H, W*C)
+        return t.reshape(b, h * s, w * s, c).permute(0, 3, 1, 2).to(x.dtype)
+
+
 class HardswishAsClamp(nn.Module):
     """Pattern: ``nn.Hardswish``. Replacement: ``x * clamp(x + 3, 0, 6) * (1/6)`` (the same function).
 
-    Constraint: XNNPACK has no int8 HARD_SWISH kernel, so an int8 TFLite graph with HARD_SWISH breaks into one
-    delegate partition per activation with reference kernels between them. Written as add, clamp and mul, every
-    piece has an int8 XNNPACK kernel and the quantized graph stays in one partition.
+    Constraints:
+    - XNNPACK has no int8 HARD_SWISH kernel, so an int8 TFLite graph with HARD_SWISH breaks into one delegate
+      partition per activation with reference kernels between them. Written as add, clamp and mul, every piece has
+      an int8 XNNPACK kernel and the quantized graph stays in one partition.
+    - The constants 3 and 1/6 are all-ones-shape tensors of x's rank, not Python scalars: PT2E turns a scalar into a 0-D
+      quantized constant, and litert-torch's layout pass keeps any op with a non-4-D input in NCHW, so every
+      activation of an int8 B0 ran between two TRANSPOSEs of its full feature map (46 of the graph's 73
+      transposes). With 4-D constants the add/mul chain stays NHWC.
     """
 
     def __init__(self, original: nn.Module | None = None):
         super().__init__()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * torch.clamp(x + 3.0, 0.0, 6.0) * (1.0 / 6.0)
+        ones = (1,) * x.dim()  # same rank as x: a broadcast never changes the output's rank
+        three = torch.full(ones, 3.0, dtype=x.dtype, device=x.device)
+        sixth = torch.full(ones, 1.0 / 6.0, dtype=x.dtype, device=x.device)
+        return x * torch.clamp(x + three, 0.0, 6.0) * sixth
