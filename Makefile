@@ -5,7 +5,7 @@ PIP := $(VENV)/bin/pip
 EDGESEG := $(VENV)/bin/edgeseg
 OUT ?= out
 
-.PHONY: setup run test check clean export-table upsample-cost int8-table estimate-validation lvt-segformer-table
+.PHONY: setup run test test-slow check clean export-table upsample-cost int8-table estimate-validation lvt-segformer-table
 
 # torch is installed first and pinned: the local CPU wheel. Anything that replaced it would pull CUDA builds.
 $(VENV)/.installed: pyproject.toml
@@ -30,6 +30,9 @@ run: setup
 
 test: setup
 	$(PY) -m pytest -q
+
+test-slow: setup  # whole-model conversions (minutes each here)
+	$(PY) -m pytest -q -m slow
 
 # The CI regression gate on B0's ONNX/TFLite exports (also run by .ci/run); see README "Use in CI".
 check: setup
