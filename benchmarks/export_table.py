@@ -163,7 +163,8 @@ def _val_miou(args, weights: str, rows: list[dict]) -> dict:
 def _miou_cell(row: dict | None, reference: dict) -> str:
     if row is None:
         return "-"
-    return f"{100 * row['miou']:.2f} ({100 * (row['miou'] - reference['miou']):+.2f})"
+    delta = round(100 * (row["miou"] - reference["miou"]), 2) + 0.0  # + 0.0: no "-0.00"
+    return f"{100 * row['miou']:.2f} ({delta:+.2f})"
 
 
 if __name__ == "__main__":

@@ -292,25 +292,13 @@ def lint_tflite(path: Path, rules: str = "tflite") -> LintReport:
 
 
 def undelegated_ops(interpreter) -> dict[str, int]:
-    """Op types an allocated LiteRT interpreter runs on TFLite's own kernels (outside XNNPACK), with counts.
-
-    The op list keeps the delegated ops beside the DELEGATE nodes that replaced them; an op is inside a partition
-    when each of its outputs is a partition output or a tensor the memory planner left unallocated (internal to
-    the partition). The rest are the ops the delegate refused."""
-    ops = interpreter._get_ops_details()
-    partition_outputs = {int(t) for op in ops if op["op_name"] == "DELEGATE" for t in op["outputs"]}
-
-    def allocated(index: int) -> bool:
-        try:
-            interpreter.get_tensor(index)
-        except ValueError:  # "Tensor data is null": internal to a delegate partition
-            return False
-        return True
+    """Op types an allocated LiteRT interpreter runs on TFLite's own kernels (outside every delegate partition),
+    with counts."""
+    from edgeseg.runtimes.litert import executed_ops
 
     left: dict[str, int] = {}
-    for op in ops:
-        outputs = [int(t) for t in op["outputs"]]
-        if op["op_name"] != "DELEGATE" and any(t not in partition_outputs and allocated(t) for t in outputs):
+    for op in executed_ops(interpreter):
+        if op["op_name"] != "DELEGATE":
             left[op["op_name"]] = left.get(op["op_name"], 0) + 1
     return left
 

@@ -357,13 +357,15 @@ class _ChannelsLast(nn.Module):
         return self.inner(x.flatten(2).transpose(1, 2), h, w).transpose(1, 2).reshape(b, c, h, w)
 
 
-def _xnnpack(module: nn.Module, x: torch.Tensor, path: Path) -> tuple[int, dict[str, int]]:
+def _xnnpack(module: nn.Module, x: torch.Tensor, path: Path, precision: str = "fp32") -> tuple[int, dict[str, int]]:
+    """TFLite conversion of ``module`` (int8: PT2E calibrated on two random inputs): XNNPACK partitions and the ops
+    left on TFLite's reference kernels."""
     from ai_edge_litert.interpreter import Interpreter
 
     from edgeseg.exporters.tflite import export_tflite
     from edgeseg.lint import undelegated_ops
 
-    export_tflite(module.eval(), x, path, "fp32", True)
+    export_tflite(module.eval(), x, path, precision, True, [torch.randn_like(x) for _ in range(2)])
     interpreter = Interpreter(model_path=str(path), num_threads=1)
     interpreter.allocate_tensors()
     ops = interpreter._get_ops_details()
@@ -390,7 +392,10 @@ def test_csa_and_single_head_attention_run_in_one_xnnpack_partition(tmp_path):
     x = torch.randn(1, 32, 16, 24)
     # the reference split: TFLite makes the score matmul a FULLY_CONNECTED with runtime weights, off XNNPACK
     assert _xnnpack(_ChannelsLast(SRADeploy(sra), (16, 24)), x, tmp_path / "sra.tflite")[1] == {"FULLY_CONNECTED": 1}
-    assert _xnnpack(_ChannelsLast(SRASingleHeadAsBatch2(sra), (16, 24)), x, tmp_path / "b2.tflite") == (1, {})
+    batch2 = _ChannelsLast(SRASingleHeadAsBatch2(sra), (16, 24))
+    assert _xnnpack(batch2, x, tmp_path / "b2.tflite") == (1, {})
+    # int8: the values concatenated too, else the converter folds attn @ v into a FULLY_CONNECTED over all tokens
+    assert _xnnpack(batch2, x, tmp_path / "b2-int8.tflite", "int8") == (1, {})
 
 
 @pytest.mark.slow

@@ -78,8 +78,9 @@ class SRASingleHeadAsBatch2(SRADeploy):
     Constraint satisfied: TFLite's converter turns a batch-1 BATCH_MATMUL whose right operand is a transpose into
     FULLY_CONNECTED with the keys as its (runtime) weights, and XNNPACK takes FULLY_CONNECTED only with static
     weights: the op runs on TFLite's reference kernels and splits the graph into three delegate partitions. Here
-    the queries are split into two halves along the tokens, a batch of two against the keys concatenated twice
-    (B, 2, d, M): a real BATCH_MATMUL, delegated. Exact (the same products); the values broadcast over the two.
+    the queries are split into two halves along the tokens, a batch of two against the keys and the values each
+    concatenated twice (B, 2, ., .): real BATCH_MATMULs, delegated (values broadcast over the batch instead are
+    folded by the converter into a FULLY_CONNECTED over all tokens in the int8 graph). Exact (the same products).
     Odd token counts (never at export sizes, multiples of 32) and multi-head attention are left as ``SRADeploy``.
     """
 
@@ -87,7 +88,8 @@ class SRASingleHeadAsBatch2(SRADeploy):
         b, heads, n, d = q.shape
         if heads != 1 or n % 2:
             return super()._attend(q, k_t, v)
-        halves = softmax_attention_fp32(q.reshape(b, 2, n // 2, d), torch.cat([k_t, k_t], dim=1), v, self.scale)
+        q2 = q.reshape(b, 2, n // 2, d)
+        halves = softmax_attention_fp32(q2, torch.cat([k_t, k_t], dim=1), torch.cat([v, v], dim=1), self.scale)
         return halves.reshape(b, 1, n, d)
 
 
