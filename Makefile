@@ -5,8 +5,8 @@ PIP := $(VENV)/bin/pip
 EDGESEG := $(VENV)/bin/edgeseg
 OUT ?= out
 
-.PHONY: setup run test check clean export-table upsample-cost int8-table estimate-validation lvt-segformer-table \
-	sweep-example sweep-example-ray
+.PHONY: setup run test test-slow check clean export-table upsample-cost int8-table estimate-validation \
+	lvt-segformer-table sweep-example sweep-example-ray
 
 # torch is installed first and pinned: the local CPU wheel. Anything that replaced it would pull CUDA builds.
 $(VENV)/.installed: pyproject.toml
@@ -31,6 +31,9 @@ run: setup
 
 test: setup
 	$(PY) -m pytest -q
+
+test-slow: setup  # whole-model conversions (minutes each here)
+	$(PY) -m pytest -q -m slow
 
 # The CI regression gate on B0's ONNX/TFLite exports (also run by .ci/run); see README "Use in CI".
 check: setup
@@ -61,14 +64,27 @@ int8-table: setup
 estimate-validation: setup
 	$(PY) benchmarks/estimate_validation.py --json $(OUT)/estimate_validation.json
 
-# Benchmark (not a test): LVT and SegFormer-B0 (no shipped weights: untrained, seed 0) on every target at 384x480:
-# parity on 5 val images, lint and max rank, latency here (ORT / LiteRT); INT8 calibrated on 8 train images.
+# Benchmark (not a test): LVT and SegFormer-B0 on every target at 384x480 with the short CPU-trained checkpoints
+# (no shipped weights; LVT_WEIGHTS / SEGFORMER_WEIGHTS override): parity on 5 val images, lint and max rank,
+# latency here (ORT / LiteRT, round-robin per model, then both models in one pass), val mIoU per artifact on the first 20 val images beside PyTorch fp32;
+# INT8 calibrated on 8 train images.
+LVT_WEIGHTS ?= runs/lvt-camvid/best.pt
+SEGFORMER_WEIGHTS ?= runs/segformer-b0-camvid/best.pt
+TRAIN_SHORT = --data ../shared/data/camvid --epochs 2 --limit-train 96 --batch-size 4 --crop 128x128 \
+	--warmup-epochs 0.2 --threads 1 --limit-val 5
 lvt-segformer-table: setup
-	for m in lvt segformer-b0; do \
-		$(PY) benchmarks/export_table.py --model $$m --random-weights 0 --size 384x480 \
+	for pair in lvt=$(LVT_WEIGHTS) segformer-b0=$(SEGFORMER_WEIGHTS); do \
+		m=$${pair%%=*}; w=$${pair#*=}; \
+		test -f $$w || { echo "$$w not found: train it (edgeseg train --model $$m $(TRAIN_SHORT) --out $$(dirname $$w)) or set the weights variable"; exit 2; }; \
+		$(PY) benchmarks/export_table.py --model $$m --weights $$w --size 384x480 \
 			--parity-data ../shared/data/camvid --parity-images 5 --calib-size 8 --max-miou-drop off \
+			--miou-data ../shared/data/camvid --miou-images 20 \
 			--latency --runs 9 --out $(OUT)/artifacts --json $(OUT)/table-$$m.json || exit 1; \
 	done
+	# both models' artifacts timed again in one round-robin pass: the two runs above saw different loads
+	$(PY) benchmarks/time_artifacts.py $(OUT)/artifacts/lvt-camvid-onnx-*-384x480 \
+		$(OUT)/artifacts/lvt-camvid-tflite-*-384x480 $(OUT)/artifacts/segformer-b0-camvid-onnx-*-384x480 \
+		$(OUT)/artifacts/segformer-b0-camvid-tflite-*-384x480 --runs 9 --json $(OUT)/latency-lvt-segformer.json
 
 # The example sweep matrix (B0 + B1, 5 targets, 4 device profiles) in this process, then the same file on a
 # local Ray cluster with two worker CPUs; sweep_compare checks both give the same table (latencies: ratios).

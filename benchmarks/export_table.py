@@ -2,10 +2,13 @@
 real images, lint (with the largest tensor rank), export time, and with ``--latency`` the median latency here for
 targets that run here (ONNX Runtime, LiteRT: all artifacts timed round-robin in one pass, median of ``--runs``; a
 target whose export fails is listed with its error). A benchmark, not a test: its
-numbers go into reports.
+numbers go into reports. With ``--miou-data`` each artifact that runs here is also evaluated on the val split
+(``pipeline.evaluate`` with the artifact, as ``edgeseg eval --artifact``; ``--miou-images`` caps the images) beside
+the PyTorch fp32 model on the same images, so the column shows what each target's conversion changes.
 
     python benchmarks/export_table.py --model efficientvit-b0 --weights camvid \
-        --parity-data ../shared/data/camvid --parity-images 20 [--latency] [--json out.json]
+        --parity-data ../shared/data/camvid --parity-images 20 [--latency] \
+        [--miou-data ../shared/data/camvid --miou-images 20] [--json out.json]
 """
 
 from __future__ import annotations
@@ -49,6 +52,8 @@ def main() -> None:
     ap.add_argument("--latency", action="store_true", help="also time the artifacts that run here (round-robin)")
     ap.add_argument("--runs", type=int, default=20, help="timed runs per artifact with --latency")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--miou-data", type=Path, default=None, help="val mIoU per artifact on this dataset folder")
+    ap.add_argument("--miou-images", type=int, default=None, help="first N val images (default: all)")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
 
@@ -93,11 +98,12 @@ def main() -> None:
         if args.latency
         else {}
     )
+    val = _val_miou(args, weights, rows) if args.miou_data else None
     print(
         "| target | size MB | max abs diff | SNR dB | argmax agreement | mIoU artifact / PyTorch | parity runtime "
-        "| lint | max rank | export s |" + (" latency ms |" if args.latency else "")
+        "| lint | max rank | export s |" + (" latency ms |" if args.latency else "") + (" val mIoU |" if val else "")
     )
-    print("| --- " * (10 + args.latency) + "|")
+    print("| --- " * (10 + args.latency + bool(val)) + "|")
     for m in rows:
         m["latency"] = timed.get(m["target"])
         p = m["parity"]
@@ -116,11 +122,49 @@ def main() -> None:
             f"| {m['target']} | {m['bytes'] / 1e6:.2f} | {diff} | {snr} | {agree} | {miou} | {p['runtime']} | {lint} | "
             f"{m['max_rank']} | {m['export_seconds']:.1f} |"
             + ("" if not args.latency else " - |" if m["latency"] is None else f" {m['latency']['median_ms']:.1f} |")
+            + ("" if not val else f" {_miou_cell(m['val_miou'], val['reference'])} |")
         )
+    if val:
+        print(f"val mIoU: {val['images']} CamVid val images; PyTorch fp32 {100 * val['reference']['miou']:.2f}")
     for f in failed:
         print(f"| {f['target']} | export failed: {f['error']} |")
     if args.json:
-        atomic_write_bytes(args.json, json.dumps({"rows": rows, "failed": failed}, indent=2).encode())
+        doc = {"rows": rows, "failed": failed, **({"val_miou_reference": val["reference"]} if val else {})}
+        atomic_write_bytes(args.json, json.dumps(doc, indent=2).encode())
+
+
+def _val_miou(args, weights: str, rows: list[dict]) -> dict:
+    """Val mIoU of the PyTorch fp32 model and of each artifact that runs here, on the same images; sets
+    ``row["val_miou"]`` (None where the runtime needs other hardware)."""
+    reference = pipeline.evaluate(
+        args.model, args.dataset, weights, args.miou_data, size=args.size, limit=args.miou_images, threads=args.threads
+    )
+    print(f"PyTorch fp32: val mIoU {100 * reference['miou']:.2f} ({reference['images']} images)", flush=True)
+    for m in rows:
+        try:
+            report = pipeline.evaluate(
+                None,
+                None,
+                None,
+                args.miou_data,
+                artifact=Path(m["folder"]),
+                limit=args.miou_images,
+                threads=args.threads,
+            )
+        except EdgesegError as exc:  # Core ML prediction off macOS, TensorRT without CUDA
+            m["val_miou"] = None
+            print(f"{m['target']}: val mIoU not measured here: {exc}", flush=True)
+            continue
+        m["val_miou"] = {k: report[k] for k in ("miou", "pixel_accuracy", "images", "seconds", "runtime")}
+        print(f"{m['target']}: val mIoU {100 * report['miou']:.2f}", flush=True)
+    return {"reference": {k: reference[k] for k in ("miou", "pixel_accuracy", "images")}, "images": reference["images"]}
+
+
+def _miou_cell(row: dict | None, reference: dict) -> str:
+    if row is None:
+        return "-"
+    delta = round(100 * (row["miou"] - reference["miou"]), 2) + 0.0  # + 0.0: no "-0.00"
+    return f"{100 * row['miou']:.2f} ({delta:+.2f})"
 
 
 if __name__ == "__main__":

@@ -206,7 +206,7 @@ def lint_onnx(path_or_model, rules: str) -> LintReport:
 _TFLITE_VERIFIED = frozenset(
     {
         "CONV_2D",
-        "AVERAGE_POOL_2D",  # LVT's CSA (2x2 pool); XNNPACK and the GPU delegate both take it
+        "AVERAGE_POOL_2D",  # LVT's CSA (2x2 pool); XNNPACK (fp32 only, not int8) and the GPU delegate take it
         "DEPTHWISE_CONV_2D",
         "ADD",
         "SUB",
@@ -238,7 +238,7 @@ _TFLITE_VERIFIED = frozenset(
         "DEQUANTIZE",
         "QUANTIZE",
         "SOFTMAX",
-        "GELU",
+        "GELU",  # XNNPACK: fp32 only; an int8 GELU runs on TFLite's kernels (a delegate partition boundary)
         "TANH",
         "POW",
         "SQRT",
@@ -281,13 +281,26 @@ def lint_tflite(path: Path, rules: str = "tflite") -> LintReport:
             report.add("error", "static-shape", t["name"], f"dynamic shape {list(t['shape_signature'])}")
     partitions = report.ops.get("DELEGATE", 0)
     if partitions > 1:
+        left = ", ".join(f"{name} x{n}" for name, n in sorted(undelegated_ops(interpreter).items()))
         report.add(
             "warning",
             "delegate-partitions",
             "XNNPACK",
-            f"{partitions} delegate partitions: ops between them run on reference kernels",
+            f"{partitions} delegate partitions: {left or 'ops between them'} run on TFLite's reference kernels",
         )
     return report
+
+
+def undelegated_ops(interpreter) -> dict[str, int]:
+    """Op types an allocated LiteRT interpreter runs on TFLite's own kernels (outside every delegate partition),
+    with counts."""
+    from edgeseg.runtimes.litert import executed_ops
+
+    left: dict[str, int] = {}
+    for op in executed_ops(interpreter):
+        if op["op_name"] != "DELEGATE":
+            left[op["op_name"]] = left.get(op["op_name"], 0) + 1
+    return left
 
 
 # Core ML MIL ops edgeseg's graphs use that run on the Neural Engine / GPU.

@@ -19,6 +19,7 @@ from edgeseg.errors import EdgesegError
 # in fp32. GELU stays erf everywhere: every exporter here has an erf path (``gelu-tanh`` exists for kernels that
 # do not; its error is measured in the tests).
 _BASE = ("attention-fp32-normaliser", "csa-no-unfold", "rasa-split-kv", "sra-split-kv", "layernorm-fp32")
+_TFLITE = _BASE + ("sra-single-head-batch2",)
 
 
 @dataclass(frozen=True)
@@ -68,8 +69,8 @@ TARGETS: dict[str, Target] = {
             available=True,
         ),
         _row("onnx", "int8", ".onnx", "onnxruntime (CPU)", "onnx", "onnx", available=True),
-        _row("tflite", "fp32", ".tflite", "ai-edge-litert (XNNPACK)", "tflite", "tflite", _BASE, available=True),
-        _row("tflite", "fp16", ".tflite", "ai-edge-litert (XNNPACK)", "tflite", "tflite", _BASE, available=True),
+        _row("tflite", "fp32", ".tflite", "ai-edge-litert (XNNPACK)", "tflite", "tflite", _TFLITE, available=True),
+        _row("tflite", "fp16", ".tflite", "ai-edge-litert (XNNPACK)", "tflite", "tflite", _TFLITE, available=True),
         _row(
             "tflite",
             "int8",
@@ -77,7 +78,7 @@ TARGETS: dict[str, Target] = {
             "ai-edge-litert (XNNPACK)",
             "tflite",
             "tflite",
-            _BASE + ("hardswish-as-clamp",),
+            _TFLITE + ("hardswish-as-clamp", "rasa-weights-per-use"),
             available=True,
         ),
         _row("coreml", "fp32", ".mlpackage", "needs macOS (coremltools predict)", "coreml", "coreml", available=True),

@@ -31,6 +31,7 @@ import numpy as np
 from edgeseg.bench.host import inference_call
 from edgeseg.errors import EdgesegError
 from edgeseg.runtimes import LoadedArtifact, load_artifact
+from edgeseg.runtimes.litert import executed_ops
 
 LAYOUT_OPS = frozenset({"ReorderInput", "ReorderOutput", "Transpose"})
 QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"})
@@ -165,28 +166,6 @@ def _parse_ort_events(events: list[dict], artifact: str, runtime: str, threads: 
         explained_per_run=per_run,
         off_path=off_path,
     )
-
-
-def executed_ops(interpreter) -> list[dict]:
-    """The nodes a TFLite interpreter really runs: its op list keeps the nodes a delegate replaced beside the
-    DELEGATE nodes, so walk back from the graph outputs, taking a tensor from the delegate that produces it where
-    one does (the replaced node that also lists it as an output no longer runs)."""
-    ops = interpreter._get_ops_details()
-    by_delegate = {int(t): op for op in ops if op["op_name"] == "DELEGATE" for t in op["outputs"]}
-    by_node = {int(t): op for op in ops if op["op_name"] != "DELEGATE" for t in op["outputs"]}
-    todo = [int(d["index"]) for d in interpreter.get_output_details()]
-    seen_tensors: set[int] = set()
-    executed: dict[int, dict] = {}
-    while todo:
-        t = todo.pop()
-        if t in seen_tensors or t < 0:
-            continue
-        seen_tensors.add(t)
-        op = by_delegate.get(t) or by_node.get(t)
-        if op is not None and op["index"] not in executed:
-            executed[op["index"]] = op
-            todo.extend(int(i) for i in op["inputs"])
-    return [executed[i] for i in sorted(executed)]
 
 
 def delegated_census(interpreter, executed: set[int]) -> list[OpTypeRow]:

@@ -27,8 +27,8 @@ from edgeseg.rewrite.efficientvit import (
     LiteMLAFp32Normaliser,
     UpSampleFp32,
 )
-from edgeseg.rewrite.lvt import CSADeploy, RASADeploy
-from edgeseg.rewrite.segformer import GeluTanh, LayerNormFp32, SRADeploy
+from edgeseg.rewrite.lvt import CSADeploy, RASADeploy, RASAWeightsPerUse
+from edgeseg.rewrite.segformer import GeluTanh, LayerNormFp32, SRADeploy, SRASingleHeadAsBatch2
 
 _TRANSFORMERS = ("lvt", "segformer")
 
@@ -104,10 +104,26 @@ REWRITES: dict[str, Rewrite] = {
             ("lvt",),
         ),
         Rewrite(
+            "rasa-weights-per-use",
+            RASA,
+            RASAWeightsPerUse,
+            "LVT RASA as rasa-split-kv, each weight use (dilation, recursion step) its own copy: PT2E int8 "
+            "quantizes every conv/linear (litert-torch converts it)",
+            ("lvt",),
+        ),
+        Rewrite(
             "sra-split-kv",
             SpatialReductionAttention,
             SRADeploy,
             "SegFormer attention: kv Linear split (no 5-D permute), fp32 scores/softmax",
+            ("segformer",),
+        ),
+        Rewrite(
+            "sra-single-head-batch2",
+            SpatialReductionAttention,
+            SRASingleHeadAsBatch2,
+            "SegFormer attention as sra-split-kv; single-head queries split into a batch of 2 (TFLite: a "
+            "BATCH_MATMUL XNNPACK takes, not a FULLY_CONNECTED with runtime weights)",
             ("segformer",),
         ),
         Rewrite(

@@ -64,8 +64,33 @@ class SRADeploy(nn.Module):
             reduced = self.sr(x.transpose(1, 2).reshape(b, c, h, w))
             tokens = self.norm(reduced.flatten(2).transpose(1, 2))
         k_t, v = self._kv(tokens, b)
-        out = softmax_attention_fp32(q, k_t, v, self.scale)
+        out = self._attend(q, k_t, v)
         return self.proj(out.transpose(1, 2).reshape(b, n, c))
+
+    def _attend(self, q: torch.Tensor, k_t: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return softmax_attention_fp32(q, k_t, v, self.scale)
+
+
+class SRASingleHeadAsBatch2(SRADeploy):
+    """Replaces ``SpatialReductionAttention`` on TFLite targets (pattern: single-head attention, SegFormer-B0's
+    stage 1: the score matmul ``q @ k^T`` has batch dims (1, 1)), otherwise as ``SRADeploy``.
+
+    Constraint satisfied: TFLite's converter turns a batch-1 BATCH_MATMUL whose right operand is a transpose into
+    FULLY_CONNECTED with the keys as its (runtime) weights, and XNNPACK takes FULLY_CONNECTED only with static
+    weights: the op runs on TFLite's reference kernels and splits the graph into three delegate partitions. Here
+    the queries are split into two halves along the tokens, a batch of two against the keys and the values each
+    concatenated twice (B, 2, ., .): real BATCH_MATMULs, delegated (values broadcast over the batch instead are
+    folded by the converter into a FULLY_CONNECTED over all tokens in the int8 graph). Exact (the same products).
+    Odd token counts (never at export sizes, multiples of 32) and multi-head attention are left as ``SRADeploy``.
+    """
+
+    def _attend(self, q: torch.Tensor, k_t: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        b, heads, n, d = q.shape
+        if heads != 1 or n % 2:
+            return super()._attend(q, k_t, v)
+        q2 = q.reshape(b, 2, n // 2, d)
+        halves = softmax_attention_fp32(q2, torch.cat([k_t, k_t], dim=1), torch.cat([v, v], dim=1), self.scale)
+        return halves.reshape(b, 1, n, d)
 
 
 class LayerNormFp32(nn.Module):

@@ -69,3 +69,25 @@ def _dequantize(y: np.ndarray, detail: dict) -> np.ndarray:
     if np.issubdtype(y.dtype, np.floating) or scale == 0:  # float, or integer labels (argmax)
         return y.copy()
     return ((y.astype(np.float32) - zero) * scale).astype(np.float32)
+
+
+def executed_ops(interpreter) -> list[dict]:
+    """The nodes a TFLite interpreter really runs: its op list keeps the nodes a delegate replaced beside the
+    DELEGATE nodes, so walk back from the graph outputs, taking a tensor from the delegate that produces it where
+    one does (the replaced node that also lists it as an output no longer runs)."""
+    ops = interpreter._get_ops_details()
+    by_delegate = {int(t): op for op in ops if op["op_name"] == "DELEGATE" for t in op["outputs"]}
+    by_node = {int(t): op for op in ops if op["op_name"] != "DELEGATE" for t in op["outputs"]}
+    todo = [int(d["index"]) for d in interpreter.get_output_details()]
+    seen_tensors: set[int] = set()
+    executed: dict[int, dict] = {}
+    while todo:
+        t = todo.pop()
+        if t in seen_tensors or t < 0:
+            continue
+        seen_tensors.add(t)
+        op = by_delegate.get(t) or by_node.get(t)
+        if op is not None and op["index"] not in executed:
+            executed[op["index"]] = op
+            todo.extend(int(i) for i in op["inputs"])
+    return [executed[i] for i in sorted(executed)]
