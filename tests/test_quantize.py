@@ -4,6 +4,7 @@ a quantized model on real images, and clear errors for bad calibration data."""
 import numpy as np
 import onnx
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from edgeseg import pipeline
@@ -258,3 +259,39 @@ def test_bad_budget_is_a_one_line_error(tmp_path):
         app, ["quantize", "-m", "efficientvit-b0", "-w", "camvid", "--calib-data", ".", "--max-miou-drop", "half"]
     )
     assert r.exit_code == 2 and "--max-miou-drop" in r.output and "Traceback" not in r.output
+
+
+class _Residual(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = torch.nn.Conv2d(8, 8, 1)
+        self.b = torch.nn.Conv2d(8, 8, 3, padding=1)
+
+    def forward(self, x):
+        y = self.a(x)
+        return self.b(y) + y  # a residual add, as in EfficientViT's blocks
+
+
+def test_pt2e_int8_residual_add_is_int8_in_tflite(tmp_path):
+    """litert-torch's add annotator relies on source_fn_stack metadata that torch 2.13's export no longer writes;
+    edgeseg's quantizer annotates the add itself, so the TFLite ADD runs on int8 tensors, not between a
+    DEQUANTIZE and a QUANTIZE."""
+    pytest.importorskip("litert_torch")
+    from ai_edge_litert.interpreter import Interpreter
+
+    from edgeseg.exporters.tflite import export_tflite
+
+    torch.manual_seed(0)
+    net = _Residual().eval()
+    x = torch.randn(1, 8, 12, 16)
+    path = tmp_path / "res.tflite"
+    export_tflite(net, x, path, "int8", True, calib_inputs=[torch.randn(1, 8, 12, 16) for _ in range(2)])
+    interp = Interpreter(model_path=str(path))
+    tensors = {t["index"]: t for t in interp.get_tensor_details()}
+    adds = [o for o in interp._get_ops_details() if o["op_name"] == "ADD"]
+    assert adds, "no ADD in the graph"
+    for op in adds:
+        dtypes = {np.dtype(tensors[int(i)]["dtype"]).name for i in [*op["inputs"], *op["outputs"]]}
+        assert dtypes == {"int8"}, dtypes
+    names = [o["op_name"] for o in interp._get_ops_details()]
+    assert names.count("DEQUANTIZE") <= 1, names  # only the graph output leaves int8
