@@ -850,20 +850,14 @@ def sweep(
         )
     finally:
         display.close()
+    from edgeseg.sweep.report import row_cells, table_head
+
     table = result["table"]
     view = Table(title=f"sweep {matrix}", title_justify="left")
-    for col in ["model", "size", "target", "MB", "parity %", "mIoU", *table["devices"]]:
+    for col in table_head(table):
         view.add_column(col, overflow="fold")
     for row in table["rows"]:
-        view.add_row(
-            row["model"] or "-",
-            row["size"] or "-",
-            row["target"],
-            "-" if row["mb"] is None else f"{row['mb']:.2f}",
-            "-" if row["parity"] is None else f"{row['parity']:.2f}",
-            "-" if row["miou"] is None else f"{row['miou']:.2f}",
-            *(row["cells"].get(d, "") for d in table["devices"]),
-        )
+        view.add_row(*(escape(c) for c in row_cells(table, row)))
     console.print(view)
     jobs = result["jobs"].values()
     cached = sum(j["status"] == "cached" for j in jobs)

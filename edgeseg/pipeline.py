@@ -1096,12 +1096,13 @@ def _bench_estimate(profile, profiles: Path | None, folder: Path, manifest: dict
     return est.model_copy(update={"notes": notes}), None
 
 
-def export_failure(exc: Exception) -> str:
-    """A failed export as the one-line reason a bench or sweep row carries."""
+def failure_reason(exc: BaseException, crashed: str = "export crashed") -> str:
+    """A failure as the one-line reason a bench or sweep row carries: a user error's own message, or the first
+    line of anything else behind ``crashed``."""
     if isinstance(exc, EdgesegError):
         return str(exc)
     first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-    return f"export crashed: {type(exc).__name__}: {first}"
+    return f"{crashed}: {type(exc).__name__}: {first}"
 
 
 def failed_target_result(target: str, device: str, reason: str, model: str | None = None, size: str | None = None):
@@ -1377,7 +1378,7 @@ def bench(
                         calib_data=calib_data,
                     )
                 except Exception as exc:  # an exporter crash is this target's result, not the end of the bench
-                    results.append(failed_target_result(tgt.name, profile.name, export_failure(exc)))
+                    results.append(failed_target_result(tgt.name, profile.name, failure_reason(exc)))
                     report("advance")
                     continue
                 folder = Path(manifest["folder"])
@@ -1431,14 +1432,7 @@ def bench(
         model=model_info,
         data=DataInfo(path=str(data), split=split, images=miou_images),
         host=host,
-        timing=TimingInfo(
-            threads=threads,
-            warmup=plan.warmup,
-            min_runs=plan.min_runs,
-            max_runs=plan.max_runs,
-            max_seconds=plan.max_seconds,
-            rel_ci=plan.rel_ci,
-        ),
+        timing=TimingInfo.of(plan, threads),
         results=results,
     )
     name = model_info.name if model_info else "artifacts"
@@ -2094,13 +2088,6 @@ def sweep_bench_job(job, profile, profiles, entry: dict, folder, archive, plan, 
             shutil.rmtree(work, ignore_errors=True)
 
 
-def _failure_reason(exc: BaseException) -> str:
-    if isinstance(exc, EdgesegError):
-        return str(exc)
-    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-    return f"{type(exc).__name__}: {first}"
-
-
 def _sweep_jobs(matrix, base: Path, profiles_dir, data: Path, calib: Path | None, plan):
     """Expand the matrix into artifact jobs and bench jobs (with cache keys); every user error is raised here,
     before anything runs: unknown model, weights, device or target, a bad size."""
@@ -2179,6 +2166,7 @@ def sweep(
     an index (report.html, sweep.md) to ``out``."""
     import datetime
 
+    from edgeseg import __version__
     from edgeseg.bench.host import machine_info
     from edgeseg.bench.report import BenchReport, DataInfo, ModelInfo, TargetResult, TimingInfo, write_reports
     from edgeseg.bench.stats import TimingPlan
@@ -2289,7 +2277,7 @@ def sweep(
             except EdgesegError as exc:  # corrupted in transit: this job failed, the others go on
                 error = exc
         if error is not None:
-            entries[a.key] = {"failed": export_failure(error)}
+            entries[a.key] = {"failed": failure_reason(error)}
             record(a.key, **fields, status="failed", reason=entries[a.key]["failed"])
         else:
             entries[a.key] = result
@@ -2301,7 +2289,7 @@ def sweep(
         fields = {"type": "bench", "label": b.artifact.label, "device": b.device}
         a = b.artifact
         if error is not None:
-            reason = f"bench failed: {_failure_reason(error)}"
+            reason = failure_reason(error, "bench failed")
             rows[b.key] = failed_target_result(a.target, b.device, reason, a.model, a.size).model_dump(mode="json")
             record(b.key, **fields, status="failed", reason=reason)
             return
@@ -2377,21 +2365,14 @@ def sweep(
     for device, profile in profiles.items():
         results = [TargetResult.model_validate(rows[b.key]) for b in benches if b.device == device]
         bench_report = BenchReport(
-            edgeseg=__import__("edgeseg").__version__,
+            edgeseg=__version__,
             created=created,
             command=command,
             device=_device_info(profile),
             model=model_info,
             data=DataInfo(path=str(data), split=matrix.split, images=images),
             host=host,
-            timing=TimingInfo(
-                threads=matrix.threads,
-                warmup=plan.warmup,
-                min_runs=plan.min_runs,
-                max_runs=plan.max_runs,
-                max_seconds=plan.max_seconds,
-                rel_ci=plan.rel_ci,
-            ),
+            timing=TimingInfo.of(plan, matrix.threads),
             results=results,
         )
         write_reports(Path(out) / device, bench_report, [], "")

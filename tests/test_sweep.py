@@ -85,6 +85,13 @@ def test_matrix_errors_before_anything_runs(tmp_path):
         assert not (tmp_path / "out").exists()  # nothing written before the matrix is valid
 
 
+def test_out_that_is_a_file_is_one_line(tmp_path):
+    (tmp_path / "out").write_text("not a folder")
+    result = CliRunner().invoke(app, ["sweep", "--matrix", str(write_matrix(tmp_path)), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2 and "is a file, not a folder" in result.output, result.output
+    assert "Traceback" not in result.output and (tmp_path / "out").read_text() == "not a folder"
+
+
 def test_cli_missing_matrix_is_one_line(tmp_path):
     result = CliRunner().invoke(app, ["sweep", "--matrix", str(tmp_path / "nope.yaml"), "--out", str(tmp_path)])
     assert result.exit_code == 2

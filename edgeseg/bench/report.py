@@ -128,6 +128,18 @@ class TimingInfo(_M):
     max_seconds: float
     rel_ci: float
 
+    @classmethod
+    def of(cls, plan, threads: int) -> TimingInfo:
+        """From an ``edgeseg.bench.stats.TimingPlan``."""
+        return cls(
+            threads=threads,
+            warmup=plan.warmup,
+            min_runs=plan.min_runs,
+            max_runs=plan.max_runs,
+            max_seconds=plan.max_seconds,
+            rel_ci=plan.rel_ci,
+        )
+
 
 class BenchReport(_M):
     schema_version: Literal[3] = SCHEMA_VERSION

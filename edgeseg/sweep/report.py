@@ -49,20 +49,26 @@ def sweep_table(reports: dict[str, BenchReport]) -> dict:
     return {"devices": list(reports), "rows": list(rows.values())}
 
 
+def table_head(table: dict) -> list[str]:
+    return ["model", "size", "target", "MB", "parity %", "mIoU", *table["devices"]]
+
+
+def row_cells(table: dict, row: dict) -> list[str]:
+    """A sweep-table row as text cells, in ``table_head`` order (the CLI table and sweep.md show the same)."""
+
+    def num(x):
+        return "-" if x is None else f"{x:.2f}"
+
+    names = [row["model"] or "-", row["size"] or "-", row["target"]]
+    figures = [num(row["mb"]), num(row["parity"]), num(row["miou"])]
+    return names + figures + [row["cells"].get(d, "") for d in table["devices"]]
+
+
 def table_markdown(table: dict) -> list[str]:
-    devices = table["devices"]
-    head = ["model", "size", "target", "MB", "parity %", "mIoU"] + devices
+    head = table_head(table)
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for row in table["rows"]:
-        cells = [
-            row["model"] or "-",
-            row["size"] or "-",
-            row["target"],
-            "-" if row["mb"] is None else f"{row['mb']:.2f}",
-            "-" if row["parity"] is None else f"{row['parity']:.2f}",
-            "-" if row["miou"] is None else f"{row['miou']:.2f}",
-        ] + [row["cells"].get(d, "") for d in devices]
-        lines.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
+        lines.append("| " + " | ".join(c.replace("|", "/") for c in row_cells(table, row)) + " |")
     reasons = [
         f"- {row['model']} {row['size']} {row['target']} on {d}: {'; '.join(rs)}"
         for row in table["rows"]

@@ -53,6 +53,10 @@ class SweepStore:
 
     def check_can_start(self, digest: str, resume: bool) -> None:
         """Refuse to start over an unfinished sweep unless ``--resume`` says to continue it."""
+        if self.root.exists() and not self.root.is_dir():
+            raise EdgesegError(
+                f"--out {self.root} is a file, not a folder: pass a folder for the sweep's cache and reports"
+            )
         state = self.read_state()
         if state is None:
             if resume:
