@@ -295,3 +295,142 @@ def test_pt2e_int8_residual_add_is_int8_in_tflite(tmp_path):
         assert dtypes == {"int8"}, dtypes
     names = [o["op_name"] for o in interp._get_ops_details()]
     assert names.count("DEQUANTIZE") <= 1, names  # only the graph output leaves int8
+
+
+class _TinyResidual(torch.nn.Module):
+    """conv -> ReLU -> conv + skip -> conv: PT2E makes every conv and the add int8."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = torch.nn.Conv2d(3, 16, 3, 2, 1)
+        self.body = torch.nn.Conv2d(16, 16, 3, 1, 1)
+        self.head = torch.nn.Conv2d(16, 4, 1)
+
+    def forward(self, x):
+        y = torch.relu(self.stem(x))
+        return self.head(self.body(y) + y)
+
+
+def _nhwc(x):
+    return x.permute(0, 2, 3, 1).contiguous()
+
+
+def _nchw(y):
+    return y.permute(0, 3, 1, 2)
+
+
+def _tiny_pt2e(seed: int = 0):
+    """The tiny net in NHWC I/O as the TFLite exporter wraps it, its PT2E int8 graph and the graph's switches."""
+    import litert_torch
+
+    from edgeseg.quantize.pt2e import Pt2eSwitches, pt2e_int8
+
+    torch.manual_seed(seed)
+    net = _TinyResidual().eval()
+    inputs = [torch.randn(1, 3, 32, 64) for _ in range(4)]
+    wrapped = litert_torch.to_channel_last_io(net, args=[0], outputs=[0])
+    converted, quantizer = pt2e_int8(wrapped, _nhwc(inputs[0]), inputs, False, _nhwc)
+    return net, inputs, converted, quantizer, Pt2eSwitches(converted, _nhwc, _nchw)
+
+
+def test_pt2e_switches_run_the_converted_graph_and_export_what_they_simulate():
+    net, inputs, converted, _, switches = _tiny_pt2e()
+    x = inputs[0]
+    labels = dict(switches.layers)
+    assert [lab.split(" ")[0] for lab in labels.values() if "conv2d" in lab] == ["stem", "body", "head"]
+    assert any(lab.startswith("add") or "(add)" in lab for lab in labels.values())
+    with torch.no_grad():
+        int8 = _nchw(converted(_nhwc(x)))
+        assert torch.equal(switches.predict(x), int8)  # no layer float: exactly the converted graph
+        ref = net(x)
+        body = next(n for n, lab in switches.layers if lab.startswith("body"))
+        switches.set_float([body])
+        one_float = switches.predict(x)
+        switches.set_float([n for n, _ in switches.layers])
+        all_float = switches.predict(x)
+    assert not torch.equal(one_float, int8)
+    err = lambda y: float((y - ref).abs().max())  # noqa: E731
+    assert err(all_float) < err(int8)  # float layers read float tensors: closer to the reference
+    with pytest.raises(KeyError, match="not a layer"):
+        switches.set_float(["nope"])
+    exported = switches.graph_for_export([body])
+    with torch.no_grad():
+        assert torch.equal(_nchw(exported(_nhwc(x))), one_float)  # what is converted is what the search scored
+
+
+def test_pt2e_float_layer_becomes_a_float_op_in_tflite(tmp_path):
+    """The converter turns a switched-off layer into a float CONV_2D; the head stays int8 (the stem too goes float:
+    the body reads its float output, as simulated), and the TFLite output matches the simulation."""
+    import litert_torch
+    from ai_edge_litert.interpreter import Interpreter
+    from litert_torch.quantize.quant_config import QuantConfig
+
+    from edgeseg.runtimes.litert import LiteRtModel
+
+    net, inputs, converted, quantizer, switches = _tiny_pt2e()
+    body = next(n for n, lab in switches.layers if lab.startswith("body"))
+    switches.set_float([body])
+    expected = switches.predict(inputs[1])
+    graph = switches.graph_for_export([body])
+    path = tmp_path / "m.tflite"
+    litert_torch.convert(graph, (_nhwc(inputs[0]),), quant_config=QuantConfig(pt2e_quantizer=quantizer)).export(
+        str(path)
+    )
+    it = Interpreter(model_path=str(path))
+    tensors = {t["index"]: t for t in it.get_tensor_details()}
+    weight_dtype = {  # conv by its weight shape (OHWI): stem 16x3x3x3, body 16x3x3x16, head 4x1x1x16
+        tuple(tensors[o["inputs"][1]]["shape"]): tensors[o["inputs"][1]]["dtype"]
+        for o in it._get_ops_details()
+        if o["op_name"] == "CONV_2D"
+    }
+    assert weight_dtype[(16, 3, 3, 16)] == np.float32 and weight_dtype[(4, 1, 1, 16)] == np.int8
+    got = LiteRtModel(path)(inputs[1])
+    scale = float(expected.abs().max())
+    assert float((got - expected).abs().max()) <= 0.05 * scale  # int8 rounding of the output, not a new model
+
+
+def test_pt2e_search_keeps_the_fewest_layers_float_within_budget(camvid, tmp_path):
+    """The TFLite exporter's search on the tiny net, scored on its own fp32 argmax (fp32 scores 100 mIoU): budget
+    decisions on converted artifacts, minimal along the ranking, the written file the chosen probe; nothing
+    searched when all-int8 already fits."""
+    from edgeseg.data.transforms import logits_to_source
+    from edgeseg.exporters.tflite import export_tflite
+    from edgeseg.quantize.search import HoldoutScorer, search_pt2e
+    from edgeseg.runtimes.litert import LiteRtModel
+
+    torch.manual_seed(0)
+    net = _TinyResidual().eval()
+    calib_inputs = [torch.randn(1, 3, 32, 64) for _ in range(4)]
+    calib = select_calibration(camvid, CAMVID, size=4, holdout=4)
+    small = [np.ascontiguousarray(im[::12, ::8][:30, :60]) for im in calib.holdout_images]
+    scorer = HoldoutScorer(net, small, [np.zeros(im.shape[:2], np.uint8) for im in small], (32, 64), 4, None)
+    pseudo = [
+        logits_to_source(net(x), f).argmax(1)[0].numpy().astype(np.uint8) for x, f in zip(scorer.inputs, scorer.fits)
+    ]
+    scorer = HoldoutScorer(net, small, pseudo, (32, 64), 4, None)
+    results, seen = [], {}
+
+    def search(budget):
+        def choose_float(switches, convert):
+            seen["layers"] = [n for n, _ in switches.layers]
+            realize = lambda names: LiteRtModel(convert(names))  # noqa: E731
+            results.append(search_pt2e(switches, scorer, budget, realize, sensitivity_images=2))
+            return results[-1].nodes_to_exclude
+
+        out = tmp_path / f"m{len(results)}.tflite"
+        export_tflite(net, calib_inputs[0], out, "int8", True, calib_inputs, choose_float)
+        assert sorted(p.name for p in tmp_path.iterdir() if "probe" in p.name) == []  # probes cleaned up
+        return results[-1], out
+
+    drop_int8 = search(100.0)[0].probes[0]
+    r, _ = search(0.0)
+    drop_float = r.probes[len(seen["layers"])] if len(r.float_layers) == len(seen["layers"]) else None
+    assert drop_int8 > 1  # all-int8 loses mIoU on this net: there is work to do
+    budget = drop_int8 / 2 if drop_float is None else drop_float + (drop_int8 - drop_float) / 2
+    r, out = search(budget)
+    k = len(r.float_layers)
+    assert 0 < k and r.probes[k] <= budget and r.probes[k - 1] > budget  # minimal along its ranking
+    assert r.sensitivity_images == 2 and len(r.sensitivity) == len(seen["layers"])
+    assert scorer.score(LiteRtModel(out))[0] == pytest.approx(r.miou_final)  # the file written is the probe
+    assert r.drop_final <= budget
+    assert results[0].float_layers == [] and results[0].sensitivity is None  # 100 points: nothing to search

@@ -12,7 +12,9 @@ import contextlib
 import io
 import logging
 import os
+import sys
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -45,8 +47,12 @@ def export_tflite(
     precision: str,
     logits_output: bool,
     calib_inputs: list[torch.Tensor] | None = None,
+    choose_float: Callable | None = None,
 ) -> dict:
-    """``calib_inputs`` (NCHW, preprocessed like the deployed input) are required for int8."""
+    """``calib_inputs`` (NCHW, preprocessed like the deployed input) are required for int8. ``choose_float(switches,
+    convert)`` is the mixed-precision search (int8 with logits output only): given the int8 graph's per-layer float
+    switches (``Pt2eSwitches``, logits in NCHW) and ``convert(ops kept float) -> .tflite path`` for its probes, it
+    returns the ops to keep float; the artifact converted for them is the one written."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import litert_torch
 
@@ -54,7 +60,7 @@ def export_tflite(
     wrapped = litert_torch.to_channel_last_io(module, args=[0], outputs=[0] if logits_output else [])
     nhwc = example.permute(0, 2, 3, 1).contiguous()
     logging.getLogger("torch").setLevel(logging.ERROR)
-    sink = io.StringIO()
+    sink, outer = io.StringIO(), (sys.stdout, sys.stderr)  # the search reports progress on the caller's streams
     with warnings.catch_warnings(), torch.no_grad(), contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
         warnings.simplefilter("ignore")
         try:
@@ -64,15 +70,45 @@ def export_tflite(
                 from edgeseg.quantize.pt2e import pt2e_int8
 
                 graph, quantizer = pt2e_int8(wrapped, nhwc, calib_inputs or [], False, _to_nhwc)
-                edge = litert_torch.convert(graph, (nhwc,), quant_config=QuantConfig(pt2e_quantizer=quantizer))
+                if choose_float is None:
+                    edge = litert_torch.convert(graph, (nhwc,), quant_config=QuantConfig(pt2e_quantizer=quantizer))
+                else:
+                    from edgeseg.quantize.pt2e import Pt2eSwitches
+
+                    switches = Pt2eSwitches(graph, _to_nhwc, lambda y: y.permute(0, 3, 1, 2))
+                    built: dict[frozenset, Path] = {}
+
+                    def convert_with_float(names: list[str]) -> Path:
+                        """The int8 artifact with ``names`` in float, converted once per set."""
+                        key = frozenset(names)
+                        if key not in built:
+                            probe = path.with_name(f"{path.stem}.probe{len(built)}{path.suffix}")
+                            with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+                                litert_torch.convert(
+                                    switches.graph_for_export(names),
+                                    (nhwc,),
+                                    quant_config=QuantConfig(pt2e_quantizer=quantizer),
+                                ).export(str(probe))
+                            built[key] = probe
+                        return built[key]
+
+                    with contextlib.redirect_stdout(outer[0]), contextlib.redirect_stderr(outer[1]):
+                        chosen = convert_with_float(choose_float(switches, convert_with_float))
+                    chosen.replace(path)
+                    for probe in built.values():
+                        probe.unlink(missing_ok=True)
+                    edge = None
             else:
                 edge = litert_torch.convert(wrapped, (nhwc,))
+        except EdgesegError:
+            raise
         except Exception as exc:
             raise EdgesegError(
                 f"TFLite conversion failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
             ) from None
         fp32_path = path if precision in ("fp32", "int8") else path.with_name(path.stem + ".fp32.tflite")
-        edge.export(str(fp32_path))
+        if edge is not None:  # the searched int8 artifact is already in place
+            edge.export(str(fp32_path))
     info = {"exporter": "litert-torch", "layout": "NHWC"}
     if precision == "fp16":
         from ai_edge_quantizer import quantizer

@@ -83,3 +83,126 @@ def annotate_float_adds(model, config) -> int:
         )
         count += 1
     return count
+
+
+_DEQUANTIZE = ("dequantize_per_tensor", "dequantize_per_channel")
+_QUANTIZE = ("quantize_per_tensor", "quantize_per_channel")
+
+
+class _Switch(nn.Module):
+    """An op's int8 input, ``dequantize(quantize(x))``, or in float just ``x``; quantizes only when it is used, so
+    a probe with most layers in float runs near float speed."""
+
+    def __init__(self, quantize, dequantize, n_quantize_args: int):
+        super().__init__()
+        self.quantize, self.dequantize, self.n = quantize, dequantize, n_quantize_args
+        self.use_float = False
+
+    def forward(self, source: torch.Tensor, *qparams) -> torch.Tensor:
+        if self.use_float:
+            return source
+        return self.dequantize(self.quantize(source, *qparams[: self.n]), *qparams[self.n :])
+
+
+# ops with int8 inputs that are not layers of their own: shape bookkeeping and export's dtype asserts
+_NOT_LAYERS = {"_assert_tensor_metadata", "to", "_to_copy", "reshape", "view", "permute", "transpose", "slice"}
+
+
+class Pt2eSwitches:
+    """Per-op float switches over a converted PT2E graph (``fold_quantize=False``).
+
+    A layer is an op with int8 inputs, i.e. with ``dequantize(quantize(x))`` arguments (conv, add, mul, clamp,
+    cat). Switching it to float makes it read each ``x`` instead: its weights and input activations are no longer
+    quantized, as in ONNX's ``nodes_to_exclude``. Its output stays quantized where int8 consumers read it. The
+    TFLite converter turns such an op into a float op between DEQUANTIZE and QUANTIZE (and keeps float the
+    producers whose float output it reads), so ``predict`` here runs the numerics the converter is given, and
+    ``graph_for_export`` is that graph without the switches. PyTorch's rounding is not TFLite's integer kernels':
+    on 16 images the two mIoUs can differ by 0.3, so budget decisions are measured on converted artifacts."""
+
+    def __init__(self, converted, to_input, from_output):
+        import copy
+
+        self.converted = converted
+        self.to_input, self.from_output = to_input, from_output
+        self.simulated = copy.deepcopy(converted)
+        self.layers: list[tuple[str, str]] = []
+        self._switches: dict[str, list[_Switch]] = {}
+        graph = self.simulated.graph
+        for node in list(graph.nodes):
+            if node.op != "call_function" or _op_name(node) in _NOT_LAYERS or _is_qdq(node, _DEQUANTIZE + _QUANTIZE):
+                continue
+            if not any(_is_int8_input(a) for a in node.args):
+                continue
+            self.layers.append((node.name, _layer_label(node)))
+            args = []
+            for a in node.args:
+                if _is_int8_input(a):
+                    q = a.args[0]
+                    switch = _Switch(q.target, a.target, len(q.args) - 1)
+                    name = f"edgeseg_switch_{len(self._switches)}_{len(args)}"
+                    self.simulated.add_submodule(name, switch)
+                    self._switches.setdefault(node.name, []).append(switch)
+                    with graph.inserting_before(node):
+                        a = graph.call_module(name, (q.args[0], *q.args[1:], *a.args[1:]))
+                args.append(a)
+            node.args = tuple(args)
+        _erase_unread_qdq(graph)
+        self.simulated.recompile()
+
+    def set_float(self, names) -> None:
+        chosen = set(names)
+        unknown = chosen - set(self._switches)
+        if unknown:
+            raise KeyError(f"not a layer of this graph: {sorted(unknown)[:3]}")
+        for name, switches in self._switches.items():
+            for s in switches:
+                s.use_float = name in chosen
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """NCHW in, NCHW logits out, like the reference."""
+        with torch.no_grad():
+            return self.from_output(self.simulated(self.to_input(x)))
+
+    def graph_for_export(self, names):
+        """A copy of the converted graph with ``names`` in float: their quantize/dequantize inputs bypassed and
+        removed where nothing else reads them."""
+        import copy
+
+        module = copy.deepcopy(self.converted)
+        graph = module.graph
+        by_name = {n.name: n for n in graph.nodes}
+        for name in set(names):
+            node = by_name[name]
+            node.args = tuple(a.args[0].args[0] if _is_int8_input(a) else a for a in node.args)
+        _erase_unread_qdq(graph)
+        module.recompile()
+        return module
+
+
+def _op_name(node) -> str:
+    return getattr(node.target, "__name__", str(node.target)).split(".")[0]
+
+
+def _is_qdq(node, kinds: tuple[str, ...]) -> bool:
+    return getattr(node, "op", None) == "call_function" and _op_name(node) in kinds
+
+
+def _is_int8_input(node) -> bool:
+    """``dequantize(quantize(x))``: an int8 tensor as the converter sees it."""
+    return _is_qdq(node, _DEQUANTIZE) and _is_qdq(node.args[0], _QUANTIZE)
+
+
+def _erase_unread_qdq(graph) -> None:
+    for node in reversed(list(graph.nodes)):  # a dequantize, then its quantize, once nothing reads them
+        if _is_qdq(node, _DEQUANTIZE + _QUANTIZE) and not node.users:
+            graph.erase_node(node)
+
+
+def _layer_label(node) -> str:
+    """The module path that made ``node`` (from torch.export's ``nn_module_stack``) and the node's name (op and
+    index: a HardSwish has two muls)."""
+    stack = node.meta.get("nn_module_stack") or {}
+    path = list(stack.values())[-1][0] if stack else ""
+    for prefix in ("wrapped.", "wrapped_model.", "model."):  # litert-torch's NHWC wrapper, then DeployWrapper
+        path = path.removeprefix(prefix)
+    return f"{path} ({node.name})" if path else node.name

@@ -28,8 +28,12 @@ from edgeseg.data.transforms import auto_fit, fit_input, logits_to_source, to_te
 from edgeseg.eval.metrics import ConfusionMatrix
 from edgeseg.quantize.onnx_int8 import quantizable_layers, quantize_prepared
 from edgeseg.quantize.policy import Int8Policy
+from edgeseg.quantize.pt2e import Pt2eSwitches
 
 Predictor = Callable[[torch.Tensor], torch.Tensor]
+# images the PT2E per-layer sensitivity is scored on: 4 at 384x480 are 0.9 M logits for the SNR ranking and keep
+# B1's 258 probes near 1.5 minutes here
+PT2E_SENSITIVITY_IMAGES = 4
 
 
 class HoldoutScorer:
@@ -55,15 +59,15 @@ class HoldoutScorer:
 
     def _miou(self, outputs: list[torch.Tensor]) -> float:
         cm = ConfusionMatrix(self.num_classes, self.ignore_index)
-        for out, fit, target in zip(outputs, self.fits, self.labels):
+        for out, fit, target in zip(outputs, self.fits, self.labels):  # zip: the first len(outputs) images
             cm.update(logits_to_source(out, fit).argmax(1), target)
         return 100.0 * cm.result().miou
 
-    def score(self, candidate: Predictor) -> tuple[float, float]:
-        """(mIoU in points, logit SNR in dB vs the reference)."""
+    def score(self, candidate: Predictor, images: int | None = None) -> tuple[float, float]:
+        """(mIoU in points, logit SNR in dB vs the reference), on the first ``images`` held-out images or all."""
         with torch.inference_mode():
-            outs = [candidate(x).float() for x in self.inputs]
-        sig = sum(float((r.double() ** 2).sum()) for r in self.reference)
+            outs = [candidate(x).float() for x in self.inputs[:images]]
+        sig = sum(float((r.double() ** 2).sum()) for r in self.reference[: len(outs)])
         noise = sum(float(((o.double() - r.double()) ** 2).sum()) for o, r in zip(outs, self.reference))
         return self._miou(outs), (math.inf if noise == 0 else 10 * math.log10(sig / noise))
 
@@ -73,7 +77,8 @@ def fewest_float_layers(
 ) -> tuple[int, dict[int, float]]:
     """Smallest k with ``drop_of(ranked[:k]) <= budget`` (k = 0 first, then 1, 2, 4, ... and bisection), and every
     measured drop by k. Assumes more float layers never cost more mIoU, which holds up to measurement noise; the
-    returned k was itself measured within budget (k = len(ranked), all float, always is)."""
+    returned k was itself measured. When even every layer float is over budget (the graph's int8 input and output
+    remain), that is k = len(ranked), the best there is; the caller reports it over budget."""
     drops: dict[int, float] = {}
 
     def ok(k: int) -> bool:
@@ -88,7 +93,8 @@ def fewest_float_layers(
         lo, hi = hi, min(2 * hi, len(ranked))
     if hi >= len(ranked):
         hi = len(ranked)
-        drops.setdefault(hi, 0.0)  # every layer float is the fp32 graph: no drop by construction
+        if not ok(hi):
+            return hi, drops
     while hi - lo > 1:
         mid = (lo + hi) // 2
         if ok(mid):
@@ -115,6 +121,7 @@ class SearchResult:
     miou_final: float
     float_layers: list[dict] = field(default_factory=list)  # node, layer, snr_db, miou_drop, why
     sensitivity: list[LayerSensitivity] | None = None  # most sensitive first; None when not needed
+    sensitivity_images: int | None = None  # held-out images the sensitivity was scored on (None: all)
     probes: dict[int, float] = field(default_factory=dict)  # k float layers -> measured drop
     seconds: float = 0.0
 
@@ -135,6 +142,54 @@ class SearchResult:
         return d
 
 
+def search_float_layers(
+    layers: Sequence[tuple[str, str]],
+    measure: Callable[[list[str], int | None], tuple[float, float]],
+    miou_reference: float,
+    holdout_images: int,
+    budget: float,
+    say: Callable[[str], None],
+    sensitivity_images: int | None = None,
+) -> SearchResult:
+    """Steps 1-3 of the module docstring over ``layers`` ((id, label) pairs): ``measure(ids kept float, images)``
+    quantizes the rest and returns (mIoU, logit SNR) on the first ``images`` held-out images (None: all); the
+    per-layer sensitivity uses ``sensitivity_images`` of them, the budget probes all. The caller writes the final
+    artifact for ``result.nodes_to_exclude`` and sets ``miou_final`` from it."""
+    say("quantizing every layer the policy allows")
+    miou_all, _ = measure([], None)
+    result = SearchResult(budget, holdout_images, miou_reference, miou_all, miou_all)
+    result.probes[0] = miou_reference - miou_all
+    if result.probes[0] <= budget:
+        return result
+    label = dict(layers)
+    names = [n for n, _ in layers]
+    sens = []
+    # a layer's mIoU drop alone is against the reference on the same images
+    base = miou_reference if sensitivity_images is None else measure(names, sensitivity_images)[0]
+    for i, node in enumerate(names):
+        say(f"sensitivity {i + 1}/{len(names)}: {label[node]}")
+        miou, snr = measure([n for n in names if n != node], sensitivity_images)
+        sens.append(LayerSensitivity(node, label[node], round(snr, 2), round(base - miou, 3)))
+    sens.sort(key=lambda s: (s.snr_db, -s.miou_drop))
+    result.sensitivity, result.sensitivity_images = sens, sensitivity_images
+
+    def drop_of(exclude: list[str]) -> float:
+        say(f"probing {len(exclude)} layer(s) in float")
+        return miou_reference - measure(exclude, None)[0]
+
+    k, drops = fewest_float_layers([s.node for s in sens], drop_of, budget)
+    result.probes.update(drops)
+    fewer = max(j for j in drops if j < k)  # the largest probe that failed
+    why = f"with {fewer} float layer(s) the held-out drop was {drops[fewer]:.2f} > {budget} mIoU"
+    if drops[k] > budget:
+        why = f"even with every layer float the held-out drop is {drops[k]:.2f} > {budget} mIoU (int8 I/O)"
+    result.float_layers = [
+        {**asdict(s), "why": f"sensitivity rank {r + 1} of {len(sens)} ({s.snr_db} dB alone in int8); {why}"}
+        for r, s in enumerate(sens[:k])
+    ]
+    return result
+
+
 def search_onnx(
     prepared: Path,
     out_path: Path,
@@ -151,44 +206,48 @@ def search_onnx(
     t0 = time.perf_counter()
     say = progress or (lambda _msg: None)
     layers = quantizable_layers(onnx.load(str(prepared), load_external_data=False), policy)
-    label = dict(layers)
     with tempfile.TemporaryDirectory(prefix="edgeseg-search-") as tmp:
         cache = Path(tmp) / "calibration.json"
         probe = Path(tmp) / "probe.onnx"
 
-        def measure(exclude: list[str]) -> tuple[float, float]:
+        def measure(exclude: list[str], images: int | None) -> tuple[float, float]:
             quantize_prepared(prepared, probe, calib_inputs, policy, method, exclude, cache)
-            return scorer.score(load(probe))
+            return scorer.score(load(probe), images)
 
-        say("quantizing every layer the policy allows")
-        miou_all, _ = measure([])
-        result = SearchResult(budget, len(scorer.inputs), scorer.miou_reference, miou_all, miou_all)
-        result.probes[0] = scorer.miou_reference - miou_all
-        if result.probes[0] > budget:
-            names = [n for n, _ in layers]
-            sens = []
-            for i, node in enumerate(names):
-                say(f"sensitivity {i + 1}/{len(names)}: {label[node]}")
-                miou, snr = measure([n for n in names if n != node])
-                sens.append(LayerSensitivity(node, label[node], round(snr, 2), round(scorer.miou_reference - miou, 3)))
-            sens.sort(key=lambda s: (s.snr_db, -s.miou_drop))
-            result.sensitivity = sens
-            ranked = [s.node for s in sens]
-
-            def drop_of(exclude: list[str]) -> float:
-                say(f"probing {len(exclude)} layer(s) in float")
-                return scorer.miou_reference - measure(exclude)[0]
-
-            k, drops = fewest_float_layers(ranked, drop_of, budget)
-            result.probes.update(drops)
-            fewer = max(j for j in drops if j < k)  # the largest probe that failed
-            why = f"with {fewer} float layer(s) the held-out drop was {drops[fewer]:.2f} > {budget} mIoU"
-            result.float_layers = [
-                {**asdict(s), "why": f"sensitivity rank {r + 1} of {len(sens)} ({s.snr_db} dB alone in int8); {why}"}
-                for r, s in enumerate(sens[:k])
-            ]
+        result = search_float_layers(layers, measure, scorer.miou_reference, len(scorer.inputs), budget, say)
         say("final quantization")
         quantize_prepared(prepared, out_path, calib_inputs, policy, method, result.nodes_to_exclude, cache)
         result.miou_final = scorer.score(load(out_path))[0]
+    result.seconds = round(time.perf_counter() - t0, 1)
+    return result
+
+
+def search_pt2e(
+    switches: Pt2eSwitches,
+    scorer: HoldoutScorer,
+    budget: float,
+    realize: Callable[[list[str]], Predictor],
+    progress: Callable[[str], None] | None = None,
+    sensitivity_images: int | None = PT2E_SENSITIVITY_IMAGES,
+) -> SearchResult:
+    """The same search for a PT2E int8 graph (TFLite). ``realize(ops kept float)`` converts the graph with those
+    ops in float and returns the artifact's predictor: the all-int8 check, every budget probe and so the final
+    result are measured on converted artifacts. The per-layer sensitivity (a PT2E graph has about 2.5x as many
+    layers as ONNX's Conv/MatMul: its adds, muls and clamps are int8 too) runs the int8 numerics in PyTorch
+    through ``switches``, no conversion per layer, on the first ``sensitivity_images`` held-out images.
+    ``miou_final`` is the chosen probe's, so the caller ships the artifact ``realize`` made for it."""
+    t0 = time.perf_counter()
+    say = progress or (lambda _msg: None)
+
+    def measure(exclude: list[str], images: int | None) -> tuple[float, float]:
+        if images is None:  # a budget decision: the converted artifact
+            return scorer.score(realize(exclude))
+        switches.set_float(exclude)
+        return scorer.score(switches.predict, images)
+
+    result = search_float_layers(
+        switches.layers, measure, scorer.miou_reference, len(scorer.inputs), budget, say, sensitivity_images
+    )
+    result.miou_final = scorer.miou_reference - result.probes[len(result.float_layers)]
     result.seconds = round(time.perf_counter() - t0, 1)
     return result
