@@ -203,6 +203,9 @@ def test_fewest_float_layers_finds_the_smallest_prefix_within_budget():
     assert k == 5 and len(calls) < len(ranked)  # doubling + bisection, not a linear scan
     assert fewest_float_layers(ranked, drop_of, 5.0)[0] == 0  # all-int8 already within budget
     assert fewest_float_layers(ranked, lambda f: 1.0 if len(f) < 10 else 0.0, 0.5)[0] == 10
+    # every layer float still over budget (PT2E keeps int8 I/O): that probe is measured, not assumed 0
+    k, drops = fewest_float_layers(ranked, lambda f: 1.0 - 0.01 * len(f), 0.5)
+    assert k == 10 and drops[10] == pytest.approx(0.9)
 
 
 def test_mixed_precision_search_respects_its_budget_on_a_tiny_model(camvid, tmp_path):
