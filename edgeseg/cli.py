@@ -368,8 +368,9 @@ CalibMethodOpt = typer.Option("percentile", "--calib-method", help="INT8: percen
 MaxDropOpt = typer.Option(
     "0.5",
     "--max-miou-drop",
-    help="INT8: mIoU points int8 may lose vs fp32 on a held-out train slice; ONNX/TensorRT keep the fewest layers "
-    "float that meet it (sensitivity analysis). 'off' quantizes all the policy allows.",
+    help="INT8: mIoU points int8 may lose vs fp32 on a held-out train slice; ONNX, TensorRT and TFLite keep the "
+    "fewest layers float that meet it (sensitivity analysis; Core ML is checked only). 'off' quantizes all the "
+    "policy allows.",
 )
 
 

@@ -449,7 +449,8 @@ def _build_artifact(
     """Export ``module`` for ``tgt`` into ``tmp``; return the model file name and what was built.
 
     INT8 targets take ``int8``: the fp32 graph is exported, then quantized with the backend's attention-aware
-    policy and calibration set; ONNX graphs then go through the mixed-precision search when a budget is given."""
+    policy and calibration set; with a budget, ONNX and TFLite graphs go through the mixed-precision search and
+    Core ML's is checked against it."""
     from edgeseg import lint as lint_mod
 
     if tgt.format in ("onnx", "tensorrt"):
@@ -649,7 +650,8 @@ def export(
     ``upsample`` picks the head's upsampling: ``matmul`` (exact bicubic as two matmuls, default), ``conv`` (exact
     bicubic as pad + depthwise convolution), ``resize`` (the bicubic Resize op) or ``bilinear`` (approximation;
     costs mIoU). INT8 targets calibrate on ``calib_data``; with
-    ``max_miou_drop`` (mIoU points on a held-out slice) ONNX graphs keep the fewest layers float that meet it.
+    ``max_miou_drop`` (mIoU points on a held-out slice) ONNX and TFLite graphs keep the fewest layers float that
+    meet it.
     """
     from edgeseg import __version__
     from edgeseg.data.transforms import check_input_size
