@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 from edgeseg import pipeline
 from edgeseg.cli import app
 from edgeseg.data.datasets import CAMVID
+from edgeseg.errors import EdgesegError
 from edgeseg.quantize.calibration import class_balanced_pick, select_calibration
 from edgeseg.quantize.onnx_int8 import int8_op_types
 from edgeseg.quantize.policy import ALWAYS_FLOAT, POLICIES
@@ -186,6 +187,8 @@ def test_holdout_slice_is_disjoint_from_calibration(camvid):
     assert len(calib.holdout_images) == len(calib.holdout_labels) == 6
     assert not {s.stem for s in calib.holdout} & {s.stem for s in calib.samples}
     assert calib.holdout_labels[0].shape == calib.holdout_images[0].shape[:2]
+    with pytest.raises(EdgesegError, match=r"needs 372 images.*smaller --calib-size.*--max-miou-drop off"):
+        select_calibration(camvid, CAMVID, size=340, holdout=32)  # train has 367
 
 
 def test_fewest_float_layers_finds_the_smallest_prefix_within_budget():

@@ -125,7 +125,7 @@ def select_calibration(
     if size + holdout > len(samples):
         raise EdgesegError(
             f"--calib-size {size} plus a held-out slice of {holdout} needs {size + holdout} images; "
-            f"{root / split} has {len(samples)}: use a smaller --calib-size"
+            f"{root / split} has {len(samples)}: use a smaller --calib-size (or --max-miou-drop off: no held-out slice)"
         )
     order = class_balanced_pick(hist, size, seed)
     picked = set(order)

@@ -31,8 +31,8 @@ from edgeseg.quantize.policy import Int8Policy
 from edgeseg.quantize.pt2e import Pt2eSwitches
 
 Predictor = Callable[[torch.Tensor], torch.Tensor]
-# images the PT2E per-layer sensitivity is scored on: 4 at 384x480 are 0.9 M logits for the SNR ranking and keep
-# B1's 258 probes near 1.5 minutes here
+# images the PT2E per-layer sensitivity is scored on: 4 at 384x480 are 0.9 M logits for the SNR ranking, and a
+# quarter of the 32-image slice's time for B1's 258 probes (the manifest records sensitivity_seconds)
 PT2E_SENSITIVITY_IMAGES = 4
 
 
@@ -122,6 +122,7 @@ class SearchResult:
     float_layers: list[dict] = field(default_factory=list)  # node, layer, snr_db, miou_drop, why
     sensitivity: list[LayerSensitivity] | None = None  # most sensitive first; None when not needed
     sensitivity_images: int | None = None  # held-out images the sensitivity was scored on (None: all)
+    sensitivity_seconds: float = 0.0
     probes: dict[int, float] = field(default_factory=dict)  # k float layers -> measured drop
     seconds: float = 0.0
 
@@ -165,6 +166,7 @@ def search_float_layers(
     names = [n for n, _ in layers]
     sens = []
     # a layer's mIoU drop alone is against the reference on the same images
+    t0 = time.perf_counter()
     base = miou_reference if sensitivity_images is None else measure(names, sensitivity_images)[0]
     for i, node in enumerate(names):
         say(f"sensitivity {i + 1}/{len(names)}: {label[node]}")
@@ -172,6 +174,7 @@ def search_float_layers(
         sens.append(LayerSensitivity(node, label[node], round(snr, 2), round(base - miou, 3)))
     sens.sort(key=lambda s: (s.snr_db, -s.miou_drop))
     result.sensitivity, result.sensitivity_images = sens, sensitivity_images
+    result.sensitivity_seconds = round(time.perf_counter() - t0, 1)
 
     def drop_of(exclude: list[str]) -> float:
         say(f"probing {len(exclude)} layer(s) in float")
@@ -182,7 +185,7 @@ def search_float_layers(
     fewer = max(j for j in drops if j < k)  # the largest probe that failed
     why = f"with {fewer} float layer(s) the held-out drop was {drops[fewer]:.2f} > {budget} mIoU"
     if drops[k] > budget:
-        why = f"even with every layer float the held-out drop is {drops[k]:.2f} > {budget} mIoU (int8 I/O)"
+        why = f"even with every layer float the held-out drop is {drops[k]:.2f} > {budget} mIoU"
     result.float_layers = [
         {**asdict(s), "why": f"sensitivity rank {r + 1} of {len(sens)} ({s.snr_db} dB alone in int8); {why}"}
         for r, s in enumerate(sens[:k])
