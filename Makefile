@@ -5,8 +5,8 @@ PIP := $(VENV)/bin/pip
 EDGESEG := $(VENV)/bin/edgeseg
 OUT ?= out
 
-.PHONY: setup run test test-slow check clean export-table upsample-cost int8-table estimate-validation \
-	lvt-segformer-table sweep-example sweep-example-ray
+.PHONY: setup run test test-slow check clean export-table upsample-cost int8-table tflite-breakdown \
+	estimate-validation lvt-segformer-table sweep-example sweep-example-ray
 
 # torch is installed first and pinned: the local CPU wheel. Anything that replaced it would pull CUDA builds.
 $(VENV)/.installed: pyproject.toml
@@ -59,6 +59,12 @@ upsample-cost: setup
 int8-table: setup
 	$(PY) benchmarks/int8_table.py --model efficientvit-b0 --data ../shared/data/camvid --out $(OUT)/int8 \
 		--json $(OUT)/int8-b0.json
+
+# Benchmark (not a test): B0 TFLite time by op family (attention core, HardSwish, depthwise taps, the rest), fp32
+# against int8, by timing-only ablations side by side (XNNPACK's per-op times are not exposed to Python).
+tflite-breakdown: setup
+	$(PY) benchmarks/tflite_breakdown.py --model efficientvit-b0 --calib-data ../shared/data/camvid \
+		--json $(OUT)/tflite-breakdown-b0.json
 
 # Latency estimator validation: leave-one-out on the published EfficientViT-Seg figures and on host measurements
 estimate-validation: setup
