@@ -126,11 +126,12 @@ def _time_files(files: dict[str, Path], rounds: int, threads: int) -> dict[str, 
 
 
 def main() -> None:
+    from edgeseg.errors import EdgesegError
     from edgeseg.exporters.tflite import export_tflite
     from edgeseg.models.registry import MODELS
-    from edgeseg.pipeline import DEFAULT_INPUT, DEFAULT_UPSAMPLE, UPSAMPLE_REWRITES, load_model
+    from edgeseg.pipeline import DEFAULT_INPUT, load_model, target_rewrites
     from edgeseg.quantize.calibration import select_calibration
-    from edgeseg.rewrite import DeployWrapper, apply_rewrites, rewrites_for
+    from edgeseg.rewrite import DeployWrapper, apply_rewrites
     from edgeseg.targets import get_target
 
     ap = argparse.ArgumentParser()
@@ -144,12 +145,17 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
 
-    loaded = load_model(args.model, args.dataset, args.weights)
+    try:  # user errors (unknown model or weights, missing calibration data) as one line, like the CLI
+        loaded = load_model(args.model, args.dataset, args.weights)
+        if MODELS[loaded.name].family != "efficientvit":
+            raise EdgesegError(f"{loaded.name}: the op families ablated here are EfficientViT's; use an efficientvit-*")
+        calib = select_calibration(args.calib_data, loaded.spec, args.calib_images)
+    except EdgesegError as exc:
+        ap.exit(2, f"error: {exc}\n")
     size = DEFAULT_INPUT[loaded.dataset]
-    tgt = get_target("tflite-int8")
-    rewrites = rewrites_for(tuple(tgt.rewrites) + (UPSAMPLE_REWRITES[DEFAULT_UPSAMPLE],), MODELS[loaded.name].family)
-    deploy, _ = apply_rewrites(loaded.model, rewrites)
-    calib = select_calibration(args.calib_data, loaded.spec, args.calib_images).inputs(size)
+    # what `edgeseg export --target tflite-int8` converts (its rewrites and the default head upsampling)
+    deploy, _ = apply_rewrites(loaded.model, target_rewrites(loaded.name, get_target("tflite-int8")))
+    calib = calib.inputs(size)
     example = torch.zeros(1, 3, *size)
     variants = _variants(deploy.eval())
     load_before = os.getloadavg()[0]

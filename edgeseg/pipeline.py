@@ -408,6 +408,14 @@ UPSAMPLE_REWRITES = {
 DEFAULT_UPSAMPLE = "matmul"
 
 
+def target_rewrites(model_name: str, tgt, upsample: str = DEFAULT_UPSAMPLE) -> tuple[str, ...]:
+    """The rewrites ``export`` applies for target ``tgt``: the target's, for this model's family (EfficientViT: plus
+    its head upsampling)."""
+    from edgeseg.rewrite import rewrites_for
+
+    return rewrites_for(tuple(tgt.rewrites) + (UPSAMPLE_REWRITES[upsample],), MODELS[model_name].family)
+
+
 def _has_upsample_choice(model_name: str) -> bool:
     """Whether ``--upsample`` means anything for the model: only EfficientViT's head resizes bicubic."""
     from edgeseg.rewrite import rewrites_for
@@ -665,7 +673,7 @@ def export(
         write_manifest,
     )
     from edgeseg.io import sha256_file
-    from edgeseg.rewrite import DeployWrapper, apply_rewrites, rewrites_for
+    from edgeseg.rewrite import DeployWrapper, apply_rewrites
     from edgeseg.targets import get_target, require_exporter
 
     tgt = require_exporter(get_target(target))
@@ -686,8 +694,7 @@ def export(
     folder = Path(out) / f"{loaded.name}-{loaded.dataset}-{tgt.name}-{h}x{w}{suffix}"
     weights_sha = loaded.weights.sha256 or sha256_file(loaded.weights.path)
     parity_root = Path(parity_data) if parity_data else SAMPLE_DATA
-    # the target's rewrites for this model's family (EfficientViT also gets the chosen head upsampling)
-    rewrites = rewrites_for(tuple(tgt.rewrites) + (UPSAMPLE_REWRITES[upsample],), MODELS[loaded.name].family)
+    rewrites = target_rewrites(loaded.name, tgt, upsample)
     versions = _package_versions("torch", *(p.replace("_", "-") for p in _TARGET_PACKAGES[tgt.format]))
     calib = None
     if tgt.precision == "int8":
@@ -1757,7 +1764,7 @@ def estimation_graph(
 
     from edgeseg.data.transforms import check_input_size
     from edgeseg.exporters.onnx import export_onnx
-    from edgeseg.rewrite import DeployWrapper, apply_rewrites, rewrites_for
+    from edgeseg.rewrite import DeployWrapper, apply_rewrites
     from edgeseg.targets import get_target
 
     tgt = get_target(target)
@@ -1768,8 +1775,7 @@ def estimation_graph(
         raise EdgesegError(f"unknown --upsample {upsample!r}: use {', '.join(UPSAMPLE_REWRITES)}")
     _check_upsample_applies(name, upsample, default=DEFAULT_UPSAMPLE)
     h, w = check_input_size(parse_size(size) if isinstance(size, str) else tuple(size))
-    # the rewrites export would apply: the target's, for this model's family (EfficientViT: plus its head upsampling)
-    rewrites = rewrites_for(tuple(tgt.rewrites) + (UPSAMPLE_REWRITES[upsample],), MODELS[name].family)
+    rewrites = target_rewrites(name, tgt, upsample)  # the rewrites export would apply
     from edgeseg import __version__
 
     key = hashlib.sha256(repr((rewrites, torch.__version__, __version__)).encode()).hexdigest()[:10]
