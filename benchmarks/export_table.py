@@ -21,7 +21,7 @@ from edgeseg import pipeline
 from edgeseg.bench.host import time_interleaved
 from edgeseg.errors import EdgesegError
 from edgeseg.io import atomic_write_bytes
-from edgeseg.targets import TARGETS
+from edgeseg.backends import TARGETS
 
 
 def _max_rank(folder: Path) -> int | None:

@@ -102,7 +102,7 @@ def _variants(deploy: nn.Module) -> dict[str, nn.Module]:
 
 
 def _time_files(files: dict[str, Path], rounds: int, threads: int) -> dict[str, list[float]]:
-    from edgeseg.runtimes.litert import LiteRtModel, _quantize
+    from edgeseg.backends.tflite.runtime import LiteRtModel, _quantize
 
     calls = {}
     for label, path in files.items():
@@ -127,12 +127,12 @@ def _time_files(files: dict[str, Path], rounds: int, threads: int) -> dict[str, 
 
 def main() -> None:
     from edgeseg.errors import EdgesegError
-    from edgeseg.exporters.tflite import export_tflite
+    from edgeseg.backends.tflite.export import export_tflite
     from edgeseg.models.registry import MODELS
     from edgeseg.pipeline import DEFAULT_INPUT, load_model, target_rewrites
     from edgeseg.quantize.calibration import select_calibration
     from edgeseg.rewrite import DeployWrapper, apply_rewrites
-    from edgeseg.targets import get_target
+    from edgeseg.backends import get_target
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="efficientvit-b0")

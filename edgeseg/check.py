@@ -83,7 +83,7 @@ class ModelEntry(_Strict):
     @field_validator("targets")
     @classmethod
     def _known_targets(cls, value: list[str]) -> list[str]:
-        from edgeseg.targets import known_target_names
+        from edgeseg.backends import known_target_names
 
         return known_target_names(value)
 
@@ -272,7 +272,7 @@ def latency_ratio(
     a shared machine hits both alike; per round, the ratio of the two medians (bench's statistics)."""
     from edgeseg.bench.host import inference_call
     from edgeseg.bench.stats import summarize
-    from edgeseg.runtimes import load_artifact
+    from edgeseg.backends import load_artifact
 
     cur_art, base_art = load_artifact(current, threads), load_artifact(baseline, threads)
     calls = (inference_call(cur_art), inference_call(base_art))

@@ -10,9 +10,9 @@ from typer.testing import CliRunner
 from edgeseg import pipeline
 from edgeseg.cli import app
 from edgeseg.errors import EdgesegError
-from edgeseg.lint import lint_coreml, lint_tflite
-from edgeseg.runtimes.litert import LiteRtModel
-from edgeseg.runtimes.onnxruntime import OnnxRuntimeModel
+from edgeseg.backends import backend_for
+from edgeseg.backends.tflite.runtime import LiteRtModel
+from edgeseg.backends.onnx.runtime import OnnxRuntimeModel
 
 SIZE = "192x256"
 
@@ -26,7 +26,7 @@ def test_tflite_fp32_parity_single_partition_nhwc(weights, tmp_path):
     m = pipeline.export("efficientvit-b0", "camvid", weights, "tflite-fp32", SIZE, tmp_path, parity_images=2)
     assert m["parity"]["max_abs_diff"] <= 1e-4 and m["parity"]["argmax_agreement"] >= 0.999
     assert m["lint"]["clean"] and m["layout"] == "NHWC"
-    lint = lint_tflite(f"{m['folder']}/{m['file']}")
+    lint = backend_for("tflite").lint(f"{m['folder']}/{m['file']}")
     assert lint.ops.get("DELEGATE") == 1 and lint.max_rank <= 4  # one XNNPACK partition, GPU-delegate ranks
     assert "GATHER_ND" not in lint.ops and "RESIZE_BILINEAR" not in lint.ops  # exact bicubic as conv
     interp = LiteRtModel(f"{m['folder']}/{m['file']}")
@@ -51,7 +51,7 @@ def test_coreml_converts_and_lints_on_linux_with_honest_parity(weights, tmp_path
     assert m["fp32_ops_in_fp16"] == ["layer_norm", "matmul", "maximum", "real_div", "reduce_sum", "softmax"]
     if platform.system() != "Darwin":
         assert m["parity"]["argmax_agreement"] is None and "needs macOS" in m["parity"]["runtime"]
-    report = lint_coreml(f"{m['folder']}/{m['file']}")
+    report = backend_for("coreml").lint(f"{m['folder']}/{m['file']}")
     assert report.clean and report.max_rank <= 5 and "upsample_bicubic" not in report.ops
     again = pipeline.export("efficientvit-b0", "camvid", weights, "coreml-fp16", SIZE, tmp_path, parity_images=1)
     assert again["cached"]  # the package folder's hash is checked too
@@ -68,8 +68,8 @@ def test_trt_fp16_writes_strongly_typed_onnx_and_build_command(weights, tmp_path
     assert m["parity"]["argmax_agreement"] >= 0.99 and "TensorRT-ready ONNX" in m["parity"]["runtime"]
     # eval / bench / check open it through the shared runtime interface: the engine where TensorRT + CUDA exist,
     # else ONNX Runtime on the same ONNX, saying which and why
-    from edgeseg.runtimes import load_artifact
-    from edgeseg.runtimes.tensorrt import TensorRTModel, tensorrt_status
+    from edgeseg.backends import load_artifact
+    from edgeseg.backends.tensorrt.runtime import TensorRTModel, tensorrt_status
 
     art = load_artifact(m["folder"])
     ok, why = tensorrt_status()
@@ -95,7 +95,7 @@ def test_resize_alignment_agrees_across_backends_on_camvid(weights, tmp_path, ca
     )
     ort = OnnxRuntimeModel(f"{onnx['folder']}/{onnx['file']}")
     lite = LiteRtModel(f"{tfl['folder']}/{tfl['file']}")
-    assert lint_tflite(f"{tfl['folder']}/{tfl['file']}").ops.get("RESIZE_BILINEAR") == 2
+    assert backend_for("tflite").lint(f"{tfl['folder']}/{tfl['file']}").ops.get("RESIZE_BILINEAR") == 2
     _, images, _ = load_split(camvid, "val")
     agree = []
     for image in images[:4]:

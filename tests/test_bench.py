@@ -405,7 +405,7 @@ def test_adb_path_with_a_fake_transport(tmp_path):
 
 def test_pipeline_device_column_over_a_fake_adb(tmp_path, monkeypatch):
     """The bench's adb branch end to end with the FAKE transport in place of adbutils (no Android device here)."""
-    from edgeseg.targets import get_target
+    from edgeseg.backends import get_target
 
     fake = FakeAdb()
     monkeypatch.setattr(adb, "AdbutilsTransport", lambda serial: fake)
@@ -520,7 +520,7 @@ def test_bench_unreachable_device_shows_host_figures(b0_onnx, tmp_path):
 
 
 def test_would_be_commands_for_jetson_and_android():
-    from edgeseg.targets import get_target
+    from edgeseg.backends import get_target
 
     plan = stats.TimingPlan()
     jetson = get_profile("jetson-orin")

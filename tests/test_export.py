@@ -12,7 +12,7 @@ from edgeseg import pipeline
 from edgeseg.cli import app
 from edgeseg.errors import EdgesegError
 from edgeseg.lint import lint_onnx
-from edgeseg.targets import TARGETS, require_exporter
+from edgeseg.backends import backend_for
 
 SIZE = "192x256"  # small static size keeps the suite fast; CamVid images are padded/cropped to it
 
@@ -79,12 +79,10 @@ def test_with_argmax_outputs_int32_labels(weights, tmp_path):
 
 
 def test_failed_export_leaves_no_folder(weights, tmp_path, monkeypatch):
-    import edgeseg.lint
-
     def boom(*a, **k):
         raise RuntimeError("lint crashed midway")
 
-    monkeypatch.setattr(edgeseg.lint, "lint_onnx", boom)
+    monkeypatch.setattr(type(backend_for("onnx")), "lint", boom)
     with pytest.raises(RuntimeError):
         pipeline.export("efficientvit-b0", "camvid", weights, "onnx-fp32", SIZE, tmp_path, parity_images=1)
     assert list(tmp_path.iterdir()) == []
@@ -102,10 +100,10 @@ def test_lint_catches_planted_6d_transpose(tmp_path):
             return x.reshape(1, 2, 2, 2, 4, 4).permute(0, 1, 3, 2, 4, 5).reshape(1, 8, 4, 4)
 
     path = _export_module(SixD(), torch.randn(1, 8, 4, 4), tmp_path / "sixd.onnx")
-    report = lint_onnx(path, "onnx")
+    report = lint_onnx(path, backend_for("onnx").rules)
     rules = {f.rule for f in report.findings}
     assert not report.clean and "6d-transpose" in rules and report.max_rank == 6
-    assert "max-rank" in {f.rule for f in lint_onnx(path, "coreml").findings}  # Core ML stops at 5-D
+    assert "max-rank" in {f.rule for f in lint_onnx(path, backend_for("coreml").rules).findings}  # Core ML stops at 5-D
     result = CliRunner().invoke(app, ["lint", str(path)])
     assert result.exit_code == 1 and "6d-transpose" in result.output
 
@@ -119,7 +117,7 @@ def test_lint_catches_dynamic_reshape():
         h.make_node("Reshape", ["x", "s"], ["y"], name="dynamic_reshape"),
     ]
     model = h.make_model(h.make_graph(nodes, "dyn", [x], [y]), opset_imports=[h.make_opsetid("", 18)])
-    report = lint_onnx(model, "tensorrt")
+    report = lint_onnx(model, backend_for("tensorrt").rules)
     assert {(f.rule, f.node) for f in report.findings} >= {("forbidden-op", "shape_of_x"), ("static-shape", "x")}
 
 
@@ -128,18 +126,14 @@ def test_bicubic_resize_op_fails_tflite_rules(weights, tmp_path):
         "efficientvit-b0", "camvid", weights, "onnx-fp32", SIZE, tmp_path, parity_images=1, upsample="resize"
     )
     assert m["folder"].endswith("-resize") and m["rewrites"]["upsample-fp32"] == 2
-    report = lint_onnx(f"{m['folder']}/{m['file']}", "tflite")
+    report = lint_onnx(f"{m['folder']}/{m['file']}", backend_for("tflite").rules)
     assert [f.rule for f in report.findings if f.severity == "error"] == ["resize-mode", "resize-mode"]
 
 
-def test_export_cli_unknown_target_and_unavailable_exporter(weights):
+def test_export_cli_unknown_target(weights):
     runner = CliRunner()
     r = runner.invoke(app, ["export", "--model", "efficientvit-b0", "--weights", weights, "--target", "onnx_fp16"])
     assert r.exit_code == 2 and "Did you mean 'onnx-fp16'" in r.output
-
-    planned = dataclasses.replace(TARGETS["coreml-int8"], available=False, planned="issue 99")
-    with pytest.raises(EdgesegError, match="not in this version yet \\(issue 99\\); available now: onnx-fp32"):
-        require_exporter(planned)
 
 
 def test_size_must_be_multiple_of_32_for_export(weights, tmp_path):

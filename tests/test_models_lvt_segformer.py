@@ -26,7 +26,7 @@ from edgeseg.rewrite.segformer import (
     SRASingleHeadAsBatch2,
     softmax_attention_fp32,
 )
-from edgeseg.targets import TARGETS
+from edgeseg.backends import TARGETS, backend_for
 
 DATA = Path(__file__).parent / "data"
 TOL = 1e-5
@@ -231,13 +231,13 @@ def test_csa_graph_has_no_col2im_and_rank_at_most_4(tmp_path):
     ref = CSA(16, 2)
     x = torch.randn(1, 8, 8, 16)
     ref_graph = _onnx(ref, (x,), tmp_path / "ref.onnx")
-    ref_report = lint_onnx(ref_graph, "onnx")
+    ref_report = lint_onnx(ref_graph, backend_for("onnx").rules)
     # the reference really has what the rewrite removes (else this test could not fail)
     assert "Col2Im" in {n.op_type for n in ref_graph.graph.node} and ref_report.max_rank >= 5
     graph = _onnx(CSADeploy(ref), (x,), tmp_path / "deploy.onnx")
     ops = {n.op_type for n in graph.graph.node}
     assert not ops & {"Col2Im", "Gather", "GatherND", "ConvTranspose"}
-    report = lint_onnx(graph, "tflite")
+    report = lint_onnx(graph, backend_for("tflite").rules)
     assert report.clean and report.max_rank <= 4
 
 
@@ -250,8 +250,8 @@ def test_attention_graphs_have_rank_at_most_4(which, tmp_path):
     else:
         ref, args = SpatialReductionAttention(32, 2, True, 2), (torch.randn(1, 64, 32), 8, 8)
         new = SRADeploy(ref)
-    assert lint_onnx(_onnx(ref, args, tmp_path / "ref.onnx"), "onnx").max_rank == 5  # the fused kv permute
-    report = lint_onnx(_onnx(new, args, tmp_path / "new.onnx"), "tflite")
+    assert lint_onnx(_onnx(ref, args, tmp_path / "ref.onnx"), backend_for("onnx").rules).max_rank == 5  # the fused kv permute
+    report = lint_onnx(_onnx(new, args, tmp_path / "new.onnx"), backend_for("tflite").rules)
     assert report.clean and report.max_rank <= 4
 
 
@@ -287,7 +287,7 @@ def test_onnx_export_parity_and_lint(name, random_weights, tmp_path):
     assert m["output"]["shape"] == [1, 11, 16, 24] and m["upsample"] == "reference (bilinear resize)"
     assert m["lint"]["clean"]
     graph = onnx.load(f"{m['folder']}/{m['file']}")
-    report = lint_onnx(graph, "tflite")  # the strictest rule set: GPU-delegate rank 4
+    report = lint_onnx(graph, backend_for("tflite").rules)  # the strictest rule set: GPU-delegate rank 4
     assert report.clean and report.max_rank <= 4
     ops = {n.op_type for n in graph.graph.node}
     assert "LayerNormalization" in ops and not ops & {"Col2Im", "Shape", "Gather"}
@@ -362,8 +362,8 @@ def _xnnpack(module: nn.Module, x: torch.Tensor, path: Path, precision: str = "f
     left on TFLite's reference kernels."""
     from ai_edge_litert.interpreter import Interpreter
 
-    from edgeseg.exporters.tflite import export_tflite
-    from edgeseg.lint import undelegated_ops
+    from edgeseg.backends.tflite.export import export_tflite
+    from edgeseg.backends.tflite.lint import undelegated_ops
 
     export_tflite(module.eval(), x, path, precision, True, [torch.randn_like(x) for _ in range(2)])
     interpreter = Interpreter(model_path=str(path), num_threads=1)
@@ -404,7 +404,7 @@ def test_lvt_tflite_int8_converts_runs_and_agrees_with_fp32(random_weights, camv
     size, not the input's, sets the conversion time, 106 s of CPU here (3 min on the shared 2 cores). Before
     ``rasa-weights-per-use`` this conversion failed; the fast tests above check the rewrite's parity and the
     PT2E graph property that fixes it."""
-    from edgeseg.lint import lint_tflite
+    from edgeseg.backends import backend_for
 
     m = pipeline.export(
         "lvt",
@@ -422,7 +422,7 @@ def test_lvt_tflite_int8_converts_runs_and_agrees_with_fp32(random_weights, camv
     assert m["rewrites"]["rasa-weights-per-use"] == 6 and m["lint"]["clean"]
     assert "CONV_2D" in m["quantization"]["int8_nodes"] and "DEPTHWISE_CONV_2D" in m["quantization"]["int8_nodes"]
     assert m["parity"]["argmax_agreement"] >= 0.9
-    lint = lint_tflite(f"{m['folder']}/{m['file']}")
+    lint = backend_for("tflite").lint(f"{m['folder']}/{m['file']}")
     assert lint.max_rank <= 4
     # what stays off XNNPACK is int8 GELU and the CSA's int8 average pool: no int8 kernel there (README)
     finding = next(f for f in lint.findings if f.rule == "delegate-partitions")

@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 from edgeseg import pipeline
 from edgeseg.bench.opprofile import _parse_ort_events
 from edgeseg.cli import app
-from edgeseg.runtimes.litert import executed_ops
+from edgeseg.backends.tflite.runtime import executed_ops
 
 SIZE = "96x128"
 ORT_SIZE = "384x480"  # CamVid size: at 192x256 the executor's fixed gaps between ~130 small kernels are ~12 % of a run

@@ -13,7 +13,8 @@ from edgeseg.data.datasets import CAMVID
 from edgeseg.errors import EdgesegError
 from edgeseg.quantize.calibration import class_balanced_pick, select_calibration
 from edgeseg.quantize.onnx_int8 import int8_op_types
-from edgeseg.quantize.policy import ALWAYS_FLOAT, POLICIES
+from edgeseg.backends import backend_for
+from edgeseg.quantize.policy import ALWAYS_FLOAT
 
 RARE = ("pole", "sign", "pedestrian", "bicyclist")
 
@@ -78,7 +79,7 @@ def test_onnx_int8_keeps_attention_float_and_agrees_with_fp32(camvid, tmp_path):
 
 
 def test_tensorrt_int8_policy_is_symmetric():
-    assert POLICIES["tensorrt"].activation_symmetric and POLICIES["tensorrt"].activation_type == "int8"
+    assert backend_for("tensorrt").int8_policy.activation_symmetric and backend_for("tensorrt").int8_policy.activation_type == "int8"
 
 
 @pytest.mark.parametrize(
@@ -115,7 +116,7 @@ def test_int8_export_without_calibration_says_what_to_pass(tmp_path):
 
 
 def test_tflite_int8_single_xnnpack_partition_and_agrees_with_fp32(camvid, tmp_path):
-    from edgeseg.lint import lint_tflite
+    from edgeseg.backends import backend_for
 
     m = pipeline.export(
         "efficientvit-b0",
@@ -130,7 +131,7 @@ def test_tflite_int8_single_xnnpack_partition_and_agrees_with_fp32(camvid, tmp_p
         calib_size=4,
     )
     assert m["rewrites"]["hardswish-as-clamp"] > 0 and m["lint"]["clean"]
-    lint = lint_tflite(f"{m['folder']}/{m['file']}")
+    lint = backend_for("tflite").lint(f"{m['folder']}/{m['file']}")
     assert lint.ops.get("DELEGATE") == 1 and "HARD_SWISH" not in lint.ops  # int8 delegated in one piece
     assert "CONV_2D" in m["quantization"]["int8_nodes"] and "BATCH_MATMUL" not in m["quantization"]["int8_nodes"]
     assert m["parity"]["argmax_agreement"] >= 0.95
@@ -138,7 +139,7 @@ def test_tflite_int8_single_xnnpack_partition_and_agrees_with_fp32(camvid, tmp_p
 
 
 def test_coreml_int8_w8a8_converts_lints_and_simulated_parity_is_labelled(camvid, tmp_path):
-    from edgeseg.lint import lint_coreml
+    from edgeseg.backends import backend_for
 
     m = pipeline.export(
         "efficientvit-b0",
@@ -158,7 +159,7 @@ def test_coreml_int8_w8a8_converts_lints_and_simulated_parity_is_labelled(camvid
     ops = m["quantization"]["int8_nodes"]
     assert ops["constexpr_affine_dequantize"] > 40 and ops["quantize"] > 40
     assert set(m["fp32_ops_in_fp16"]) >= {"matmul", "real_div", "reduce_sum"}  # attention core stays fp32
-    assert lint_coreml(f"{m['folder']}/{m['file']}").clean
+    assert backend_for("coreml").lint(f"{m['folder']}/{m['file']}").clean
     assert "simulated" in m["parity"]["runtime"] and "macOS" in m["parity"]["runtime"]
     assert m["parity"]["argmax_agreement"] >= 0.95
 
@@ -219,7 +220,7 @@ def test_mixed_precision_search_respects_its_budget_on_a_tiny_model(camvid, tmp_
     from edgeseg.quantize.calibration import select_calibration
     from edgeseg.quantize.onnx_int8 import prepare_onnx
     from edgeseg.quantize.search import HoldoutScorer, search_onnx
-    from edgeseg.runtimes.onnxruntime import OnnxRuntimeModel
+    from edgeseg.backends.onnx.runtime import OnnxRuntimeModel
 
     torch.manual_seed(0)
     net = torch.nn.Sequential(
@@ -246,7 +247,7 @@ def test_mixed_precision_search_respects_its_budget_on_a_tiny_model(camvid, tmp_
     prepared = prepare_onnx(fp32, tmp_path / "prep.onnx")
     for budget in (0.0, 50.0):
         out = tmp_path / f"int8-{budget}.onnx"
-        r = search_onnx(prepared, out, inputs, POLICIES["onnx"], "minmax", scorer, OnnxRuntimeModel, budget)
+        r = search_onnx(prepared, out, inputs, backend_for("onnx").int8_policy, "minmax", scorer, OnnxRuntimeModel, budget)
         assert r.drop_final <= budget + 1e-9  # measured on the artifact written
         assert scorer.score(OnnxRuntimeModel(out))[0] == pytest.approx(r.miou_final)
         k = len(r.float_layers)
@@ -285,7 +286,7 @@ def test_pt2e_int8_residual_add_is_int8_in_tflite(tmp_path):
     pytest.importorskip("litert_torch")
     from ai_edge_litert.interpreter import Interpreter
 
-    from edgeseg.exporters.tflite import export_tflite
+    from edgeseg.backends.tflite.export import export_tflite
 
     torch.manual_seed(0)
     net = _Residual().eval()
@@ -371,7 +372,7 @@ def test_pt2e_float_layer_becomes_a_float_op_in_tflite(tmp_path):
     from ai_edge_litert.interpreter import Interpreter
     from litert_torch.quantize.quant_config import QuantConfig
 
-    from edgeseg.runtimes.litert import LiteRtModel
+    from edgeseg.backends.tflite.runtime import LiteRtModel
 
     net, inputs, converted, quantizer, switches = _tiny_pt2e()
     body = next(n for n, lab in switches.layers if lab.startswith("body"))
@@ -400,9 +401,9 @@ def test_pt2e_search_keeps_the_fewest_layers_float_within_budget(camvid, tmp_pat
     decisions on converted artifacts, minimal along the ranking, the written file the chosen probe; nothing
     searched when all-int8 already fits."""
     from edgeseg.data.transforms import logits_to_source
-    from edgeseg.exporters.tflite import export_tflite
+    from edgeseg.backends.tflite.export import export_tflite
     from edgeseg.quantize.search import HoldoutScorer, search_pt2e
-    from edgeseg.runtimes.litert import LiteRtModel
+    from edgeseg.backends.tflite.runtime import LiteRtModel
 
     torch.manual_seed(0)
     net = _TinyResidual().eval()

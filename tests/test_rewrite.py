@@ -156,7 +156,7 @@ def test_hardswish_as_clamp_int8_tflite_stays_nhwc(tmp_path):
     pytest.importorskip("litert_torch")
     from ai_edge_litert.interpreter import Interpreter
 
-    from edgeseg.exporters.tflite import export_tflite
+    from edgeseg.backends.tflite.export import export_tflite
     from edgeseg.rewrite.efficientvit import HardswishAsClamp
 
     torch.manual_seed(0)

@@ -17,7 +17,8 @@ import numpy as np
 import torch
 
 from edgeseg.bench.stats import Timing, TimingPlan, measure
-from edgeseg.runtimes import LoadedArtifact, load_artifact
+from edgeseg.artifact import LoadedArtifact
+from edgeseg.backends import load_artifact
 
 
 def cpu_name() -> str:
@@ -53,7 +54,7 @@ def inference_call(art: LoadedArtifact, seed: int = 0) -> Callable[[], object]:
         return lambda: session.run(names, feed)
     interpreter = getattr(run, "interpreter", None)
     if interpreter is not None:  # LiteRtModel
-        from edgeseg.runtimes.litert import _quantize
+        from edgeseg.backends.tflite.runtime import _quantize
 
         nhwc = _quantize(np.ascontiguousarray(x.permute(0, 2, 3, 1).numpy()), run.input)
         index = run.input["index"]

@@ -30,8 +30,9 @@ import numpy as np
 
 from edgeseg.bench.host import inference_call
 from edgeseg.errors import EdgesegError
-from edgeseg.runtimes import LoadedArtifact, load_artifact
-from edgeseg.runtimes.litert import executed_ops
+from edgeseg.artifact import LoadedArtifact
+from edgeseg.backends import BACKENDS, backend_for
+from edgeseg.backends.tflite.runtime import executed_ops
 
 LAYOUT_OPS = frozenset({"ReorderInput", "ReorderOutput", "Transpose"})
 QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"})
@@ -94,7 +95,7 @@ def _group(kernels: list[Kernel], total_ms: float) -> list[OpTypeRow]:
 
 
 def profile_ort(onnx_file: Path, runtime: str, threads: int, runs: int, warmup: int) -> OpProfile:
-    from edgeseg.runtimes.onnxruntime import OnnxRuntimeModel
+    from edgeseg.backends.onnx.runtime import OnnxRuntimeModel
 
     with tempfile.TemporaryDirectory(prefix="edgeseg-profile-") as tmp:
         model = OnnxRuntimeModel(onnx_file, threads, profile_prefix=str(Path(tmp) / "ort"))  # spinning off, as bench
@@ -238,18 +239,11 @@ def profile_tflite(art: LoadedArtifact, threads: int, runs: int, warmup: int) ->
 
 
 def profile_artifact(folder: Path, manifest: dict, threads: int, runs: int, warmup: int) -> OpProfile:
-    """Profile the artifact in ``folder`` (its manifest already read) with its runtime here."""
-    fmt = manifest["format"]
-    if fmt in ("onnx", "tensorrt"):  # TensorRT: its TensorRT-ready ONNX, even where an engine was built
-        prof = profile_ort(folder / manifest["file"], "onnxruntime (CPU)", threads, runs, warmup)
-        if fmt == "tensorrt":
-            prof.notes.append(
-                "the TensorRT-ready ONNX profiled in ONNX Runtime, not the engine (use trtexec --dumpProfile)"
-            )
-        return prof
-    if fmt == "tflite":
-        return profile_tflite(load_artifact(folder, threads=threads), threads, runs, warmup)
-    raise EdgesegError(
-        f"no profiler here for {fmt} artifacts: ONNX (ONNX Runtime) and TFLite (ai-edge-litert) are profiled here; "
-        "Core ML needs Xcode Instruments on macOS"
-    )
+    """Profile the artifact in ``folder`` (its manifest already read) with its backend's profiler here."""
+    backend = backend_for(manifest["format"])
+    prof = backend.profile(folder, manifest, threads, runs, warmup)
+    if prof is None:
+        here = ", ".join(b.name for b in BACKENDS.values() if b.profiles_here)
+        elsewhere = f"; {backend.profiler_note}" if backend.profiler_note else ""
+        raise EdgesegError(f"no profiler here for {backend.name} artifacts (profiled here: {here}){elsewhere}")
+    return prof

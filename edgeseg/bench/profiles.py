@@ -71,7 +71,7 @@ class DeviceProfile(_Strict):
     @field_validator("targets")
     @classmethod
     def _known_targets(cls, value: list[str]) -> list[str]:
-        from edgeseg.targets import known_target_names
+        from edgeseg.backends import known_target_names
 
         return known_target_names(value)
 

@@ -157,6 +157,13 @@ class BenchReport(_M):
 STATUS_TEXT = {"passed": "passed", "failed_check": "exported, failed check", "failed": "failed"}
 
 
+def _profilable(target: str) -> bool:
+    """Whether ``edgeseg profile`` can profile the target's artifacts here (its backend has a profiler)."""
+    from edgeseg.backends import TARGETS, backend_for
+
+    return target in TARGETS and backend_for(TARGETS[target].format).profiles_here
+
+
 def _f(x: float | None, spec: str = ".1f") -> str:
     return "-" if x is None else format(x, spec)
 
@@ -257,7 +264,7 @@ def markdown(report: BenchReport) -> str:
         h = measured_here[0].host
         lines += ["", f"Measured here: {h.machine}, {h.method}; runtimes:", ""]
         lines += [f"- {row_label(r, named)}: {r.host.runtime}" for r in measured_here]
-        profilable = [r for r in measured_here if r.artifact and r.target.split("-")[0] in ("onnx", "trt", "tflite")]
+        profilable = [r for r in measured_here if r.artifact and _profilable(r.target)]
         if profilable:
             lines += ["", "Where the time goes (kernels, op types, what falls off the fast path):", "", "```"]
             lines += [f"edgeseg profile {r.artifact.folder}" for r in profilable]

@@ -67,7 +67,7 @@ class EstimatorData(_Strict):
     @field_validator("calibrations")
     @classmethod
     def _targets(cls, value: dict[str, Calibration]) -> dict[str, Calibration]:
-        from edgeseg.targets import known_target_names
+        from edgeseg.backends import known_target_names
 
         known_target_names(list(value))
         return value
@@ -143,7 +143,7 @@ class PublishedDevice(_Strict):
     @field_validator("target")
     @classmethod
     def _target(cls, value: str) -> str:
-        from edgeseg.targets import known_target_names
+        from edgeseg.backends import known_target_names
 
         return known_target_names([value])[0]
 

@@ -1,4 +1,5 @@
-"""Attention-aware INT8 policies: which ops run in int8 on each backend, which stay float, and why.
+"""Attention-aware INT8 policies: the vocabulary (which ops stay float everywhere, and why); each backend declares
+its own ``Int8Policy`` (``edgeseg.backends.<name>``): which ops it runs in int8.
 
 Measured on this kind of machine (see the README's INT8 section): quantizing Softmax or the linear-attention
 normaliser collapses the output (2 dB SNR on a test model); quantizing EfficientViT's attention MatMuls in ONNX
@@ -46,28 +47,3 @@ class Int8Policy:
 
 # litert-torch's PT2E quantizer (used for TFLite and Core ML) makes these int8; matmul, div and sum stay float.
 PT2E_INT8_OPS = ("Conv", "Add", "Mul", "Concat")
-
-POLICIES: dict[str, Int8Policy] = {
-    # ORT CPU: U8S8 (uint8 activations, int8 weights) was faster than S8S8 on this avx512_vnni CPU.
-    "onnx": Int8Policy("onnx", ("Conv",), False, "uint8", note="ONNX Runtime QDQ; U8S8 is ORT CPU's fast path"),
-    # litert-torch PT2E: its static op set (conv, linear, add, mul, cat) is int8; matmul, div and sum stay float.
-    "tflite": Int8Policy(
-        "tflite",
-        PT2E_INT8_OPS,
-        True,
-        "int8",
-        note="litert-torch PT2E; Hardswish rewritten to add/clamp/mul so XNNPACK keeps int8 in one partition",
-    ),
-    # Core ML W8A8 through the same PT2E quantizer before conversion (iOS 17 quantize/dequantize, int8 weights).
-    "coreml": Int8Policy(
-        "coreml",
-        PT2E_INT8_OPS,
-        True,
-        "int8",
-        note="PT2E W8A8 before conversion; the Neural Engine's int8-int8 path needs A17 Pro / M4 or newer",
-    ),
-    # TensorRT's explicit quantization: Q/DQ scales with zero point 0, int8 activations.
-    "tensorrt": Int8Policy(
-        "tensorrt", ("Conv",), True, "int8", note="explicit symmetric Q/DQ for a strongly typed TensorRT build"
-    ),
-}

@@ -116,7 +116,7 @@ class SweepStore:
 
 def artifact_digest(model_file: Path) -> str:
     """The manifest's sha256 of a model file (a .mlpackage folder is hashed file by file)."""
-    from edgeseg.exporters.artifact import artifact_sha256
+    from edgeseg.artifact import artifact_sha256
 
     return artifact_sha256(Path(model_file))
 

@@ -1,0 +1,191 @@
+"""What a backend plugin is: the contract between ``edgeseg export`` / the runtimes and one deployment format.
+
+A backend owns everything about its format: the targets it offers (one per precision), the pip extra and the
+modules an export imports, export itself, the runtime that runs its artifacts here, its lint rules, its INT8
+policy, the estimator's fusion rules, its op profiler and the source files whose hash enters the artifact cache
+key. Model families never appear here: the rewrites an export applies are the model family's business
+(``edgeseg.models.registry.deploy_rewrites``); a backend only names its format.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from edgeseg.artifact import LoadedArtifact, source_hash
+from edgeseg.errors import EdgesegError
+from edgeseg.lint import LintReport, RuleSet
+from edgeseg.quantize.policy import Int8Policy
+
+
+@dataclass(frozen=True)
+class Target:
+    """One row of the target table: a format at a precision (``trt-fp16``), derived from its backend."""
+
+    name: str
+    format: str  # the backend's name: onnx | tflite | coreml | tensorrt | ...
+    precision: str  # fp32 | fp16 | int8
+    suffix: str  # the model file's suffix
+    runtime: str  # what runs it on this machine, or what it needs
+    extra: str  # pip extra with its packages
+    rules: str  # lint rule set (the backend's)
+
+
+@dataclass
+class Int8Request:
+    """What an INT8 export gives its backend: the calibration set (with its held-out slice), the mIoU budget
+    (points on the held-out slice; None: quantize everything the policy allows) and the dataset's classes."""
+
+    calib: object  # edgeseg.quantize.calibration.CalibrationSet
+    max_miou_drop: float | None
+    spec: object  # edgeseg.data.datasets.DatasetSpec
+    progress: Callable[[str], None] | None = None
+
+    def holdout_scorer(self, reference, size: tuple[int, int]):
+        from edgeseg.quantize.search import HoldoutScorer
+
+        c = self.calib
+        return HoldoutScorer(
+            reference, c.holdout_images, c.holdout_labels, size, self.spec.num_classes, self.spec.ignore_index
+        )
+
+    def holdout_check(self, runner, size: tuple[int, int], reference, note: str = "") -> dict:
+        """A backend without a per-layer search measures its held-out drop against the budget and says so."""
+        scorer = self.holdout_scorer(reference, size)
+        miou, snr = scorer.score(runner)
+        drop = scorer.miou_reference - miou
+        return {
+            "budget": self.max_miou_drop,
+            "holdout_images": len(scorer.inputs),
+            "miou_fp32": scorer.miou_reference,
+            "miou_final": miou,
+            "drop_final": round(drop, 3),
+            "snr_db": round(snr, 2),
+            "within_budget": drop <= self.max_miou_drop,
+            "float_layers": [],
+            "note": note or "no per-layer search for this backend: the held-out drop is checked against the budget",
+        }
+
+
+@dataclass
+class ExportJob:
+    """One export handed to a backend: the deploy graph (``DeployWrapper`` around the rewritten model, in the
+    dtype the target carries), a zero example input, the staging folder to write into, and the options."""
+
+    target: Target
+    module: torch.nn.Module
+    example: torch.Tensor
+    folder: Path
+    output_name: str  # "logits" | "labels"
+    opset: int
+    int8: Int8Request | None = None
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return tuple(self.example.shape[-2:])
+
+
+@dataclass
+class Built:
+    """What a backend's export produced: the model file's name in the folder, manifest facts, a predictor that
+    runs it here for parity (None where nothing can run it here), what measured parity (or why nothing could),
+    and its lint report."""
+
+    file: str
+    info: dict
+    runner: Callable | None
+    parity_runtime: str
+    lint: LintReport
+
+
+@dataclass(frozen=True)
+class Precision:
+    """A precision a backend offers: the runtime note shown in the target table."""
+
+    runtime: str
+
+
+class Backend(ABC):
+    """Subclass, fill the class attributes, implement ``build`` and ``load``, and ``register_backend`` it."""
+
+    name: str = ""  # manifests' "format"
+    target_prefix: str = ""  # target names are ``<prefix>-<precision>``; default: the name
+    suffix: str = ""
+    extra: str = ""  # pip extra: pip install 'edgeseg[<extra>]'
+    packages: tuple[str, ...] = ()  # modules every export imports
+    int8_packages: tuple[str, ...] = ()  # modules INT8 exports import as well
+    precisions: dict[str, Precision] = {}
+    rules: RuleSet | None = None  # graph rules: rank, forbidden ops, resize modes (edgeseg.lint)
+    int8_policy: Int8Policy | None = None
+    graph_fp16: bool = False  # fp16 is carried in the exported graph (True) or applied by the backend's converter
+    calib_methods: tuple[str, ...] = ("percentile",)  # what --calib-method may be for its INT8 target
+    estimator_runtime: str | None = None  # the estimator's fusion rules for this format (edgeseg.estimate.graph)
+    profiler_note: str = ""  # where per-op times come from when edgeseg cannot profile this format here
+    code_modules: tuple[str, ...] = ()  # modules beside the backend package whose source shapes its artifacts
+
+    # -- the target table -------------------------------------------------------------------------------------
+    def targets(self) -> list[Target]:
+        prefix = self.target_prefix or self.name
+        return [
+            Target(f"{prefix}-{p}", self.name, p, self.suffix, prec.runtime, self.extra, self.rules.name)
+            for p, prec in self.precisions.items()
+        ]
+
+    # -- requirements -----------------------------------------------------------------------------------------
+    def missing_packages(self, precision: str) -> list[str]:
+        wanted = (*self.packages, *(self.int8_packages if precision == "int8" else ()))
+        return [m for m in wanted if importlib.util.find_spec(m) is None]
+
+    def require(self, target: Target) -> None:
+        missing = self.missing_packages(target.precision)
+        if missing:
+            raise EdgesegError(f"target {target.name} needs {', '.join(missing)}: pip install 'edgeseg[{self.extra}]'")
+
+    def versions(self) -> dict[str, str]:
+        """Versions of the distributions its exports import (manifest and cache key)."""
+        from importlib.metadata import PackageNotFoundError, version
+
+        out = {}
+        for module in ("torch", *self.packages):
+            dist = module.replace("_", "-")
+            try:
+                out[dist] = version(dist)
+            except PackageNotFoundError:
+                out[dist] = "not installed"
+        return out
+
+    def code_hash(self) -> str:
+        """sha256 prefix of the source that makes this backend's artifacts: its own package and ``code_modules``."""
+        return source_hash(type(self).__module__.rpartition(".")[0] or type(self).__module__, *self.code_modules)
+
+    # -- export and run ---------------------------------------------------------------------------------------
+    @abstractmethod
+    def build(self, job: ExportJob) -> Built:
+        """Write the model file for ``job.target`` into ``job.folder``; INT8 targets quantize with the backend's
+        policy and ``job.int8`` (calibration, budget)."""
+
+    @abstractmethod
+    def load(self, folder: Path, manifest: dict, threads: int | None) -> LoadedArtifact:
+        """Open an artifact of this format with its runtime here (a one-line error says what it needs)."""
+
+    @abstractmethod
+    def lint(self, path: Path) -> LintReport:
+        """Lint a model file of this format against the backend's rules."""
+
+    @property
+    def profiles_here(self) -> bool:
+        """Whether ``edgeseg profile`` can time this format's artifacts per op here."""
+        return type(self).profile is not Backend.profile
+
+    def profile(self, folder: Path, manifest: dict, threads: int, runs: int, warmup: int):
+        """Per-op time of an artifact here (``edgeseg.bench.opprofile.OpProfile``); None: no profiler here."""
+        return None
+
+    def would_be_command(self, remote_file: str, threads: int) -> str | None:
+        """The command that times the model file on a device of this format's runtime; None: edgeseg's runner."""
+        return None
