@@ -1,5 +1,6 @@
-"""The ``edgeseg`` command line (typer + rich). Each command parses arguments, calls one pipeline function and
-draws its result; user errors (``EdgesegError``) print one line and exit 2, without a traceback."""
+"""The ``edgeseg`` command line (typer + rich). Each command parses arguments, calls one function of
+``edgeseg.commands`` and draws its result; user errors (``EdgesegError``) print one line and exit 2, without a
+traceback."""
 
 from __future__ import annotations
 
@@ -15,9 +16,17 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from edgeseg import pipeline
+from edgeseg.bench.device import RemoteOptions
+from edgeseg.commands import bench as bench_cmd
+from edgeseg.commands import check as check_cmd
+from edgeseg.commands import estimate as estimate_cmd
+from edgeseg.commands import evaluate as evaluate_cmd
+from edgeseg.commands import export as export_cmd
+from edgeseg.commands import sweep as sweep_cmd
+from edgeseg.commands import weights as weights_cmd
 from edgeseg.errors import EdgesegError
 from edgeseg.io import atomic_write_bytes
+from edgeseg.paths import SAMPLE_DATA
 
 app = typer.Typer(
     help="edgeseg: attention segmentation models from PyTorch to edge devices, with measured parity, mIoU and latency.",
@@ -50,7 +59,7 @@ def user_errors(fn):
 
 
 class _Bar:
-    """A rich progress bar driven by pipeline events ("start", "advance"); it appears only once work starts, so
+    """A rich progress bar driven by command events ("start", "advance"); it appears only once work starts, so
     an input error before that prints its one line and nothing else."""
 
     def __init__(self, description: str):
@@ -83,7 +92,7 @@ class _Bar:
 
 @contextlib.contextmanager
 def _progress_line(key: str, label: str):
-    """A status line that follows the pipeline's ``progress(kind, **fields)`` events of kind ``key`` (a bench
+    """A status line that follows the command's ``progress(kind, **fields)`` events of kind ``key`` (a bench
     target, a check row), started at the first event and stopped on the way out."""
     status = None
 
@@ -126,7 +135,7 @@ def models(
     json_out: Path | None = typer.Option(None, "--json", help="Also write the table as JSON."),
 ):
     """List registered models: dataset heads, classes, params, GMACs, shipped weights."""
-    rows = pipeline.models_table(size)
+    rows = evaluate_cmd.models_table(size)
     table = Table(title="edgeseg models")
     for col in ("model", "dataset", "classes", "params M", "input", "GMACs", "weights"):
         table.add_column(col, justify="right" if col in ("classes", "params M", "GMACs") else "left", no_wrap=True)
@@ -178,7 +187,7 @@ def eval_cmd(
     dataset: str | None = DatasetOpt,
     weights: str | None = WeightsOpt,
     data: Path = typer.Option(
-        pipeline.SAMPLE_DATA,
+        SAMPLE_DATA,
         "--data",
         help="Folder with SPLIT/images and SPLIT/labels (default: the bundled CamVid sample).",
     ),
@@ -196,7 +205,7 @@ def eval_cmd(
 ):
     """mIoU, pixel accuracy and per-class IoU on a labelled split."""
     with _Bar("eval") as bar:
-        report = pipeline.evaluate(
+        report = evaluate_cmd.evaluate(
             model,
             dataset,
             weights,
@@ -234,7 +243,7 @@ def predict(
 ):
     """Write one 8-bit class-index PNG per image (same stem, same size), optionally colour overlays."""
     with _Bar("predict") as bar:
-        written = pipeline.predict(
+        written = evaluate_cmd.predict(
             model, dataset, weights, images, out, overlay, fit, size, progress=bar, artifact=artifact
         )
     console.print(
@@ -325,7 +334,7 @@ def train(
             progress.console.print(f"epoch {f['epoch']}: val mIoU {100 * f['miou']:.2f} (best {100 * f['best']:.2f})")
 
     try:
-        result = pipeline.train(cfg, progress=report, resume=resume)
+        result = evaluate_cmd.train(cfg, progress=report, resume=resume)
     finally:
         progress.stop()
     console.print(
@@ -420,7 +429,7 @@ def export(
     """Rewrite, export, check parity vs PyTorch on real images, lint; writes an artifact folder."""
     budget = _parse_budget(max_miou_drop)
     with console.status(f"exporting {model} -> {target}") as status:
-        m = pipeline.export(
+        m = export_cmd.export(
             model,
             dataset,
             weights,
@@ -524,7 +533,7 @@ def quantize(
     """INT8 export with calibration on real images (the same as `edgeseg export --target X-int8`)."""
     budget = _parse_budget(max_miou_drop)
     with console.status(f"quantizing {model} -> {target}") as status:
-        m = pipeline.quantize(
+        m = export_cmd.quantize(
             model,
             dataset,
             weights,
@@ -553,7 +562,7 @@ def lint(
     json_out: Path | None = typer.Option(None, "--json"),
 ):
     """Check an exported graph against a backend's conformance rules; exit 1 on errors."""
-    report = pipeline.lint(artifact, target)
+    report = export_cmd.lint(artifact, target)
     if report["findings"]:
         table = Table(title=f"lint {report['artifact']} ({report['rules']} rules)")
         for col in ("severity", "rule", "node", "message"):
@@ -582,7 +591,7 @@ def profile(
     json_out: Path | None = typer.Option(None, "--json", help="Write the full profile as JSON."),
 ):
     """Where an artifact's time goes here: top kernels, share per op type, and what falls off the fast path."""
-    p = pipeline.profile(artifact, threads=threads, runs=runs, warmup=warmup)
+    p = export_cmd.profile(artifact, threads=threads, runs=runs, warmup=warmup)
     title = f"{p['target']}: {p['runtime']}, {p['threads']} threads, mean of {p['runs']} runs"
     if p["kernels"]:
         table = Table(title=f"top kernels ({title})")
@@ -678,7 +687,7 @@ def bench(
         None, "--artifact", "-a", help="Bench these artifact folders (repeatable) instead of --model/--targets."
     ),
     data: Path = typer.Option(
-        pipeline.SAMPLE_DATA,
+        SAMPLE_DATA,
         "--data",
         help="Labelled data for mIoU (SPLIT/images + SPLIT/labels); train/ calibrates INT8.",
     ),
@@ -721,9 +730,9 @@ def bench(
         plan = TimingPlan(warmup=warmup, min_runs=runs, max_runs=max(max_runs, runs), max_seconds=max_seconds)
     except ValueError:
         raise EdgesegError(f"--warmup {warmup} --runs {runs}: use warm-up >= 0 and runs >= 1") from None
-    remote = pipeline.RemoteOptions(host, port, known_hosts, identity, serial, benchmark_model)
+    remote = RemoteOptions(host, port, known_hosts, identity, serial, benchmark_model)
     with _progress_line("target", "bench") as on_event:
-        result = pipeline.bench(
+        result = bench_cmd.bench(
             device,
             model=model,
             dataset=dataset,
@@ -841,7 +850,7 @@ def sweep(
     """Run a models x targets x devices x sizes matrix as cached jobs: export, quantize, mIoU, then bench."""
     display = _SweepDisplay()
     try:
-        result = pipeline.sweep(
+        result = sweep_cmd.sweep(
             matrix,
             out,
             cluster=cluster,
@@ -896,7 +905,7 @@ def check(
     from edgeseg import check as chk
 
     with _progress_line("row", "check") as on_event:
-        result = pipeline.check(config, baseline, update_baseline, progress=on_event)
+        result = check_cmd.check(config, baseline, update_baseline, progress=on_event)
     r = result["report"]
     table = Table(title=f"edgeseg check {r.config} (baseline {r.baseline})")
     table.add_column("row", no_wrap=True)
@@ -949,7 +958,7 @@ def estimate(
     json_out: Path | None = typer.Option(None, "--json", help="Also write the estimate as JSON."),
 ):
     """Estimate (not measure) latency on a device from the exported graph and the device's calibrated roofline."""
-    result = pipeline.estimate_latency(
+    result = estimate_cmd.estimate_latency(
         device,
         model=model,
         dataset=dataset,
@@ -997,7 +1006,7 @@ def calibrate(
     out: Path = typer.Option(Path("profiles"), "--out", help="Folder for the calibrated copy <device>.yaml."),
 ):
     """Fit a device's efficiency factors to measurements; write a profile copy with them (pass it via --profiles)."""
-    result = pipeline.calibrate_device(device, sources, profiles=profiles, out=out)
+    result = estimate_cmd.calibrate_device(device, sources, profiles=profiles, out=out)
     for target, cal in result["calibrations"].items():
         if target not in result["held_out"]:
             continue  # a calibration this run did not touch
@@ -1040,17 +1049,17 @@ def weights_list(
 ):
     """Shipped weights with their recorded val mIoU (and rare-class IoU), training time and hardware."""
     if markdown:
-        typer.echo(pipeline.shipped_weights_markdown())
+        typer.echo(weights_cmd.shipped_weights_markdown())
         return
     table = Table(title="shipped weights (val mIoU measured on the published fp16 file)")
-    for col in ("model", "tag", "val mIoU", *pipeline.RARE_CAMVID_CLASSES, "epochs", "train min", "file", "sha256"):
+    for col in ("model", "tag", "val mIoU", *weights_cmd.RARE_CAMVID_CLASSES, "epochs", "train min", "file", "sha256"):
         table.add_column(col)
-    for r in pipeline.shipped_weights_rows():
+    for r in weights_cmd.shipped_weights_rows():
         table.add_row(
             r["model"],
             r["tag"],
             _pct(r["val_miou"], 2),
-            *(_pct(r["rare_iou"].get(c)) for c in pipeline.RARE_CAMVID_CLASSES),
+            *(_pct(r["rare_iou"].get(c)) for c in weights_cmd.RARE_CAMVID_CLASSES),
             str(r["epochs"]),
             f"{r['train_minutes']:.0f}",
             r["file"],
@@ -1068,7 +1077,7 @@ def weights_publish(
     hardware: str | None = typer.Option(None, "--hardware", help="Where it was trained, to record."),
 ):
     """Ship a run's best checkpoint as fp16 weights and record its (re-measured) val mIoU and sha256."""
-    record = pipeline.publish_weights(run, tag, command, hardware)
+    record = weights_cmd.publish_weights(run, tag, command, hardware)
     console.print(
         f"published {record['file']}: val mIoU {100 * record['val_miou']:.2f}, sha256 {record['sha256'][:12]}"
     )
