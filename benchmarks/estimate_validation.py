@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeseg import pipeline
 from edgeseg.bench.profiles import get_profile
 from edgeseg.bench.stats import TimingPlan, measure
+from edgeseg.commands import estimate as estimate_cmd
 from edgeseg.estimate.calibrate import Point, held_out, leave_one_out, summarize
 from edgeseg.io import atomic_write_bytes
 
@@ -48,7 +48,7 @@ def measure_host(cache: Path, max_runs: int = 40, min_runs: int = 8, max_cpu_sec
 
     points = []
     for model, size in HOST_CASES:
-        path, _ = pipeline.estimation_graph(model, "camvid", HOST_TARGET, size, "conv", cache)
+        path, _ = estimate_cmd.estimation_graph(model, "camvid", HOST_TARGET, size, "conv", cache)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = 1
         opts.inter_op_num_threads = 1
@@ -63,7 +63,7 @@ def measure_host(cache: Path, max_runs: int = 40, min_runs: int = 8, max_cpu_sec
             f"(95 % CI {c.median_ci95_ms[0]:.1f}-{c.median_ci95_ms[1]:.1f}), n={c.n}, load {os.getloadavg()[0]:.1f}",
             flush=True,
         )
-        cost = pipeline.graph_cost_for(HOST_TARGET, path, from_float=True)
+        cost = estimate_cmd.graph_cost_for(HOST_TARGET, path, from_float=True)
         points.append(Point(f"{model} {size[0]}x{size[1]} {HOST_TARGET}", cost, c.median_ms))
     return points
 
@@ -102,7 +102,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--skip-host", action="store_true")
     ap.add_argument("--json", type=Path, default=None)
-    ap.add_argument("--cache", type=Path, default=pipeline.ESTIMATE_GRAPHS)
+    ap.add_argument("--cache", type=Path, default=estimate_cmd.ESTIMATE_GRAPHS)
     args = ap.parse_args()
     results = {}
     family_rows: list[str] = []
@@ -112,7 +112,7 @@ def main() -> None:
     ]
     for device in ("jetson-agx-orin", "jetson-nano", "snapdragon-8-gen-1"):
         prof = get_profile(device)
-        pts, _, _ = pipeline.published_points(prof, pipeline.PUBLISHED_FIGURES, args.cache)
+        pts, _, _ = estimate_cmd.published_points(prof, estimate_cmd.PUBLISHED_FIGURES, args.cache)
         for target, p in pts.items():
             rows = leave_one_out(p, prof.estimator)
             v = summarize(rows, "leave-one-out")

@@ -3,8 +3,8 @@ real images, lint (with the largest tensor rank), export time, and with ``--late
 targets that run here (ONNX Runtime, LiteRT: all artifacts timed round-robin in one pass, median of ``--runs``; a
 target whose export fails is listed with its error). A benchmark, not a test: its
 numbers go into reports. With ``--miou-data`` each artifact that runs here is also evaluated on the val split
-(``pipeline.evaluate`` with the artifact, as ``edgeseg eval --artifact``; ``--miou-images`` caps the images) beside
-the PyTorch fp32 model on the same images, so the column shows what each target's conversion changes.
+(``edgeseg.commands.evaluate.evaluate`` with the artifact, as ``edgeseg eval --artifact``; ``--miou-images`` caps the
+images) beside the PyTorch fp32 model on the same images, so the column shows what each target's conversion changes.
 
     python benchmarks/export_table.py --model efficientvit-b0 --weights camvid \
         --parity-data ../shared/data/camvid --parity-images 20 [--latency] \
@@ -17,8 +17,9 @@ import argparse
 import json
 from pathlib import Path
 
-from edgeseg import pipeline
 from edgeseg.bench.host import time_interleaved
+from edgeseg.commands import evaluate as evaluate_cmd
+from edgeseg.commands import export as export_cmd
 from edgeseg.errors import EdgesegError
 from edgeseg.io import atomic_write_bytes
 from edgeseg.backends import TARGETS
@@ -72,7 +73,7 @@ def main() -> None:
     rows, failed = [], []
     for name in args.targets:
         try:
-            m = pipeline.export(
+            m = export_cmd.export(
                 args.model,
                 args.dataset,
                 weights,
@@ -136,13 +137,13 @@ def main() -> None:
 def _val_miou(args, weights: str, rows: list[dict]) -> dict:
     """Val mIoU of the PyTorch fp32 model and of each artifact that runs here, on the same images; sets
     ``row["val_miou"]`` (None where the runtime needs other hardware)."""
-    reference = pipeline.evaluate(
+    reference = evaluate_cmd.evaluate(
         args.model, args.dataset, weights, args.miou_data, size=args.size, limit=args.miou_images, threads=args.threads
     )
     print(f"PyTorch fp32: val mIoU {100 * reference['miou']:.2f} ({reference['images']} images)", flush=True)
     for m in rows:
         try:
-            report = pipeline.evaluate(
+            report = evaluate_cmd.evaluate(
                 None,
                 None,
                 None,

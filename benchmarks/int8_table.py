@@ -18,8 +18,9 @@ import argparse
 import json
 from pathlib import Path
 
-from edgeseg import pipeline
 from edgeseg.bench.host import time_interleaved
+from edgeseg.commands import evaluate as evaluate_cmd
+from edgeseg.commands import export as export_cmd
 from edgeseg.io import atomic_write_bytes
 
 
@@ -40,9 +41,9 @@ def main() -> None:
     args = ap.parse_args()
 
     common = dict(out=args.out, parity_data=args.data, parity_images=20)
-    built = {"onnx-fp32": pipeline.export(args.model, args.dataset, args.weights, "onnx-fp32", **common)}
+    built = {"onnx-fp32": export_cmd.export(args.model, args.dataset, args.weights, "onnx-fp32", **common)}
     for method in args.methods:
-        built[f"onnx-int8 ({method})"] = pipeline.export(
+        built[f"onnx-int8 ({method})"] = export_cmd.export(
             args.model,
             args.dataset,
             args.weights,
@@ -53,13 +54,13 @@ def main() -> None:
             **common,
         )
 
-    built["tflite-fp32"] = pipeline.export(args.model, args.dataset, args.weights, "tflite-fp32", **common)
+    built["tflite-fp32"] = export_cmd.export(args.model, args.dataset, args.weights, "tflite-fp32", **common)
     for fmt in ("onnx", "tflite"):
         for upsample in ("conv", "bilinear"):
-            built[f"{fmt}-fp32 ({upsample} head)"] = pipeline.export(
+            built[f"{fmt}-fp32 ({upsample} head)"] = export_cmd.export(
                 args.model, args.dataset, args.weights, f"{fmt}-fp32", upsample=upsample, **common
             )
-    built["tflite-int8 (PT2E)"] = pipeline.export(
+    built["tflite-int8 (PT2E)"] = export_cmd.export(
         args.model,
         args.dataset,
         args.weights,
@@ -72,9 +73,9 @@ def main() -> None:
     if args.no_eval:
         reference, evals = None, {k: None for k in built}
     else:
-        reference = pipeline.evaluate(args.model, args.dataset, args.weights, args.data, threads=args.threads)
+        reference = evaluate_cmd.evaluate(args.model, args.dataset, args.weights, args.data, threads=args.threads)
         evals = {
-            k: pipeline.evaluate(None, None, None, args.data, artifact=Path(m["folder"]), threads=args.threads)
+            k: evaluate_cmd.evaluate(None, None, None, args.data, artifact=Path(m["folder"]), threads=args.threads)
             for k, m in built.items()
         }
     timed = time_interleaved({k: Path(m["folder"]) for k, m in built.items()}, args.runs, 3, args.threads)
@@ -104,7 +105,7 @@ def main() -> None:
     profiles = {}
     if args.profile:
         for k in [k for k in built if k.startswith("onnx-") and "head" not in k]:
-            p = pipeline.profile(built[k]["folder"], threads=args.threads, runs=args.runs, warmup=3)
+            p = export_cmd.profile(built[k]["folder"], threads=args.threads, runs=args.runs, warmup=3)
             profiles[k] = p
             top = ", ".join(f"{r['op_type']} {100 * r['share']:.0f}%" for r in p["by_type"][:6])
             off = "; ".join(f"{kind} {100 * o['share']:.0f}%" for kind, o in p["off_path"].items())

@@ -126,10 +126,11 @@ def _time_files(files: dict[str, Path], rounds: int, threads: int) -> dict[str, 
 
 
 def main() -> None:
+    from edgeseg.commands.evaluate import load_model
+    from edgeseg.commands.export import target_rewrites
     from edgeseg.errors import EdgesegError
     from edgeseg.backends.tflite.export import export_tflite
-    from edgeseg.models.registry import MODELS
-    from edgeseg.pipeline import DEFAULT_INPUT, load_model, target_rewrites
+    from edgeseg.models.registry import DEFAULT_INPUT, MODELS
     from edgeseg.quantize.calibration import select_calibration
     from edgeseg.rewrite import DeployWrapper, apply_rewrites
     from edgeseg.backends import get_target

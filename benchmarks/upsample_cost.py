@@ -14,7 +14,7 @@ import argparse
 import json
 from pathlib import Path
 
-from edgeseg import pipeline
+from edgeseg.commands import evaluate as evaluate_cmd
 
 
 def main() -> None:
@@ -31,7 +31,7 @@ def main() -> None:
 
     reports = {}
     for variant in args.variants:
-        reports[variant] = pipeline.evaluate(
+        reports[variant] = evaluate_cmd.evaluate(
             args.model,
             args.dataset,
             args.weights,

@@ -1,9 +1,9 @@
 """``edgeseg check``: the regression gate a CI job runs on exported artifacts.
 
-This module holds what does not need the pipeline: the config schema (``edgeseg.yaml``), the baseline file, the
+This module holds what does not need the commands: the config schema (``edgeseg.yaml``), the baseline file, the
 judging of one row (model x target x device) against thresholds and the baseline, the side-by-side latency
 ratio (its own loop: the two artifacts alternate call by call, which bench's one-artifact loop cannot do; the
-statistics are bench's), and the renderers (check.md, JUnit XML). ``pipeline.check`` exports,
+statistics are bench's), and the renderers (check.md, JUnit XML). ``edgeseg.commands.check`` exports,
 evaluates and calls in here.
 
 Latency is never compared with a stored time: an absolute time recorded on another machine (or the same machine
@@ -62,7 +62,7 @@ class Thresholds(_Strict):
 class ExportOptions(_Strict):
     """What ``edgeseg export`` would be given for this row (the artifact cache keeps repeated runs instant)."""
 
-    upsample: str = "matmul"  # pipeline.DEFAULT_UPSAMPLE
+    upsample: str = "matmul"  # edgeseg.commands.export.DEFAULT_UPSAMPLE
     opset: int = 18
     with_argmax: bool = False
     calib_size: int = Field(64, ge=1)

@@ -7,8 +7,8 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from edgeseg import pipeline
 from edgeseg.cli import app
+from edgeseg.commands import export as export_cmd
 from edgeseg.errors import EdgesegError
 from edgeseg.backends import backend_for
 from edgeseg.backends.tflite.runtime import LiteRtModel
@@ -23,7 +23,7 @@ def weights(random_b0_weights):
 
 
 def test_tflite_fp32_parity_single_partition_nhwc(weights, tmp_path):
-    m = pipeline.export("efficientvit-b0", "camvid", weights, "tflite-fp32", SIZE, tmp_path, parity_images=2)
+    m = export_cmd.export("efficientvit-b0", "camvid", weights, "tflite-fp32", SIZE, tmp_path, parity_images=2)
     assert m["parity"]["max_abs_diff"] <= 1e-4 and m["parity"]["argmax_agreement"] >= 0.999
     assert m["lint"]["clean"] and m["layout"] == "NHWC"
     lint = backend_for("tflite").lint(f"{m['folder']}/{m['file']}")
@@ -34,8 +34,8 @@ def test_tflite_fp32_parity_single_partition_nhwc(weights, tmp_path):
 
 
 def test_tflite_fp16_stores_half_weights(weights, tmp_path):
-    m32 = pipeline.export("efficientvit-b0", "camvid", weights, "tflite-fp32", SIZE, tmp_path, parity_images=1)
-    m16 = pipeline.export("efficientvit-b0", "camvid", weights, "tflite-fp16", SIZE, tmp_path, parity_images=2)
+    m32 = export_cmd.export("efficientvit-b0", "camvid", weights, "tflite-fp32", SIZE, tmp_path, parity_images=1)
+    m16 = export_cmd.export("efficientvit-b0", "camvid", weights, "tflite-fp16", SIZE, tmp_path, parity_images=2)
     assert m16["bytes"] < 0.65 * m32["bytes"]
     assert m16["parity"]["argmax_agreement"] >= 0.99 and m16["lint"]["clean"]
     # the command prints its summary for TFLite manifests too (a cache hit: same options as above)
@@ -46,19 +46,19 @@ def test_tflite_fp16_stores_half_weights(weights, tmp_path):
 
 
 def test_coreml_converts_and_lints_on_linux_with_honest_parity(weights, tmp_path):
-    m = pipeline.export("efficientvit-b0", "camvid", weights, "coreml-fp16", SIZE, tmp_path, parity_images=1)
+    m = export_cmd.export("efficientvit-b0", "camvid", weights, "coreml-fp16", SIZE, tmp_path, parity_images=1)
     assert m["file"] == "model.mlpackage" and m["lint"]["clean"]
     assert m["fp32_ops_in_fp16"] == ["layer_norm", "matmul", "maximum", "real_div", "reduce_sum", "softmax"]
     if platform.system() != "Darwin":
         assert m["parity"]["argmax_agreement"] is None and "needs macOS" in m["parity"]["runtime"]
     report = backend_for("coreml").lint(f"{m['folder']}/{m['file']}")
     assert report.clean and report.max_rank <= 5 and "upsample_bicubic" not in report.ops
-    again = pipeline.export("efficientvit-b0", "camvid", weights, "coreml-fp16", SIZE, tmp_path, parity_images=1)
+    again = export_cmd.export("efficientvit-b0", "camvid", weights, "coreml-fp16", SIZE, tmp_path, parity_images=1)
     assert again["cached"]  # the package folder's hash is checked too
 
 
 def test_trt_fp16_writes_strongly_typed_onnx_and_build_command(weights, tmp_path):
-    m = pipeline.export("efficientvit-b0", "camvid", weights, "trt-fp16", SIZE, tmp_path, parity_images=2)
+    m = export_cmd.export("efficientvit-b0", "camvid", weights, "trt-fp16", SIZE, tmp_path, parity_images=2)
     assert m["file"] == "model.onnx" and m["lint"]["rules"] == "tensorrt" and m["lint"]["clean"]
     assert "--stronglyTyped" in m["trtexec"]
     script = (tmp_path / m["folder"].split("/")[-1] / "build_engine.sh").read_text()
@@ -87,10 +87,10 @@ def test_resize_alignment_agrees_across_backends_on_camvid(weights, tmp_path, ca
     from edgeseg.data.datasets import load_split
     from edgeseg.data.transforms import fit_input, plan_fit, to_tensor
 
-    onnx = pipeline.export(
+    onnx = export_cmd.export(
         "efficientvit-b0", "camvid", weights, "onnx-fp32", SIZE, tmp_path, parity_images=1, upsample="bilinear"
     )
-    tfl = pipeline.export(
+    tfl = export_cmd.export(
         "efficientvit-b0", "camvid", weights, "tflite-fp32", SIZE, tmp_path, parity_images=1, upsample="bilinear"
     )
     ort = OnnxRuntimeModel(f"{onnx['folder']}/{onnx['file']}")
@@ -109,7 +109,7 @@ def test_lint_command_reads_every_format(weights, tmp_path):
 
     from edgeseg.cli import app
 
-    m = pipeline.export("efficientvit-b0", "camvid", weights, "coreml-fp32", SIZE, tmp_path, parity_images=1)
+    m = export_cmd.export("efficientvit-b0", "camvid", weights, "coreml-fp32", SIZE, tmp_path, parity_images=1)
     r = CliRunner().invoke(app, ["lint", m["folder"], "--json", str(tmp_path / "l.json")])
     assert r.exit_code == 0, r.output
     assert json.loads((tmp_path / "l.json").read_text())["rules"] == "coreml"
@@ -120,5 +120,5 @@ def test_lint_command_reads_every_format(weights, tmp_path):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="TensorRT engine builds need a CUDA GPU (none here)")
 def test_trt_engine_build(weights, tmp_path):
     pytest.importorskip("tensorrt", reason="TensorRT is not installable from PyPI here")
-    m = pipeline.export("efficientvit-b0", "camvid", weights, "trt-fp16", SIZE, tmp_path, parity_images=1)
+    m = export_cmd.export("efficientvit-b0", "camvid", weights, "trt-fp16", SIZE, tmp_path, parity_images=1)
     assert m["engine"] == "model.engine"

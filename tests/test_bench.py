@@ -15,13 +15,14 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from edgeseg import pipeline
 from edgeseg.bench import adb, stats
+from edgeseg.bench.device import DeviceConnection, RemoteOptions, device_column, would_be_command
 from edgeseg.bench.profiles import get_profile, load_profile, load_profiles
 from edgeseg.bench.report import SCHEMA_VERSION, BenchReport, pareto_front
 from edgeseg.cli import app
+from edgeseg.commands import export as export_cmd
 from edgeseg.errors import EdgesegError
-from edgeseg.pipeline import SAMPLE_DATA
+from edgeseg.paths import PACKAGE_DIR, SAMPLE_DATA
 
 runner = CliRunner()
 SIZE = "96x128"  # smallest stride-32 size that keeps exports and timing to seconds
@@ -129,10 +130,8 @@ def test_bad_yaml_and_misnamed_file(tmp_path):
 
 def test_user_profiles_extend_and_override(tmp_path):
     write(tmp_path / "test-board.yaml", good_profile())
-    host = load_profile(Path(pipeline.PACKAGE_DIR / "assets" / "devices" / "host.yaml"))
-    write(
-        tmp_path / "host.yaml", (pipeline.PACKAGE_DIR / "assets/devices/host.yaml").read_text().replace("0.60", "0.5")
-    )
+    host = load_profile(Path(PACKAGE_DIR / "assets" / "devices" / "host.yaml"))
+    write(tmp_path / "host.yaml", (PACKAGE_DIR / "assets/devices/host.yaml").read_text().replace("0.60", "0.5"))
     assert get_profile("tb", tmp_path).name == "test-board"
     assert get_profile("host", tmp_path).miou_floor == 0.5 != host.miou_floor
     with pytest.raises(EdgesegError, match="unknown device 'tb'"):
@@ -403,27 +402,27 @@ def test_adb_path_with_a_fake_transport(tmp_path):
         )
 
 
-def test_pipeline_device_column_over_a_fake_adb(tmp_path, monkeypatch):
+def test_device_column_over_a_fake_adb(tmp_path, monkeypatch):
     """The bench's adb branch end to end with the FAKE transport in place of adbutils (no Android device here)."""
     from edgeseg.backends import get_target
 
     fake = FakeAdb()
     monkeypatch.setattr(adb, "AdbutilsTransport", lambda serial: fake)
     profile = get_profile("android")
-    reach = pipeline.RemoteOptions(serial="R5CX1234").apply(profile.reach)
+    reach = RemoteOptions(serial="R5CX1234").apply(profile.reach)
     profile = profile.model_copy(update={"reach": reach})
     folder = tmp_path / "efficientvit-b0-camvid-tflite-int8-96x128"
     write(folder / "model.tflite", "fake")
-    conn = pipeline._DeviceConnection(profile, reach)
+    conn = DeviceConnection(profile, reach)
     plan = stats.TimingPlan(warmup=2, min_runs=5, max_runs=9)
     manifest = {"file": "model.tflite", "sha256": "ab" * 32}
-    col = pipeline._device_column(conn, folder, manifest, get_target("tflite-int8"), plan, 4, "would-be")
+    col = device_column(conn, folder, manifest, get_target("tflite-int8"), plan, 4, "would-be")
     m = col.measured
     assert m is not None and col.device == "galaxy-s24"
     assert m.machine == "galaxy-s24 (adb R5CX1234)" and m.runtime == "benchmark_model (xnnpack)"
     assert m.stats.mean_ms == pytest.approx(8.8417) and m.stats.median_ms is None
     assert "--num_runs=9" in m.command and "taskset f0" in m.command
-    onnx = pipeline._device_column(conn, folder, manifest, get_target("onnx-fp32"), plan, 4, "would-be")
+    onnx = device_column(conn, folder, manifest, get_target("onnx-fp32"), plan, 4, "would-be")
     assert onnx.measured is None and "runs .tflite only" in onnx.note
 
 
@@ -490,7 +489,7 @@ def check_bench_json(path: Path) -> dict:
 def b0_onnx(random_b0_weights, tmp_path_factory):
     """An onnx-fp32 artifact of an untrained B0 at 96x128 (random weights: mIoU is near zero, timing is real)."""
     out = tmp_path_factory.mktemp("artifacts")
-    m = pipeline.export("efficientvit-b0", "camvid", random_b0_weights, "onnx-fp32", SIZE, out, parity_images=2)
+    m = export_cmd.export("efficientvit-b0", "camvid", random_b0_weights, "onnx-fp32", SIZE, out, parity_images=2)
     return Path(m["folder"])
 
 
@@ -524,12 +523,12 @@ def test_would_be_commands_for_jetson_and_android():
 
     plan = stats.TimingPlan()
     jetson = get_profile("jetson-orin")
-    cmd = pipeline._would_be_command(jetson, jetson.reach, "art/b0-trt-fp16", get_target("trt-fp16"), plan, 4)
+    cmd = would_be_command(jetson, jetson.reach, "art/b0-trt-fp16", get_target("trt-fp16"), plan, 4)
     assert cmd.startswith("edgeseg bench --device jetson-agx-orin --artifact art/b0-trt-fp16 --host USER@HOST")
     assert "/usr/src/tensorrt/bin/trtexec --onnx=model.onnx --stronglyTyped" in cmd
     assert "--useCudaGraph --noDataTransfers --useSpinWait" in cmd
     phone = get_profile("android")
-    cmd = pipeline._would_be_command(phone, phone.reach, "art/b0-tflite-int8", get_target("tflite-int8"), plan, 4)
+    cmd = would_be_command(phone, phone.reach, "art/b0-tflite-int8", get_target("tflite-int8"), plan, 4)
     assert "--serial SERIAL" in cmd and "taskset f0 /data/local/tmp/benchmark_model" in cmd
     assert "--num_threads=4" in cmd and "--use_xnnpack=true" in cmd
 

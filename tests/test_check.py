@@ -11,8 +11,8 @@ import yaml
 from typer.testing import CliRunner
 
 from edgeseg import check as chk
-from edgeseg import pipeline
 from edgeseg.cli import app
+from edgeseg.paths import PACKAGE_DIR, SAMPLE_DATA
 
 SIZE = "128x160"
 ROW = f"efficientvit-b0/onnx-fp32/{SIZE}/host"
@@ -21,7 +21,7 @@ ROW = f"efficientvit-b0/onnx-fp32/{SIZE}/host"
 def write_config(folder, artifacts, **export) -> str:
     config = {
         "version": 1,
-        "data": str(pipeline.SAMPLE_DATA),
+        "data": str(SAMPLE_DATA),
         "limit": 2,
         "parity_images": 2,
         "out": str(artifacts),
@@ -173,7 +173,7 @@ def test_config_errors_name_the_file_and_field(tmp_path):
 
 
 def test_shipped_example_config_validates():
-    config = chk.load_config(pipeline.PACKAGE_DIR.parent / "examples" / "edgeseg.yaml")
+    config = chk.load_config(PACKAGE_DIR.parent / "examples" / "edgeseg.yaml")
     assert config.models and config.thresholds.lint_clean
 
 

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from edgeseg.cli import app
 from edgeseg.models.registry import create_model
-from edgeseg.pipeline import SAMPLE_DATA
+from edgeseg.paths import SAMPLE_DATA
 
 runner = CliRunner()
 

@@ -351,11 +351,12 @@ def test_bad_published_figures_file_is_one_line(tmp_path, text, message):
 
 
 def test_estimation_graph_of_a_bilinear_head_model_ignores_the_manifest_upsampling(tmp_path):
-    from edgeseg import pipeline
+    from edgeseg.commands import estimate as estimate_cmd
+    from edgeseg.errors import EdgesegError
 
-    path, desc = pipeline.estimation_graph(
+    path, desc = estimate_cmd.estimation_graph(
         "segformer-b0", "camvid", "onnx-fp32", (64, 64), "reference (bilinear resize)", tmp_path
     )
     assert path.is_file() and "bicubic" not in desc
-    with pytest.raises(pipeline.EdgesegError, match="not a multiple of 32"):
-        pipeline.estimation_graph("efficientvit-b0", "camvid", "onnx-fp32", "13x7", "conv", tmp_path)
+    with pytest.raises(EdgesegError, match="not a multiple of 32"):
+        estimate_cmd.estimation_graph("efficientvit-b0", "camvid", "onnx-fp32", "13x7", "conv", tmp_path)

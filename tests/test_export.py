@@ -8,11 +8,13 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from edgeseg import pipeline
 from edgeseg.cli import app
+from edgeseg.commands import evaluate as evaluate_cmd
+from edgeseg.commands import export as export_cmd
 from edgeseg.errors import EdgesegError
 from edgeseg.lint import lint_onnx
 from edgeseg.backends import backend_for
+from edgeseg.paths import SAMPLE_DATA
 
 SIZE = "192x256"  # small static size keeps the suite fast; CamVid images are padded/cropped to it
 
@@ -25,7 +27,7 @@ def weights(random_b0_weights):
 @pytest.fixture(scope="module")
 def fp32(weights, tmp_path_factory):
     out = tmp_path_factory.mktemp("art")
-    return pipeline.export("efficientvit-b0", "camvid", weights, "onnx-fp32", SIZE, out, parity_images=3), out
+    return export_cmd.export("efficientvit-b0", "camvid", weights, "onnx-fp32", SIZE, out, parity_images=3), out
 
 
 def test_onnx_fp32_parity_manifest_and_lint(fp32):
@@ -46,14 +48,16 @@ def test_onnx_fp32_parity_manifest_and_lint(fp32):
 
 def test_cache_hit_then_force_rebuild(weights, fp32):
     m, out = fp32
-    again = pipeline.export("efficientvit-b0", "camvid", weights, "onnx-fp32", SIZE, out, parity_images=3)
+    again = export_cmd.export("efficientvit-b0", "camvid", weights, "onnx-fp32", SIZE, out, parity_images=3)
     assert again["cached"] and again["sha256"] == m["sha256"]
-    rebuilt = pipeline.export("efficientvit-b0", "camvid", weights, "onnx-fp32", SIZE, out, parity_images=3, force=True)
+    rebuilt = export_cmd.export(
+        "efficientvit-b0", "camvid", weights, "onnx-fp32", SIZE, out, parity_images=3, force=True
+    )
     assert not rebuilt["cached"]
 
 
 def test_onnx_fp16_keeps_attention_core_in_fp32(weights, tmp_path):
-    m = pipeline.export("efficientvit-b0", "camvid", weights, "onnx-fp16", SIZE, tmp_path, parity_images=3)
+    m = export_cmd.export("efficientvit-b0", "camvid", weights, "onnx-fp16", SIZE, tmp_path, parity_images=3)
     assert m["parity"]["argmax_agreement"] >= 0.99
     graph = onnx.load(f"{m['folder']}/{m['file']}").graph
     fp16_weights = [i for i in graph.initializer if i.data_type == onnx.TensorProto.FLOAT16]
@@ -69,7 +73,7 @@ def test_onnx_fp16_keeps_attention_core_in_fp32(weights, tmp_path):
 
 
 def test_with_argmax_outputs_int32_labels(weights, tmp_path):
-    m = pipeline.export(
+    m = export_cmd.export(
         "efficientvit-b0", "camvid", weights, "onnx-fp32", SIZE, tmp_path, with_argmax=True, parity_images=3
     )
     assert m["output"] == {"name": "labels", "shape": [1, 192, 256], "dtype": "int32"}
@@ -84,7 +88,7 @@ def test_failed_export_leaves_no_folder(weights, tmp_path, monkeypatch):
 
     monkeypatch.setattr(type(backend_for("onnx")), "lint", boom)
     with pytest.raises(RuntimeError):
-        pipeline.export("efficientvit-b0", "camvid", weights, "onnx-fp32", SIZE, tmp_path, parity_images=1)
+        export_cmd.export("efficientvit-b0", "camvid", weights, "onnx-fp32", SIZE, tmp_path, parity_images=1)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -122,7 +126,7 @@ def test_lint_catches_dynamic_reshape():
 
 
 def test_bicubic_resize_op_fails_tflite_rules(weights, tmp_path):
-    m = pipeline.export(
+    m = export_cmd.export(
         "efficientvit-b0", "camvid", weights, "onnx-fp32", SIZE, tmp_path, parity_images=1, upsample="resize"
     )
     assert m["folder"].endswith("-resize") and m["rewrites"]["upsample-fp32"] == 2
@@ -158,12 +162,12 @@ def test_size_must_be_multiple_of_32_for_export(weights, tmp_path):
 
 def test_eval_and_predict_run_artifacts_like_the_model(weights, fp32, tmp_path):
     m, _ = fp32
-    ref = pipeline.evaluate("efficientvit-b0", "camvid", weights, pipeline.SAMPLE_DATA, fit="resize", size=SIZE)
-    art = pipeline.evaluate(None, None, None, pipeline.SAMPLE_DATA, artifact=m["folder"])
+    ref = evaluate_cmd.evaluate("efficientvit-b0", "camvid", weights, SAMPLE_DATA, fit="resize", size=SIZE)
+    art = evaluate_cmd.evaluate(None, None, None, SAMPLE_DATA, artifact=m["folder"])
     assert art["runtime"].startswith("onnxruntime") and art["target"] == "onnx-fp32"
     assert abs(art["miou"] - ref["miou"]) < 1e-3
-    written = pipeline.predict(
-        None, None, None, pipeline.SAMPLE_DATA / "val" / "images", tmp_path / "p", artifact=m["folder"]
+    written = evaluate_cmd.predict(
+        None, None, None, SAMPLE_DATA / "val" / "images", tmp_path / "p", artifact=m["folder"]
     )
     from PIL import Image
 

@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from edgeseg import pipeline
+from edgeseg.commands import export as export_cmd
 from edgeseg.errors import EdgesegError
 from edgeseg.lint import lint_onnx
 from edgeseg.models.lvt import CSA, RASA, DilatedSharedDWConv
@@ -264,7 +264,7 @@ def test_dilated_query_conv_shares_one_kernel():
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Export through the pipeline (small size; the full-size table is measured by benchmarks/export_table.py)
+# Export through `edgeseg export` (small size; the full-size table is measured by benchmarks/export_table.py)
 # ---------------------------------------------------------------------------------------------------------------
 
 
@@ -282,7 +282,7 @@ def random_weights(tmp_path_factory):
 
 @pytest.mark.parametrize("name", ["lvt", "segformer-b0"])
 def test_onnx_export_parity_and_lint(name, random_weights, tmp_path):
-    m = pipeline.export(name, "camvid", random_weights[name], "onnx-fp32", "64x96", tmp_path, parity_images=1)
+    m = export_cmd.export(name, "camvid", random_weights[name], "onnx-fp32", "64x96", tmp_path, parity_images=1)
     assert m["parity"]["max_abs_diff"] < 1e-4 and m["parity"]["argmax_agreement"] >= 0.999
     assert m["output"]["shape"] == [1, 11, 16, 24] and m["upsample"] == "reference (bilinear resize)"
     assert m["lint"]["clean"]
@@ -295,7 +295,7 @@ def test_onnx_export_parity_and_lint(name, random_weights, tmp_path):
 
 def test_upsample_choice_is_refused_for_bilinear_heads(random_weights, tmp_path):
     with pytest.raises(EdgesegError, match="drop --upsample"):
-        pipeline.export(
+        export_cmd.export(
             "lvt", "camvid", random_weights["lvt"], "onnx-fp32", "64x96", tmp_path, parity_images=1, upsample="resize"
         )
     assert list(tmp_path.iterdir()) == []
@@ -406,7 +406,7 @@ def test_lvt_tflite_int8_converts_runs_and_agrees_with_fp32(random_weights, camv
     PT2E graph property that fixes it."""
     from edgeseg.backends import backend_for
 
-    m = pipeline.export(
+    m = export_cmd.export(
         "lvt",
         "camvid",
         random_weights["lvt"],

@@ -5,10 +5,10 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from edgeseg import pipeline
 from edgeseg.bench.opprofile import _parse_ort_events
 from edgeseg.cli import app
 from edgeseg.backends.tflite.runtime import executed_ops
+from edgeseg.commands import export as export_cmd
 
 SIZE = "96x128"
 ORT_SIZE = "384x480"  # CamVid size: at 192x256 the executor's fixed gaps between ~130 small kernels are ~12 % of a run
@@ -17,7 +17,9 @@ ORT_SIZE = "384x480"  # CamVid size: at 192x256 the executor's fixed gaps betwee
 @pytest.fixture(scope="module")
 def onnx_fp32(random_b0_weights, tmp_path_factory):
     out = tmp_path_factory.mktemp("profile")
-    return pipeline.export("efficientvit-b0", "camvid", random_b0_weights, "onnx-fp32", ORT_SIZE, out, parity_images=1)
+    return export_cmd.export(
+        "efficientvit-b0", "camvid", random_b0_weights, "onnx-fp32", ORT_SIZE, out, parity_images=1
+    )
 
 
 def _run(ts, dur):
@@ -50,7 +52,7 @@ def test_ort_events_drop_warmup_and_average_per_kernel():
 
 
 def test_ort_kernels_sum_to_the_measured_run_within_10_percent(onnx_fp32):
-    p = pipeline.profile(onnx_fp32["folder"], threads=2, runs=25, warmup=3)  # more runs: one undisturbed
+    p = export_cmd.profile(onnx_fp32["folder"], threads=2, runs=25, warmup=3)  # more runs: one undisturbed
     # kernels never exceed the run; the executor's gaps are the rest. Those gaps grow when other processes load the
     # CPU (measured: 4 % quiet, up to 25 % of a run at load 8 on 2 cores), so the 90 % bound is checked on the run
     # the machine disturbed least.
@@ -64,8 +66,10 @@ def test_ort_kernels_sum_to_the_measured_run_within_10_percent(onnx_fp32):
 def test_tflite_execution_plan_counts_xnnpack_partitions(random_b0_weights, tmp_path):
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-    m = pipeline.export("efficientvit-b0", "camvid", random_b0_weights, "tflite-fp32", SIZE, tmp_path, parity_images=1)
-    p = pipeline.profile(m["folder"], runs=3, warmup=1)
+    m = export_cmd.export(
+        "efficientvit-b0", "camvid", random_b0_weights, "tflite-fp32", SIZE, tmp_path, parity_images=1
+    )
+    p = export_cmd.profile(m["folder"], runs=3, warmup=1)
     assert p["partitions"] == 1 and p["off_path"] == {}  # every op delegated
     assert p["explained"] is None and "benchmark_model" in p["notes"][0]  # no per-op timer: said, not faked
     # the delegated nodes are counted per op type and path (fp32: no Q/DQ, no float-in-int8 rows; no times)

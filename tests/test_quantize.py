@@ -7,8 +7,8 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from edgeseg import pipeline
 from edgeseg.cli import app
+from edgeseg.commands import export as export_cmd
 from edgeseg.data.datasets import CAMVID
 from edgeseg.errors import EdgesegError
 from edgeseg.quantize.calibration import class_balanced_pick, select_calibration
@@ -45,7 +45,7 @@ def test_camvid_calibration_oversamples_rare_classes(camvid):
 
 
 def test_onnx_int8_keeps_attention_float_and_agrees_with_fp32(camvid, tmp_path):
-    m = pipeline.export(
+    m = export_cmd.export(
         "efficientvit-b0",
         "camvid",
         "camvid",
@@ -118,7 +118,7 @@ def test_int8_export_without_calibration_says_what_to_pass(tmp_path):
 def test_tflite_int8_single_xnnpack_partition_and_agrees_with_fp32(camvid, tmp_path):
     from edgeseg.backends import backend_for
 
-    m = pipeline.export(
+    m = export_cmd.export(
         "efficientvit-b0",
         "camvid",
         "camvid",
@@ -141,7 +141,7 @@ def test_tflite_int8_single_xnnpack_partition_and_agrees_with_fp32(camvid, tmp_p
 def test_coreml_int8_w8a8_converts_lints_and_simulated_parity_is_labelled(camvid, tmp_path):
     from edgeseg.backends import backend_for
 
-    m = pipeline.export(
+    m = export_cmd.export(
         "efficientvit-b0",
         "camvid",
         "camvid",

@@ -15,9 +15,9 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from edgeseg import pipeline
 from edgeseg.bench.report import BenchReport
 from edgeseg.cli import app
+from edgeseg.commands import sweep as sweep_cmd
 from edgeseg.errors import EdgesegError
 from edgeseg.sweep.matrix import load_matrix
 from edgeseg.sweep.store import pack_artifact, unpack_artifact
@@ -81,7 +81,7 @@ def test_matrix_errors_before_anything_runs(tmp_path):
     ]
     for changes, message in cases:
         with pytest.raises(EdgesegError, match=message):
-            pipeline.sweep(write_matrix(tmp_path, **changes), tmp_path / "out")
+            sweep_cmd.sweep(write_matrix(tmp_path, **changes), tmp_path / "out")
         assert not (tmp_path / "out").exists()  # nothing written before the matrix is valid
 
 
@@ -123,7 +123,7 @@ def local_sweep(tmp_path_factory):
     train/ split to calibrate on): its cell is recorded and the others finish."""
     folder = tmp_path_factory.mktemp("sweep-local")
     matrix = write_matrix(folder, targets=["onnx-fp32", "onnx-fp16", "onnx-int8"])
-    result = pipeline.sweep(matrix, folder / "out")
+    result = sweep_cmd.sweep(matrix, folder / "out")
     return matrix, folder / "out", result
 
 
@@ -158,7 +158,7 @@ def test_local_sweep_writes_bench_reports_per_device(local_sweep):
 def test_second_run_comes_from_the_cache(local_sweep):
     matrix, out, first = local_sweep
     t0 = time.perf_counter()
-    again = pipeline.sweep(matrix, out)
+    again = sweep_cmd.sweep(matrix, out)
     seconds = time.perf_counter() - t0
     statuses = {j["label"] + str(j.get("device")): j["status"] for j in again["jobs"].values()}
     done = [s for s in statuses.values() if s != "failed" and s != "skipped"]
@@ -174,12 +174,12 @@ def test_unfinished_sweep_needs_resume(local_sweep, tmp_path):
     state = json.loads((out / "sweep.json").read_text())
     (out / "sweep.json").write_text(json.dumps({**state, "status": "running"}))
     with pytest.raises(EdgesegError, match="holds an unfinished sweep .*pass --resume"):
-        pipeline.sweep(matrix, out)
-    resumed = pipeline.sweep(matrix, out, resume=True)
+        sweep_cmd.sweep(matrix, out)
+    resumed = sweep_cmd.sweep(matrix, out, resume=True)
     assert json.loads((out / "sweep.json").read_text())["status"] == "finished"
     assert resumed["failed"] == 1
     with pytest.raises(EdgesegError, match="--resume: .* holds no sweep"):
-        pipeline.sweep(matrix, tmp_path / "empty", resume=True)
+        sweep_cmd.sweep(matrix, tmp_path / "empty", resume=True)
 
 
 # ---------------------------------------------------------------- a real local Ray cluster
@@ -216,7 +216,7 @@ def test_ray_cluster_same_table_retry_and_device_node(local_sweep, tmp_path):
     killer = threading.Thread(target=_kill_first, args=("ray::sweep_artifact_job", killed, stop), daemon=True)
     killer.start()
     try:
-        result = pipeline.sweep(matrix_local, tmp_path / "out", cluster=cluster.address)
+        result = sweep_cmd.sweep(matrix_local, tmp_path / "out", cluster=cluster.address)
     finally:
         stop.set()
         if ray.is_initialized():

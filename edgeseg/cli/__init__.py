@@ -1,0 +1,37 @@
+"""The ``edgeseg`` command line (typer + rich). Each command parses arguments, calls one function of
+``edgeseg.commands`` and draws its result; user errors (``EdgesegError``) print one line and exit 2, without a
+traceback. One module per command group; importing them below registers their commands on ``app``."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+app = typer.Typer(
+    help="edgeseg: attention segmentation models from PyTorch to edge devices, with measured parity, mIoU and latency.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+weights_app = typer.Typer(help="Shipped weights: list and publish.", no_args_is_help=True)
+app.add_typer(weights_app, name="weights")
+
+# The command groups register on import, in this order: the order `edgeseg --help` lists the commands in.
+# isort: off
+from edgeseg.cli import models  # noqa: E402, F401  models, eval, predict, train
+from edgeseg.cli import export  # noqa: E402, F401  targets, export, quantize, lint, profile
+from edgeseg.cli import bench  # noqa: E402, F401  devices, bench
+from edgeseg.cli import sweep  # noqa: E402, F401  sweep
+from edgeseg.cli import check  # noqa: E402, F401  check
+from edgeseg.cli import estimate  # noqa: E402, F401  estimate, calibrate
+from edgeseg.cli import weights  # noqa: E402, F401  weights list, weights publish
+# isort: on
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

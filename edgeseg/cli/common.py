@@ -1,0 +1,129 @@
+"""What every CLI module shares: the consoles, the user-error wrapper, small parsers and formatters, and the
+options several commands declare alike (one definition each: same names, help text and type; the default is the
+command's parameter default)."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from edgeseg.errors import EdgesegError
+from edgeseg.io import atomic_write_bytes
+
+# Piped output (CI logs, `| tee`) gets rich's 80-column default, which truncates model names in tables; a log is
+# read later, so give it room. A terminal keeps its own width.
+_PIPE_WIDTH = None if sys.stdout.isatty() else 160
+console = Console(width=_PIPE_WIDTH)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+
+
+def user_errors(fn):
+    """Turn an EdgesegError into ``error: ...`` on stderr and exit code 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except EdgesegError as exc:
+            err_console.print(f"[bold red]error:[/] {exc}", soft_wrap=True, highlight=False)
+            raise typer.Exit(exc.exit_code) from None
+
+    return wrapper
+
+
+@contextlib.contextmanager
+def _progress_line(key: str, label: str):
+    """A status line that follows the command's ``progress(kind, **fields)`` events of kind ``key`` (a bench
+    target, a check row), started at the first event and stopped on the way out."""
+    status = None
+
+    def on_event(kind: str, **f):
+        nonlocal status
+        if kind == key:
+            if status is None:
+                status = console.status("")
+                status.start()
+            status.update(f"{label} {f[key]}: {f['step']}")
+
+    try:
+        yield on_event
+    finally:
+        if status is not None:
+            status.stop()
+
+
+def _write_json(path: Path, obj: dict) -> None:
+    atomic_write_bytes(Path(path), (json.dumps(obj, indent=2) + "\n").encode())
+
+
+def _fmt(value, spec: str, none: str = "-") -> str:
+    return none if value is None else format(value, spec)
+
+
+def _parse_budget(text: str) -> float | None:
+    if text.strip().lower() in ("off", "none"):
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise EdgesegError(f"--max-miou-drop {text!r} is not a number: pass e.g. 0.5, or 'off'") from None
+    if value < 0 or value != value:
+        raise EdgesegError(f"--max-miou-drop must be >= 0 mIoU points (got {text})")
+    return value
+
+
+def _parse_hw(text: str, what: str) -> tuple[int, int]:
+    from edgeseg.data.transforms import parse_size
+
+    try:
+        return parse_size(text)
+    except EdgesegError as exc:
+        raise EdgesegError(f"{what}: {exc}") from None
+
+
+def _split_targets(values: list[str] | None) -> list[str] | None:
+    if not values:
+        return None
+    return [t.strip() for v in values for t in v.split(",") if t.strip()]
+
+
+def _pct(x: float | None, digits: int = 1) -> str:
+    return "-" if x is None else f"{100 * x:.{digits}f}"
+
+
+# ---------------------------------------------------------------------------------------------- shared options
+# Annotated aliases: `model: ModelOpt` is required, `model: OptModelOpt = None` optional, the same --model both ways.
+
+_model_option = typer.Option("--model", "-m", help="Model name, e.g. efficientvit-b0 (see `edgeseg models`).")
+ModelOpt = Annotated[str, _model_option]
+OptModelOpt = Annotated[str | None, _model_option]
+DatasetOpt = Annotated[
+    str | None, typer.Option("--dataset", "-d", help="Head/label set: camvid (default), cityscapes, ade20k.")
+]
+WeightsOpt = Annotated[
+    str | None, typer.Option("--weights", "-w", help="A .pt state dict, or a shipped tag such as 'camvid'.")
+]
+SplitOpt = Annotated[str, typer.Option("--split")]
+UpsampleOpt = Annotated[
+    str,
+    typer.Option(
+        "--upsample",
+        help="Head upsampling: matmul (exact bicubic as two matmuls, default for export), conv (exact bicubic as "
+        "pad + depthwise convolution), resize (bicubic Resize op), bilinear (approximation).",
+    ),
+]
+ExportSizeOpt = Annotated[
+    str | None,
+    typer.Option("--size", help="Static input HxW, multiple of 32 (default: the dataset's, 384x480 for CamVid)."),
+]
+ArtifactsOutOpt = Annotated[Path, typer.Option("--out", help="Folder for artifact folders.")]
+ParityImagesOpt = Annotated[int, typer.Option("--parity-images", help="How many parity images.")]
+DeviceOpt = Annotated[str, typer.Option("--device", "-D", help="A device profile or alias (see `edgeseg devices`).")]
+ProfilesOpt = Annotated[Path | None, typer.Option("--profiles", help="Also read <name>.yaml device profiles from DIR.")]

@@ -1,0 +1,267 @@
+"""models, eval, predict, train: the registered models, and running one (or an exported artifact) on images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from edgeseg.cli import app
+from edgeseg.cli.common import (
+    DatasetOpt,
+    ModelOpt,
+    OptModelOpt,
+    SplitOpt,
+    WeightsOpt,
+    _parse_hw,
+    _write_json,
+    console,
+    err_console,
+    user_errors,
+)
+from edgeseg.commands import evaluate as evaluate_cmd
+from edgeseg.paths import SAMPLE_DATA
+
+FitOpt = Annotated[str, typer.Option("--fit", help="Make H, W multiples of 32: 'pad' (exact, default) or 'resize'.")]
+SizeOpt = Annotated[
+    str | None, typer.Option("--size", help="Network input HxW (multiples of 32); default: the image rounded up.")
+]
+ArtifactOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--artifact",
+        "-a",
+        help="An artifact folder from `edgeseg export` (instead of --model/--weights), run with its runtime here.",
+    ),
+]
+
+
+class _Bar:
+    """A rich progress bar driven by command events ("start", "advance"); it appears only once work starts, so
+    an input error before that prints its one line and nothing else."""
+
+    def __init__(self, description: str):
+        self.description, self.progress, self.task = description, None, None
+
+    def __enter__(self) -> _Bar:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+    def __call__(self, kind: str, **fields) -> None:
+        if kind == "start":
+            if "fit" in fields:
+                err_console.print(f"input: {fields['fit']}")
+            self.progress = Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                console=err_console,
+            )
+            self.progress.start()
+            self.task = self.progress.add_task(self.description, total=fields.get("total"))
+        elif kind == "advance" and self.task is not None:
+            self.progress.advance(self.task)
+
+
+@app.command()
+@user_errors
+def models(
+    size: str | None = typer.Option(None, "--size", help="Count MACs at HxW instead of each dataset's default input."),
+    json_out: Path | None = typer.Option(None, "--json", help="Also write the table as JSON."),
+):
+    """List registered models: dataset heads, classes, params, GMACs, shipped weights."""
+    rows = evaluate_cmd.models_table(size)
+    table = Table(title="edgeseg models")
+    for col in ("model", "dataset", "classes", "params M", "input", "GMACs", "weights"):
+        table.add_column(col, justify="right" if col in ("classes", "params M", "GMACs") else "left", no_wrap=True)
+    for r in rows:
+        table.add_row(
+            r["model"],
+            r["dataset"],
+            str(r["classes"]),
+            f"{r['params_m']:.3f}",
+            r["input"],
+            f"{r['gmacs']:.2f}",
+            r["weights"] or "-",
+        )
+    console.print(table)
+    if json_out:
+        _write_json(json_out, {"models": rows})
+
+
+def _metrics_table(report: dict) -> Table:
+    table = Table(
+        title=f"{report['model']} ({report.get('target', 'reference')}, {report['runtime']}) on "
+        f"{report['data']} [{report['split']}], "
+        f"{report['images']} images"
+    )
+    table.add_column("class")
+    table.add_column("IoU", justify="right")
+    for name, iou in report["iou"].items():
+        table.add_row(name, "-" if iou is None else f"{100 * iou:.2f}")
+    table.add_section()
+    table.add_row("[bold]mIoU", f"[bold]{100 * report['miou']:.2f}")
+    table.add_row("pixel accuracy", f"{100 * report['pixel_accuracy']:.2f}")
+    return table
+
+
+@app.command("eval")
+@user_errors
+def eval_cmd(
+    model: OptModelOpt = None,
+    artifact: ArtifactOpt = None,
+    dataset: DatasetOpt = None,
+    weights: WeightsOpt = None,
+    data: Path = typer.Option(
+        SAMPLE_DATA,
+        "--data",
+        help="Folder with SPLIT/images and SPLIT/labels (default: the bundled CamVid sample).",
+    ),
+    split: SplitOpt = "val",
+    fit: FitOpt = "pad",
+    size: SizeOpt = None,
+    limit: int | None = typer.Option(None, "--limit", help="Only the first N images."),
+    threads: int | None = typer.Option(None, "--threads", help="torch intra-op threads."),
+    json_out: Path | None = typer.Option(None, "--json", help="Write the report as JSON."),
+    upsample: str | None = typer.Option(
+        None,
+        "--upsample",
+        help="Evaluate with a deploy head upsampling (matmul | conv | resize | bilinear), not the reference model.",
+    ),
+):
+    """mIoU, pixel accuracy and per-class IoU on a labelled split."""
+    with _Bar("eval") as bar:
+        report = evaluate_cmd.evaluate(
+            model,
+            dataset,
+            weights,
+            data,
+            split,
+            fit,
+            size,
+            limit,
+            threads,
+            progress=bar,
+            upsample=upsample,
+            artifact=artifact,
+        )
+    console.print(_metrics_table(report))
+    console.print(
+        f"mIoU {100 * report['miou']:.2f}  pixel accuracy {100 * report['pixel_accuracy']:.2f}  "
+        f"({report['images']} images, {report['seconds']:.1f} s)"
+    )
+    if json_out:
+        _write_json(json_out, report)
+
+
+@app.command()
+@user_errors
+def predict(
+    model: OptModelOpt = None,
+    artifact: ArtifactOpt = None,
+    dataset: DatasetOpt = None,
+    weights: WeightsOpt = None,
+    images: Path = typer.Option(..., "--images", help="Folder of .jpg/.png images."),
+    out: Path = typer.Option(..., "--out", help="Output folder for label PNGs."),
+    overlay: bool = typer.Option(False, "--overlay", help="Also write colour overlays to OUT/overlay."),
+    fit: FitOpt = "pad",
+    size: SizeOpt = None,
+):
+    """Write one 8-bit class-index PNG per image (same stem, same size), optionally colour overlays."""
+    with _Bar("predict") as bar:
+        written = evaluate_cmd.predict(
+            model, dataset, weights, images, out, overlay, fit, size, progress=bar, artifact=artifact
+        )
+    console.print(
+        f"wrote {len(written)} label map(s) to {out}" + (f" and overlays to {out / 'overlay'}" if overlay else "")
+    )
+
+
+@app.command()
+@user_errors
+def train(
+    model: ModelOpt,
+    dataset: str = typer.Option("camvid", "--dataset", "-d"),
+    data: Path = typer.Option(..., "--data", help="Folder with train/ and val/ (images/ + labels/)."),
+    out: Path = typer.Option(..., "--out", help="Run folder: last.pt, best.pt, train.json."),
+    epochs: int = typer.Option(150, "--epochs"),
+    batch_size: int = typer.Option(8, "--batch-size"),
+    crop: str = typer.Option("320x320", "--crop", help="Random crop HxW (multiple of 32)."),
+    lr: float = typer.Option(2e-3, "--lr"),
+    weight_decay: float = typer.Option(0.05, "--weight-decay"),
+    warmup_epochs: float = typer.Option(3.0, "--warmup-epochs", help="Linear LR warm-up length (short runs: < 1)."),
+    loss: str = typer.Option("wce", "--loss", help="ce | wce (class-weighted CE) | ohem"),
+    eval_every: int = typer.Option(5, "--eval-every"),
+    seed: int = typer.Option(0, "--seed"),
+    threads: int | None = typer.Option(None, "--threads"),
+    max_steps: int | None = typer.Option(None, "--max-steps", help="Stop after N steps (smoke runs)."),
+    limit_train: int | None = typer.Option(None, "--limit-train", help="Use only the first N train images."),
+    limit_val: int | None = typer.Option(None, "--limit-val", help="Use only the first N val images."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from OUT/last.pt."),
+):
+    """Train a model (CPU, or CUDA when present); best and last checkpoints and train.json in OUT."""
+    from edgeseg.train.trainer import TrainConfig
+
+    cfg = TrainConfig(
+        model=model,
+        dataset=dataset,
+        data=str(data),
+        out=str(out),
+        epochs=epochs,
+        batch_size=batch_size,
+        crop=_parse_hw(crop, "--crop"),
+        lr=lr,
+        weight_decay=weight_decay,
+        warmup_epochs=warmup_epochs,
+        loss=loss,
+        eval_every=eval_every,
+        seed=seed,
+        threads=threads,
+        max_steps=max_steps,
+        limit_train=limit_train,
+        limit_val=limit_val,
+    )
+    progress = Progress(
+        TextColumn("[bold]train"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn(
+            "epoch {task.fields[epoch]} loss {task.fields[loss]:.4f} lr {task.fields[lr]:.2e} "
+            "{task.fields[ips]:.1f} img/s best mIoU {task.fields[best]}"
+        ),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+    )
+    state = {"task": None}
+
+    def report(kind: str, **f):
+        if kind == "start":
+            err_console.print(f"training {model} on {f['images']} images, device {f['device']}")
+            progress.start()  # only now: an input error before this prints just its one line
+            state["task"] = progress.add_task(
+                "train", total=f["total_steps"], completed=f["done_steps"], epoch=0, loss=0.0, lr=0.0, ips=0.0, best="-"
+            )
+        elif kind == "step":
+            progress.update(
+                state["task"], completed=f["step"], epoch=f["epoch"], loss=f["loss"], lr=f["lr"], ips=f["ips"]
+            )
+        elif kind == "eval":
+            progress.update(state["task"], best=f"{100 * f['best']:.2f}")
+            progress.console.print(f"epoch {f['epoch']}: val mIoU {100 * f['miou']:.2f} (best {100 * f['best']:.2f})")
+
+    try:
+        result = evaluate_cmd.train(cfg, progress=report, resume=resume)
+    finally:
+        progress.stop()
+    console.print(
+        f"best val mIoU {100 * result.best_miou:.2f} at epoch {result.best_epoch}; checkpoints in {result.out}"
+    )

@@ -1,0 +1,385 @@
+"""bench: export what is missing, then per target the checks (lint, parity, mIoU floor, budget), latency here
+and on the profile's device (``edgeseg.bench.device``), or a labelled estimate where the device cannot be reached;
+writes bench.json, bench.md and report.html. ``bench_artifact`` is also sweep's bench job."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from edgeseg.bench.device import (
+    DeviceConnection,
+    RemoteOptions,
+    device_column,
+    device_info,
+    measurement,
+    node_stands_in,
+    would_be_command,
+)
+from edgeseg.commands import Progress
+from edgeseg.commands.estimate import _artifact_cost, _estimator_data
+from edgeseg.commands.evaluate import colorize, evaluate, load_model
+from edgeseg.commands.export import export
+from edgeseg.data.datasets import DATASETS, list_split, read_image
+from edgeseg.data.transforms import parse_size
+from edgeseg.errors import EdgesegError
+from edgeseg.eval.evaluate import plan_for, predict_label_map
+from edgeseg.paths import SAMPLE_DATA
+from edgeseg.runtimes import read_manifest
+
+# Parity gate per precision (argmax agreement with the fp32 PyTorch reference on the parity images).
+PARITY_MIN_AGREEMENT = {"fp32": 0.999, "fp16": 0.99, "int8": 0.95}
+
+
+def _bench_entries(model, dataset, weights, targets, artifacts, profile) -> list[dict]:
+    """What to bench: artifact folders given, or the targets (given, else the profile's preferred) to export."""
+    from edgeseg.targets import get_target
+
+    if artifacts:
+        if model or weights or targets:
+            raise EdgesegError("pass either --artifact or --model/--weights/--targets, not both")
+        entries = []
+        for path in artifacts:
+            folder, m = read_manifest(Path(path))
+            entries.append({"target": m["target"], "folder": folder, "manifest": m})
+        return entries
+    if not model:
+        raise EdgesegError("pass --model (with --weights) or --artifact")
+    names = targets or profile.targets
+    for name in names:
+        get_target(name)  # unknown names fail before anything runs
+    return [{"target": name, "folder": None, "manifest": None} for name in names]
+
+
+def _bench_estimate(profile, profiles: Path | None, folder: Path, manifest: dict):
+    """(estimate, None) for an artifact on a device bench could not reach, or (None, why not)."""
+    from edgeseg.estimate.roofline import estimate
+
+    try:
+        hw, notes = _estimator_data(profile, profiles, manifest["target"])
+        cost, desc = _artifact_cost(folder, manifest)
+    except EdgesegError as exc:
+        return None, str(exc)
+    except Exception as exc:  # an estimator failure is this column's note, not the end of the bench
+        return None, f"estimate failed: {type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]}"
+    est = estimate(cost, hw, profile.name, manifest["target"], manifest["precision"], desc)
+    return est.model_copy(update={"notes": notes}), None
+
+
+def failure_reason(exc: BaseException, crashed: str = "export crashed") -> str:
+    """A failure as the one-line reason a bench or sweep row carries: a user error's own message, or the first
+    line of anything else behind ``crashed``."""
+    if isinstance(exc, EdgesegError):
+        return str(exc)
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+    return f"{crashed}: {type(exc).__name__}: {first}"
+
+
+def failed_target_result(target: str, device: str, reason: str, model: str | None = None, size: str | None = None):
+    from edgeseg.bench.report import DeviceColumn, TargetResult
+
+    return TargetResult(
+        target=target, model=model, size=size, status="failed", reasons=[reason], device=DeviceColumn(device=device)
+    )
+
+
+def artifact_runs_here(target: str) -> bool:
+    """Whether this machine has the runtime to run an artifact of ``target`` (Core ML predicts on macOS only)."""
+    from edgeseg.runtimes.coreml import coreml_runtime_available
+    from edgeseg.targets import get_target
+
+    return get_target(target).format != "coreml" or coreml_runtime_available()
+
+
+def bench_artifact(
+    folder: Path,
+    manifest: dict,
+    profile,
+    conn: DeviceConnection | None,
+    *,
+    miou: float | None,
+    miou_images: int | None,
+    plan,
+    threads: int,
+    profiles: Path | None = None,
+    measure_here: bool = True,
+    on_device_node: bool = False,
+    progress: Progress | None = None,
+):
+    """One artifact on one device profile: the checks (lint, parity, mIoU floor, budget), latency here when
+    ``measure_here`` (or the profile is this machine), and the device column: measured on the device (SSH / adb
+    through ``conn``), or, with ``on_device_node``, in this process because it runs on the device (a Ray node that
+    advertises it); else "not measured" with the would-be command and a labelled estimate."""
+    from edgeseg.bench.host import machine_info
+    from edgeseg.bench.host import measure_here as time_here
+    from edgeseg.bench.report import ArtifactInfo, DeviceColumn, ParityInfo, TargetResult
+    from edgeseg.targets import get_target
+
+    report = progress or (lambda *a, **k: None)
+    tgt = get_target(manifest["target"])
+    folder = Path(folder)
+    h, w = manifest["input"]["shape"][2:]
+    reasons: list[str] = []
+    p = manifest["parity"]
+    parity = ParityInfo(
+        images=p["images"],
+        argmax_agreement=p["argmax_agreement"],
+        max_abs_diff=p["max_abs_diff"],
+        snr_db=p["snr_db"],
+        runtime=p["runtime"],
+    )
+    lint_clean = manifest["lint"]["clean"]
+    if not lint_clean:
+        reasons.append(f"lint: {manifest['lint']['errors']} error(s) (edgeseg lint {folder})")
+    gate = PARITY_MIN_AGREEMENT[tgt.precision]
+    if p["argmax_agreement"] is not None and p["argmax_agreement"] < gate:
+        reasons.append(f"parity: argmax agreement {100 * p['argmax_agreement']:.2f} % < {100 * gate:.1f} %")
+    if miou is not None and miou < profile.miou_floor:
+        reasons.append(f"mIoU {100 * miou:.2f} below the floor {100 * profile.miou_floor:.1f}")
+    artifact = ArtifactInfo(
+        folder=str(folder),
+        file=manifest["file"],
+        sha256=manifest["sha256"],
+        bytes=manifest["bytes"],
+        cached=bool(manifest.get("cached", True)),
+        lint_clean=lint_clean,
+    )
+    runs_here = artifact_runs_here(tgt.name)
+    device_threads = threads if profile.kind == "host" else profile.threads
+    reach = profile.reach
+    host_m = device_m = None
+    if runs_here and (measure_here or profile.kind == "host" or on_device_node):
+        here_threads = device_threads if on_device_node else threads
+        info = machine_info(here_threads)
+        report("target", target=tgt.name, step="latency here" if not on_device_node else f"on {profile.name}")
+        timing, runtime, load = time_here(folder, here_threads, plan)
+        if on_device_node:
+            import socket
+
+            machine = (
+                f"Ray node {socket.gethostname()} advertising {profile.name} ({info['cpu']}, "
+                f"{info['cpus_usable']} usable CPUs, {here_threads} threads)"
+            )
+            device_m = measurement(timing, runtime, machine, "in-process timer on the device node", load)
+        else:
+            machine = f"this machine ({info['cpu']}, {info['cpus_usable']} usable CPUs, {threads} threads)"
+            host_m = measurement(timing, runtime, machine, "in-process timer around the runtime's inference call", load)
+    would_be = would_be_command(profile, reach, str(folder), tgt, plan, device_threads)
+    if profile.kind == "host" and not on_device_node:
+        device_col = (
+            DeviceColumn(device=profile.name, measured=host_m)
+            if host_m
+            else DeviceColumn(device=profile.name, note=f"not measured on {profile.name}: {tgt.runtime}")
+        )
+    elif device_m is not None:
+        device_col = DeviceColumn(device=profile.name, measured=device_m, note=node_stands_in(profile))
+    else:
+        report("target", target=tgt.name, step=f"on {profile.name}")
+        if conn is None:
+            conn = DeviceConnection(profile, reach)
+        device_col = device_column(conn, folder, manifest, tgt, plan, device_threads, would_be)
+        if device_col.measured is None:
+            report("target", target=tgt.name, step=f"estimate for {profile.name}")
+            device_col.estimate, why = _bench_estimate(profile, profiles, folder, manifest)
+            if why:
+                device_col.note = f"{device_col.note}; no estimate: {why}" if device_col.note else why
+    dm = device_col.measured
+    if dm is not None:
+        lat = dm.stats.median_ms if dm.stats.median_ms is not None else dm.stats.mean_ms
+        if lat > profile.budget_ms:
+            where = "" if profile.kind == "host" and not on_device_node else f" on {profile.name}"
+            reasons.append(f"median {lat:.1f} ms{where} over the {profile.budget_ms} ms budget")
+    if not runs_here and host_m is None:
+        device_col.note = device_col.note or f"mIoU and latency need {tgt.runtime.removeprefix('needs ')}"
+    return TargetResult(
+        target=tgt.name,
+        model=manifest["model"],
+        size=f"{h}x{w}",
+        status="failed_check" if reasons else "passed",
+        reasons=reasons,
+        artifact=artifact,
+        parity=parity,
+        miou=miou,
+        miou_images=miou_images if miou is not None else None,
+        host=host_m,
+        device=device_col,
+    )
+
+
+def _example_predictions(folder: Path, data: Path, split: str, count: int, threads: int) -> list[dict]:
+    from edgeseg.data.datasets import list_split, read_label
+    from edgeseg.runtimes import load_artifact
+
+    art = load_artifact(folder, threads)
+    spec = DATASETS[art.manifest["dataset"]]
+    out = []
+    samples = list_split(data, split)
+    # spread over the split: consecutive video frames (CamVid) would show the same street three times
+    picks = sorted({round(i * (len(samples) - 1) / max(count - 1, 1)) for i in range(min(count, len(samples)))})
+    for sample in [samples[i] for i in picks]:
+        image = read_image(sample.image)
+        labels = predict_label_map(art.run, image, plan_for(image, None, art.input_size), art.outputs_labels)
+        label = read_label(sample.label)
+        out.append(
+            {
+                "name": sample.stem,
+                "image": image,
+                "label": colorize(np.where(label < spec.num_classes, label, 0).astype(np.uint8), spec)
+                * (label < spec.num_classes)[..., None].astype(np.uint8),
+                "prediction": colorize(labels.to(torch.uint8).numpy(), spec),
+            }
+        )
+    return out
+
+
+def bench(
+    device: str,
+    model: str | None = None,
+    dataset: str | None = None,
+    weights: str | None = None,
+    targets: list[str] | None = None,
+    artifacts: list[Path] | None = None,
+    data: Path = SAMPLE_DATA,
+    split: str = "val",
+    limit: int | None = None,
+    size: str | None = None,
+    profiles: Path | None = None,
+    out: Path = Path("artifacts"),
+    report_dir: Path | None = None,
+    calib_data: Path | None = None,
+    parity_images: int = 20,
+    threads: int = 2,
+    plan=None,
+    remote: RemoteOptions | None = None,
+    examples: int = 3,
+    command: str | None = None,
+    progress: Progress | None = None,
+) -> dict:
+    """Export what is missing (artifact cache), then for each target: status, size, parity, mIoU on ``data`` with
+    the artifact itself, latency measured here (``threads`` pinned, warm-up, runs until the median is stable) and
+    on the profile's device when it can be reached (SSH: trtexec or edgeseg's runner; adb: benchmark_model).
+    A device that cannot be reached is marked "not measured", with the command that would measure it. Writes
+    bench.json, bench.md and report.html to ``report_dir``; returns the report and the paths."""
+    import datetime
+    import importlib.util
+
+    from edgeseg import __version__
+    from edgeseg.bench.host import machine_info
+    from edgeseg.bench.profiles import get_profile
+    from edgeseg.bench.report import (
+        BenchReport,
+        DataInfo,
+        ModelInfo,
+        TimingInfo,
+        write_reports,
+    )
+    from edgeseg.bench.stats import TimingPlan
+    from edgeseg.targets import get_target
+
+    if importlib.util.find_spec("matplotlib") is None:
+        raise EdgesegError("bench writes report.html with matplotlib plots: pip install 'edgeseg[bench]'")
+    plan = plan or TimingPlan()
+    profile = get_profile(device, profiles)
+    reach = (remote or RemoteOptions()).apply(profile.reach)
+    profile = profile.model_copy(update={"reach": reach})
+    entries = _bench_entries(model, dataset, weights, targets, artifacts, profile)
+    data = Path(data)
+    list_split(data, split)  # a bad --data fails here, with its one-line reason, before any export
+    if threads < 1:
+        raise EdgesegError(f"--threads {threads}: use 1 or more")
+    if size:
+        from edgeseg.data.transforms import check_input_size
+
+        check_input_size(parse_size(size))  # a bad --size is the user's error, not each target's failure
+    loaded = load_model(model, dataset, weights) if model else None
+    if calib_data is None and (data / "train" / "images").is_dir():
+        calib_data = data
+    parity_data = data if (data / "val" / "images").is_dir() else None
+    host = machine_info(threads)
+    report = progress or (lambda *a, **k: None)
+    report("start", total=len(entries))
+
+    conn = DeviceConnection(profile, reach)
+    results, miou_images = [], None
+    try:
+        for entry in entries:
+            tgt = get_target(entry["target"])
+            report("target", target=tgt.name, step="export")
+            manifest, folder = entry["manifest"], entry["folder"]
+            if manifest is None:
+                try:
+                    manifest = export(
+                        loaded.name,
+                        loaded.dataset,
+                        weights,
+                        tgt.name,
+                        size,
+                        out,
+                        parity_data=parity_data,
+                        parity_images=parity_images,
+                        calib_data=calib_data,
+                    )
+                except Exception as exc:  # an exporter crash is this target's result, not the end of the bench
+                    results.append(failed_target_result(tgt.name, profile.name, failure_reason(exc)))
+                    report("advance")
+                    continue
+                folder = Path(manifest["folder"])
+            miou = None
+            if artifact_runs_here(tgt.name):
+                report("target", target=tgt.name, step="mIoU")
+                ev = evaluate(None, None, None, data, split, limit=limit, threads=threads, artifact=folder)
+                miou, miou_images = ev["miou"], ev["images"]
+            results.append(
+                bench_artifact(
+                    folder,
+                    manifest,
+                    profile,
+                    conn,
+                    miou=miou,
+                    miou_images=miou_images,
+                    plan=plan,
+                    threads=threads,
+                    profiles=profiles,
+                    measure_here=True,
+                    progress=report,
+                )
+            )
+            report("advance")
+    finally:
+        conn.close()
+
+    examples_list, examples_note = [], ""
+    runnable = [r for r in results if r.miou is not None and r.artifact is not None]
+    if runnable and examples > 0:
+        best = max(runnable, key=lambda r: r.miou)
+        examples_list = _example_predictions(Path(best.artifact.folder), data, split, examples, threads)
+        examples_note = (
+            f"{best.target} (highest mIoU here) on {len(examples_list)} {split} images spread over {data}: "
+            + ", ".join(e["name"] for e in examples_list)
+        )
+    first_manifest = next((e["manifest"] for e in entries if e["manifest"]), None)
+    if loaded is not None:
+        model_info = ModelInfo(name=loaded.name, dataset=loaded.dataset, weights=loaded.weights_info())
+    elif first_manifest is not None:
+        model_info = ModelInfo(
+            name=first_manifest["model"], dataset=first_manifest["dataset"], weights=first_manifest["weights"]
+        )
+    else:
+        model_info = None
+    bench_report = BenchReport(
+        edgeseg=__version__,
+        created=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        command=command,
+        device=device_info(profile),
+        model=model_info,
+        data=DataInfo(path=str(data), split=split, images=miou_images),
+        host=host,
+        timing=TimingInfo.of(plan, threads),
+        results=results,
+    )
+    name = model_info.name if model_info else "artifacts"
+    folder_out = Path(report_dir) if report_dir else Path("bench") / f"{name}-{profile.name}"
+    paths = write_reports(folder_out, bench_report, examples_list, examples_note)
+    return {"report": bench_report, "paths": paths}

@@ -1,0 +1,277 @@
+"""check: the CI regression gate. Plans the config's rows, exports (cached) or takes the given artifacts,
+evaluates each row here and compares it with the baseline; the config schema, baseline file, gates and renderers
+are ``edgeseg.check``'s."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from edgeseg.commands import Progress
+from edgeseg.commands.bench import PARITY_MIN_AGREEMENT
+from edgeseg.commands.evaluate import LoadedModel, load_model
+from edgeseg.commands.export import export, lint
+from edgeseg.data.datasets import DATASETS, load_split
+from edgeseg.data.transforms import parse_size
+from edgeseg.errors import EdgesegError
+from edgeseg.eval.evaluate import evaluate_arrays, torch_predictor
+from edgeseg.models.registry import DEFAULT_INPUT, resolve_model_name
+from edgeseg.paths import SAMPLE_DATA
+from edgeseg.runtimes import read_manifest
+
+
+def _row_plan(config, config_path: Path) -> list[dict]:
+    """Every row the config asks for (model x target x device, and given artifacts x device), checked up front:
+    unknown models, targets, devices and missing artifact folders fail before anything is exported."""
+    from edgeseg.bench.profiles import get_profile
+    from edgeseg.check import resolve_path, thresholds_for
+    from edgeseg.data.transforms import check_input_size
+
+    plan = []
+    for i, m in enumerate(config.models):
+        name, dataset = resolve_model_name(m.name, m.dataset)
+        size = check_input_size(parse_size(m.size)) if m.size else DEFAULT_INPUT[dataset]
+        th = thresholds_for(config, m.thresholds, f"models.{i}", config_path)
+        for target in m.targets:
+            for device in m.devices:
+                plan.append(
+                    {
+                        "entry": m,
+                        "model": name,
+                        "dataset": dataset,
+                        "size": size,
+                        "target": target,
+                        "profile": get_profile(device),
+                        "thresholds": th,
+                        "folder": None,
+                    }
+                )
+    for i, a in enumerate(config.artifacts):
+        folder = resolve_path(config_path, a.path)
+        try:
+            folder, mf = read_manifest(folder)
+        except EdgesegError as exc:
+            raise EdgesegError(f"check config {config_path}: field 'artifacts.{i}.path': {exc}") from None
+        th = thresholds_for(config, a.thresholds, f"artifacts.{i}", config_path)
+        shape = mf["input"]["shape"]
+        for device in a.devices:
+            plan.append(
+                {
+                    "entry": None,
+                    "model": mf["model"],
+                    "dataset": mf["dataset"],
+                    "size": (int(shape[2]), int(shape[3])),
+                    "target": mf["target"],
+                    "profile": get_profile(device),
+                    "thresholds": th,
+                    "folder": folder,
+                    # the PyTorch reference: the shipped tag where it was one (paths differ between machines)
+                    "weights": mf["weights"].get("tag") or mf["weights"]["path"],
+                }
+            )
+    return plan
+
+
+def check(
+    config_path: Path,
+    baseline_path: Path | None = None,
+    update_baseline: bool = False,
+    progress: Progress | None = None,
+) -> dict:
+    """Run the regression gate of ``config_path`` (see ``edgeseg.check``): export (cached) or take the given
+    artifacts, evaluate each row here, compare with the baseline and, with ``update_baseline``, record the new
+    baseline (only when every row passes its absolute gates). Returns the report and the baseline written."""
+    from edgeseg import __version__
+    from edgeseg import check as chk
+    from edgeseg.bench.host import machine_info
+    from edgeseg.runtimes import load_artifact
+    from edgeseg.targets import get_target
+
+    config_path = Path(config_path)
+    config = chk.load_config(config_path)
+    baseline_path = Path(baseline_path) if baseline_path else config_path.with_name("baseline.json")
+    baseline = chk.read_baseline(baseline_path, update_baseline)
+    data = SAMPLE_DATA if config.data == "sample" else chk.resolve_path(config_path, config.data)
+    calib_data = chk.resolve_path(config_path, config.calib_data) if config.calib_data else None
+    out = chk.resolve_path(config_path, config.out)
+    rows = _row_plan(config, config_path)
+    ids = [f"{r['model']}/{r['target']}/{r['size'][0]}x{r['size'][1]}/{r['profile'].name}" for r in rows]
+    dupes = sorted({i for i in ids if ids.count(i) > 1})
+    if dupes:
+        raise EdgesegError(f"check config {config_path}: row {dupes[0]} is listed twice (one row per id)")
+    _, images, labels = load_split(data, config.split)
+    if config.limit:
+        images, labels = images[: config.limit], labels[: config.limit]
+    report = progress or (lambda *a, **k: None)
+    report("start", total=len(rows))
+
+    t_start = time.perf_counter()
+    models: dict[tuple, LoadedModel] = {}
+    references: dict[tuple, float] = {}
+    exports: dict[tuple, dict | str] = {}  # manifest, or why the export failed
+    evaluations: dict[str, tuple] = {}  # folder -> (miou, runtime, why not run)
+    ratios: dict[tuple, object] = {}
+    results = []
+    for row, row_id in zip(rows, ids):
+        t0 = time.perf_counter()
+        tgt, th, profile = get_target(row["target"]), row["thresholds"], row["profile"]
+        weights = row["entry"].weights if row["entry"] else row["weights"]
+        report("row", row=row_id, step="export")
+        if row["folder"] is None:
+            e = row["entry"]
+            key = (row["model"], row["dataset"], weights, row["target"], row["size"], e.export.model_dump_json())
+            if key not in exports:
+                try:
+                    exports[key] = export(
+                        row["model"],
+                        row["dataset"],
+                        weights,
+                        row["target"],
+                        f"{row['size'][0]}x{row['size'][1]}",
+                        out,
+                        with_argmax=e.export.with_argmax,
+                        opset=e.export.opset,
+                        parity_data=data,
+                        parity_images=config.parity_images,
+                        upsample=e.export.upsample,
+                        calib_data=calib_data,
+                        calib_size=e.export.calib_size,
+                        calib_method=e.export.calib_method,
+                        max_miou_drop=e.export.max_miou_drop,
+                    )
+                except EdgesegError as exc:
+                    exports[key] = f"export failed: {exc}"
+                except Exception as exc:  # an exporter crash fails this row, not the whole check
+                    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+                    exports[key] = f"export crashed: {type(exc).__name__}: {first}"
+            manifest = exports[key]
+            if isinstance(manifest, str):
+                results.append(
+                    chk.RowResult(
+                        row_id,
+                        row["model"],
+                        row["target"],
+                        profile.name,
+                        {},
+                        None,
+                        None,
+                        None,
+                        None,
+                        {},
+                        [chk.Gate("export", "failed", manifest)],
+                        time.perf_counter() - t0,
+                    )
+                )
+                report("advance")
+                continue
+            folder = Path(manifest["folder"])
+        else:
+            folder, manifest = read_manifest(row["folder"])
+        lint_report = lint(folder)
+        artifact = {
+            "folder": str(folder),
+            "file": manifest["file"],
+            "sha256": manifest["sha256"],
+            "bytes": manifest["bytes"],
+            "cached": bool(manifest.get("cached", True)),
+        }
+        report("row", row=row_id, step="mIoU")
+        if str(folder) not in evaluations:
+            try:
+                art = load_artifact(folder, config.threads)
+            except EdgesegError as exc:
+                evaluations[str(folder)] = (None, None, str(exc))
+            else:
+                metrics = evaluate_arrays(
+                    art.run, images, labels, DATASETS[row["dataset"]], None, art.input_size, None, art.outputs_labels
+                )
+                evaluations[str(folder)] = (metrics.miou, art.runtime, None)
+        miou, runtime, why_not_run = evaluations[str(folder)]
+        ref_key = (row["model"], row["dataset"], weights, row["size"])
+        if why_not_run is None and ref_key not in references:
+            report("row", row=row_id, step="PyTorch reference")
+            mkey = (row["model"], row["dataset"], weights)
+            if mkey not in models:
+                models[mkey] = load_model(row["model"], row["dataset"], weights)
+            loaded = models[mkey]
+            ref = evaluate_arrays(torch_predictor(loaded.model), images, labels, loaded.spec, None, row["size"])
+            references[ref_key] = ref.miou
+        miou_ref = references.get(ref_key)
+        p = manifest["parity"]
+        parity = {
+            "argmax_agreement": p["argmax_agreement"],
+            "snr_db": chk.finite(p["snr_db"]),
+            "images": p["images"],
+            "runtime": p["runtime"],
+        }
+        floor = th.miou_floor if th.miou_floor is not None else profile.miou_floor
+        agreement_min = (
+            th.min_argmax_agreement if th.min_argmax_agreement is not None else PARITY_MIN_AGREEMENT[tgt.precision]
+        )
+        gates = chk.absolute_gates(th, lint_report, parity, agreement_min, miou, miou_ref, floor, why_not_run)
+        ratio = None
+        entry = baseline.rows.get(row_id) if baseline else None
+        base_folder = baseline.artifact_folder(row_id) if baseline else None
+        wants_time = (
+            not update_baseline
+            and why_not_run is None
+            and th.max_latency_ratio is not None
+            and entry is not None
+            and entry["artifact"]["sha256"] != artifact["sha256"]
+            and base_folder is not None
+        )
+        if wants_time:
+            report("row", row=row_id, step="latency vs baseline")
+            pair = (str(folder), str(base_folder))
+            if pair not in ratios:
+                ratios[pair] = chk.latency_ratio(folder, base_folder, config.threads, config.timing)
+            ratio = ratios[pair]
+        base_gates = chk.baseline_gates(th, row_id, artifact, baseline, update_baseline, ratio)
+        if ratio is not None and profile.kind != "host":
+            for g in base_gates:
+                if g.name == "latency":
+                    g.detail += f" (timed on this machine, not on {profile.name})"
+        result = chk.RowResult(
+            row_id,
+            row["model"],
+            row["target"],
+            profile.name,
+            artifact,
+            runtime,
+            miou,
+            miou_ref,
+            len(images) if miou is not None else None,
+            parity,
+            gates + base_gates,
+            time.perf_counter() - t0,
+            None
+            if ratio is None
+            else {
+                "ratio": ratio.ratio,
+                "spread": ratio.spread,
+                "rounds": ratio.rounds,
+                "current_median_ms": ratio.current_ms,
+                "baseline_median_ms": ratio.baseline_ms,
+                "runtime": ratio.runtime,
+                "note": "this run only, on this machine; not stored in the baseline",
+            },
+        )
+        results.append(result)
+        report("advance")
+
+    written = None
+    if update_baseline:
+        absolute_failures = [r for r in results if not r.passed]
+        if not absolute_failures:
+            written = chk.write_baseline(baseline_path, results, __version__, config_path)
+    check_report = chk.CheckReport(
+        config=str(config_path),
+        baseline=str(baseline_path),
+        updated_baseline=written is not None,
+        data=str(data),
+        images=len(images),
+        rows=results,
+        seconds=time.perf_counter() - t_start,
+        machine=machine_info(config.threads),
+    )
+    return {"report": check_report, "baseline_written": written}

@@ -1,0 +1,414 @@
+"""sweep: the models x targets x devices x sizes matrix as cached jobs (export -> quantize -> mIoU, then bench on
+each device profile), in this process or on a Ray cluster; one bench report per device and an index."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+import torch
+
+from edgeseg.bench.device import DeviceConnection, device_info
+from edgeseg.commands import Progress
+from edgeseg.commands.bench import artifact_runs_here, bench_artifact, failed_target_result, failure_reason
+from edgeseg.commands.evaluate import evaluate, load_model
+from edgeseg.commands.export import INT8_SEARCH, export
+from edgeseg.data.datasets import list_split
+from edgeseg.data.transforms import parse_size
+from edgeseg.errors import EdgesegError
+from edgeseg.models import weights as weights_mod
+from edgeseg.models.registry import DEFAULT_INPUT
+from edgeseg.paths import SAMPLE_DATA
+
+
+def sweep_artifact_job(job, data: str, split: str, limit, calib_data, parity_images: int, threads: int, out=None):
+    """Export one (model, weights, target, size), then its mIoU with the artifact's runtime. With ``out`` the
+    artifact is written there (this process shares the sweep's folder); without, it is built in a temporary
+    folder and returned as a tar archive with its sha256 (a Ray worker sends it through the object store)."""
+    import shutil
+    import tempfile
+
+    from edgeseg.sweep.executors import job_origin
+    from edgeseg.sweep.store import pack_artifact
+
+    t0 = time.perf_counter()
+    data = Path(data)
+    work = Path(out) if out else Path(tempfile.mkdtemp(prefix="edgeseg-sweep-"))
+    # The same thread count wherever the job runs: float reductions (the PyTorch reference of int8 calibration and
+    # the mixed-precision search) round differently with another count, and a Ray worker starts with 1 thread.
+    torch_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        manifest = export(
+            job.model,
+            job.dataset,
+            job.weights,
+            job.target,
+            job.size,
+            work,
+            parity_data=data if (data / "val" / "images").is_dir() else None,
+            parity_images=parity_images,
+            calib_data=Path(calib_data) if calib_data else None,
+        )
+        folder = Path(manifest["folder"])
+        miou = images = None
+        if artifact_runs_here(job.target):
+            ev = evaluate(None, None, None, data, split, limit=limit, threads=threads, artifact=folder)
+            miou, images = ev["miou"], ev["images"]
+        result = {
+            "manifest": {k: v for k, v in manifest.items() if k != "folder"},
+            "folder": folder.name,
+            "miou": miou,
+            "miou_images": images,
+            "seconds": round(time.perf_counter() - t0, 2),
+            **job_origin(),
+        }
+        if out is None:
+            result["archive"], result["archive_sha256"] = pack_artifact(folder)
+        return result
+    finally:
+        torch.set_num_threads(torch_threads)
+        if out is None:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def sweep_bench_job(job, profile, profiles, entry: dict, folder, archive, plan, threads: int, on_device_node: bool):
+    """Time one artifact for one device ``profile`` (``bench_artifact``). ``folder``: the artifact where this
+    process can read it; else ``archive`` (bytes from the object store) is checked against its hash and unpacked
+    here."""
+    import shutil
+    import tempfile
+
+    from edgeseg.sweep.executors import job_origin
+    from edgeseg.sweep.store import unpack_artifact
+
+    t0 = time.perf_counter()
+    work = None
+    try:
+        if folder is None:
+            work = Path(tempfile.mkdtemp(prefix="edgeseg-sweep-bench-"))
+            folder = unpack_artifact(archive, entry["archive_sha256"], entry["manifest"], work)
+        conn = DeviceConnection(profile, profile.reach)
+        try:
+            result = bench_artifact(
+                Path(folder),
+                entry["manifest"],
+                profile,
+                conn,
+                miou=entry["miou"],
+                miou_images=entry["miou_images"],
+                plan=plan,
+                threads=threads,
+                profiles=Path(profiles) if profiles else None,
+                measure_here=False,
+                on_device_node=on_device_node,
+            )
+        finally:
+            conn.close()
+        return {
+            "result": result.model_dump(mode="json"),
+            "seconds": round(time.perf_counter() - t0, 2),
+            **job_origin(),
+        }
+    finally:
+        if work is not None:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def _sweep_jobs(matrix, base: Path, profiles_dir, data: Path, calib: Path | None, plan):
+    """Expand the matrix into artifact jobs and bench jobs (with cache keys); every user error is raised here,
+    before anything runs: unknown model, weights, device or target, a bad size."""
+    from edgeseg import __version__
+    from edgeseg.bench.profiles import get_profile
+    from edgeseg.data.transforms import check_input_size
+    from edgeseg.sweep.matrix import ArtifactJob, BenchJob, check_devices_have_targets, job_key, tree_identity
+    from edgeseg.targets import get_target, require_exporter
+
+    profiles = {}
+    for name in matrix.devices:
+        profile = get_profile(name, profiles_dir)
+        if profile.name in profiles:
+            raise EdgesegError(f"sweep matrix: devices list {profile.name} twice (once as {name!r})")
+        if matrix.miou_floor is not None:
+            profile = profile.model_copy(update={"miou_floor": matrix.miou_floor})
+        profiles[profile.name] = profile
+    check_devices_have_targets(matrix, {n: p.targets for n, p in profiles.items()})
+    for t in matrix.targets:
+        require_exporter(get_target(t))
+    data_id = tree_identity(data, matrix.split)
+    calib_id = (str(calib), tree_identity(calib, "train")) if calib else None
+    artifacts, benches = [], []
+    for entry in matrix.models:
+        weights = entry.weights
+        if weights and (weights.endswith((".pt", ".pth", ".bin")) or "/" in weights):
+            weights = str((base / Path(weights).expanduser()).resolve())
+        loaded = load_model(entry.name, entry.dataset, weights)
+        weights_sha = loaded.weights.sha256 or weights_mod.sha256_file(loaded.weights.path)
+        for size in matrix.sizes:
+            h, w = check_input_size(parse_size(size)) if size else DEFAULT_INPUT[loaded.dataset]
+            for target in matrix.targets:
+                tgt = get_target(target)
+                wanted = [d for d, p in profiles.items() if not matrix.device_targets_only or target in p.targets]
+                if not wanted:
+                    continue
+                key = job_key(
+                    kind="artifact",
+                    edgeseg=__version__,
+                    model=loaded.name,
+                    dataset=loaded.dataset,
+                    weights=weights_sha,
+                    target=target,
+                    size=f"{h}x{w}",
+                    data=(str(data), matrix.split, data_id, matrix.limit),
+                    calib=calib_id if tgt.precision == "int8" else None,
+                    int8_search=INT8_SEARCH[tgt.format] if tgt.precision == "int8" else None,
+                    parity_images=matrix.parity_images,
+                )
+                job = ArtifactJob(loaded.name, loaded.dataset, weights, target, f"{h}x{w}", key)
+                artifacts.append(job)
+                for device in wanted:
+                    bkey = job_key(
+                        kind="bench",
+                        artifact=key,
+                        device=profiles[device].model_dump(mode="json"),
+                        plan=dataclasses.asdict(plan),
+                        threads=matrix.threads,
+                    )
+                    benches.append(BenchJob(job, device, bkey))
+    return artifacts, benches, profiles
+
+
+def sweep(
+    matrix_path: Path,
+    out: Path,
+    cluster: str | None = None,
+    resume: bool = False,
+    command: str | None = None,
+    progress: Progress | None = None,
+) -> dict:
+    """Run the sweep matrix: each artifact job (export -> quantize -> mIoU) once, then each bench job (latency
+    on a device profile). Jobs in the cache are not redone; a failed job is recorded with its reason and the
+    others go on. ``cluster`` (``auto``, ``HOST:PORT``, ``ray://HOST:PORT``) runs them on Ray: artifact jobs on any
+    worker, bench jobs on the node advertising the device (else in this process, after every artifact job has
+    finished, so its timings are not disturbed). Writes one bench.json / bench.md / report.html per device and
+    an index (report.html, sweep.md) to ``out``."""
+    import datetime
+
+    from edgeseg import __version__
+    from edgeseg.bench.host import machine_info
+    from edgeseg.bench.report import BenchReport, DataInfo, ModelInfo, TargetResult, TimingInfo, write_reports
+    from edgeseg.bench.stats import TimingPlan
+    from edgeseg.sweep.executors import open_executor
+    from edgeseg.sweep.matrix import load_matrix, matrix_digest, resolve_path
+    from edgeseg.sweep.report import sweep_table, write_index
+    from edgeseg.sweep.store import SweepStore, pack_artifact
+
+    matrix, base = load_matrix(matrix_path)
+    profiles_dir = resolve_path(matrix.profiles, base)
+    data = SAMPLE_DATA if matrix.data in (None, "sample") else resolve_path(matrix.data, base)
+    list_split(data, matrix.split)
+    calib = resolve_path(matrix.calib_data, base) or (data if (data / "train" / "images").is_dir() else None)
+    t = matrix.timing
+    if t.max_runs < t.runs:
+        raise EdgesegError(f"sweep matrix: timing.max_runs {t.max_runs} < timing.runs {t.runs}")
+    plan = TimingPlan(warmup=t.warmup, min_runs=t.runs, max_runs=t.max_runs, max_seconds=t.max_seconds)
+    artifacts, benches, profiles = _sweep_jobs(matrix, base, profiles_dir, data, calib, plan)
+    digest = matrix_digest(matrix)
+    store = SweepStore(Path(out))
+    store.check_can_start(digest, resume)
+
+    # a cluster is joined before anything is written, so a wrong address leaves no unfinished sweep behind
+    executor = open_executor(cluster) if cluster is not None else None
+    report = progress or (lambda *a, **k: None)
+    started = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    jobs: dict[str, dict] = {}
+    state = {"matrix": str(matrix_path), "matrix_digest": digest, "status": "running", "started": started}
+    state.update(cluster=cluster or "local", jobs=jobs)
+    store.write_state(state)
+    report(
+        "start",
+        artifacts=[a.label for a in artifacts],
+        devices=list(profiles),
+        cells=[(b.artifact.label, b.device) for b in benches],
+    )
+
+    def record(key: str, **fields) -> None:
+        jobs[key] = {**jobs.get(key, {}), **fields}
+        store.write_state(state)
+        report("job", **jobs[key])
+
+    if executor is not None:
+        state["executor"] = executor.description
+
+    def ex():
+        nonlocal executor
+        if executor is None:
+            executor = open_executor(cluster)
+            state["executor"] = executor.description
+        return executor
+
+    args = (str(data), matrix.split, matrix.limit, str(calib) if calib else None, matrix.parity_images, matrix.threads)
+    entries: dict[str, dict] = {}  # artifact key -> result (or {"failed": reason})
+    rows: dict[str, dict] = {}  # bench key -> bench.json row
+    pending: dict = {}
+    driver_queue: list = []
+    archives: dict[str, object] = {}
+    by_artifact: dict[str, list] = {}
+    for b in benches:
+        by_artifact.setdefault(b.artifact.key, []).append(b)
+
+    def schedule_benches(a) -> None:
+        entry = entries[a.key]
+        for b in by_artifact[a.key]:
+            base_fields = {"type": "bench", "label": a.label, "device": b.device}
+            cached = store.cached_bench(b.key)
+            if cached is not None:
+                rows[b.key] = cached["result"]
+                record(b.key, **base_fields, status="cached", node=cached.get("node"), seconds=cached.get("seconds"))
+            elif "failed" in entry:
+                rows[b.key] = failed_target_result(a.target, b.device, entry["failed"], a.model, a.size).model_dump(
+                    mode="json"
+                )
+                record(b.key, **base_fields, status="skipped", reason="its artifact failed")
+            elif cluster is not None and b.device in ex().device_resources():
+                if a.key not in archives:
+                    archive, sha = pack_artifact(store.artifacts / entry["folder"])
+                    entry = {**entry, "archive_sha256": sha}
+                    entries[a.key] = entry
+                    archives[a.key] = ex().put(archive)
+                on_node = profiles[b.device].reach.method != "adb"  # an adb hub reaches its phones; others are it
+                handle = ex().submit(
+                    sweep_bench_job,
+                    b,
+                    profiles[b.device],
+                    str(profiles_dir) if profiles_dir else None,
+                    entry,
+                    None,
+                    archives[a.key],
+                    plan,
+                    matrix.threads,
+                    on_node,
+                    device=b.device,
+                )
+                pending[handle] = ("bench", b)
+                record(b.key, **base_fields, status="queued", where=f"node advertising {b.device}")
+            else:
+                driver_queue.append(b)
+                record(b.key, **base_fields, status="queued", where="this process")
+
+    def finish_artifact(a, result, error) -> None:
+        fields = {"type": "artifact", "label": a.label}
+        if error is None and "archive" in result:
+            try:
+                folder = store.receive(result.pop("archive"), result["archive_sha256"], result["manifest"])
+                result["folder"] = folder.name
+            except EdgesegError as exc:  # corrupted in transit: this job failed, the others go on
+                error = exc
+        if error is not None:
+            entries[a.key] = {"failed": failure_reason(error)}
+            record(a.key, **fields, status="failed", reason=entries[a.key]["failed"])
+        else:
+            entries[a.key] = result
+            store.put_artifact(a.key, result)
+            record(a.key, **fields, status="done", node=result["node"], seconds=result["seconds"])
+        schedule_benches(a)
+
+    def finish_bench(b, result, error) -> None:
+        fields = {"type": "bench", "label": b.artifact.label, "device": b.device}
+        a = b.artifact
+        if error is not None:
+            reason = failure_reason(error, "bench failed")
+            rows[b.key] = failed_target_result(a.target, b.device, reason, a.model, a.size).model_dump(mode="json")
+            record(b.key, **fields, status="failed", reason=reason)
+            return
+        row = result["result"]
+        row["artifact"]["folder"] = str(store.artifacts / entries[a.key]["folder"])  # the driver's copy
+        rows[b.key] = row
+        store.put_bench(b.key, {**result, "result": row})
+        record(b.key, **fields, status="done", node=result["node"], seconds=result["seconds"])
+
+    try:
+        for a in artifacts:
+            cached = store.cached_artifact(a.key)
+            if cached is not None:
+                entries[a.key] = cached
+                record(
+                    a.key,
+                    type="artifact",
+                    label=a.label,
+                    status="cached",
+                    node=cached.get("node"),
+                    seconds=cached.get("seconds"),
+                )
+                schedule_benches(a)
+            else:
+                local_out = str(store.artifacts) if cluster is None else None
+                handle = ex().submit(sweep_artifact_job, a, *args, out=local_out)
+                pending[handle] = ("artifact", a)
+                record(a.key, type="artifact", label=a.label, status="queued")
+        while pending or driver_queue:
+            exporting = any(kind == "artifact" for kind, _ in pending.values())
+            if driver_queue and not exporting:
+                b = driver_queue.pop(0)
+                record(b.key, status="running", where="this process")
+                entry = entries[b.artifact.key]
+                try:
+                    result = sweep_bench_job(
+                        b,
+                        profiles[b.device],
+                        str(profiles_dir) if profiles_dir else None,
+                        entry,
+                        store.artifacts / entry["folder"],
+                        None,
+                        plan,
+                        matrix.threads,
+                        False,
+                    )
+                    finish_bench(b, result, None)
+                except Exception as exc:  # one bench job's failure is its row, not the end of the sweep
+                    finish_bench(b, None, exc)
+                continue
+            handle, result, error = ex().wait(list(pending))
+            kind, job = pending.pop(handle)
+            if kind == "artifact":
+                finish_artifact(job, result, error)
+            else:
+                finish_bench(job, result, error)
+    finally:
+        if executor is not None:
+            executor.close()
+
+    # one bench report per device, in matrix order, like `edgeseg bench` writes
+    host = machine_info(matrix.threads)
+    created = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    single = matrix.models[0] if len(matrix.models) == 1 else None
+    model_info = None
+    if single is not None and artifacts:
+        first = next((e for e in entries.values() if "manifest" in e), None)
+        if first is not None:
+            m = first["manifest"]
+            model_info = ModelInfo(name=m["model"], dataset=m["dataset"], weights=m["weights"])
+    images = next((e["miou_images"] for e in entries.values() if e.get("miou_images")), None)
+    reports = {}
+    for device, profile in profiles.items():
+        results = [TargetResult.model_validate(rows[b.key]) for b in benches if b.device == device]
+        bench_report = BenchReport(
+            edgeseg=__version__,
+            created=created,
+            command=command,
+            device=device_info(profile),
+            model=model_info,
+            data=DataInfo(path=str(data), split=matrix.split, images=images),
+            host=host,
+            timing=TimingInfo.of(plan, matrix.threads),
+            results=results,
+        )
+        write_reports(Path(out) / device, bench_report, [], "")
+        reports[device] = bench_report
+    failed = sum(1 for j in jobs.values() if j["status"] == "failed")
+    state.update(status="finished", finished=created, failed_jobs=failed)
+    store.write_state(state)
+    table = sweep_table(reports)
+    paths = write_index(Path(out), reports, table, state)
+    return {"reports": reports, "table": table, "jobs": jobs, "paths": paths, "failed": failed}
