@@ -15,17 +15,17 @@ from edgeseg import pipeline
 from edgeseg.errors import EdgesegError
 from edgeseg.lint import lint_onnx
 from edgeseg.models.lvt import CSA, RASA, DilatedSharedDWConv
+from edgeseg.models.lvt.rewrites import CSADeploy, RASADeploy, RASAWeightsPerUse
 from edgeseg.models.registry import MODELS, count_macs, count_params, create_model
 from edgeseg.models.segformer import SpatialReductionAttention
-from edgeseg.rewrite import REWRITES, apply_rewrites, rewrites_for
-from edgeseg.rewrite.lvt import CSADeploy, RASADeploy, RASAWeightsPerUse
-from edgeseg.rewrite.segformer import (
+from edgeseg.models.segformer.rewrites import (
     GeluTanh,
     LayerNormFp32,
     SRADeploy,
     SRASingleHeadAsBatch2,
     softmax_attention_fp32,
 )
+from edgeseg.rewrite import REWRITES, apply_rewrites, rewrites_for
 from edgeseg.targets import TARGETS
 
 DATA = Path(__file__).parent / "data"

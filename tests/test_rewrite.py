@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from edgeseg.models.efficientvit import LiteMLA, UpSampleLayer
+from edgeseg.models.efficientvit.rewrites import LiteMLAFp32Normaliser, UpSampleFp32
 from edgeseg.models.registry import create_model
 from edgeseg.rewrite import REWRITES, DeployWrapper, apply_rewrites
-from edgeseg.rewrite.efficientvit import LiteMLAFp32Normaliser, UpSampleFp32
 
 
 def _mla(dim=16, channels=64):
@@ -83,7 +83,7 @@ def test_half_precision_model_runs_strongly_typed():
 
 @pytest.mark.parametrize("factor", [2, 4])
 def test_bicubic_as_conv_equals_pytorch_bicubic(factor):
-    from edgeseg.rewrite.efficientvit import BicubicAsConv
+    from edgeseg.models.efficientvit.rewrites import BicubicAsConv
 
     ref = UpSampleLayer(factor=factor)
     new = BicubicAsConv(ref)
@@ -95,7 +95,7 @@ def test_bicubic_as_conv_equals_pytorch_bicubic(factor):
 
 
 def test_bicubic_as_conv_graph_has_no_resize_and_stays_4d():
-    from edgeseg.rewrite.efficientvit import BicubicAsConv
+    from edgeseg.models.efficientvit.rewrites import BicubicAsConv
 
     new = BicubicAsConv(UpSampleLayer(factor=4)).eval()
     gm = torch.export.export(new, (torch.randn(1, 8, 6, 7),)).run_decompositions({}).graph_module
@@ -108,7 +108,7 @@ def test_bicubic_as_conv_graph_has_no_resize_and_stays_4d():
 @pytest.mark.parametrize("factor", [2, 4])
 @pytest.mark.parametrize("shape", [(1, 32, 12, 15), (1, 5, 1, 7), (2, 3, 6, 2)])
 def test_bicubic_as_matmul_equals_pytorch_bicubic(factor, shape):
-    from edgeseg.rewrite.efficientvit import BicubicAsMatmul
+    from edgeseg.models.efficientvit.rewrites import BicubicAsMatmul
 
     ref = UpSampleLayer(factor=factor)
     new = BicubicAsMatmul(ref)
@@ -122,7 +122,7 @@ def test_bicubic_as_matmul_equals_pytorch_bicubic(factor, shape):
 
 
 def test_bicubic_as_matmul_graph_is_two_matmuls_rank_4():
-    from edgeseg.rewrite.efficientvit import BicubicAsMatmul
+    from edgeseg.models.efficientvit.rewrites import BicubicAsMatmul
 
     new = BicubicAsMatmul(UpSampleLayer(factor=4)).eval()
     gm = torch.export.export(new, (torch.randn(1, 8, 6, 7),)).run_decompositions({}).graph_module
@@ -144,7 +144,7 @@ def test_model_with_exact_bicubic_matches_reference():
 
 
 def test_hardswish_as_clamp_equals_hardswish():
-    from edgeseg.rewrite.efficientvit import HardswishAsClamp
+    from edgeseg.models.efficientvit.rewrites import HardswishAsClamp
 
     x = torch.linspace(-8, 8, 4001).reshape(1, 1, 1, -1)
     assert torch.allclose(HardswishAsClamp()(x), torch.nn.Hardswish()(x), atol=1e-6)
@@ -157,7 +157,7 @@ def test_hardswish_as_clamp_int8_tflite_stays_nhwc(tmp_path):
     from ai_edge_litert.interpreter import Interpreter
 
     from edgeseg.exporters.tflite import export_tflite
-    from edgeseg.rewrite.efficientvit import HardswishAsClamp
+    from edgeseg.models.efficientvit.rewrites import HardswishAsClamp
 
     torch.manual_seed(0)
     net = torch.nn.Sequential(

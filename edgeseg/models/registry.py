@@ -15,9 +15,9 @@ import torch.nn as nn
 
 from edgeseg.data.datasets import DATASETS, DatasetSpec
 from edgeseg.errors import EdgesegError
-from edgeseg.models.efficientvit import EFFICIENTVIT_SEG_CONFIGS, build_efficientvit_seg
-from edgeseg.models.lvt import build_lvt_seg
-from edgeseg.models.segformer import build_segformer
+from edgeseg.models.efficientvit.model import EFFICIENTVIT_SEG_CONFIGS, build_efficientvit_seg
+from edgeseg.models.lvt.model import build_lvt_seg
+from edgeseg.models.segformer.model import build_segformer
 
 # Where a dataset's head comes from: CamVid reuses the Cityscapes head (street scenes, few classes).
 _HEAD_FAMILY = {"cityscapes": "cityscapes", "camvid": "cityscapes", "ade20k": "ade20k"}

@@ -17,18 +17,18 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from edgeseg.errors import EdgesegError
-from edgeseg.models.efficientvit import LiteMLA, UpSampleLayer
-from edgeseg.models.lvt import CSA, RASA
-from edgeseg.models.segformer import SpatialReductionAttention
-from edgeseg.rewrite.efficientvit import (
+from edgeseg.models.efficientvit.model import LiteMLA, UpSampleLayer
+from edgeseg.models.efficientvit.rewrites import (
     BicubicAsConv,
     BicubicAsMatmul,
     HardswishAsClamp,
     LiteMLAFp32Normaliser,
     UpSampleFp32,
 )
-from edgeseg.rewrite.lvt import CSADeploy, RASADeploy, RASAWeightsPerUse
-from edgeseg.rewrite.segformer import GeluTanh, LayerNormFp32, SRADeploy, SRASingleHeadAsBatch2
+from edgeseg.models.lvt.model import CSA, RASA
+from edgeseg.models.lvt.rewrites import CSADeploy, RASADeploy, RASAWeightsPerUse
+from edgeseg.models.segformer.model import SpatialReductionAttention
+from edgeseg.models.segformer.rewrites import GeluTanh, LayerNormFp32, SRADeploy, SRASingleHeadAsBatch2
 
 _TRANSFORMERS = ("lvt", "segformer")
 

@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from edgeseg.models.efficientvit import LiteMLA, UpSampleLayer
+from edgeseg.models.efficientvit.model import LiteMLA, UpSampleLayer
 
 
 class LiteMLAFp32Normaliser(nn.Module):

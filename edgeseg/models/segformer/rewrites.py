@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from edgeseg.models.segformer import SpatialReductionAttention
+from edgeseg.models.segformer.model import SpatialReductionAttention
 
 
 def softmax_attention_fp32(q: torch.Tensor, k_t: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
