@@ -18,14 +18,9 @@ from edgeseg.models.lvt import CSA, RASA, DilatedSharedDWConv
 from edgeseg.models.lvt.rewrites import CSADeploy, RASADeploy, RASAWeightsPerUse
 from edgeseg.models.registry import MODELS, count_macs, count_params, create_model
 from edgeseg.models.segformer import SpatialReductionAttention
-from edgeseg.models.segformer.rewrites import (
-    GeluTanh,
-    LayerNormFp32,
-    SRADeploy,
-    SRASingleHeadAsBatch2,
-    softmax_attention_fp32,
-)
+from edgeseg.models.segformer.rewrites import SRADeploy, SRASingleHeadAsBatch2
 from edgeseg.rewrite import REWRITES, apply_rewrites, rewrites_for
+from edgeseg.rewrite.common import GeluTanh, LayerNormFp32, softmax_attention_fp32
 from edgeseg.targets import TARGETS
 
 DATA = Path(__file__).parent / "data"

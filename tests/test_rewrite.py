@@ -144,7 +144,7 @@ def test_model_with_exact_bicubic_matches_reference():
 
 
 def test_hardswish_as_clamp_equals_hardswish():
-    from edgeseg.models.efficientvit.rewrites import HardswishAsClamp
+    from edgeseg.rewrite.common import HardswishAsClamp
 
     x = torch.linspace(-8, 8, 4001).reshape(1, 1, 1, -1)
     assert torch.allclose(HardswishAsClamp()(x), torch.nn.Hardswish()(x), atol=1e-6)
@@ -157,7 +157,7 @@ def test_hardswish_as_clamp_int8_tflite_stays_nhwc(tmp_path):
     from ai_edge_litert.interpreter import Interpreter
 
     from edgeseg.exporters.tflite import export_tflite
-    from edgeseg.models.efficientvit.rewrites import HardswishAsClamp
+    from edgeseg.rewrite.common import HardswishAsClamp
 
     torch.manual_seed(0)
     net = torch.nn.Sequential(

@@ -21,14 +21,14 @@ from edgeseg.models.efficientvit.model import LiteMLA, UpSampleLayer
 from edgeseg.models.efficientvit.rewrites import (
     BicubicAsConv,
     BicubicAsMatmul,
-    HardswishAsClamp,
     LiteMLAFp32Normaliser,
     UpSampleFp32,
 )
 from edgeseg.models.lvt.model import CSA, RASA
 from edgeseg.models.lvt.rewrites import CSADeploy, RASADeploy, RASAWeightsPerUse
 from edgeseg.models.segformer.model import SpatialReductionAttention
-from edgeseg.models.segformer.rewrites import GeluTanh, LayerNormFp32, SRADeploy, SRASingleHeadAsBatch2
+from edgeseg.models.segformer.rewrites import SRADeploy, SRASingleHeadAsBatch2
+from edgeseg.rewrite.common import GeluTanh, HardswishAsClamp, LayerNormFp32
 
 _TRANSFORMERS = ("lvt", "segformer")
 

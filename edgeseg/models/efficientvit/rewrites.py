@@ -1,7 +1,8 @@
 """Deploy rewrites for EfficientViT-Seg: small module swaps applied in PyTorch, before graph capture, so every
-backend benefits. Each replacement shares the reference module's parameters (state-dict keys are unchanged)
-and names the pattern it replaces and the backend constraint it satisfies; tests check parity against the
-reference module."""
+backend benefits. Each replacement shares the reference module's parameters (state-dict keys are unchanged) and
+names the pattern it replaces and the backend constraint it satisfies; tests check parity against the reference
+module. ``hardswish-as-clamp`` (EfficientViT's activations, but not tied to a family) is in
+``edgeseg.rewrite.common``."""
 
 from __future__ import annotations
 
@@ -206,26 +207,3 @@ class BicubicAsMatmul(nn.Module):
         t = torch.matmul(uw, t).reshape(b, h, w * s * c)  # columns: (W, w) @ (b*h, w, C) -> (b*h, W, C)
         t = torch.matmul(uh, t)  # rows: (H, h) @ (b, h, W*C) -> (b, H, W*C)
         return t.reshape(b, h * s, w * s, c).permute(0, 3, 1, 2).to(x.dtype)
-
-
-class HardswishAsClamp(nn.Module):
-    """Pattern: ``nn.Hardswish``. Replacement: ``x * clamp(x + 3, 0, 6) * (1/6)`` (the same function).
-
-    Constraints:
-    - XNNPACK has no int8 HARD_SWISH kernel, so an int8 TFLite graph with HARD_SWISH breaks into one delegate
-      partition per activation with reference kernels between them. Written as add, clamp and mul, every piece has
-      an int8 XNNPACK kernel and the quantized graph stays in one partition.
-    - The constants 3 and 1/6 are all-ones-shape tensors of x's rank, not Python scalars: PT2E turns a scalar into a 0-D
-      quantized constant, and litert-torch's layout pass keeps any op with a non-4-D input in NCHW, so every
-      activation of an int8 B0 ran between two TRANSPOSEs of its full feature map (46 of the graph's 73
-      transposes). With 4-D constants the add/mul chain stays NHWC.
-    """
-
-    def __init__(self, original: nn.Module | None = None):
-        super().__init__()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        ones = (1,) * x.dim()  # same rank as x: a broadcast never changes the output's rank
-        three = torch.full(ones, 3.0, dtype=x.dtype, device=x.device)
-        sixth = torch.full(ones, 1.0 / 6.0, dtype=x.dtype, device=x.device)
-        return x * torch.clamp(x + three, 0.0, 6.0) * sixth

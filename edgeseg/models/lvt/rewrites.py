@@ -11,7 +11,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from edgeseg.models.lvt.model import CSA, RASA
-from edgeseg.models.segformer.rewrites import softmax_attention_fp32
+from edgeseg.rewrite.common import softmax_attention_fp32
 
 
 def _shift_up(t: torch.Tensor, dim: int) -> torch.Tensor:
