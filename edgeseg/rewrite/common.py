@@ -2,9 +2,10 @@
 rewrites share.
 
 Module swaps applied in PyTorch before graph capture, like the family rewrites (``edgeseg/models/<family>/
-rewrites.py``). A family declares which of these apply to its models when it registers (``hardswish-as-clamp``
-applies to any model with a Hardswish); each replacement's docstring names the pattern it matches, the
-constraint it satisfies and the export formats that want it.
+rewrites.py``); each replacement's docstring names the pattern it matches, the constraint it satisfies and the
+export formats that want it. ``hardswish-as-clamp`` is registered here for any model (every Hardswish, whatever
+the family). ``LAYERNORM_FP32`` and ``GELU_TANH`` are records a family declares for itself: its package registers
+``LAYERNORM_FP32.for_family(FAMILY)`` (LVT and SegFormer do).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from edgeseg.rewrite import Rewrite, register_rewrite
 
 
 def softmax_attention_fp32(q: torch.Tensor, k_t: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
@@ -40,6 +43,7 @@ class HardswishAsClamp(nn.Module):
       quantized constant, and litert-torch's layout pass keeps any op with a non-4-D input in NCHW, so every
       activation of an int8 B0 ran between two TRANSPOSEs of its full feature map (46 of the graph's 73
       transposes). With 4-D constants the add/mul chain stays NHWC.
+    Wanted by: TFLite int8.
     """
 
     def __init__(self, original: nn.Module | None = None):
@@ -59,6 +63,7 @@ class LayerNormFp32(nn.Module):
     (TensorRT issue 2564; efficientvit issue 142 forces LayerNorm fp32). Exports as one opset-17+
     ``LayerNormalization`` (the native op on ONNX Runtime, TensorRT 10 and Core ML ``layer_norm``), wrapped in
     Cast nodes only when the graph is half precision; in an fp32 graph it is the reference op.
+    Wanted by: every format and precision (a no-op in fp32 graphs).
     """
 
     def __init__(self, ref: nn.LayerNorm):
@@ -77,7 +82,8 @@ class GeluTanh(nn.Module):
 
     For targets whose GELU kernel is the tanh form or that lack Erf: the two differ by at most 4.7e-4 in absolute
     value (over all inputs; ``tests/test_models_lvt_segformer.py`` measures it); the model-level effect is measured per
-    model, not assumed. Not applied by default: every target edgeseg exports today has an erf GELU path.
+    model, not assumed. Wanted by no format by default (opt-in): every target edgeseg exports today has an erf GELU
+    path.
     """
 
     def __init__(self, ref: nn.GELU | None = None):
@@ -85,3 +91,29 @@ class GeluTanh(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.gelu(x, approximate="tanh")
+
+
+HARDSWISH_AS_CLAMP = register_rewrite(
+    Rewrite(
+        "hardswish-as-clamp",
+        nn.Hardswish,
+        HardswishAsClamp,
+        "Hardswish as add/clamp/mul: XNNPACK has no int8 HARD_SWISH (keeps int8 TFLite in one partition)",
+        formats=("tflite",),
+        precisions=("int8",),
+    )
+)
+# Declared by the families they apply to (``register_rewrite(LAYERNORM_FP32.for_family(FAMILY))``).
+LAYERNORM_FP32 = Rewrite(
+    "layernorm-fp32",
+    nn.LayerNorm,
+    LayerNormFp32,
+    "LayerNorm as one LayerNormalization computed in fp32 (casts only in half-precision graphs)",
+)
+GELU_TANH = Rewrite(
+    "gelu-tanh",
+    nn.GELU,
+    GeluTanh,
+    "GELU erf -> tanh approximation, for kernels without erf (not applied by default)",
+    default=False,
+)

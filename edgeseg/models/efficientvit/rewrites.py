@@ -30,6 +30,7 @@ class LiteMLAFp32Normaliser(nn.Module):
     - eps as ``clamp_min``: graph optimizers fold away ``+ 1e-15`` (torch's ONNX optimizer did), turning 0/0 into
       NaN; with ReLU kernels the normaliser is >= 0, so ``max(den, eps)`` equals ``den + eps`` to float rounding.
     The linear/quadratic choice is a Python branch on the static input size, so it is fixed at export.
+    Wanted by: every format and precision (``attention-fp32-normaliser``).
     """
 
     def __init__(self, ref: LiteMLA):
@@ -70,6 +71,8 @@ class UpSampleFp32(nn.Module):
     official layer returns fp32 from an fp16 input, which only works under autocast). ``mode`` may differ from
     the reference: ``bilinear`` for targets without bicubic resize (TFLite); its mIoU cost is measured, not
     assumed. align_corners=False maps to ONNX half_pixel / TFLite half_pixel_centers=True.
+    Wanted by: every format, when chosen: ``--upsample resize`` (``upsample-fp32``) and ``--upsample bilinear``
+    (``bicubic-to-bilinear``, this class with ``mode="bilinear"``).
     """
 
     def __init__(self, ref: UpSampleLayer, mode: str | None = None):
@@ -134,6 +137,7 @@ class BicubicAsConv(nn.Module):
     (it decomposes into GATHER_ND chains off the delegates); ONNX Runtime's cubic Resize was ~70 % of B0's CPU
     time. Slices, concat, depthwise conv and transposes run fast on every backend and quantize.
     Runs in fp32 and casts back, like the reference layer.
+    Wanted by: every format, when chosen (``--upsample conv``: ``bicubic-as-conv``).
     """
 
     def __init__(self, ref: UpSampleLayer):
@@ -188,6 +192,7 @@ class BicubicAsMatmul(nn.Module):
     (``BicubicAsConv``) needs slices, concats, two depthwise convs and 6 transposes between NHWC and the NCHW
     interleave. All tensors stay rank <= 4 for batch 1. The matrices are trace-time constants (not state-dict
     keys); they depend on the input size, which is static in every export. Runs in fp32 and casts back.
+    Wanted by: every format and precision (``bicubic-as-matmul``: ``--upsample matmul``, the default).
     """
 
     def __init__(self, ref: UpSampleLayer):

@@ -24,6 +24,7 @@ class SRADeploy(nn.Module):
     - keys are produced already transposed (B, heads, d, M), so no transpose sits before the score matmul.
     - scores and softmax in fp32 on fp16 targets (``softmax_attention_fp32``).
     The reduction LayerNorm is left to the ``layernorm-fp32`` rewrite (it is this module's child).
+    Wanted by: every format and precision (``sra-split-kv``; TFLite takes ``sra-single-head-batch2``).
     """
 
     def __init__(self, ref: SpatialReductionAttention):
@@ -69,6 +70,7 @@ class SRASingleHeadAsBatch2(SRADeploy):
     concatenated twice (B, 2, ., .): real BATCH_MATMULs, delegated (values broadcast over the batch instead are
     folded by the converter into a FULLY_CONNECTED over all tokens in the int8 graph). Exact (the same products).
     Odd token counts (never at export sizes, multiples of 32) and multi-head attention are left as ``SRADeploy``.
+    Wanted by: TFLite, every precision (``sra-single-head-batch2``, superseding ``sra-split-kv`` there).
     """
 
     def _attend(self, q: torch.Tensor, k_t: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
