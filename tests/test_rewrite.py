@@ -169,3 +169,261 @@ def test_hardswish_as_clamp_int8_tflite_stays_nhwc(tmp_path):
     ops = [o["op_name"] for o in Interpreter(model_path=str(path))._get_ops_details()]  # before delegation
     assert "TRANSPOSE" not in ops and "HARD_SWISH" not in ops, ops
     assert ops.count("CONV_2D") + ops.count("DEPTHWISE_CONV_2D") == 2
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Registration: families as plugins, rewrites declaring the exports that want them (deploy_rewrites)
+# ---------------------------------------------------------------------------------------------------------------
+
+# What an export applied before families registered their rewrites, copied literally from commit 9500537:
+# edgeseg/targets.py (_BASE, _TFLITE, the tflite-int8 extras), pipeline.UPSAMPLE_REWRITES / DEFAULT_UPSAMPLE, and
+# each rewrite's families and pattern in the hand-written edgeseg/rewrite/__init__.py table.
+_OLD_BASE = ("attention-fp32-normaliser", "csa-no-unfold", "rasa-split-kv", "sra-split-kv", "layernorm-fp32")
+_OLD_TFLITE = _OLD_BASE + ("sra-single-head-batch2",)
+_OLD_TARGET_REWRITES = {
+    ("onnx", "fp32"): _OLD_BASE,
+    ("onnx", "fp16"): _OLD_BASE,
+    ("onnx", "int8"): _OLD_BASE,
+    ("tflite", "fp32"): _OLD_TFLITE,
+    ("tflite", "fp16"): _OLD_TFLITE,
+    ("tflite", "int8"): _OLD_TFLITE + ("hardswish-as-clamp", "rasa-weights-per-use"),
+    ("coreml", "fp32"): _OLD_BASE,
+    ("coreml", "fp16"): _OLD_BASE,
+    ("coreml", "int8"): _OLD_BASE,
+    ("tensorrt", "fp32"): _OLD_BASE,
+    ("tensorrt", "fp16"): _OLD_BASE,
+    ("tensorrt", "int8"): _OLD_BASE,
+}
+_OLD_UPSAMPLE_REWRITES = {
+    "matmul": "bicubic-as-matmul",
+    "conv": "bicubic-as-conv",
+    "resize": "upsample-fp32",
+    "bilinear": "bicubic-to-bilinear",
+}
+_OLD_DEFAULT_UPSAMPLE = "matmul"
+_EVIT, _TRANSFORMERS = ("efficientvit",), ("lvt", "segformer")
+_OLD_FAMILIES = {  # rewrite -> the families it was for (empty: any)
+    "attention-fp32-normaliser": _EVIT,
+    "bicubic-as-conv": _EVIT,
+    "bicubic-as-matmul": _EVIT,
+    "upsample-fp32": _EVIT,
+    "bicubic-to-bilinear": _EVIT,
+    "hardswish-as-clamp": (),
+    "csa-no-unfold": ("lvt",),
+    "rasa-split-kv": ("lvt",),
+    "rasa-weights-per-use": ("lvt",),
+    "sra-split-kv": ("segformer",),
+    "sra-single-head-batch2": ("segformer",),
+    "layernorm-fp32": _TRANSFORMERS,
+    "gelu-tanh": _TRANSFORMERS,
+}
+_OLD_MODEL_FAMILIES = {
+    "efficientvit-b0": "efficientvit",
+    "efficientvit-b1": "efficientvit",
+    "efficientvit-b2": "efficientvit",
+    "efficientvit-b3": "efficientvit",
+    "efficientvit-l1": "efficientvit",
+    "efficientvit-l2": "efficientvit",
+    "lvt": "lvt",
+    "segformer-b0": "segformer",
+}
+
+
+def _old_patterns() -> dict[str, type]:
+    from edgeseg.models.lvt import CSA, RASA
+    from edgeseg.models.segformer import SpatialReductionAttention
+
+    return {
+        "attention-fp32-normaliser": LiteMLA,
+        "bicubic-as-conv": UpSampleLayer,
+        "bicubic-as-matmul": UpSampleLayer,
+        "upsample-fp32": UpSampleLayer,
+        "bicubic-to-bilinear": UpSampleLayer,
+        "hardswish-as-clamp": torch.nn.Hardswish,
+        "csa-no-unfold": CSA,
+        "rasa-split-kv": RASA,
+        "rasa-weights-per-use": RASA,
+        "sra-split-kv": SpatialReductionAttention,
+        "sra-single-head-batch2": SpatialReductionAttention,
+        "layernorm-fp32": torch.nn.LayerNorm,
+        "gelu-tanh": torch.nn.GELU,
+    }
+
+
+def _old_names(model: str, fmt: str, precision: str, upsample: str) -> list[str]:
+    """The old target_rewrites: the target's list plus the upsample rewrite, filtered by the model's family."""
+    family = _OLD_MODEL_FAMILIES[model]
+    names = _OLD_TARGET_REWRITES[fmt, precision] + (_OLD_UPSAMPLE_REWRITES[upsample],)
+    return [n for n in names if not _OLD_FAMILIES[n] or family in _OLD_FAMILIES[n]]
+
+
+def _effective(names: list[str]) -> set[str]:
+    """What apply_rewrites applies of ``names``: the last rewrite of each module pattern."""
+    patterns = _old_patterns()
+    chosen = {}
+    for name in names:
+        chosen[patterns[name]] = name
+    return set(chosen.values())
+
+
+def test_registered_models_and_rewrites_are_todays():
+    from edgeseg.models import FAMILIES
+    from edgeseg.models.registry import MODELS
+
+    assert FAMILIES == ("efficientvit", "lvt", "segformer")
+    assert {name: e.family for name, e in MODELS.items()} == _OLD_MODEL_FAMILIES
+    assert list(MODELS) == list(_OLD_MODEL_FAMILIES)  # the order `edgeseg models` lists them in
+    assert {name: r.families for name, r in REWRITES.items()} == _OLD_FAMILIES
+    assert {name: r.pattern for name, r in REWRITES.items()} == _old_patterns()
+
+
+@pytest.mark.parametrize("model", list(_OLD_MODEL_FAMILIES))
+def test_deploy_rewrites_equal_what_each_target_applied_before(model):
+    """Every model x today's 12 targets x every --upsample choice: the same rewrites as the old per-target lists,
+    filtered by family and reduced as apply_rewrites reduces them."""
+    from edgeseg.errors import EdgesegError
+    from edgeseg.models.registry import DEFAULT_UPSAMPLE, deploy_rewrites, upsample_choices
+
+    has_choice = _OLD_MODEL_FAMILIES[model] == "efficientvit"
+    assert DEFAULT_UPSAMPLE == _OLD_DEFAULT_UPSAMPLE
+    assert upsample_choices(model) == (_OLD_UPSAMPLE_REWRITES if has_choice else {})
+    for fmt, precision in _OLD_TARGET_REWRITES:
+        for upsample in (None, *_OLD_UPSAMPLE_REWRITES):
+            if not has_choice and upsample not in (None, _OLD_DEFAULT_UPSAMPLE):
+                # the old export refused it (pipeline._check_upsample_applies), and so does this
+                with pytest.raises(EdgesegError, match=f"--upsample {upsample} applies to .*drop --upsample"):
+                    deploy_rewrites(model, fmt, precision, upsample)
+                continue
+            new = deploy_rewrites(model, fmt, precision, upsample)
+            old = _effective(_old_names(model, fmt, precision, upsample or _OLD_DEFAULT_UPSAMPLE))
+            assert set(new) == old, (model, fmt, precision, upsample)
+            assert len({REWRITES[n].pattern for n in new}) == len(new)  # one per pattern: nothing left to supersede
+
+
+@pytest.mark.parametrize("model", ["efficientvit-b0", "lvt", "segformer-b0"])
+def test_apply_rewrites_applies_the_old_lists_as_the_parity_test_reduces_them(model):
+    """The reduction the parity test uses is apply_rewrites' own: on a model, the old lists swap exactly the
+    rewrites deploy_rewrites names."""
+    from edgeseg.models.registry import deploy_rewrites
+
+    with torch.device("meta"):
+        net = create_model(model, "camvid")[0]
+    for fmt, precision in (("onnx", "fp16"), ("tflite", "fp32"), ("tflite", "int8")):
+        _, old_counts = apply_rewrites(net, _old_names(model, fmt, precision, _OLD_DEFAULT_UPSAMPLE))
+        _, new_counts = apply_rewrites(net, deploy_rewrites(model, fmt, precision))
+        assert old_counts == new_counts and set(new_counts) == set(deploy_rewrites(model, fmt, precision))
+
+
+def test_later_rewrites_of_a_pattern_supersede_earlier_ones_in_registration_order():
+    from edgeseg.models.registry import deploy_rewrites
+
+    assert deploy_rewrites("segformer-b0", "onnx", "fp32") == ("layernorm-fp32", "sra-split-kv")
+    assert deploy_rewrites("segformer-b0", "tflite", "fp16") == ("layernorm-fp32", "sra-single-head-batch2")
+    assert deploy_rewrites("lvt", "tflite", "fp32") == ("csa-no-unfold", "rasa-split-kv", "layernorm-fp32")
+    assert deploy_rewrites("lvt", "tflite", "int8") == (
+        "hardswish-as-clamp",
+        "csa-no-unfold",
+        "rasa-weights-per-use",
+        "layernorm-fp32",
+    )
+    # the upsample rewrite comes last, as the old target_rewrites appended it
+    assert deploy_rewrites("efficientvit-b1", "coreml", "fp16", "conv") == (
+        "attention-fp32-normaliser",
+        "bicubic-as-conv",
+    )
+
+
+def test_upsample_choices_and_their_errors():
+    from edgeseg.errors import EdgesegError
+    from edgeseg.models.registry import deploy_rewrites
+
+    assert deploy_rewrites("efficientvit-b0", "onnx", "fp32")[-1] == "bicubic-as-matmul"  # the family's default
+    assert deploy_rewrites("lvt", "onnx", "fp32") == deploy_rewrites("lvt", "onnx", "fp32", "matmul")  # ignored
+    with pytest.raises(EdgesegError, match=r"unknown --upsample 'cubic' for efficientvit-b0: use matmul, conv, "):
+        deploy_rewrites("efficientvit-b0", "onnx", "fp32", "cubic")
+    with pytest.raises(EdgesegError, match=r"unknown --upsample 'cubic': use matmul, conv, resize, bilinear"):
+        deploy_rewrites("lvt", "onnx", "fp32", "cubic")
+    with pytest.raises(
+        EdgesegError,
+        match=r"^--upsample resize applies to the head upsampling of efficientvit models; segformer-b0's head has "
+        r"no upsampling choice: drop --upsample$",
+    ):
+        deploy_rewrites("segformer-b0", "tflite", "int8", "resize")
+    with pytest.raises(EdgesegError, match="unknown model 'lvt-b0'"):
+        deploy_rewrites("lvt-b0", "onnx", "fp32")
+
+
+def test_rewrites_declare_the_exports_that_want_them():
+    assert REWRITES["hardswish-as-clamp"].families == ()  # family-agnostic
+    assert (REWRITES["hardswish-as-clamp"].formats, REWRITES["hardswish-as-clamp"].precisions) == (
+        ("tflite",),
+        ("int8",),
+    )
+    assert REWRITES["sra-single-head-batch2"].wants("tflite", "fp16")
+    assert not REWRITES["rasa-weights-per-use"].wants("tflite", "fp16")
+    # None: every format, including one a backend plugin adds later
+    assert REWRITES["layernorm-fp32"].wants("webgpu", "fp16") and REWRITES["layernorm-fp32"].formats is None
+    assert [n for n, r in REWRITES.items() if not r.default] == [
+        "bicubic-as-conv",
+        "upsample-fp32",
+        "bicubic-to-bilinear",
+        "gelu-tanh",
+    ]
+    assert {r.upsample: n for n, r in REWRITES.items() if r.upsample} == _OLD_UPSAMPLE_REWRITES
+
+
+@pytest.fixture
+def scratch_registries():
+    """MODELS and REWRITES as they are, restored after the test (which registers a plugin family)."""
+    from edgeseg.models.registry import MODELS
+
+    saved = dict(MODELS), dict(REWRITES)
+    yield
+    MODELS.clear()
+    MODELS.update(saved[0])
+    REWRITES.clear()
+    REWRITES.update(saved[1])
+
+
+def test_a_new_family_registers_its_models_and_rewrites(scratch_registries):
+    from edgeseg.models.registry import MODELS, ModelEntry, deploy_rewrites, register_model, upsample_choices
+    from edgeseg.rewrite import Rewrite, common, register_rewrite
+
+    toy = register_model(ModelEntry("toy", "toy", ("camvid",), lambda dataset, n: torch.nn.Conv2d(3, n, 1)))
+    relu = Rewrite("toy-relu", torch.nn.ReLU, torch.nn.ReLU6, "test", ("toy",), formats=("coreml",))
+    register_rewrite(relu)
+    register_rewrite(common.LAYERNORM_FP32.for_family("toy"))  # the family declares a shared rewrite
+    assert MODELS["toy"] is toy and REWRITES["layernorm-fp32"].families == ("lvt", "segformer", "toy")
+    # registration order: layernorm-fp32 keeps the place of its first registration (by lvt)
+    assert deploy_rewrites("toy", "coreml", "fp32") == ("layernorm-fp32", "toy-relu")
+    assert deploy_rewrites("toy", "tflite", "int8") == ("hardswish-as-clamp", "layernorm-fp32")
+    assert deploy_rewrites("lvt", "coreml", "fp32") == deploy_rewrites("lvt", "onnx", "fp32")  # not for lvt
+    assert upsample_choices("toy") == {}
+    with pytest.raises(ValueError, match="model 'toy' is registered already"):
+        register_model(toy)
+    with pytest.raises(ValueError, match="rewrite 'toy-relu' is registered already"):
+        register_rewrite(Rewrite("toy-relu", torch.nn.ReLU, torch.nn.ReLU6, "other", ("toy",)))
+    with pytest.raises(ValueError, match="rewrite 'hardswish-as-clamp' is registered already"):
+        register_rewrite(common.HARDSWISH_AS_CLAMP.for_family("toy"))  # already for any family
+    with pytest.raises(ValueError, match="formats must be a tuple of strings"):
+        register_rewrite(Rewrite("toy-gelu", torch.nn.GELU, torch.nn.GELU, "test", ("toy",), formats="tflite"))
+
+
+def test_the_rewrite_framework_and_the_registry_know_no_family():
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import edgeseg.models.registry
+    import edgeseg.rewrite
+
+    framework = Path(edgeseg.rewrite.__file__).read_text()
+    assert not re.search("efficientvit|lvt|segformer", framework, re.IGNORECASE)
+    imports = r"^\s*(from|import) edgeseg\.models"
+    assert not re.search(imports, framework, re.MULTILINE)
+    registry = Path(edgeseg.models.registry.__file__).read_text()
+    assert not re.search(imports, registry, re.MULTILINE)
+    code = "import sys, edgeseg.rewrite; print(sorted(m for m in sys.modules if m.startswith('edgeseg.models')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
