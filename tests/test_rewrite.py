@@ -257,13 +257,14 @@ def _old_names(model: str, fmt: str, precision: str, upsample: str) -> list[str]
     return [n for n in names if not _OLD_FAMILIES[n] or family in _OLD_FAMILIES[n]]
 
 
-def _effective(names: list[str]) -> set[str]:
-    """What apply_rewrites applies of ``names``: the last rewrite of each module pattern."""
+def _effective(names: list[str]) -> tuple[str, ...]:
+    """What apply_rewrites applies of ``names``: the last rewrite of each module pattern, in the order it counts
+    them (each pattern where it first occurs)."""
     patterns = _old_patterns()
     chosen = {}
     for name in names:
         chosen[patterns[name]] = name
-    return set(chosen.values())
+    return tuple(chosen.values())
 
 
 def test_registered_models_and_rewrites_are_todays():
@@ -296,7 +297,9 @@ def test_deploy_rewrites_equal_what_each_target_applied_before(model):
                 continue
             new = deploy_rewrites(model, fmt, precision, upsample)
             old = _effective(_old_names(model, fmt, precision, upsample or _OLD_DEFAULT_UPSAMPLE))
-            assert set(new) == old, (model, fmt, precision, upsample)
+            assert set(new) == set(old), (model, fmt, precision, upsample)
+            # and in the same order: an export's manifest lists its rewrites in this order
+            assert new == old, (model, fmt, precision, upsample)
             assert len({REWRITES[n].pattern for n in new}) == len(new)  # one per pattern: nothing left to supersede
 
 
@@ -314,17 +317,19 @@ def test_apply_rewrites_applies_the_old_lists_as_the_parity_test_reduces_them(mo
         assert old_counts == new_counts and set(new_counts) == set(deploy_rewrites(model, fmt, precision))
 
 
-def test_later_rewrites_of_a_pattern_supersede_earlier_ones_in_registration_order():
+def test_later_rewrites_of_a_pattern_supersede_earlier_ones_in_their_place():
     from edgeseg.models.registry import deploy_rewrites
 
-    assert deploy_rewrites("segformer-b0", "onnx", "fp32") == ("layernorm-fp32", "sra-split-kv")
-    assert deploy_rewrites("segformer-b0", "tflite", "fp16") == ("layernorm-fp32", "sra-single-head-batch2")
+    # the family's registration order (segformer declares layernorm-fp32 after its attention rewrites, although lvt
+    # registered it first), a superseding rewrite in the place of the one it drops, any-family rewrites last
+    assert deploy_rewrites("segformer-b0", "onnx", "fp32") == ("sra-split-kv", "layernorm-fp32")
+    assert deploy_rewrites("segformer-b0", "tflite", "fp16") == ("sra-single-head-batch2", "layernorm-fp32")
     assert deploy_rewrites("lvt", "tflite", "fp32") == ("csa-no-unfold", "rasa-split-kv", "layernorm-fp32")
     assert deploy_rewrites("lvt", "tflite", "int8") == (
-        "hardswish-as-clamp",
         "csa-no-unfold",
         "rasa-weights-per-use",
         "layernorm-fp32",
+        "hardswish-as-clamp",
     )
     # the upsample rewrite comes last, as the old target_rewrites appended it
     assert deploy_rewrites("efficientvit-b1", "coreml", "fp16", "conv") == (
@@ -375,14 +380,19 @@ def test_rewrites_declare_the_exports_that_want_them():
 @pytest.fixture
 def scratch_registries():
     """MODELS and REWRITES as they are, restored after the test (which registers a plugin family)."""
+    import copy
+
+    import edgeseg.rewrite
     from edgeseg.models.registry import MODELS
 
-    saved = dict(MODELS), dict(REWRITES)
+    saved = dict(MODELS), dict(REWRITES), copy.deepcopy(edgeseg.rewrite._FAMILY_ORDER)
     yield
     MODELS.clear()
     MODELS.update(saved[0])
     REWRITES.clear()
     REWRITES.update(saved[1])
+    edgeseg.rewrite._FAMILY_ORDER.clear()
+    edgeseg.rewrite._FAMILY_ORDER.update(saved[2])
 
 
 def test_a_new_family_registers_its_models_and_rewrites(scratch_registries):
@@ -394,11 +404,14 @@ def test_a_new_family_registers_its_models_and_rewrites(scratch_registries):
     register_rewrite(relu)
     register_rewrite(common.LAYERNORM_FP32.for_family("toy"))  # the family declares a shared rewrite
     assert MODELS["toy"] is toy and REWRITES["layernorm-fp32"].families == ("lvt", "segformer", "toy")
-    # registration order: layernorm-fp32 keeps the place of its first registration (by lvt)
-    assert deploy_rewrites("toy", "coreml", "fp32") == ("layernorm-fp32", "toy-relu")
-    assert deploy_rewrites("toy", "tflite", "int8") == ("hardswish-as-clamp", "layernorm-fp32")
+    assert deploy_rewrites("toy", "coreml", "fp32") == ("toy-relu", "layernorm-fp32")  # toy's registration order
+    assert deploy_rewrites("toy", "tflite", "int8") == ("layernorm-fp32", "hardswish-as-clamp")
     assert deploy_rewrites("lvt", "coreml", "fp32") == deploy_rewrites("lvt", "onnx", "fp32")  # not for lvt
     assert upsample_choices("toy") == {}
+    # a family's own rewrite of a pattern outranks the one for any family, wherever it was registered
+    register_rewrite(Rewrite("toy-hardswish", torch.nn.Hardswish, torch.nn.ReLU6, "test", ("toy",)))
+    assert deploy_rewrites("toy", "tflite", "int8") == ("layernorm-fp32", "toy-hardswish")
+    assert deploy_rewrites("efficientvit-b0", "tflite", "int8")[1] == "hardswish-as-clamp"
     with pytest.raises(ValueError, match="model 'toy' is registered already"):
         register_model(toy)
     with pytest.raises(ValueError, match="rewrite 'toy-relu' is registered already"):

@@ -19,7 +19,7 @@ import torch.nn as nn
 
 from edgeseg.data.datasets import DATASETS, DatasetSpec
 from edgeseg.errors import EdgesegError
-from edgeseg.rewrite import REWRITES, Rewrite
+from edgeseg.rewrite import REWRITES, Rewrite, family_rewrites
 
 # The input each dataset is evaluated at by default (H, W), multiples of 32.
 DEFAULT_INPUT = {"cityscapes": (1024, 2048), "ade20k": (512, 512), "camvid": (384, 480)}
@@ -111,7 +111,7 @@ def _entry(model_name: str) -> ModelEntry:
 
 
 def _upsample_rewrites(family: str) -> list[Rewrite]:
-    return [r for r in REWRITES.values() if r.upsample is not None and r.fits(family)]
+    return [r for r in family_rewrites(family) if r.upsample is not None]
 
 
 def upsample_choices(model_name: str) -> dict[str, str]:
@@ -155,23 +155,29 @@ def deploy_rewrites(model_name: str, fmt: str, precision: str, upsample: str | N
     """The rewrites an export of ``model_name`` to format ``fmt`` ("onnx", "tensorrt", "tflite", "coreml") at
     ``precision`` ("fp32", "fp16", "int8") applies, by name, in the order ``apply_rewrites`` takes them.
 
-    The default rewrites of the model's family that want (fmt, precision), in registration order, one per module
-    pattern (a later registered rewrite of a pattern supersedes and drops an earlier one: ``sra-single-head-batch2``
-    drops ``sra-split-kv`` in TFLite), then the head-upsampling rewrite for ``upsample`` (None: the family's
-    default). For a model whose head has no upsampling choice, None and ``DEFAULT_UPSAMPLE`` are ignored and any
-    other choice is an EdgesegError that says to drop ``--upsample``; an unknown choice is one too, and so is a
-    choice whose rewrite does not want (fmt, precision) (none today: every upsample rewrite wants every format).
+    The default rewrites for the model's family that want (fmt, precision), in the family's registration order
+    (``edgeseg.rewrite.family_rewrites``: its own and the shared ones it declared, then those for any family), one
+    per module pattern: a later rewrite of a pattern supersedes an earlier one, dropping it and taking its place,
+    as ``apply_rewrites`` does (``sra-single-head-batch2`` supersedes ``sra-split-kv`` in TFLite,
+    ``rasa-weights-per-use`` supersedes ``rasa-split-kv`` in TFLite int8); a rewrite for any family never
+    supersedes a family's own. Then the head-upsampling rewrite for ``upsample`` (None: the family's default).
+
+    For a model whose head has no upsampling choice, None and ``DEFAULT_UPSAMPLE`` are ignored and any other choice
+    is an EdgesegError that says to drop ``--upsample``; an unknown choice is one too, and so is a choice whose
+    rewrite does not want (fmt, precision) (none today: every upsample rewrite wants every format).
     """
     family = _entry(model_name).family
     up = _upsample_rewrite(model_name, upsample)
     chosen: dict[type[nn.Module], Rewrite] = {}
-    for rewrite in REWRITES.values():
-        if rewrite.upsample is None and rewrite.default and rewrite.fits(family) and rewrite.wants(fmt, precision):
-            chosen.pop(rewrite.pattern, None)  # superseded: the later one takes its place in the order
-            chosen[rewrite.pattern] = rewrite
+    for rewrite in family_rewrites(family):
+        if rewrite.upsample is not None or not rewrite.default or not rewrite.wants(fmt, precision):
+            continue
+        earlier = chosen.get(rewrite.pattern)
+        if earlier is not None and earlier.families and not rewrite.families:
+            continue  # the family knows its modules: its own rewrite outranks one for any family
+        chosen[rewrite.pattern] = rewrite  # supersedes an earlier one in its place
     if up is not None:
         if not up.wants(fmt, precision):
             raise EdgesegError(f"--upsample {up.upsample} ({up.name}) is not for {fmt} {precision}: choose another")
-        chosen.pop(up.pattern, None)
         chosen[up.pattern] = up
     return tuple(r.name for r in chosen.values())

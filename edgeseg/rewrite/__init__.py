@@ -36,7 +36,8 @@ class Rewrite:
       ``upsample`` rewrites, the one it uses when no choice is given.
     - ``upsample``: the ``--upsample`` choice it implements (a head-upsampling rewrite, applied only when chosen).
 
-    Of two rewrites of one pattern that an export wants, the one registered later supersedes the earlier.
+    Of two rewrites of one pattern that an export wants, the one registered later for the family supersedes the
+    earlier (``edgeseg.models.registry.deploy_rewrites``).
     """
 
     name: str
@@ -64,6 +65,7 @@ class Rewrite:
 
 
 REWRITES: dict[str, Rewrite] = {}  # name -> record, in registration order
+_FAMILY_ORDER: dict[str, list[str]] = {}  # family -> the rewrites registered for it, in the order it registered them
 
 
 def register_rewrite(rewrite: Rewrite) -> Rewrite:
@@ -82,11 +84,21 @@ def register_rewrite(rewrite: Rewrite) -> Rewrite:
         same = dataclasses.replace(rewrite, families=old.families) == old
         if not (same and old.families and rewrite.families):
             raise ValueError(f"rewrite {rewrite.name!r} is registered already ({old.summary})")
-        rewrite = dataclasses.replace(
-            old, families=old.families + tuple(f for f in rewrite.families if f not in old.families)
-        )
+        added = tuple(f for f in rewrite.families if f not in old.families)
+        rewrite = dataclasses.replace(old, families=old.families + added)
+    else:
+        added = rewrite.families
     REWRITES[rewrite.name] = rewrite
+    for family in added:
+        _FAMILY_ORDER.setdefault(family, []).append(rewrite.name)
     return rewrite
+
+
+def family_rewrites(family: str) -> tuple[Rewrite, ...]:
+    """The rewrites for models of ``family``: its own and the shared ones it declared, in the order it registered
+    them, then the rewrites for any family, in registration order."""
+    own = [REWRITES[name] for name in _FAMILY_ORDER.get(family, ())]
+    return tuple(own + [r for r in REWRITES.values() if not r.families])
 
 
 def _check_names(names) -> None:
