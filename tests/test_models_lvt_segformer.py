@@ -15,17 +15,12 @@ from edgeseg.commands import export as export_cmd
 from edgeseg.errors import EdgesegError
 from edgeseg.lint import lint_onnx
 from edgeseg.models.lvt import CSA, RASA, DilatedSharedDWConv
-from edgeseg.models.registry import MODELS, count_macs, count_params, create_model
+from edgeseg.models.lvt.rewrites import CSADeploy, RASADeploy, RASAWeightsPerUse
+from edgeseg.models.registry import count_macs, count_params, create_model, deploy_rewrites
 from edgeseg.models.segformer import SpatialReductionAttention
-from edgeseg.rewrite import REWRITES, apply_rewrites, rewrites_for
-from edgeseg.rewrite.lvt import CSADeploy, RASADeploy, RASAWeightsPerUse
-from edgeseg.rewrite.segformer import (
-    GeluTanh,
-    LayerNormFp32,
-    SRADeploy,
-    SRASingleHeadAsBatch2,
-    softmax_attention_fp32,
-)
+from edgeseg.models.segformer.rewrites import SRADeploy, SRASingleHeadAsBatch2
+from edgeseg.rewrite import REWRITES, apply_rewrites
+from edgeseg.rewrite.common import GeluTanh, LayerNormFp32, softmax_attention_fp32
 from edgeseg.backends import TARGETS, backend_for
 
 DATA = Path(__file__).parent / "data"
@@ -162,7 +157,7 @@ _EXPECTED_SWAPS = {
 def test_whole_model_with_every_target_rewrite_matches_reference(name, target):
     torch.manual_seed(0)
     model, _ = create_model(name, "camvid")
-    names = rewrites_for(TARGETS[target].rewrites, MODELS[name].family)
+    names = deploy_rewrites(name, TARGETS[target].format, TARGETS[target].precision)
     deploy, counts = apply_rewrites(model.eval(), names)
     assert {k: v for k, v in counts.items() if v} == _EXPECTED_SWAPS[name, target]
     # no reference attention module is left, the replaced ones' LayerNorms included
@@ -174,11 +169,13 @@ def test_whole_model_with_every_target_rewrite_matches_reference(name, target):
 
 
 def test_rewrites_are_chosen_per_model_family():
-    base = TARGETS["onnx-fp32"].rewrites
-    assert "csa-no-unfold" not in rewrites_for(base, "efficientvit")
-    assert "attention-fp32-normaliser" not in rewrites_for(base, "lvt")
-    assert set(rewrites_for(base, "segformer")) == {"sra-split-kv", "layernorm-fp32"}
-    assert REWRITES["gelu-tanh"].fits("lvt") and "gelu-tanh" not in base  # exists, not applied by default
+    assert "csa-no-unfold" not in deploy_rewrites("efficientvit-b0", "onnx", "fp32")
+    assert "attention-fp32-normaliser" not in deploy_rewrites("lvt", "onnx", "fp32")
+    assert set(deploy_rewrites("segformer-b0", "onnx", "fp32")) == {"sra-split-kv", "layernorm-fp32"}
+    # exists, not applied by default (no target's export applies it)
+    assert REWRITES["gelu-tanh"].fits("lvt") and not REWRITES["gelu-tanh"].default
+    exports = {(t.format, t.precision) for t in TARGETS.values()}
+    assert not [(m, e) for m in ("lvt", "segformer-b0") for e in exports if "gelu-tanh" in deploy_rewrites(m, *e)]
 
 
 def test_gelu_tanh_error_is_what_the_docstring_says():

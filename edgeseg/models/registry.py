@@ -1,7 +1,11 @@
-"""The model registry: ``efficientvit-b1`` + dataset (or ``efficientvit-b1-camvid``) -> an nn.Module.
+"""The model registry: ``efficientvit-b1`` + dataset (or ``efficientvit-b1-camvid``) -> an nn.Module, and the
+deploy rewrites an export of a model applies (``deploy_rewrites``).
 
-One table (``MODELS``) lists what exists; the CLI validates names against it and ``edgeseg models`` prints it.
-Each entry names its ``family`` (the model file it comes from); deploy rewrites are chosen per family.
+Filled by registration, as timm's is: each model family is a package under ``edgeseg/models/`` whose
+``register()`` adds its model entries (``register_model``) and its deploy rewrites
+(``edgeseg.rewrite.register_rewrite``); ``edgeseg/models/__init__.py`` calls it for each built-in family, so
+importing anything under ``edgeseg.models`` fills ``MODELS`` and ``edgeseg.rewrite.REWRITES``. This module
+imports no family. The CLI validates names against ``MODELS`` and ``edgeseg models`` prints it.
 """
 
 from __future__ import annotations
@@ -15,48 +19,34 @@ import torch.nn as nn
 
 from edgeseg.data.datasets import DATASETS, DatasetSpec
 from edgeseg.errors import EdgesegError
-from edgeseg.models.efficientvit import EFFICIENTVIT_SEG_CONFIGS, build_efficientvit_seg
-from edgeseg.models.lvt import build_lvt_seg
-from edgeseg.models.segformer import build_segformer
-
-# Where a dataset's head comes from: CamVid reuses the Cityscapes head (street scenes, few classes).
-_HEAD_FAMILY = {"cityscapes": "cityscapes", "camvid": "cityscapes", "ade20k": "ade20k"}
+from edgeseg.rewrite import REWRITES, Rewrite, family_rewrites
 
 # The input each dataset is evaluated at by default (H, W), multiples of 32.
 DEFAULT_INPUT = {"cityscapes": (1024, 2048), "ade20k": (512, 512), "camvid": (384, 480)}
+
+# The --upsample value commands pass when the user gives none. A family with a choice of head upsampling marks its
+# own default (``Rewrite.default``; EfficientViT: this one, exact bicubic as two matmuls); for a family without a
+# choice this value means "no choice made" and is ignored, as None is.
+DEFAULT_UPSAMPLE = "matmul"
 
 
 @dataclass(frozen=True)
 class ModelEntry:
     name: str  # e.g. "efficientvit-b1"
-    family: str  # the model file it comes from (efficientvit | lvt | segformer): picks the deploy rewrites
+    family: str  # the family package it comes from (efficientvit | lvt | segformer): picks the deploy rewrites
     datasets: tuple[str, ...]
     build: Callable[[str, int], nn.Module]  # (dataset, num_classes) -> model
 
 
-def _efficientvit_entry(variant: str) -> ModelEntry:
-    heads = EFFICIENTVIT_SEG_CONFIGS[variant].heads
-    datasets = tuple(d for d, fam in _HEAD_FAMILY.items() if fam in heads)
-    return ModelEntry(
-        name=f"efficientvit-{variant}",
-        family="efficientvit",
-        datasets=datasets,
-        build=lambda dataset, n, v=variant: build_efficientvit_seg(v, _HEAD_FAMILY[dataset], n),
-    )
+MODELS: dict[str, ModelEntry] = {}  # name -> entry, in registration order
 
 
-# LVT and SegFormer share one head design for every dataset (the official configs differ only in classes); the
-# official zoo has LVT on ADE20K and SegFormer-B0 on ADE20K and Cityscapes. CamVid heads have 11 classes.
-_OTHER_ENTRIES = (
-    ModelEntry("lvt", "lvt", ("ade20k", "camvid"), lambda dataset, n: build_lvt_seg(n)),
-    ModelEntry(
-        "segformer-b0", "segformer", ("cityscapes", "ade20k", "camvid"), lambda dataset, n: build_segformer("b0", n)
-    ),
-)
-
-MODELS: dict[str, ModelEntry] = {
-    e.name: e for e in (*(_efficientvit_entry(v) for v in EFFICIENTVIT_SEG_CONFIGS), *_OTHER_ENTRIES)
-}
+def register_model(entry: ModelEntry) -> ModelEntry:
+    """Add ``entry`` to ``MODELS``; a name registered twice is an error (ValueError)."""
+    if entry.name in MODELS:
+        raise ValueError(f"model {entry.name!r} is registered already (family {MODELS[entry.name].family})")
+    MODELS[entry.name] = entry
+    return entry
 
 
 def _suggest(name: str, choices) -> str:
@@ -112,3 +102,82 @@ def count_macs(name: str, dataset: str, size: tuple[int, int]) -> int:
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         model(x)
     return counter.get_total_flops() // 2
+
+
+def _entry(model_name: str) -> ModelEntry:
+    if model_name not in MODELS:
+        raise EdgesegError(f"unknown model {model_name!r}.{_suggest(model_name, MODELS)}")
+    return MODELS[model_name]
+
+
+def _upsample_rewrites(family: str) -> list[Rewrite]:
+    return [r for r in family_rewrites(family) if r.upsample is not None]
+
+
+def upsample_choices(model_name: str) -> dict[str, str]:
+    """The model's ``--upsample`` choices: choice -> the rewrite that implements it (empty: its head has none)."""
+    return {r.upsample: r.name for r in _upsample_rewrites(_entry(model_name).family)}
+
+
+def _upsample_rewrite(model_name: str, upsample: str | None) -> Rewrite | None:
+    """The head-upsampling rewrite for ``upsample`` (None: the family's default), or None for a head without a
+    choice."""
+    family = _entry(model_name).family
+    choices = _upsample_rewrites(family)
+    if not choices:
+        if upsample is None or upsample == DEFAULT_UPSAMPLE:
+            return None
+        known = {r.upsample: r for r in REWRITES.values() if r.upsample is not None}
+        if upsample not in known:
+            raise EdgesegError(f"unknown --upsample {upsample!r}: use {', '.join(known) or 'none (no model has one)'}")
+        families = sorted({f for r in known.values() for f in r.families} or {"any"})
+        raise EdgesegError(
+            f"--upsample {upsample} applies to the head upsampling of {', '.join(families)} models; {model_name}'s "
+            "head has no upsampling choice: drop --upsample"
+        )
+    if upsample is None:
+        defaults = [r for r in choices if r.default]
+        if len(defaults) != 1:  # a family registration error, not the user's
+            raise ValueError(
+                f"family {family!r} has {len(defaults)} default --upsample rewrites "
+                f"({', '.join(r.name for r in defaults) or 'none'}); it needs exactly one"
+            )
+        return defaults[0]
+    for rewrite in choices:
+        if rewrite.upsample == upsample:
+            return rewrite
+    raise EdgesegError(
+        f"unknown --upsample {upsample!r} for {model_name}: use {', '.join(r.upsample for r in choices)}"
+    )
+
+
+def deploy_rewrites(model_name: str, fmt: str, precision: str, upsample: str | None = None) -> tuple[str, ...]:
+    """The rewrites an export of ``model_name`` to format ``fmt`` ("onnx", "tensorrt", "tflite", "coreml") at
+    ``precision`` ("fp32", "fp16", "int8") applies, by name, in the order ``apply_rewrites`` takes them.
+
+    The default rewrites for the model's family that want (fmt, precision), in the family's registration order
+    (``edgeseg.rewrite.family_rewrites``: its own and the shared ones it declared, then those for any family), one
+    per module pattern: a later rewrite of a pattern supersedes an earlier one, dropping it and taking its place,
+    as ``apply_rewrites`` does (``sra-single-head-batch2`` supersedes ``sra-split-kv`` in TFLite,
+    ``rasa-weights-per-use`` supersedes ``rasa-split-kv`` in TFLite int8); a rewrite for any family never
+    supersedes a family's own. Then the head-upsampling rewrite for ``upsample`` (None: the family's default).
+
+    For a model whose head has no upsampling choice, None and ``DEFAULT_UPSAMPLE`` are ignored and any other choice
+    is an EdgesegError that says to drop ``--upsample``; an unknown choice is one too, and so is a choice whose
+    rewrite does not want (fmt, precision) (none today: every upsample rewrite wants every format).
+    """
+    family = _entry(model_name).family
+    up = _upsample_rewrite(model_name, upsample)
+    chosen: dict[type[nn.Module], Rewrite] = {}
+    for rewrite in family_rewrites(family):
+        if rewrite.upsample is not None or not rewrite.default or not rewrite.wants(fmt, precision):
+            continue
+        earlier = chosen.get(rewrite.pattern)
+        if earlier is not None and earlier.families and not rewrite.families:
+            continue  # the family knows its modules: its own rewrite outranks one for any family
+        chosen[rewrite.pattern] = rewrite  # supersedes an earlier one in its place
+    if up is not None:
+        if not up.wants(fmt, precision):
+            raise EdgesegError(f"--upsample {up.upsample} ({up.name}) is not for {fmt} {precision}: choose another")
+        chosen[up.pattern] = up
+    return tuple(r.name for r in chosen.values())

@@ -1,14 +1,19 @@
-"""The rewrite registry: named module swaps applied to a copy of a reference model before export.
+"""The rewrite framework: named module swaps applied to a copy of a reference model before export.
 
-Like MMDeploy's rewriters, but explicit: each rewrite names the module class it replaces and a factory for the
-replacement; the replacement's docstring states the pattern and the backend constraint. Targets list the
-rewrites they need (``edgeseg.targets``); a rewrite names the model families it is for, and an export applies the
-target's rewrites that fit the model's family (``rewrites_for``).
+Like MMDeploy's rewriters, but explicit: each record (``Rewrite``) names the module class it replaces, a factory
+for the replacement, the model families it is for and the export formats and precisions that want it; the
+replacement's docstring states the pattern it matches and the backend constraint it satisfies.
+
+``REWRITES`` is filled by registration (``register_rewrite``): each model family package under ``edgeseg/models/``
+registers its own rewrites and declares which shared ones (``edgeseg.rewrite.common``) apply to it;
+``hardswish-as-clamp`` is registered for any model here. This module knows no model family. What an export
+applies is ``edgeseg.models.registry.deploy_rewrites``; ``apply_rewrites`` swaps the modules.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -17,137 +22,83 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from edgeseg.errors import EdgesegError
-from edgeseg.models.efficientvit import LiteMLA, UpSampleLayer
-from edgeseg.models.lvt import CSA, RASA
-from edgeseg.models.segformer import SpatialReductionAttention
-from edgeseg.rewrite.efficientvit import (
-    BicubicAsConv,
-    BicubicAsMatmul,
-    HardswishAsClamp,
-    LiteMLAFp32Normaliser,
-    UpSampleFp32,
-)
-from edgeseg.rewrite.lvt import CSADeploy, RASADeploy, RASAWeightsPerUse
-from edgeseg.rewrite.segformer import GeluTanh, LayerNormFp32, SRADeploy, SRASingleHeadAsBatch2
-
-_TRANSFORMERS = ("lvt", "segformer")
 
 
 @dataclass(frozen=True)
 class Rewrite:
+    """A deploy rewrite: replace every module of class ``pattern`` by ``replace(module)``.
+
+    - ``families``: the model families (registry ``family``) it is for; empty: any model.
+    - ``formats``: the export formats that want it ("onnx", "tensorrt", "tflite", "coreml"); None: every format,
+      including formats a new backend adds later.
+    - ``precisions``: the precisions that want it ("fp32", "fp16", "int8"); None: every precision.
+    - ``default``: applied without being asked for; False for opt-in rewrites (``gelu-tanh``). Among a family's
+      ``upsample`` rewrites, the one it uses when no choice is given.
+    - ``upsample``: the ``--upsample`` choice it implements (a head-upsampling rewrite, applied only when chosen).
+
+    Of two rewrites of one pattern that an export wants, the one registered later for the family supersedes the
+    earlier (``edgeseg.models.registry.deploy_rewrites``).
+    """
+
     name: str
     pattern: type[nn.Module]
     replace: Callable[[nn.Module], nn.Module]
     summary: str
-    families: tuple[str, ...] = ()  # model families (registry ``family``) it is for; empty: any model
+    families: tuple[str, ...] = ()
+    formats: tuple[str, ...] | None = None
+    precisions: tuple[str, ...] | None = None
+    default: bool = True
+    upsample: str | None = None
 
     def fits(self, family: str) -> bool:
         return not self.families or family in self.families
 
+    def wants(self, fmt: str, precision: str) -> bool:
+        """Whether an export to ``fmt`` at ``precision`` wants this rewrite."""
+        return (self.formats is None or fmt in self.formats) and (
+            self.precisions is None or precision in self.precisions
+        )
 
-REWRITES: dict[str, Rewrite] = {
-    r.name: r
-    for r in (
-        Rewrite(
-            "attention-fp32-normaliser",
-            LiteMLA,
-            LiteMLAFp32Normaliser,
-            "LiteMLA: pad-free normaliser, fp32 attention core with explicit casts, eps as clamp_min",
-            ("efficientvit",),
-        ),
-        Rewrite(
-            "bicubic-as-conv",
-            UpSampleLayer,
-            BicubicAsConv,
-            "head bicubic resize as pad + fixed depthwise conv + pixel shuffle: exact, fast, every backend",
-            ("efficientvit",),
-        ),
-        Rewrite(
-            "bicubic-as-matmul",
-            UpSampleLayer,
-            BicubicAsMatmul,
-            "head bicubic resize as two matmuls with constant interpolation matrices on a channels-last view: exact",
-            ("efficientvit",),
-        ),
-        Rewrite(
-            "upsample-fp32",
-            UpSampleLayer,
-            UpSampleFp32,
-            "head resize kept as a Resize op, in fp32, cast back: strongly typed half-precision graphs",
-            ("efficientvit",),
-        ),
-        Rewrite(
-            "bicubic-to-bilinear",
-            UpSampleLayer,
-            lambda m: UpSampleFp32(m, mode="bilinear"),
-            "head resize bilinear for targets without bicubic (TFLite)",
-            ("efficientvit",),
-        ),
-        Rewrite(
-            "hardswish-as-clamp",
-            nn.Hardswish,
-            HardswishAsClamp,
-            "Hardswish as add/clamp/mul: XNNPACK has no int8 HARD_SWISH (keeps int8 TFLite in one partition)",
-        ),
-        Rewrite(
-            "csa-no-unfold",
-            CSA,
-            CSADeploy,
-            "LVT CSA: unfold as pad + 9 strided slices, fold as parity planes + 4-D interleave; rank <= 4, fp32 core",
-            ("lvt",),
-        ),
-        Rewrite(
-            "rasa-split-kv",
-            RASA,
-            RASADeploy,
-            "LVT RASA: kv Linear split (no 5-D permute), recursion written out, fp32 scores/softmax",
-            ("lvt",),
-        ),
-        Rewrite(
-            "rasa-weights-per-use",
-            RASA,
-            RASAWeightsPerUse,
-            "LVT RASA as rasa-split-kv, each weight use (dilation, recursion step) its own copy: PT2E int8 "
-            "quantizes every conv/linear (litert-torch converts it)",
-            ("lvt",),
-        ),
-        Rewrite(
-            "sra-split-kv",
-            SpatialReductionAttention,
-            SRADeploy,
-            "SegFormer attention: kv Linear split (no 5-D permute), fp32 scores/softmax",
-            ("segformer",),
-        ),
-        Rewrite(
-            "sra-single-head-batch2",
-            SpatialReductionAttention,
-            SRASingleHeadAsBatch2,
-            "SegFormer attention as sra-split-kv; single-head queries split into a batch of 2 (TFLite: a "
-            "BATCH_MATMUL XNNPACK takes, not a FULLY_CONNECTED with runtime weights)",
-            ("segformer",),
-        ),
-        Rewrite(
-            "layernorm-fp32",
-            nn.LayerNorm,
-            LayerNormFp32,
-            "LayerNorm as one LayerNormalization computed in fp32 (casts only in half-precision graphs)",
-            _TRANSFORMERS,
-        ),
-        Rewrite(
-            "gelu-tanh",
-            nn.GELU,
-            GeluTanh,
-            "GELU erf -> tanh approximation, for kernels without erf (not applied by default)",
-            _TRANSFORMERS,
-        ),
-    )
-}
+    def for_family(self, family: str) -> Rewrite:
+        """This shared rewrite, declared for ``family`` (the family package registers the result)."""
+        return dataclasses.replace(self, families=(family,))
 
 
-def rewrites_for(names: list[str] | tuple[str, ...], family: str) -> tuple[str, ...]:
-    """The rewrites among ``names`` that are for models of ``family`` (a target lists them for every family)."""
-    _check_names(names)
-    return tuple(n for n in names if REWRITES[n].fits(family))
+REWRITES: dict[str, Rewrite] = {}  # name -> record, in registration order
+_FAMILY_ORDER: dict[str, list[str]] = {}  # family -> the rewrites registered for it, in the order it registered them
+
+
+def register_rewrite(rewrite: Rewrite) -> Rewrite:
+    """Add ``rewrite`` to ``REWRITES`` and return the registered record.
+
+    A name registered twice is an error (ValueError), except a shared rewrite that several families declare (each
+    family package registers ``common.LAYERNORM_FP32.for_family(its_family)``): records equal in all but
+    ``families`` are merged into one for all of those families, keeping its first registration's place.
+    """
+    for field in ("families", "formats", "precisions"):
+        value = getattr(rewrite, field)
+        if value is not None and not (isinstance(value, tuple) and all(isinstance(v, str) for v in value)):
+            raise ValueError(f"rewrite {rewrite.name!r}: {field} must be a tuple of strings, got {value!r}")
+    old = REWRITES.get(rewrite.name)
+    if old is not None:
+        same = dataclasses.replace(rewrite, families=old.families) == old
+        if not (same and old.families and rewrite.families):
+            raise ValueError(f"rewrite {rewrite.name!r} is registered already ({old.summary})")
+        added = tuple(f for f in rewrite.families if f not in old.families)
+        rewrite = dataclasses.replace(old, families=old.families + added)
+    else:
+        added = rewrite.families
+    REWRITES[rewrite.name] = rewrite
+    for family in added:
+        _FAMILY_ORDER.setdefault(family, []).append(rewrite.name)
+    return rewrite
+
+
+def family_rewrites(family: str) -> tuple[Rewrite, ...]:
+    """The rewrites for models of ``family``: its own and the shared ones it declared, in the order it registered
+    them, then the rewrites for any family, in registration order."""
+    own = [REWRITES[name] for name in _FAMILY_ORDER.get(family, ())]
+    return tuple(own + [r for r in REWRITES.values() if not r.families])
 
 
 def _check_names(names) -> None:
@@ -201,3 +152,6 @@ class DeployWrapper(nn.Module):
             return logits
         logits = F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
         return logits.argmax(dim=1).to(torch.int32)
+
+
+from edgeseg.rewrite import common  # noqa: E402,F401  (registers the family-agnostic rewrites)

@@ -1,6 +1,7 @@
-"""Deploy rewrites for SegFormer (and the pieces LVT shares with it): small module swaps applied in PyTorch before
-graph capture. Each replacement shares the reference module's parameters (state-dict keys unchanged), names the
-pattern it replaces and the backend constraint it satisfies; tests check parity against the reference module."""
+"""Deploy rewrites for SegFormer: small module swaps applied in PyTorch before graph capture. Each replacement
+shares the reference module's parameters (state-dict keys unchanged), names the pattern it replaces and the
+backend constraint it satisfies; tests check parity against the reference module. The fp32 attention core and the
+LayerNorm / GELU rewrites SegFormer shares with LVT are in ``edgeseg.rewrite.common``."""
 
 from __future__ import annotations
 
@@ -8,22 +9,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from edgeseg.models.segformer import SpatialReductionAttention
-
-
-def softmax_attention_fp32(q: torch.Tensor, k_t: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
-    """``softmax(q k^T * scale) v`` with every tensor rank <= 4 (batch, heads, tokens, channels), the scores, the
-    softmax and both matmuls in fp32; the result is cast back to ``q``'s dtype.
-
-    ``q`` (..., N, d), ``k_t`` (..., d, M) (keys already transposed, so no transpose sits between the projection and
-    the matmul), ``v`` (..., M, d). In an fp32 graph the casts vanish; in a half-precision graph (ONNX fp16,
-    TensorRT strongly typed) they are explicit Cast nodes, so fp16 never holds the logits (a fused fp16 softmax
-    overflows once its normaliser exceeds 65504: a known TensorRT fp16 attention failure). The scale multiplies
-    ``q`` before the score matmul, so the scores go straight from the matmul into the softmax: Core ML converts the
-    fp32 graph and keeps only selected op types (matmul, softmax) fp32 on fp16 targets, so no fp16 op sits between
-    the two."""
-    scores = torch.matmul(q.float() * scale, k_t.float())
-    return torch.matmul(scores.softmax(dim=-1), v.float()).to(q.dtype)
+from edgeseg.models.segformer.model import SpatialReductionAttention
+from edgeseg.rewrite.common import softmax_attention_fp32
 
 
 class SRADeploy(nn.Module):
@@ -37,6 +24,7 @@ class SRADeploy(nn.Module):
     - keys are produced already transposed (B, heads, d, M), so no transpose sits before the score matmul.
     - scores and softmax in fp32 on fp16 targets (``softmax_attention_fp32``).
     The reduction LayerNorm is left to the ``layernorm-fp32`` rewrite (it is this module's child).
+    Wanted by: every format and precision (``sra-split-kv``; TFLite takes ``sra-single-head-batch2``).
     """
 
     def __init__(self, ref: SpatialReductionAttention):
@@ -82,6 +70,7 @@ class SRASingleHeadAsBatch2(SRADeploy):
     concatenated twice (B, 2, ., .): real BATCH_MATMULs, delegated (values broadcast over the batch instead are
     folded by the converter into a FULLY_CONNECTED over all tokens in the int8 graph). Exact (the same products).
     Odd token counts (never at export sizes, multiples of 32) and multi-head attention are left as ``SRADeploy``.
+    Wanted by: TFLite, every precision (``sra-single-head-batch2``, superseding ``sra-split-kv`` there).
     """
 
     def _attend(self, q: torch.Tensor, k_t: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -91,38 +80,3 @@ class SRASingleHeadAsBatch2(SRADeploy):
         q2 = q.reshape(b, 2, n // 2, d)
         halves = softmax_attention_fp32(q2, torch.cat([k_t, k_t], dim=1), torch.cat([v, v], dim=1), self.scale)
         return halves.reshape(b, 1, n, d)
-
-
-class LayerNormFp32(nn.Module):
-    """Replaces ``nn.LayerNorm`` (pattern: LayerNorm over the channel dim after attention / in MLP blocks).
-
-    Computes in fp32 and casts back: on fp16 targets the variance of post-attention activations overflows fp16
-    (TensorRT issue 2564; efficientvit issue 142 forces LayerNorm fp32). Exports as one opset-17+
-    ``LayerNormalization`` (the native op on ONNX Runtime, TensorRT 10 and Core ML ``layer_norm``), wrapped in
-    Cast nodes only when the graph is half precision; in an fp32 graph it is the reference op.
-    """
-
-    def __init__(self, ref: nn.LayerNorm):
-        super().__init__()
-        self.normalized_shape, self.eps = ref.normalized_shape, ref.eps
-        self.weight, self.bias = ref.weight, ref.bias
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        weight = None if self.weight is None else self.weight.float()
-        bias = None if self.bias is None else self.bias.float()
-        return F.layer_norm(x.float(), self.normalized_shape, weight, bias, self.eps).to(x.dtype)
-
-
-class GeluTanh(nn.Module):
-    """Replaces ``nn.GELU`` (erf) with the tanh approximation (pattern: the MLP activation).
-
-    For targets whose GELU kernel is the tanh form or that lack Erf: the two differ by at most 4.7e-4 in absolute
-    value (over all inputs; ``tests/test_models_lvt_segformer.py`` measures it); the model-level effect is measured per
-    model, not assumed. Not applied by default: every target edgeseg exports today has an erf GELU path.
-    """
-
-    def __init__(self, ref: nn.GELU | None = None):
-        super().__init__()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.gelu(x, approximate="tanh")

@@ -14,7 +14,7 @@ keys are ``backbone.*`` and ``decode_head.*``. Quirks kept on purpose so keys li
   those with a plain ``nn.LayerNorm``).
 
 The LVT segmentation model (``edgeseg.models.lvt``) reuses :class:`SegFormerHead`, as the official LVT code does.
-Deploy rewrites (split kv, fp32 attention core, LayerNorm fp32 islands) live in ``edgeseg.rewrite.segformer``.
+Deploy rewrites (split kv, fp32 attention core, LayerNorm fp32 islands) live in ``edgeseg.models.segformer.rewrites``.
 """
 
 from __future__ import annotations

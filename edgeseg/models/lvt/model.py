@@ -18,7 +18,7 @@ The network is channels-last between modules (tokens are (B, H, W, C)) exactly a
 - MLP: Linear-GELU-Linear in stage 1; 1x1 conv, depthwise 3x3, GELU, 1x1 conv in stages 2-4.
 
 Deploy rewrites (CSA without ``F.unfold``/``F.fold``, RASA with split kv and an fp32 core, rank <= 4) are in
-``edgeseg.rewrite.lvt``; nothing here is changed for a backend.
+``edgeseg.models.lvt.rewrites``; nothing here is changed for a backend.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from edgeseg.models.segformer import SegFormerHead
+from edgeseg.models.segformer.model import SegFormerHead
 
 __all__ = [
     "CSA",

@@ -7,7 +7,7 @@ official MIT HAN Lab implementation (mit-han-lab/efficientvit: ``models/nn/ops.p
 (``dropout``, ``pre_norm``, ``post_act``) are kept so module paths line up one for one.
 
 The deploy rewrites (fp32 normaliser casts, pad-free attention, upsampling as convolution...) live in
-``edgeseg.rewrite`` and swap modules of this reference; nothing here is changed for a backend.
+``edgeseg.models.efficientvit.rewrites`` and swap modules of this reference; nothing here is changed for a backend.
 """
 
 from __future__ import annotations

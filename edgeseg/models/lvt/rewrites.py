@@ -10,8 +10,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from edgeseg.models.lvt import CSA, RASA
-from edgeseg.rewrite.segformer import softmax_attention_fp32
+from edgeseg.models.lvt.model import CSA, RASA
+from edgeseg.rewrite.common import softmax_attention_fp32
 
 
 def _shift_up(t: torch.Tensor, dim: int) -> torch.Tensor:
@@ -57,6 +57,7 @@ class CSADeploy(nn.Module):
       (a+1, b); (2a+1, 2b+1) the four corners likewise; then depth-to-space as two 4-D interleaves and a crop to
       (H, W) (odd sizes included).
     The 2x2 average pool keeps ``ceil_mode`` only when H or W is odd (the shapes are static at export).
+    Wanted by: every format and precision (``csa-no-unfold``).
     """
 
     def __init__(self, ref: CSA):
@@ -128,6 +129,7 @@ class RASADeploy(nn.Module):
       first term (the reference's ``0 +`` is an Add of a zero constant in the graph).
     The reduction LayerNorm is left to the ``layernorm-fp32`` rewrite. Every weight is read through ``_weight``
     (the reference's parameter here; ``RASAWeightsPerUse`` gives each use its own copy).
+    Wanted by: every format and precision (``rasa-split-kv``; TFLite int8 takes ``rasa-weights-per-use``).
     """
 
     def __init__(self, ref: RASA):
@@ -200,6 +202,7 @@ class RASAWeightsPerUse(RASADeploy):
     use reads its own copy (non-persistent buffers: state-dict keys unchanged), so every conv is quantized and
     gets its own dequantize. Numerics are the reference's (the copies are equal); the int8 file stores the copies
     (LVT: 0.38 M weights more).
+    Wanted by: TFLite int8 (``rasa-weights-per-use``, superseding ``rasa-split-kv`` there).
     """
 
     _COPIED = ("sr.weight", "sr.bias", "ds.weight", "ds.bias")

@@ -1,7 +1,8 @@
 """Deploy rewrites for EfficientViT-Seg: small module swaps applied in PyTorch, before graph capture, so every
-backend benefits. Each replacement shares the reference module's parameters (state-dict keys are unchanged)
-and names the pattern it replaces and the backend constraint it satisfies; tests check parity against the
-reference module."""
+backend benefits. Each replacement shares the reference module's parameters (state-dict keys are unchanged) and
+names the pattern it replaces and the backend constraint it satisfies; tests check parity against the reference
+module. ``hardswish-as-clamp`` (EfficientViT's activations, but not tied to a family) is in
+``edgeseg.rewrite.common``."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from edgeseg.models.efficientvit import LiteMLA, UpSampleLayer
+from edgeseg.models.efficientvit.model import LiteMLA, UpSampleLayer
 
 
 class LiteMLAFp32Normaliser(nn.Module):
@@ -29,6 +30,7 @@ class LiteMLAFp32Normaliser(nn.Module):
     - eps as ``clamp_min``: graph optimizers fold away ``+ 1e-15`` (torch's ONNX optimizer did), turning 0/0 into
       NaN; with ReLU kernels the normaliser is >= 0, so ``max(den, eps)`` equals ``den + eps`` to float rounding.
     The linear/quadratic choice is a Python branch on the static input size, so it is fixed at export.
+    Wanted by: every format and precision (``attention-fp32-normaliser``).
     """
 
     def __init__(self, ref: LiteMLA):
@@ -69,6 +71,8 @@ class UpSampleFp32(nn.Module):
     official layer returns fp32 from an fp16 input, which only works under autocast). ``mode`` may differ from
     the reference: ``bilinear`` for targets without bicubic resize (TFLite); its mIoU cost is measured, not
     assumed. align_corners=False maps to ONNX half_pixel / TFLite half_pixel_centers=True.
+    Wanted by: every format, when chosen: ``--upsample resize`` (``upsample-fp32``) and ``--upsample bilinear``
+    (``bicubic-to-bilinear``, this class with ``mode="bilinear"``).
     """
 
     def __init__(self, ref: UpSampleLayer, mode: str | None = None):
@@ -133,6 +137,7 @@ class BicubicAsConv(nn.Module):
     (it decomposes into GATHER_ND chains off the delegates); ONNX Runtime's cubic Resize was ~70 % of B0's CPU
     time. Slices, concat, depthwise conv and transposes run fast on every backend and quantize.
     Runs in fp32 and casts back, like the reference layer.
+    Wanted by: every format, when chosen (``--upsample conv``: ``bicubic-as-conv``).
     """
 
     def __init__(self, ref: UpSampleLayer):
@@ -187,6 +192,7 @@ class BicubicAsMatmul(nn.Module):
     (``BicubicAsConv``) needs slices, concats, two depthwise convs and 6 transposes between NHWC and the NCHW
     interleave. All tensors stay rank <= 4 for batch 1. The matrices are trace-time constants (not state-dict
     keys); they depend on the input size, which is static in every export. Runs in fp32 and casts back.
+    Wanted by: every format and precision (``bicubic-as-matmul``: ``--upsample matmul``, the default).
     """
 
     def __init__(self, ref: UpSampleLayer):
@@ -206,26 +212,3 @@ class BicubicAsMatmul(nn.Module):
         t = torch.matmul(uw, t).reshape(b, h, w * s * c)  # columns: (W, w) @ (b*h, w, C) -> (b*h, W, C)
         t = torch.matmul(uh, t)  # rows: (H, h) @ (b, h, W*C) -> (b, H, W*C)
         return t.reshape(b, h * s, w * s, c).permute(0, 3, 1, 2).to(x.dtype)
-
-
-class HardswishAsClamp(nn.Module):
-    """Pattern: ``nn.Hardswish``. Replacement: ``x * clamp(x + 3, 0, 6) * (1/6)`` (the same function).
-
-    Constraints:
-    - XNNPACK has no int8 HARD_SWISH kernel, so an int8 TFLite graph with HARD_SWISH breaks into one delegate
-      partition per activation with reference kernels between them. Written as add, clamp and mul, every piece has
-      an int8 XNNPACK kernel and the quantized graph stays in one partition.
-    - The constants 3 and 1/6 are all-ones-shape tensors of x's rank, not Python scalars: PT2E turns a scalar into a 0-D
-      quantized constant, and litert-torch's layout pass keeps any op with a non-4-D input in NCHW, so every
-      activation of an int8 B0 ran between two TRANSPOSEs of its full feature map (46 of the graph's 73
-      transposes). With 4-D constants the add/mul chain stays NHWC.
-    """
-
-    def __init__(self, original: nn.Module | None = None):
-        super().__init__()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        ones = (1,) * x.dim()  # same rank as x: a broadcast never changes the output's rank
-        three = torch.full(ones, 3.0, dtype=x.dtype, device=x.device)
-        sixth = torch.full(ones, 1.0 / 6.0, dtype=x.dtype, device=x.device)
-        return x * torch.clamp(x + three, 0.0, 6.0) * sixth
