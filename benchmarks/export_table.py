@@ -17,12 +17,12 @@ import argparse
 import json
 from pathlib import Path
 
+from edgeseg.backends import TARGETS
 from edgeseg.bench.host import time_interleaved
 from edgeseg.commands import evaluate as evaluate_cmd
 from edgeseg.commands import export as export_cmd
 from edgeseg.errors import EdgesegError
 from edgeseg.io import atomic_write_bytes
-from edgeseg.backends import TARGETS
 
 
 def _max_rank(folder: Path) -> int | None:

@@ -126,14 +126,12 @@ def _time_files(files: dict[str, Path], rounds: int, threads: int) -> dict[str, 
 
 
 def main() -> None:
-    from edgeseg.commands.evaluate import load_model
-    from edgeseg.commands.export import target_rewrites
-    from edgeseg.errors import EdgesegError
     from edgeseg.backends.tflite.export import export_tflite
-    from edgeseg.models.registry import DEFAULT_INPUT, MODELS
+    from edgeseg.commands.evaluate import load_model
+    from edgeseg.errors import EdgesegError
+    from edgeseg.models.registry import DEFAULT_INPUT, MODELS, deploy_rewrites
     from edgeseg.quantize.calibration import select_calibration
     from edgeseg.rewrite import DeployWrapper, apply_rewrites
-    from edgeseg.backends import get_target
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="efficientvit-b0")
@@ -155,7 +153,7 @@ def main() -> None:
         ap.exit(2, f"error: {exc}\n")
     size = DEFAULT_INPUT[loaded.dataset]
     # what `edgeseg export --target tflite-int8` converts (its rewrites and the default head upsampling)
-    deploy, _ = apply_rewrites(loaded.model, target_rewrites(loaded.name, get_target("tflite-int8")))
+    deploy, _ = apply_rewrites(loaded.model, deploy_rewrites(loaded.name, "tflite", "int8"))
     calib = calib.inputs(size)
     example = torch.zeros(1, 3, *size)
     variants = _variants(deploy.eval())

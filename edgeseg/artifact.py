@@ -13,7 +13,7 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from importlib.util import find_spec
 from pathlib import Path
 
@@ -71,7 +71,7 @@ def read_manifest(path: Path) -> tuple[Path, dict]:
     return folder, manifest
 
 
-@lru_cache(maxsize=None)
+@cache
 def _module_files(name: str) -> tuple[Path, ...]:
     spec = find_spec(name)
     if spec is None or spec.origin is None:

@@ -28,6 +28,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from edgeseg.errors import EdgesegError
+from edgeseg.export_request import ExportOptions
 from edgeseg.io import atomic_write_bytes, load_yaml_schema, validation_problems
 
 BASELINE_VERSION = 1
@@ -57,17 +58,6 @@ class Thresholds(_Strict):
     latency_noise: float = Field(0.05, ge=0)  # ratio margin added to max_latency_ratio (at least the spread seen)
     max_size_growth: float | None = Field(0.05, ge=0)  # fraction of the baseline artifact's bytes
     lint_clean: bool = True
-
-
-class ExportOptions(_Strict):
-    """What ``edgeseg export`` would be given for this row (the artifact cache keeps repeated runs instant)."""
-
-    upsample: str = "matmul"  # edgeseg.commands.export.DEFAULT_UPSAMPLE
-    opset: int = 18
-    with_argmax: bool = False
-    calib_size: int = Field(64, ge=1)
-    calib_method: str = "percentile"
-    max_miou_drop: float | None = 0.5
 
 
 class ModelEntry(_Strict):
@@ -270,9 +260,9 @@ def latency_ratio(
 ) -> LatencyRatio:
     """Time both artifacts here, interleaved run by run (which goes first alternates), so a change in the load of
     a shared machine hits both alike; per round, the ratio of the two medians (bench's statistics)."""
+    from edgeseg.backends import load_artifact
     from edgeseg.bench.host import inference_call
     from edgeseg.bench.stats import summarize
-    from edgeseg.backends import load_artifact
 
     cur_art, base_art = load_artifact(current, threads), load_artifact(baseline, threads)
     calls = (inference_call(cur_art), inference_call(base_art))

@@ -7,12 +7,12 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from edgeseg.backends import backend_for
+from edgeseg.backends.onnx.runtime import OnnxRuntimeModel
+from edgeseg.backends.tflite.runtime import LiteRtModel
 from edgeseg.cli import app
 from edgeseg.commands import export as export_cmd
 from edgeseg.errors import EdgesegError
-from edgeseg.backends import backend_for
-from edgeseg.backends.tflite.runtime import LiteRtModel
-from edgeseg.backends.onnx.runtime import OnnxRuntimeModel
 
 SIZE = "192x256"
 

@@ -1,6 +1,5 @@
 """ONNX export: parity vs PyTorch, fp32 islands in fp16, argmax graphs, atomic artifact folders, cache, lint."""
 
-import dataclasses
 import json
 
 import onnx
@@ -8,12 +7,11 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from edgeseg.backends import backend_for
 from edgeseg.cli import app
 from edgeseg.commands import evaluate as evaluate_cmd
 from edgeseg.commands import export as export_cmd
-from edgeseg.errors import EdgesegError
 from edgeseg.lint import lint_onnx
-from edgeseg.backends import backend_for
 from edgeseg.paths import SAMPLE_DATA
 
 SIZE = "192x256"  # small static size keeps the suite fast; CamVid images are padded/cropped to it

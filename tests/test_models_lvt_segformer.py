@@ -11,6 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from edgeseg.backends import TARGETS, backend_for
 from edgeseg.commands import export as export_cmd
 from edgeseg.errors import EdgesegError
 from edgeseg.lint import lint_onnx
@@ -21,7 +22,6 @@ from edgeseg.models.segformer import SpatialReductionAttention
 from edgeseg.models.segformer.rewrites import SRADeploy, SRASingleHeadAsBatch2
 from edgeseg.rewrite import REWRITES, apply_rewrites
 from edgeseg.rewrite.common import GeluTanh, LayerNormFp32, softmax_attention_fp32
-from edgeseg.backends import TARGETS, backend_for
 
 DATA = Path(__file__).parent / "data"
 TOL = 1e-5
@@ -247,7 +247,9 @@ def test_attention_graphs_have_rank_at_most_4(which, tmp_path):
     else:
         ref, args = SpatialReductionAttention(32, 2, True, 2), (torch.randn(1, 64, 32), 8, 8)
         new = SRADeploy(ref)
-    assert lint_onnx(_onnx(ref, args, tmp_path / "ref.onnx"), backend_for("onnx").rules).max_rank == 5  # the fused kv permute
+    assert (
+        lint_onnx(_onnx(ref, args, tmp_path / "ref.onnx"), backend_for("onnx").rules).max_rank == 5
+    )  # the fused kv permute
     report = lint_onnx(_onnx(new, args, tmp_path / "new.onnx"), backend_for("tflite").rules)
     assert report.clean and report.max_rank <= 4
 

@@ -5,9 +5,9 @@ import json
 import pytest
 from typer.testing import CliRunner
 
+from edgeseg.backends.tflite.runtime import executed_ops
 from edgeseg.bench.opprofile import _parse_ort_events
 from edgeseg.cli import app
-from edgeseg.backends.tflite.runtime import executed_ops
 from edgeseg.commands import export as export_cmd
 
 SIZE = "96x128"

@@ -7,13 +7,13 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from edgeseg.backends import backend_for
 from edgeseg.cli import app
 from edgeseg.commands import export as export_cmd
 from edgeseg.data.datasets import CAMVID
 from edgeseg.errors import EdgesegError
 from edgeseg.quantize.calibration import class_balanced_pick, select_calibration
 from edgeseg.quantize.onnx_int8 import int8_op_types
-from edgeseg.backends import backend_for
 from edgeseg.quantize.policy import ALWAYS_FLOAT
 
 RARE = ("pole", "sign", "pedestrian", "bicyclist")
@@ -79,7 +79,10 @@ def test_onnx_int8_keeps_attention_float_and_agrees_with_fp32(camvid, tmp_path):
 
 
 def test_tensorrt_int8_policy_is_symmetric():
-    assert backend_for("tensorrt").int8_policy.activation_symmetric and backend_for("tensorrt").int8_policy.activation_type == "int8"
+    assert (
+        backend_for("tensorrt").int8_policy.activation_symmetric
+        and backend_for("tensorrt").int8_policy.activation_type == "int8"
+    )
 
 
 @pytest.mark.parametrize(
@@ -217,10 +220,10 @@ def test_mixed_precision_search_respects_its_budget_on_a_tiny_model(camvid, tmp_
     every point lost is quantization error."""
     import torch
 
+    from edgeseg.backends.onnx.runtime import OnnxRuntimeModel
     from edgeseg.quantize.calibration import select_calibration
     from edgeseg.quantize.onnx_int8 import prepare_onnx
     from edgeseg.quantize.search import HoldoutScorer, search_onnx
-    from edgeseg.backends.onnx.runtime import OnnxRuntimeModel
 
     torch.manual_seed(0)
     net = torch.nn.Sequential(
@@ -247,7 +250,9 @@ def test_mixed_precision_search_respects_its_budget_on_a_tiny_model(camvid, tmp_
     prepared = prepare_onnx(fp32, tmp_path / "prep.onnx")
     for budget in (0.0, 50.0):
         out = tmp_path / f"int8-{budget}.onnx"
-        r = search_onnx(prepared, out, inputs, backend_for("onnx").int8_policy, "minmax", scorer, OnnxRuntimeModel, budget)
+        r = search_onnx(
+            prepared, out, inputs, backend_for("onnx").int8_policy, "minmax", scorer, OnnxRuntimeModel, budget
+        )
         assert r.drop_final <= budget + 1e-9  # measured on the artifact written
         assert scorer.score(OnnxRuntimeModel(out))[0] == pytest.approx(r.miou_final)
         k = len(r.float_layers)
@@ -400,10 +405,10 @@ def test_pt2e_search_keeps_the_fewest_layers_float_within_budget(camvid, tmp_pat
     """The TFLite exporter's search on the tiny net, scored on its own fp32 argmax (fp32 scores 100 mIoU): budget
     decisions on converted artifacts, minimal along the ranking, the written file the chosen probe; nothing
     searched when all-int8 already fits."""
-    from edgeseg.data.transforms import logits_to_source
     from edgeseg.backends.tflite.export import export_tflite
-    from edgeseg.quantize.search import HoldoutScorer, search_pt2e
     from edgeseg.backends.tflite.runtime import LiteRtModel
+    from edgeseg.data.transforms import logits_to_source
+    from edgeseg.quantize.search import HoldoutScorer, search_pt2e
 
     torch.manual_seed(0)
     net = _TinyResidual().eval()

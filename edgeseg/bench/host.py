@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edgeseg.bench.stats import Timing, TimingPlan, measure
 from edgeseg.artifact import LoadedArtifact
 from edgeseg.backends import load_artifact
+from edgeseg.bench.stats import Timing, TimingPlan, measure
 
 
 def cpu_name() -> str:

@@ -28,11 +28,11 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeseg.bench.host import inference_call
-from edgeseg.errors import EdgesegError
 from edgeseg.artifact import LoadedArtifact
 from edgeseg.backends import BACKENDS, backend_for
 from edgeseg.backends.tflite.runtime import executed_ops
+from edgeseg.bench.host import inference_call
+from edgeseg.errors import EdgesegError
 
 LAYOUT_OPS = frozenset({"ReorderInput", "ReorderOutput", "Transpose"})
 QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"})

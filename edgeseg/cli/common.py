@@ -59,6 +59,11 @@ def _progress_line(key: str, label: str):
             status.stop()
 
 
+def notice(text: str) -> None:
+    """A one-line note on stderr (which shipped weights a command picked, what it skipped), kept out of stdout."""
+    err_console.print(text, style="dim", soft_wrap=True, highlight=False)
+
+
 def _write_json(path: Path, obj: dict) -> None:
     atomic_write_bytes(Path(path), (json.dumps(obj, indent=2) + "\n").encode())
 
@@ -108,7 +113,13 @@ DatasetOpt = Annotated[
     str | None, typer.Option("--dataset", "-d", help="Head/label set: camvid (default), cityscapes, ade20k.")
 ]
 WeightsOpt = Annotated[
-    str | None, typer.Option("--weights", "-w", help="A .pt state dict, or a shipped tag such as 'camvid'.")
+    str | None,
+    typer.Option(
+        "--weights",
+        "-w",
+        help="A .pt state dict, a shipped tag such as 'camvid' (default: the model's shipped weights for the "
+        "dataset), or 'random' (seeded, untrained: graph, size, lint and latency; no mIoU).",
+    ),
 ]
 SplitOpt = Annotated[str, typer.Option("--split")]
 UpsampleOpt = Annotated[
@@ -124,6 +135,15 @@ ExportSizeOpt = Annotated[
     typer.Option("--size", help="Static input HxW, multiple of 32 (default: the dataset's, 384x480 for CamVid)."),
 ]
 ArtifactsOutOpt = Annotated[Path, typer.Option("--out", help="Folder for artifact folders.")]
+CalibDataOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--calib-data",
+        envvar="EDGESEG_CALIB_DATA",
+        help="INT8: folder with train/images and train/labels (e.g. ../shared/data/camvid); default: the "
+        "EDGESEG_CALIB_DATA environment variable.",
+    ),
+]
 ParityImagesOpt = Annotated[int, typer.Option("--parity-images", help="How many parity images.")]
 DeviceOpt = Annotated[str, typer.Option("--device", "-D", help="A device profile or alias (see `edgeseg devices`).")]
 ProfilesOpt = Annotated[Path | None, typer.Option("--profiles", help="Also read <name>.yaml device profiles from DIR.")]

@@ -12,6 +12,7 @@ from rich.table import Table
 from edgeseg.cli import app
 from edgeseg.cli.common import (
     ArtifactsOutOpt,
+    CalibDataOpt,
     DatasetOpt,
     ExportSizeOpt,
     ModelOpt,
@@ -24,14 +25,12 @@ from edgeseg.cli.common import (
     _write_json,
     console,
     err_console,
+    notice,
     user_errors,
 )
 from edgeseg.commands import export as export_cmd
+from edgeseg.export_request import EXPORT_DEFAULTS, PARITY_IMAGES
 
-CalibDataOpt = Annotated[
-    Path | None,
-    typer.Option("--calib-data", help="INT8: folder with train/images and train/labels (e.g. ../shared/data/camvid)."),
-]
 CalibSizeOpt = Annotated[int, typer.Option("--calib-size", help="INT8: number of calibration images (class-balanced).")]
 CalibMethodOpt = Annotated[str, typer.Option("--calib-method", help="INT8: percentile (default) | minmax | entropy.")]
 MaxDropOpt = Annotated[
@@ -53,13 +52,15 @@ ForceOpt = Annotated[bool, typer.Option("--force", help="Rebuild even when the c
 @app.command()
 @user_errors
 def targets():
-    """The target registry: format, precision, file, runtime here, extra, lint rules, rewrites."""
-    from edgeseg.targets import TARGETS
+    """The target table, derived from the registered backends: format, precision, file, runtime here, extra, lint
+    rules, and whether the extra's packages are installed here."""
+    from edgeseg.backends import TARGETS, backend_for
 
     table = Table(title="edgeseg targets")
-    for col in ("target", "format", "precision", "suffix", "runs here with", "extra", "rules", "exporter"):
+    for col in ("target", "format", "precision", "suffix", "runs here with", "extra", "rules", "installed"):
         table.add_column(col)
     for t in TARGETS.values():
+        missing = backend_for(t.format).missing_packages(t.precision)
         table.add_row(
             t.name,
             t.format,
@@ -68,7 +69,7 @@ def targets():
             t.runtime,
             escape(f"edgeseg[{t.extra}]"),
             t.rules,
-            "yes" if t.available else f"not yet ({t.planned})",
+            "yes" if not missing else f"no: needs {', '.join(missing)}",
         )
     console.print(table)
 
@@ -82,16 +83,18 @@ def export(
     weights: WeightsOpt = None,
     size: ExportSizeOpt = None,
     out: ArtifactsOutOpt = Path("artifacts"),
-    with_argmax: bool = typer.Option(False, "--with-argmax", help="Upsample + argmax in the graph: int32 labels."),
-    opset: int = typer.Option(18, "--opset"),
+    with_argmax: bool = typer.Option(
+        EXPORT_DEFAULTS.with_argmax, "--with-argmax", help="Upsample + argmax in the graph: int32 labels."
+    ),
+    opset: int = typer.Option(EXPORT_DEFAULTS.opset, "--opset"),
     parity_data: ParityDataOpt = None,
-    parity_images: ParityImagesOpt = 20,
+    parity_images: ParityImagesOpt = PARITY_IMAGES,
     force: ForceOpt = False,
-    upsample: UpsampleOpt = "matmul",
+    upsample: UpsampleOpt = EXPORT_DEFAULTS.upsample,
     calib_data: CalibDataOpt = None,
-    calib_size: CalibSizeOpt = 64,
-    calib_method: CalibMethodOpt = "percentile",
-    max_miou_drop: MaxDropOpt = "0.5",
+    calib_size: CalibSizeOpt = EXPORT_DEFAULTS.calib_size,
+    calib_method: CalibMethodOpt = EXPORT_DEFAULTS.calib_method,
+    max_miou_drop: MaxDropOpt = str(EXPORT_DEFAULTS.max_miou_drop),
 ):
     """Rewrite, export, check parity vs PyTorch on real images, lint; writes an artifact folder."""
     budget = _parse_budget(max_miou_drop)
@@ -114,6 +117,7 @@ def export(
             calib_method=calib_method,
             max_miou_drop=budget,
             progress=lambda msg: status.update(f"exporting {model} -> {target}: {msg}"),
+            notice=notice,
         )
     _print_export_summary(m)
 
@@ -126,6 +130,8 @@ def _print_export_summary(m: dict) -> None:
     table.add_row("file", f"{m['folder']}/{m['file']}")
     table.add_row("size", f"{m['bytes'] / 1e6:.2f} MB")
     table.add_row("input", "x".join(map(str, m["input"]["shape"])))
+    if m.get("untrained"):
+        table.add_row("weights", "[yellow]untrained[/] (--weights random, seeded): no mIoU")
     table.add_row("rewrites", ", ".join(f"{k} x{v}" for k, v in m["rewrites"].items()))
     # exporters record different facts (ONNX: opset and node count; TFLite: layout; Core ML: deployment target)
     recorded = (("opset", "opset"), ("nodes", "nodes:"), ("layout", "layout"))
@@ -183,19 +189,17 @@ def _print_export_summary(m: dict) -> None:
 def quantize(
     model: ModelOpt,
     target: str = typer.Option("onnx-int8", "--target", "-t", help="An INT8 target (see `edgeseg targets`)."),
-    calib_data: Path = typer.Option(
-        ..., "--calib-data", help="Folder with train/images and train/labels (e.g. ../shared/data/camvid)."
-    ),
-    calib_size: CalibSizeOpt = 64,
-    calib_method: CalibMethodOpt = "percentile",
+    calib_data: CalibDataOpt = None,
+    calib_size: CalibSizeOpt = EXPORT_DEFAULTS.calib_size,
+    calib_method: CalibMethodOpt = EXPORT_DEFAULTS.calib_method,
     dataset: DatasetOpt = None,
     weights: WeightsOpt = None,
     size: ExportSizeOpt = None,
     out: ArtifactsOutOpt = Path("artifacts"),
     parity_data: ParityDataOpt = None,
-    parity_images: ParityImagesOpt = 20,
+    parity_images: ParityImagesOpt = PARITY_IMAGES,
     force: ForceOpt = False,
-    max_miou_drop: MaxDropOpt = "0.5",
+    max_miou_drop: MaxDropOpt = str(EXPORT_DEFAULTS.max_miou_drop),
 ):
     """INT8 export with calibration on real images (the same as `edgeseg export --target X-int8`)."""
     budget = _parse_budget(max_miou_drop)
@@ -215,6 +219,7 @@ def quantize(
             force=force,
             max_miou_drop=budget,
             progress=lambda msg: status.update(f"quantizing {model} -> {target}: {msg}"),
+            notice=notice,
         )
     _print_export_summary(m)
 

@@ -20,6 +20,7 @@ from edgeseg.cli.common import (
     _write_json,
     console,
     err_console,
+    notice,
     user_errors,
 )
 from edgeseg.commands import evaluate as evaluate_cmd
@@ -152,6 +153,7 @@ def eval_cmd(
             progress=bar,
             upsample=upsample,
             artifact=artifact,
+            notice=notice,
         )
     console.print(_metrics_table(report))
     console.print(

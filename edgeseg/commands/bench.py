@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from edgeseg.artifact import read_manifest
 from edgeseg.bench.device import (
     DeviceConnection,
     RemoteOptions,
@@ -27,7 +28,6 @@ from edgeseg.data.transforms import parse_size
 from edgeseg.errors import EdgesegError
 from edgeseg.eval.evaluate import plan_for, predict_label_map
 from edgeseg.paths import SAMPLE_DATA
-from edgeseg.runtimes import read_manifest
 
 # Parity gate per precision (argmax agreement with the fp32 PyTorch reference on the parity images).
 PARITY_MIN_AGREEMENT = {"fp32": 0.999, "fp16": 0.99, "int8": 0.95}
@@ -35,7 +35,7 @@ PARITY_MIN_AGREEMENT = {"fp32": 0.999, "fp16": 0.99, "int8": 0.95}
 
 def _bench_entries(model, dataset, weights, targets, artifacts, profile) -> list[dict]:
     """What to bench: artifact folders given, or the targets (given, else the profile's preferred) to export."""
-    from edgeseg.targets import get_target
+    from edgeseg.backends import get_target
 
     if artifacts:
         if model or weights or targets:
@@ -87,8 +87,8 @@ def failed_target_result(target: str, device: str, reason: str, model: str | Non
 
 def artifact_runs_here(target: str) -> bool:
     """Whether this machine has the runtime to run an artifact of ``target`` (Core ML predicts on macOS only)."""
-    from edgeseg.runtimes.coreml import coreml_runtime_available
-    from edgeseg.targets import get_target
+    from edgeseg.backends import get_target
+    from edgeseg.backends.coreml.runtime import coreml_runtime_available
 
     return get_target(target).format != "coreml" or coreml_runtime_available()
 
@@ -112,10 +112,10 @@ def bench_artifact(
     ``measure_here`` (or the profile is this machine), and the device column: measured on the device (SSH / adb
     through ``conn``), or, with ``on_device_node``, in this process because it runs on the device (a Ray node that
     advertises it); else "not measured" with the would-be command and a labelled estimate."""
+    from edgeseg.backends import get_target
     from edgeseg.bench.host import machine_info
     from edgeseg.bench.host import measure_here as time_here
     from edgeseg.bench.report import ArtifactInfo, DeviceColumn, ParityInfo, TargetResult
-    from edgeseg.targets import get_target
 
     report = progress or (lambda *a, **k: None)
     tgt = get_target(manifest["target"])
@@ -209,8 +209,8 @@ def bench_artifact(
 
 
 def _example_predictions(folder: Path, data: Path, split: str, count: int, threads: int) -> list[dict]:
+    from edgeseg.backends import load_artifact
     from edgeseg.data.datasets import list_split, read_label
-    from edgeseg.runtimes import load_artifact
 
     art = load_artifact(folder, threads)
     spec = DATASETS[art.manifest["dataset"]]
@@ -266,6 +266,7 @@ def bench(
     import importlib.util
 
     from edgeseg import __version__
+    from edgeseg.backends import get_target
     from edgeseg.bench.host import machine_info
     from edgeseg.bench.profiles import get_profile
     from edgeseg.bench.report import (
@@ -276,7 +277,6 @@ def bench(
         write_reports,
     )
     from edgeseg.bench.stats import TimingPlan
-    from edgeseg.targets import get_target
 
     if importlib.util.find_spec("matplotlib") is None:
         raise EdgesegError("bench writes report.html with matplotlib plots: pip install 'edgeseg[bench]'")

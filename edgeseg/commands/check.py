@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from edgeseg.artifact import read_manifest
 from edgeseg.commands import Progress
 from edgeseg.commands.bench import PARITY_MIN_AGREEMENT
 from edgeseg.commands.evaluate import LoadedModel, load_model
@@ -17,7 +18,6 @@ from edgeseg.errors import EdgesegError
 from edgeseg.eval.evaluate import evaluate_arrays, torch_predictor
 from edgeseg.models.registry import DEFAULT_INPUT, resolve_model_name
 from edgeseg.paths import SAMPLE_DATA
-from edgeseg.runtimes import read_manifest
 
 
 def _row_plan(config, config_path: Path) -> list[dict]:
@@ -83,9 +83,8 @@ def check(
     baseline (only when every row passes its absolute gates). Returns the report and the baseline written."""
     from edgeseg import __version__
     from edgeseg import check as chk
+    from edgeseg.backends import get_target, load_artifact
     from edgeseg.bench.host import machine_info
-    from edgeseg.runtimes import load_artifact
-    from edgeseg.targets import get_target
 
     config_path = Path(config_path)
     config = chk.load_config(config_path)

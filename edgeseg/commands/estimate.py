@@ -9,13 +9,13 @@ from pathlib import Path
 
 import torch
 
-from edgeseg.commands.export import DEFAULT_UPSAMPLE, UPSAMPLE_REWRITES, _check_upsample_applies, target_rewrites
+from edgeseg.artifact import read_manifest
 from edgeseg.data.transforms import parse_size
 from edgeseg.errors import EdgesegError
+from edgeseg.export_request import EXPORT_DEFAULTS
 from edgeseg.io import atomic_write_bytes, validation_problems
-from edgeseg.models.registry import DEFAULT_INPUT, create_model, resolve_model_name
+from edgeseg.models.registry import DEFAULT_INPUT, create_model, deploy_rewrites, resolve_model_name
 from edgeseg.paths import PACKAGE_DIR
-from edgeseg.runtimes import read_manifest
 
 ESTIMATE_GRAPHS = Path("artifacts") / "estimate-graphs"
 PUBLISHED_FIGURES = PACKAGE_DIR / "assets" / "published" / "efficientvit-seg.yaml"
@@ -28,27 +28,24 @@ def estimation_graph(
     dataset: str | None,
     target: str,
     size: str | tuple[int, int],
-    upsample: str = DEFAULT_UPSAMPLE,
+    upsample: str = EXPORT_DEFAULTS.upsample,
     cache: Path = ESTIMATE_GRAPHS,
 ) -> tuple[Path, str]:
     """The ONNX graph ``target`` would get for ``model`` at ``size`` (its rewrites applied; random weights: only
     the structure matters), exported in fp32 and cached. Returns (path, description)."""
     import hashlib
 
+    from edgeseg.backends import get_target
+    from edgeseg.backends.onnx.export import export_onnx
     from edgeseg.data.transforms import check_input_size
-    from edgeseg.exporters.onnx import export_onnx
     from edgeseg.rewrite import DeployWrapper, apply_rewrites
-    from edgeseg.targets import get_target
 
     tgt = get_target(target)
     name, dataset = resolve_model_name(model, dataset)
     if upsample.startswith("reference"):  # a manifest of a model whose head has no upsampling choice (LVT, ...)
-        upsample = DEFAULT_UPSAMPLE
-    elif upsample not in UPSAMPLE_REWRITES:
-        raise EdgesegError(f"unknown --upsample {upsample!r}: use {', '.join(UPSAMPLE_REWRITES)}")
-    _check_upsample_applies(name, upsample, default=DEFAULT_UPSAMPLE)
+        upsample = None
     h, w = check_input_size(parse_size(size) if isinstance(size, str) else tuple(size))
-    rewrites = target_rewrites(name, tgt, upsample)  # the rewrites export would apply
+    rewrites = deploy_rewrites(name, tgt.format, tgt.precision, upsample)  # the rewrites export would apply
     from edgeseg import __version__
 
     key = hashlib.sha256(repr((rewrites, torch.__version__, __version__)).encode()).hexdigest()[:10]
@@ -71,11 +68,14 @@ def estimation_graph(
 def graph_cost_for(target: str, onnx_path: Path, from_float: bool):
     """Kernels of ``onnx_path`` under the fusion rules of ``target``'s runtime; a float graph standing in for a
     lower-precision target takes that precision (int8: Conv/MatMul kernels, the attention core stays float)."""
-    from edgeseg.estimate.graph import FORMAT_RUNTIME, graph_cost
-    from edgeseg.targets import get_target
+    from edgeseg.backends import backend_for, get_target
+    from edgeseg.estimate.graph import graph_cost
 
     tgt = get_target(target)
-    cost = graph_cost(onnx_path, FORMAT_RUNTIME[tgt.format])
+    runtime = backend_for(tgt.format).estimator_runtime
+    if runtime is None:
+        raise EdgesegError(f"the latency estimator has no fusion rules for {tgt.format} targets")
+    cost = graph_cost(onnx_path, runtime)
     if from_float and tgt.precision == "int8":
         rest = "fp16" if tgt.format in ("tensorrt", "coreml") else "fp32"
         cost = cost.with_precision("int8", anchors_only=True, rest=rest)
@@ -135,15 +135,15 @@ def estimate_latency(
     target: str | None = None,
     size: str | None = None,
     artifact: Path | None = None,
-    upsample: str = DEFAULT_UPSAMPLE,
+    upsample: str = EXPORT_DEFAULTS.upsample,
     profiles: Path | None = None,
     cache: Path = ESTIMATE_GRAPHS,
 ) -> dict:
     """The estimated latency (labelled "estimate") of a model or artifact on ``device``, from its graph and the
     device profile's calibrated roofline."""
+    from edgeseg.backends import get_target
     from edgeseg.bench.profiles import get_profile
     from edgeseg.estimate.roofline import estimate
-    from edgeseg.targets import get_target
 
     profile = get_profile(device, profiles)
     if artifact is not None:

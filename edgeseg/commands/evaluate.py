@@ -19,9 +19,18 @@ from edgeseg.data.datasets import DATASETS, DatasetSpec, list_images, load_split
 from edgeseg.data.transforms import parse_size
 from edgeseg.errors import EdgesegError
 from edgeseg.eval.evaluate import evaluate_arrays, plan_for, predict_label_map, torch_predictor
-from edgeseg.io import atomic_write_bytes
+from edgeseg.export_request import RANDOM_SEED, RANDOM_WEIGHTS
+from edgeseg.io import atomic_write_bytes, sha256_file
 from edgeseg.models import weights as weights_mod
-from edgeseg.models.registry import DEFAULT_INPUT, MODELS, count_macs, count_params, create_model, resolve_model_name
+from edgeseg.models.registry import (
+    DEFAULT_INPUT,
+    MODELS,
+    count_macs,
+    count_params,
+    create_model,
+    resolve_model_name,
+    upsample_choices,
+)
 from edgeseg.train.trainer import TrainConfig, TrainResult
 from edgeseg.train.trainer import train as run_training
 
@@ -34,21 +43,64 @@ class LoadedModel:
     model: torch.nn.Module
     weights: weights_mod.WeightsSource
 
+    @property
+    def untrained(self) -> bool:
+        return self.weights.tag == RANDOM_WEIGHTS
+
     def weights_info(self) -> dict:
         w = self.weights
-        return {"path": str(w.path), "tag": w.tag, "sha256": w.sha256}
+        info = {"path": None if w.path is None else str(w.path), "tag": w.tag, "sha256": w.sha256}
+        if self.untrained:
+            info.update(untrained=True, seed=RANDOM_SEED)
+        return info
+
+    def weights_sha256(self) -> str:
+        """The weights' identity for cache keys: the file's sha256, or the seeded initialisation's name."""
+        if self.untrained:
+            return f"{RANDOM_WEIGHTS}-seed{RANDOM_SEED}"
+        return self.weights.sha256 or sha256_file(self.weights.path)
 
 
-def load_model(model: str, dataset: str | None, weights: str | None) -> LoadedModel:
-    """Build a registered model and load weights strictly (a registry tag such as ``camvid``, or a file)."""
+def default_weights(name: str, dataset: str) -> str:
+    """The shipped weights tag for ``name`` on ``dataset`` (tags are dataset names); a one-line error naming the
+    choices where none are shipped."""
+    tags = weights_mod.registered_tags(name)
+    if dataset in tags:
+        return dataset
+    shipped = f"shipped for {name}: {', '.join(tags)}" if tags else f"none are shipped for {name}"
+    raise EdgesegError(
+        f"no shipped {dataset} weights for {name} ({shipped}): pass --weights PATH.pt, a shipped tag, or "
+        f"--weights {RANDOM_WEIGHTS} for an untrained graph (size, lint and latency; no mIoU)"
+    )
+
+
+def load_model(
+    model: str, dataset: str | None, weights: str | None, notice: Callable[[str], None] | None = None
+) -> LoadedModel:
+    """Build a registered model and load weights strictly: a registry tag such as ``camvid``, a file, ``random``
+    (seeded, untrained) or None (the shipped weights for the model's dataset; ``notice`` is told which)."""
     name, dataset = resolve_model_name(model, dataset)
+    if weights == RANDOM_WEIGHTS:
+        with torch.random.fork_rng():
+            torch.manual_seed(RANDOM_SEED)
+            net, spec = create_model(name, dataset)
+        source = weights_mod.WeightsSource(None, RANDOM_WEIGHTS, None, None)
+        return LoadedModel(name, dataset, spec, net.eval(), source)
     if not weights:
-        tags = ", ".join(weights_mod.registered_tags(name)) or "none shipped"
-        raise EdgesegError(f"--weights is required: a .pt state dict or a registered tag for {name} ({tags})")
-    source = weights_mod.resolve_weights(name, weights)
+        weights = default_weights(name, dataset)
+        source = weights_mod.resolve_weights(name, weights)
+        if notice is not None:
+            notice(f"weights: shipped {name} {weights} (sha256 {source.sha256[:12]})")
+    else:
+        source = weights_mod.resolve_weights(name, weights)
     net, spec = create_model(name, dataset)
     weights_mod.load_weights(net, source)
     return LoadedModel(name, dataset, spec, net.eval(), source)
+
+
+def reference_upsample(model_name: str) -> str:
+    """What the PyTorch reference head does, for a model evaluated without a rewrite."""
+    return "reference (bicubic resize)" if upsample_choices(model_name) else "reference (bilinear resize)"
 
 
 def _parse_optional_size(size: str | None) -> tuple[int, int] | None:
@@ -76,13 +128,14 @@ def _open_source(
     size: str | None,
     upsample: str | None,
     threads: int | None,
+    notice: Callable[[str], None] | None = None,
 ) -> _Source:
     if threads:
         torch.set_num_threads(threads)
     if artifact is not None:
         if model or weights or upsample:
             raise EdgesegError("pass either --artifact or --model/--weights/--upsample, not both")
-        from edgeseg.runtimes import load_artifact
+        from edgeseg.backends import load_artifact
 
         art = load_artifact(Path(artifact), threads)
         m = art.manifest
@@ -98,27 +151,27 @@ def _open_source(
             "target": m["target"],
             "artifact": {"path": str(art.path), "sha256": m["sha256"]},
             "weights": m["weights"],
+            "untrained": bool(m.get("untrained")),
         }
         return _Source(art.run, DATASETS[m["dataset"]], None, art.input_size, art.outputs_labels, info)
     if not model:
         raise EdgesegError("pass --model (with --weights) or --artifact")
-    # the head upsampling choices are export's; imported here because export imports this module (load_model)
-    from edgeseg.commands.export import UPSAMPLE_REWRITES, _check_upsample_applies, _reference_upsample
-
-    loaded = load_model(model, dataset, weights)
+    loaded = load_model(model, dataset, weights, notice)
     net = loaded.model
     if upsample is not None:
         from edgeseg.rewrite import apply_rewrites
 
-        if upsample not in UPSAMPLE_REWRITES:
-            raise EdgesegError(f"unknown --upsample {upsample!r}: use {', '.join(UPSAMPLE_REWRITES)}")
-        _check_upsample_applies(loaded.name, upsample, default=None)
-        net, _ = apply_rewrites(net, [UPSAMPLE_REWRITES[upsample]])
+        choices = upsample_choices(loaded.name)
+        if not choices:
+            raise EdgesegError(f"--upsample applies to a bicubic head; {loaded.name}'s head resizes bilinear: drop it")
+        if upsample not in choices:
+            raise EdgesegError(f"unknown --upsample {upsample!r}: use {', '.join(choices)}")
+        net, _ = apply_rewrites(net, [choices[upsample]])
     info = {
         "model": loaded.name,
         "dataset": loaded.dataset,
         "runtime": "pytorch",
-        "upsample": upsample or _reference_upsample(loaded.name),
+        "upsample": upsample or reference_upsample(loaded.name),
         "weights": loaded.weights_info(),
     }
     return _Source(torch_predictor(net), loaded.spec, fit, _parse_optional_size(size), False, info)
@@ -137,11 +190,16 @@ def evaluate(
     progress: Progress | None = None,
     upsample: str | None = None,
     artifact: Path | None = None,
+    notice: Callable[[str], None] | None = None,
 ) -> dict:
     """mIoU, pixel accuracy and per-class IoU over a labelled split, of a model (optionally with a deploy head
     ``upsample`` rewrite: ``bilinear`` measures what the approximation costs) or of an exported ``artifact`` run
     with its runtime here; returns the JSON report."""
-    src = _open_source(model, dataset, weights, artifact, fit, size, upsample, threads)
+    src = _open_source(model, dataset, weights, artifact, fit, size, upsample, threads, notice)
+    if src.info["weights"].get("untrained") or (artifact is not None and src.info.get("untrained")):
+        raise EdgesegError(
+            "these weights are untrained (--weights random): mIoU means nothing for them; evaluate trained weights"
+        )
     samples, images, labels = load_split(Path(data), split)
     if limit:
         samples, images, labels = samples[:limit], images[:limit], labels[:limit]

@@ -13,11 +13,10 @@ from edgeseg.bench.device import DeviceConnection, device_info
 from edgeseg.commands import Progress
 from edgeseg.commands.bench import artifact_runs_here, bench_artifact, failed_target_result, failure_reason
 from edgeseg.commands.evaluate import evaluate, load_model
-from edgeseg.commands.export import INT8_SEARCH, export
+from edgeseg.commands.export import export, export_code_hash
 from edgeseg.data.datasets import list_split
 from edgeseg.data.transforms import parse_size
 from edgeseg.errors import EdgesegError
-from edgeseg.models import weights as weights_mod
 from edgeseg.models.registry import DEFAULT_INPUT
 from edgeseg.paths import SAMPLE_DATA
 
@@ -119,11 +118,10 @@ def sweep_bench_job(job, profile, profiles, entry: dict, folder, archive, plan, 
 def _sweep_jobs(matrix, base: Path, profiles_dir, data: Path, calib: Path | None, plan):
     """Expand the matrix into artifact jobs and bench jobs (with cache keys); every user error is raised here,
     before anything runs: unknown model, weights, device or target, a bad size."""
-    from edgeseg import __version__
+    from edgeseg.backends import backend_for, get_target
     from edgeseg.bench.profiles import get_profile
     from edgeseg.data.transforms import check_input_size
     from edgeseg.sweep.matrix import ArtifactJob, BenchJob, check_devices_have_targets, job_key, tree_identity
-    from edgeseg.targets import get_target, require_exporter
 
     profiles = {}
     for name in matrix.devices:
@@ -135,7 +133,7 @@ def _sweep_jobs(matrix, base: Path, profiles_dir, data: Path, calib: Path | None
         profiles[profile.name] = profile
     check_devices_have_targets(matrix, {n: p.targets for n, p in profiles.items()})
     for t in matrix.targets:
-        require_exporter(get_target(t))
+        get_target(t)
     data_id = tree_identity(data, matrix.split)
     calib_id = (str(calib), tree_identity(calib, "train")) if calib else None
     artifacts, benches = [], []
@@ -144,7 +142,7 @@ def _sweep_jobs(matrix, base: Path, profiles_dir, data: Path, calib: Path | None
         if weights and (weights.endswith((".pt", ".pth", ".bin")) or "/" in weights):
             weights = str((base / Path(weights).expanduser()).resolve())
         loaded = load_model(entry.name, entry.dataset, weights)
-        weights_sha = loaded.weights.sha256 or weights_mod.sha256_file(loaded.weights.path)
+        weights_sha = loaded.weights_sha256()
         for size in matrix.sizes:
             h, w = check_input_size(parse_size(size)) if size else DEFAULT_INPUT[loaded.dataset]
             for target in matrix.targets:
@@ -154,7 +152,6 @@ def _sweep_jobs(matrix, base: Path, profiles_dir, data: Path, calib: Path | None
                     continue
                 key = job_key(
                     kind="artifact",
-                    edgeseg=__version__,
                     model=loaded.name,
                     dataset=loaded.dataset,
                     weights=weights_sha,
@@ -162,7 +159,7 @@ def _sweep_jobs(matrix, base: Path, profiles_dir, data: Path, calib: Path | None
                     size=f"{h}x{w}",
                     data=(str(data), matrix.split, data_id, matrix.limit),
                     calib=calib_id if tgt.precision == "int8" else None,
-                    int8_search=INT8_SEARCH[tgt.format] if tgt.precision == "int8" else None,
+                    code=export_code_hash(loaded.name, backend_for(tgt.format)),
                     parity_images=matrix.parity_images,
                 )
                 job = ArtifactJob(loaded.name, loaded.dataset, weights, target, f"{h}x{w}", key)

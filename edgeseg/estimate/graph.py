@@ -156,7 +156,6 @@ FUSION: dict[str, FusionRules] = {
         "coremltools MIL passes fuse_conv_batchnorm / fuse_conv_bias / fuse activation into conv",
     ),
 }
-FORMAT_RUNTIME = {"onnx": "onnxruntime", "tensorrt": "tensorrt", "tflite": "tflite", "coreml": "coreml"}
 
 
 @dataclass

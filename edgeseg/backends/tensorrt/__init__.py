@@ -81,7 +81,9 @@ class TensorRTBackend(Backend):
         from edgeseg.bench.opprofile import profile_ort
 
         prof = profile_ort(folder / manifest["file"], "onnxruntime (CPU)", threads, runs, warmup)
-        prof.notes.append("the TensorRT-ready ONNX profiled in ONNX Runtime, not the engine (use trtexec --dumpProfile)")
+        prof.notes.append(
+            "the TensorRT-ready ONNX profiled in ONNX Runtime, not the engine (use trtexec --dumpProfile)"
+        )
         return prof
 
 
