@@ -87,7 +87,8 @@ def _variants(deploy: nn.Module) -> dict[str, nn.Module]:
     """name -> module (deep copies of the deploy graph, one family neutralised each)."""
     import copy
 
-    from edgeseg.rewrite.efficientvit import HardswishAsClamp, LiteMLAFp32Normaliser
+    from edgeseg.models.efficientvit.rewrites import LiteMLAFp32Normaliser
+    from edgeseg.rewrite.common import HardswishAsClamp
 
     out = {"as exported": deploy}
     for name, match, make in (

@@ -331,9 +331,18 @@ def _pct(x: float) -> str:
 
 
 def absolute_gates(
-    th: Thresholds, lint: dict, parity: dict, agreement_min: float, miou, miou_ref, floor, why_not_run
+    th: Thresholds,
+    lint: dict,
+    parity: dict,
+    agreement_min: float,
+    miou,
+    miou_ref,
+    floor,
+    why_not_run,
+    untrained: bool = False,
 ) -> list[Gate]:
-    """Gates that need no baseline: lint, parity vs PyTorch, mIoU floor and drop vs the PyTorch reference."""
+    """Gates that need no baseline: lint, parity vs PyTorch, mIoU floor and drop vs the PyTorch reference (not
+    judged for untrained weights: their mIoU means nothing)."""
     gates = []
     if th.lint_clean:
         if lint["clean"]:
@@ -358,6 +367,10 @@ def absolute_gates(
             gates.append(Gate("snr", "failed", f"SNR {snr:.1f} dB < {th.min_snr_db:g} dB"))
         else:
             gates.append(Gate("snr", "passed", f"SNR {snr:.1f} dB >= {th.min_snr_db:g} dB"))
+    if untrained:
+        if floor is not None or th.max_miou_drop is not None:
+            gates.append(Gate("miou", "not judged", "untrained weights (--weights random): no mIoU"))
+        return gates
     if floor is not None:
         ok = miou >= floor
         sign = ">=" if ok else "<"
@@ -379,8 +392,15 @@ def baseline_gates(
     entry = baseline.rows.get(row_id) if baseline else None
     soft = "not judged" if update else "failed"
     if entry is None:
-        why = "no baseline yet" if baseline is None else f"row {row_id} is not in the baseline"
-        return [Gate("baseline", "not judged" if update else "failed", f"{why}: run with --update-baseline")]
+        if baseline is None:  # none recorded yet: nothing to compare with, which is not a regression
+            return [Gate("baseline", "not judged", "no baseline yet: `--update-baseline` records one")]
+        return [
+            Gate(
+                "baseline",
+                "not judged" if update else "failed",
+                f"row {row_id} is not in the baseline: run with --update-baseline",
+            )
+        ]
     gates = []
     base = entry["artifact"]
     if th.max_size_growth is not None:

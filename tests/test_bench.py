@@ -569,7 +569,7 @@ def test_bench_over_ssh_with_a_user_profile(sshd, b0_onnx, tmp_path):
 def test_bench_user_errors_are_one_line(tmp_path):
     for args, needle in [
         (["--device", "jetson-orn", "--model", "efficientvit-b0"], "Did you mean 'jetson-orin'"),
-        (["--device", "host"], "pass --model (with --weights) or --artifact"),
+        (["--device", "host", "--targets", "onnx-fp99"], "onnx-fp99"),
         (["--device", "host", "--artifact", tmp_path], "no manifest.json"),
         (["--device", "iphone-15-pro", "--model", "efficientvit-b0", "--host", "me@phone"], "not reached over SSH"),
         (["--device", "host", "--model", "efficientvit-b0", "--targets", "onnx-fp99"], "onnx-fp99"),
@@ -578,6 +578,26 @@ def test_bench_user_errors_are_one_line(tmp_path):
         assert result.exit_code == 2 and text.startswith("error: ") and text.strip().count("\n") == 0, text
         assert needle in text, text
     assert not (tmp_path / "r").exists()
+
+
+def test_bench_without_a_model_exports_the_default_then_reuses_the_artifacts(tmp_path, monkeypatch):
+    """`edgeseg bench --device D` alone: the default model exported to D's targets (INT8 skipped without
+    calibration data, not failed), and on the next run the artifacts already there are benched."""
+    monkeypatch.delenv("EDGESEG_CALIB_DATA", raising=False)
+    arts, rep = tmp_path / "arts", tmp_path / "rep"
+    args = ("--device", "host", "--targets", "onnx-fp32,onnx-int8", "--size", "96x128", "--artifacts-dir", arts)
+    result, text = run("bench", *args, "--report", rep, "--limit", "1", *FAST_TIMING)
+    assert result.exit_code == 0, text
+    assert "exporting efficientvit-b0" in text and "weights: shipped efficientvit-b0 camvid" in text
+    doc = check_bench_json(rep / "bench.json")
+    by_target = {r["target"]: r for r in doc["results"]}
+    assert by_target["onnx-fp32"]["artifact"] is not None  # exported and judged (96x128 may miss the floor)
+    assert by_target["onnx-int8"]["status"] == "skipped" and "--calib-data" in by_target["onnx-int8"]["reasons"][0]
+    assert [p.name for p in arts.iterdir()] == ["efficientvit-b0-camvid-onnx-fp32-96x128"]
+
+    result, text = run("bench", *args, "--report", rep, "--limit", "1", *FAST_TIMING)
+    assert result.exit_code == 0 and "benching the 1 artifact(s)" in text, text
+    assert [r["target"] for r in check_bench_json(rep / "bench.json")["results"]] == ["onnx-fp32"]
 
 
 def test_bench_rejects_a_bad_size_before_any_export(tmp_path):

@@ -160,8 +160,9 @@ class Backend(ABC):
         return out
 
     def code_hash(self) -> str:
-        """sha256 prefix of the source that makes this backend's artifacts: its own package and ``code_modules``."""
-        return source_hash(type(self).__module__.rpartition(".")[0] or type(self).__module__, *self.code_modules)
+        """sha256 prefix of the source that makes this backend's artifacts: the module defining the class (a
+        package's ``__init__``: the whole package) and ``code_modules``."""
+        return source_hash(type(self).__module__, *self.code_modules)
 
     # -- export and run ---------------------------------------------------------------------------------------
     @abstractmethod
@@ -176,6 +177,10 @@ class Backend(ABC):
     @abstractmethod
     def lint(self, path: Path) -> LintReport:
         """Lint a model file of this format against the backend's rules."""
+
+    def runs_here(self) -> bool:
+        """Whether this machine can run the format's artifacts (for mIoU and latency here)."""
+        return True
 
     @property
     def profiles_here(self) -> bool:

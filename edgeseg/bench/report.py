@@ -88,7 +88,7 @@ class TargetResult(_M):
     target: str
     model: str | None = None  # the artifact's model and input size ("HxW"); None where no artifact was built
     size: str | None = None
-    status: Literal["passed", "failed_check", "failed"]
+    status: Literal["passed", "failed_check", "failed", "skipped"]
     reasons: list[str] = []
     artifact: ArtifactInfo | None = None
     parity: ParityInfo | None = None
@@ -154,7 +154,7 @@ class BenchReport(_M):
     results: list[TargetResult]
 
 
-STATUS_TEXT = {"passed": "passed", "failed_check": "exported, failed check", "failed": "failed"}
+STATUS_TEXT = {"passed": "passed", "failed_check": "exported, failed check", "failed": "failed", "skipped": "skipped"}
 
 
 def _profilable(target: str) -> bool:

@@ -12,7 +12,6 @@ from rich.table import Table
 from edgeseg.bench.device import RemoteOptions
 from edgeseg.cli import app
 from edgeseg.cli.common import (
-    ArtifactsOutOpt,
     DatasetOpt,
     DeviceOpt,
     ExportSizeOpt,
@@ -24,6 +23,7 @@ from edgeseg.cli.common import (
     _progress_line,
     _split_targets,
     console,
+    notice,
     user_errors,
 )
 from edgeseg.commands import bench as bench_cmd
@@ -92,14 +92,21 @@ def bench(
     limit: int | None = typer.Option(None, "--limit", help="mIoU on the first N images only."),
     size: ExportSizeOpt = None,
     profiles: ProfilesOpt = None,
-    out: ArtifactsOutOpt = Path("artifacts"),
+    out: Path = typer.Option(
+        Path("artifacts"),
+        "--artifacts-dir",
+        "--out",
+        help="Where artifacts are found and exported (without --model: those suiting the device are benched).",
+    ),
     report: Path | None = typer.Option(
         None, "--report", help="Folder for bench.json, bench.md, report.html (default bench/<model>-<device>)."
     ),
     calib_data: Path | None = typer.Option(
         None,
         "--calib-data",
-        help="INT8 calibration data (train/images + train/labels); default: --data if it has train/.",
+        envvar="EDGESEG_CALIB_DATA",
+        help="INT8 calibration data (train/images + train/labels); default: EDGESEG_CALIB_DATA, else --data if it "
+        "has train/. Without any, INT8 targets are skipped.",
     ),
     parity_images: ParityImagesOpt = 20,
     threads: int = typer.Option(2, "--threads", help="Threads for the runtimes here (pinned for every target)."),
@@ -151,10 +158,12 @@ def bench(
             examples=examples,
             command="edgeseg " + " ".join(sys.argv[1:]) if sys.argv[1:] else None,
             progress=on_event,
+            notice=notice,
         )
     r = result["report"]
     name = r.device.name
-    table = Table(title=f"{r.model.name if r.model else 'artifacts'} on {name} ({r.device.title})")
+    untrained = " [untrained weights: no mIoU]" if r.model and r.model.weights.get("untrained") else ""
+    table = Table(title=f"{r.model.name if r.model else 'artifacts'} on {name} ({r.device.title}){untrained}")
     cols = ("target", "status", "MB", "parity", "mIoU", "here: median/p90/p99 ms", "mean ± std", "N (warm)", "FPS")
     for col in cols + (f"on {name}",):
         table.add_column(col, overflow="fold")
@@ -188,4 +197,4 @@ def bench(
             console.print(f"{t.target}: {t.device.note}", highlight=False)
             console.print(f"  would run: {escape(t.device.command)}", highlight=False, soft_wrap=True)
     paths = result["paths"]
-    console.print(f"wrote {paths['json']}, {paths['md']}, {paths['html']}", highlight=False)
+    console.print(f"artifacts in {out}; wrote {paths['json']}, {paths['md']}, {paths['html']}", highlight=False)

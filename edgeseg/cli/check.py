@@ -17,9 +17,18 @@ from edgeseg.io import atomic_write_bytes
 @app.command()
 @user_errors
 def check(
-    config: Path = typer.Option(Path("edgeseg.yaml"), "--config", "-c", help="The check config (see examples/)."),
+    config: Path | None = typer.Option(
+        None,
+        "--config",
+        "-c",
+        help="The check config (see examples/edgeseg.yaml); default: ./edgeseg.yaml if present, else every artifact "
+        "under --artifacts-dir with the absolute gates.",
+    ),
+    artifacts_dir: Path = typer.Option(
+        Path("artifacts"), "--artifacts-dir", help="Without a config: the artifacts to gate (edgeseg export's --out)."
+    ),
     baseline: Path | None = typer.Option(
-        None, "--baseline", "-b", help="Baseline JSON (default: baseline.json beside the config)."
+        None, "--baseline", "-b", help="Baseline JSON (default: baseline.json beside the config, or here)."
     ),
     update_baseline: bool = typer.Option(
         False, "--update-baseline", help="Record this run as the baseline (and copy its artifacts beside it)."
@@ -33,7 +42,7 @@ def check(
     from edgeseg import check as chk
 
     with _progress_line("row", "check") as on_event:
-        result = check_cmd.check(config, baseline, update_baseline, progress=on_event)
+        result = check_cmd.check(config, baseline, update_baseline, progress=on_event, artifacts_dir=artifacts_dir)
     r = result["report"]
     table = Table(title=f"edgeseg check {r.config} (baseline {r.baseline})")
     table.add_column("row", no_wrap=True)

@@ -33,6 +33,38 @@ from edgeseg.paths import SAMPLE_DATA
 PARITY_MIN_AGREEMENT = {"fp32": 0.999, "fp16": 0.99, "int8": 0.95}
 
 
+# What `edgeseg bench --device D` exports when neither a model nor artifacts are named and none suit D yet.
+DEFAULT_MODEL = "efficientvit-b0"
+
+
+def suitable_artifacts(folder: Path, targets: list[str], notice=None) -> list[Path]:
+    """Artifact folders directly under ``folder`` whose target is one of ``targets`` (sorted by name); folders
+    without a manifest are not artifacts and are passed over, unreadable ones are named to ``notice``."""
+    found = []
+    if not Path(folder).is_dir():
+        return found
+    for sub in sorted(p for p in Path(folder).iterdir() if p.is_dir() and not p.name.startswith(".")):
+        if not (sub / "manifest.json").is_file():
+            continue
+        try:
+            _, m = read_manifest(sub)
+        except EdgesegError as exc:
+            if notice is not None:
+                notice(f"skipped {sub}: {exc}")
+            continue
+        if m["target"] in targets:
+            found.append(sub)
+    return found
+
+
+def skipped_target_result(target: str, device: str, reason: str, model: str | None = None, size: str | None = None):
+    from edgeseg.bench.report import DeviceColumn, TargetResult
+
+    return TargetResult(
+        target=target, model=model, size=size, status="skipped", reasons=[reason], device=DeviceColumn(device=device)
+    )
+
+
 def _bench_entries(model, dataset, weights, targets, artifacts, profile) -> list[dict]:
     """What to bench: artifact folders given, or the targets (given, else the profile's preferred) to export."""
     from edgeseg.backends import get_target
@@ -45,8 +77,6 @@ def _bench_entries(model, dataset, weights, targets, artifacts, profile) -> list
             folder, m = read_manifest(Path(path))
             entries.append({"target": m["target"], "folder": folder, "manifest": m})
         return entries
-    if not model:
-        raise EdgesegError("pass --model (with --weights) or --artifact")
     names = targets or profile.targets
     for name in names:
         get_target(name)  # unknown names fail before anything runs
@@ -87,10 +117,9 @@ def failed_target_result(target: str, device: str, reason: str, model: str | Non
 
 def artifact_runs_here(target: str) -> bool:
     """Whether this machine has the runtime to run an artifact of ``target`` (Core ML predicts on macOS only)."""
-    from edgeseg.backends import get_target
-    from edgeseg.backends.coreml.runtime import coreml_runtime_available
+    from edgeseg.backends import backend_for, get_target
 
-    return get_target(target).format != "coreml" or coreml_runtime_available()
+    return backend_for(get_target(target).format).runs_here()
 
 
 def bench_artifact(
@@ -256,8 +285,12 @@ def bench(
     examples: int = 3,
     command: str | None = None,
     progress: Progress | None = None,
+    notice=None,
 ) -> dict:
-    """Export what is missing (artifact cache), then for each target: status, size, parity, mIoU on ``data`` with
+    """With neither ``model`` nor ``artifacts``: the artifacts under ``out`` that suit the device (its targets, or
+    ``targets``), or if there are none, ``DEFAULT_MODEL`` exported to them. INT8 targets without calibration data
+    are skipped, saying so. Then: export what is missing (artifact cache), then for each target: status, size,
+    parity, mIoU on ``data`` with
     the artifact itself, latency measured here (``threads`` pinned, warm-up, runs until the median is stable) and
     on the profile's device when it can be reached (SSH: trtexec or edgeseg's runner; adb: benchmark_model).
     A device that cannot be reached is marked "not measured", with the command that would measure it. Writes
@@ -284,7 +317,18 @@ def bench(
     profile = get_profile(device, profiles)
     reach = (remote or RemoteOptions()).apply(profile.reach)
     profile = profile.model_copy(update={"reach": reach})
-    entries = _bench_entries(model, dataset, weights, targets, artifacts, profile)
+    say = notice or (lambda text: None)
+    if not model and not artifacts:
+        wanted = targets or profile.targets
+        for name in wanted:
+            get_target(name)
+        artifacts = suitable_artifacts(Path(out), wanted, say)
+        if artifacts:
+            say(f"benching the {len(artifacts)} artifact(s) under {out} for {', '.join(wanted)}")
+        else:
+            model = DEFAULT_MODEL
+            say(f"no artifacts for {profile.name} under {out}: exporting {model} to {', '.join(wanted)}")
+    entries = _bench_entries(model, dataset, weights, targets if model else None, artifacts, profile)
     data = Path(data)
     list_split(data, split)  # a bad --data fails here, with its one-line reason, before any export
     if threads < 1:
@@ -293,7 +337,7 @@ def bench(
         from edgeseg.data.transforms import check_input_size
 
         check_input_size(parse_size(size))  # a bad --size is the user's error, not each target's failure
-    loaded = load_model(model, dataset, weights) if model else None
+    loaded = load_model(model, dataset, weights, notice) if model else None
     if calib_data is None and (data / "train" / "images").is_dir():
         calib_data = data
     parity_data = data if (data / "val" / "images").is_dir() else None
@@ -308,12 +352,20 @@ def bench(
             tgt = get_target(entry["target"])
             report("target", target=tgt.name, step="export")
             manifest, folder = entry["manifest"], entry["folder"]
+            if manifest is None and tgt.precision == "int8" and calib_data is None:
+                results.append(
+                    skipped_target_result(
+                        tgt.name, profile.name, "needs --calib-data (or EDGESEG_CALIB_DATA) to calibrate INT8"
+                    )
+                )
+                report("advance")
+                continue
             if manifest is None:
                 try:
                     manifest = export(
                         loaded.name,
                         loaded.dataset,
-                        weights,
+                        loaded.weights.tag if loaded.weights.tag else weights,
                         tgt.name,
                         size,
                         out,
@@ -327,7 +379,7 @@ def bench(
                     continue
                 folder = Path(manifest["folder"])
             miou = None
-            if artifact_runs_here(tgt.name):
+            if artifact_runs_here(tgt.name) and not manifest.get("untrained"):
                 report("target", target=tgt.name, step="mIoU")
                 ev = evaluate(None, None, None, data, split, limit=limit, threads=threads, artifact=folder)
                 miou, miou_images = ev["miou"], ev["images"]

@@ -72,24 +72,58 @@ def _row_plan(config, config_path: Path) -> list[dict]:
     return plan
 
 
+DEFAULT_CONFIG = Path("edgeseg.yaml")
+
+
+def artifacts_config(artifacts_dir: Path):
+    """The config ``edgeseg check`` runs without one: every artifact folder under ``artifacts_dir`` on this
+    machine (host), judged with the default thresholds on the bundled sample."""
+    from edgeseg.check import ArtifactEntry, CheckConfig
+
+    folders = [
+        p.resolve()
+        for p in sorted(Path(artifacts_dir).iterdir() if Path(artifacts_dir).is_dir() else [])
+        if p.is_dir() and not p.name.startswith(".") and (p / "manifest.json").is_file()
+    ]
+    if not folders:
+        raise EdgesegError(
+            f"no artifacts under {artifacts_dir}/ to check: export one first (edgeseg export --model efficientvit-b0 "
+            "--target onnx-fp32), or pass --config edgeseg.yaml (see examples/edgeseg.yaml)"
+        )
+    return CheckConfig(artifacts=[ArtifactEntry(path=str(f)) for f in folders])
+
+
 def check(
-    config_path: Path,
+    config_path: Path | None,
     baseline_path: Path | None = None,
     update_baseline: bool = False,
     progress: Progress | None = None,
+    artifacts_dir: Path = Path("artifacts"),
 ) -> dict:
     """Run the regression gate of ``config_path`` (see ``edgeseg.check``): export (cached) or take the given
     artifacts, evaluate each row here, compare with the baseline and, with ``update_baseline``, record the new
-    baseline (only when every row passes its absolute gates). Returns the report and the baseline written."""
+    baseline (only when every row passes its absolute gates). Returns the report and the baseline written.
+
+    ``config_path`` None: ``edgeseg.yaml`` here if it exists, else every artifact under ``artifacts_dir`` with the
+    absolute gates; gates that need a baseline then say there is none yet instead of failing."""
     from edgeseg import __version__
     from edgeseg import check as chk
     from edgeseg.backends import get_target, load_artifact
     from edgeseg.bench.host import machine_info
 
-    config_path = Path(config_path)
-    config = chk.load_config(config_path)
-    baseline_path = Path(baseline_path) if baseline_path else config_path.with_name("baseline.json")
-    baseline = chk.read_baseline(baseline_path, update_baseline)
+    if config_path is None and DEFAULT_CONFIG.is_file():
+        config_path = DEFAULT_CONFIG
+    without_config = config_path is None
+    if without_config:
+        config_path = Path(artifacts_dir) / "edgeseg.yaml"  # paths resolve beside the artifacts; never read
+        config = artifacts_config(Path(artifacts_dir))
+        baseline_path = Path(baseline_path) if baseline_path else Path("baseline.json")
+    else:
+        config_path = Path(config_path)
+        config = chk.load_config(config_path)
+        baseline_path = Path(baseline_path) if baseline_path else config_path.with_name("baseline.json")
+    # without a config a missing baseline is the normal first run: its gates say so instead of failing
+    baseline = chk.read_baseline(baseline_path, update_baseline or (without_config and not baseline_path.is_file()))
     data = SAMPLE_DATA if config.data == "sample" else chk.resolve_path(config_path, config.data)
     calib_data = chk.resolve_path(config_path, config.calib_data) if config.calib_data else None
     out = chk.resolve_path(config_path, config.out)
@@ -175,19 +209,22 @@ def check(
             "cached": bool(manifest.get("cached", True)),
         }
         report("row", row=row_id, step="mIoU")
+        untrained = bool(manifest.get("untrained"))
         if str(folder) not in evaluations:
             try:
                 art = load_artifact(folder, config.threads)
             except EdgesegError as exc:
                 evaluations[str(folder)] = (None, None, str(exc))
             else:
-                metrics = evaluate_arrays(
-                    art.run, images, labels, DATASETS[row["dataset"]], None, art.input_size, None, art.outputs_labels
-                )
-                evaluations[str(folder)] = (metrics.miou, art.runtime, None)
+                miou_here = None  # untrained weights: it runs here, but its mIoU would mean nothing
+                if not untrained:
+                    spec, fixed = DATASETS[row["dataset"]], art.input_size
+                    metrics = evaluate_arrays(art.run, images, labels, spec, None, fixed, None, art.outputs_labels)
+                    miou_here = metrics.miou
+                evaluations[str(folder)] = (miou_here, art.runtime, None)
         miou, runtime, why_not_run = evaluations[str(folder)]
         ref_key = (row["model"], row["dataset"], weights, row["size"])
-        if why_not_run is None and ref_key not in references:
+        if why_not_run is None and not untrained and ref_key not in references:
             report("row", row=row_id, step="PyTorch reference")
             mkey = (row["model"], row["dataset"], weights)
             if mkey not in models:
@@ -207,7 +244,9 @@ def check(
         agreement_min = (
             th.min_argmax_agreement if th.min_argmax_agreement is not None else PARITY_MIN_AGREEMENT[tgt.precision]
         )
-        gates = chk.absolute_gates(th, lint_report, parity, agreement_min, miou, miou_ref, floor, why_not_run)
+        gates = chk.absolute_gates(
+            th, lint_report, parity, agreement_min, miou, miou_ref, floor, why_not_run, untrained=untrained
+        )
         ratio = None
         entry = baseline.rows.get(row_id) if baseline else None
         base_folder = baseline.artifact_folder(row_id) if baseline else None
@@ -264,7 +303,7 @@ def check(
         if not absolute_failures:
             written = chk.write_baseline(baseline_path, results, __version__, config_path)
     check_report = chk.CheckReport(
-        config=str(config_path),
+        config=f"(no config: every artifact under {artifacts_dir})" if without_config else str(config_path),
         baseline=str(baseline_path),
         updated_baseline=written is not None,
         data=str(data),

@@ -41,8 +41,8 @@ _EXPORT_CODE = ("edgeseg.rewrite", "edgeseg.commands.export", "edgeseg.artifact"
 def export_code_hash(model_name: str, backend) -> str:
     """Hash of the source that made an artifact: the backend (and the quantizer modules it names), the model
     family's package (model and rewrites) and the shared export code."""
-    family_pkg = MODELS[model_name].build.__module__.rsplit(".", 1)[0]
-    return source_hash(*_EXPORT_CODE, family_pkg) + backend.code_hash()
+    family_module = MODELS[model_name].build.__module__  # a family package's __init__: the whole package
+    return source_hash(*_EXPORT_CODE, family_module) + backend.code_hash()
 
 
 def export(

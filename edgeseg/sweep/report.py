@@ -13,8 +13,8 @@ from edgeseg.io import atomic_write_bytes
 
 def device_cell_short(r: TargetResult) -> str:
     """Latency on the device as a short cell: measured ms, an estimate labelled so, or why there is none."""
-    if r.status == "failed":
-        return "failed"
+    if r.status in ("failed", "skipped"):
+        return r.status
     d = r.device
     verdict = "pass" if r.status == "passed" else "FAIL"
     if d.measured is not None:

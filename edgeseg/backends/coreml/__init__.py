@@ -77,6 +77,11 @@ class CoreMLBackend(Backend):
         path = folder / manifest["file"]
         return LoadedArtifact(path, manifest, CoreMLModel(path, manifest["output"]["name"]), "coremltools (macOS)")
 
+    def runs_here(self) -> bool:
+        from edgeseg.backends.coreml.runtime import coreml_runtime_available
+
+        return coreml_runtime_available()
+
     def lint(self, path: Path) -> LintReport:
         from edgeseg.backends.coreml.lint import lint_coreml
 
