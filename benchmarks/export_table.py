@@ -17,6 +17,8 @@ import argparse
 import json
 from pathlib import Path
 
+import provenance  # benchmarks/provenance.py (this script's folder is on sys.path)
+
 from edgeseg import pipeline
 from edgeseg.bench.host import time_interleaved
 from edgeseg.errors import EdgesegError
@@ -56,6 +58,7 @@ def main() -> None:
     ap.add_argument("--miou-images", type=int, default=None, help="first N val images (default: all)")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
+    started = provenance.start()
 
     weights = args.weights
     if args.random_weights is not None:
@@ -129,7 +132,12 @@ def main() -> None:
     for f in failed:
         print(f"| {f['target']} | export failed: {f['error']} |")
     if args.json:
-        doc = {"rows": rows, "failed": failed, **({"val_miou_reference": val["reference"]} if val else {})}
+        doc = {
+            "rows": rows,
+            "failed": failed,
+            **({"val_miou_reference": val["reference"]} if val else {}),
+            "provenance": provenance.finish(started),
+        }
         atomic_write_bytes(args.json, json.dumps(doc, indent=2).encode())
 
 
