@@ -102,3 +102,12 @@ sweep-example-ray: setup
 	$(EDGESEG) sweep --matrix examples/sweep.yaml --out $(OUT)/sweep-ray --cluster auto; \
 		rc=$$?; $(VENV)/bin/ray stop; exit $$rc
 	$(PY) benchmarks/sweep_compare.py $(OUT)/sweep $(OUT)/sweep-ray
+
+# Docs pages from the benchmark JSON files that exist (out/*.json, each with its provenance record):
+# docs/generated/<name>.md per file. Standard library only: no venv needed.
+.PHONY: docs
+docs:
+	@set -e; files="$(wildcard $(OUT)/*.json)"; \
+	if [ -z "$$files" ]; then echo "no $(OUT)/*.json yet: run a benchmark target (e.g. make int8-table) first"; exit 0; fi; \
+	mkdir -p docs/generated; \
+	for f in $$files; do python3 benchmarks/render_docs.py "$$f" --out "docs/generated/$$(basename "$$f" .json).md"; done

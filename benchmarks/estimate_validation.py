@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import provenance  # benchmarks/provenance.py (this script's folder is on sys.path)
 
 from edgeseg.bench.profiles import get_profile
 from edgeseg.bench.stats import TimingPlan, measure
@@ -104,6 +105,7 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--cache", type=Path, default=estimate_cmd.ESTIMATE_GRAPHS)
     args = ap.parse_args()
+    started = provenance.start()
     results = {}
     family_rows: list[str] = []
     lines = [
@@ -172,6 +174,7 @@ def main() -> None:
     lines += [lines[0], lines[1]] + family_rows
     print("\n".join(lines))
     if args.json:
+        results["provenance"] = provenance.finish(started)  # beside the per-device entries
         args.json.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(args.json, (json.dumps(results, indent=2) + "\n").encode())
 

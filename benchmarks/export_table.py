@@ -17,6 +17,8 @@ import argparse
 import json
 from pathlib import Path
 
+import provenance  # benchmarks/provenance.py (this script's folder is on sys.path)
+
 from edgeseg.backends import TARGETS
 from edgeseg.bench.host import time_interleaved
 from edgeseg.commands import evaluate as evaluate_cmd
@@ -47,7 +49,7 @@ def main() -> None:
     ap.add_argument("--parity-images", type=int, default=20)
     ap.add_argument("--calib-data", type=Path, default=None, help="INT8 rows: train split (default: --parity-data)")
     ap.add_argument("--out", type=Path, default=Path("artifacts"))
-    ap.add_argument("--targets", nargs="*", default=[t.name for t in TARGETS.values() if t.available])
+    ap.add_argument("--targets", nargs="*", default=list(TARGETS))
     ap.add_argument("--calib-size", type=int, default=64)
     ap.add_argument("--max-miou-drop", default="0.5", help="INT8 budget in mIoU points, or 'off'")
     ap.add_argument("--latency", action="store_true", help="also time the artifacts that run here (round-robin)")
@@ -57,6 +59,7 @@ def main() -> None:
     ap.add_argument("--miou-images", type=int, default=None, help="first N val images (default: all)")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
+    started = provenance.start()
 
     weights = args.weights
     if args.random_weights is not None:
@@ -130,7 +133,12 @@ def main() -> None:
     for f in failed:
         print(f"| {f['target']} | export failed: {f['error']} |")
     if args.json:
-        doc = {"rows": rows, "failed": failed, **({"val_miou_reference": val["reference"]} if val else {})}
+        doc = {
+            "rows": rows,
+            "failed": failed,
+            **({"val_miou_reference": val["reference"]} if val else {}),
+            "provenance": provenance.finish(started),
+        }
         atomic_write_bytes(args.json, json.dumps(doc, indent=2).encode())
 
 

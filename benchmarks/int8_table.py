@@ -18,6 +18,8 @@ import argparse
 import json
 from pathlib import Path
 
+import provenance  # benchmarks/provenance.py (this script's folder is on sys.path)
+
 from edgeseg.bench.host import time_interleaved
 from edgeseg.commands import evaluate as evaluate_cmd
 from edgeseg.commands import export as export_cmd
@@ -39,6 +41,7 @@ def main() -> None:
     ap.add_argument("--no-eval", action="store_true", help="latency only (the artifacts' mIoU is not measured)")
     ap.add_argument("--profile", action="store_true", help="top op types of onnx-fp32 and onnx-int8 (ORT profiler)")
     args = ap.parse_args()
+    started = provenance.start()
 
     common = dict(out=args.out, parity_data=args.data, parity_images=20)
     built = {"onnx-fp32": export_cmd.export(args.model, args.dataset, args.weights, "onnx-fp32", **common)}
@@ -111,7 +114,14 @@ def main() -> None:
             off = "; ".join(f"{kind} {100 * o['share']:.0f}%" for kind, o in p["off_path"].items())
             print(f"profile {k}: {p['run_ms']:.1f} ms, explained {100 * p['explained']:.0f}%: {top} | {off}")
     if args.json:
-        doc = {"reference": reference, "artifacts": built, "eval": evals, "latency": timed, "profiles": profiles}
+        doc = {
+            "reference": reference,
+            "artifacts": built,
+            "eval": evals,
+            "latency": timed,
+            "profiles": profiles,
+            "provenance": provenance.finish(started),
+        }
         atomic_write_bytes(args.json, json.dumps(doc, indent=2).encode())
 
 

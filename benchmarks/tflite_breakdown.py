@@ -29,6 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import provenance  # benchmarks/provenance.py (this script's folder is on sys.path)
 import torch
 import torch.nn as nn
 
@@ -144,6 +145,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
+    started = provenance.start()
 
     try:  # user errors (unknown model or weights, missing calibration data) as one line, like the CLI
         loaded = load_model(args.model, args.dataset, args.weights)
@@ -200,6 +202,7 @@ def main() -> None:
             "load": [load_before, load_after],
             "median_ms": ms,
             "family_cost_ms": {**rows, "everything else": rest},
+            "provenance": provenance.finish(started),
         }
         atomic_write_bytes(args.json, json.dumps(report, indent=2).encode())
 

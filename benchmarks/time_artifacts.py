@@ -18,6 +18,8 @@ import os
 import statistics
 from pathlib import Path
 
+import provenance  # benchmarks/provenance.py (this script's folder is on sys.path)
+
 from edgeseg.bench.host import time_interleaved
 from edgeseg.io import atomic_write_bytes
 
@@ -32,6 +34,7 @@ def main() -> None:
     ap.add_argument("--baseline", type=Path, default=None, help="one of the folders: print speed-ups against it")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
+    started = provenance.start()
 
     labels = {}
     for f in args.folders:  # the folder name, or parent/name where two folders share a name
@@ -69,6 +72,7 @@ def main() -> None:
             "threads": args.threads,
             "runs": args.runs,
             "rounds": args.rounds,
+            "provenance": provenance.finish(started),
         }
         atomic_write_bytes(args.json, json.dumps(doc, indent=2).encode())
 

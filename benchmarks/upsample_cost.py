@@ -14,6 +14,8 @@ import argparse
 import json
 from pathlib import Path
 
+import provenance  # benchmarks/provenance.py (this script's folder is on sys.path)
+
 from edgeseg.commands import evaluate as evaluate_cmd
 
 
@@ -28,6 +30,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
+    started = provenance.start()
 
     reports = {}
     for variant in args.variants:
@@ -49,7 +52,8 @@ def main() -> None:
         ious = " | ".join(f"{100 * r['iou'][c]:.1f}" for c in classes)
         print(f"| {variant} | {r['images']} | {100 * r['miou']:.2f} | {delta} | {ious} |")
     if args.json:
-        args.json.write_text(json.dumps(reports, indent=2))
+        # one entry per variant, plus the provenance record beside them
+        args.json.write_text(json.dumps({**reports, "provenance": provenance.finish(started)}, indent=2))
 
 
 if __name__ == "__main__":

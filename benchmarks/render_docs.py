@@ -1,0 +1,384 @@
+"""Render a docs page (Markdown) from benchmark JSON files: a provenance header, then the tables.
+
+    python benchmarks/render_docs.py out/int8-b0.json [more.json ...] [--out docs/generated/int8-b0.md]
+    make docs        # every out/*.json -> docs/generated/<name>.md
+
+Each JSON file is one benchmark run written with ``--json`` by a script in ``benchmarks/``. Its ``"provenance"``
+record (``benchmarks/provenance.py``: date, commit, machine, load average at start and end, command, versions)
+becomes the header of its section; a file without one says so rather than guessing. The benchmark kind is the
+script named in the provenance command, or else recognised from the file's keys; each kind has one small function
+that picks its table columns, and anything else falls back to the generic renderers (a list of dicts, or a dict of
+dicts, as one table). Standard library only, so it runs without the virtual environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+Column = tuple[str, Callable[[dict], object]]
+
+
+# ---------------------------------------------------------------------------------------------------- formatting
+
+
+def fmt(value: object) -> str:
+    """One table cell: floats rounded by magnitude, None as '-', nested values as compact JSON, text with its
+    pipes escaped."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        if math.isnan(value) or math.isinf(value):
+            return str(value)
+        if value != 0 and (abs(value) < 1e-3 or abs(value) >= 1e6):
+            return f"{value:.2e}"
+        if abs(value) >= 1000:
+            return f"{value:.0f}"
+        if abs(value) >= 100:
+            return f"{value:.1f}"
+        return f"{value:.2f}" if abs(value) >= 1 else f"{value:.3g}"
+    if isinstance(value, (dict, list)):
+        text = json.dumps(value, separators=(",", ":"))
+        return text if len(text) <= 60 else text[:57] + "..."
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def get(d: dict | None, *path: str) -> object:
+    """d[path[0]][path[1]]..., or None where any step is missing."""
+    for key in path:
+        if not isinstance(d, dict) or key not in d:
+            return None
+        d = d[key]
+    return d
+
+
+def pct(x: object, digits: int = 2) -> str:
+    return "-" if not isinstance(x, (int, float)) else f"{100 * x:.{digits}f}"
+
+
+def table(rows: list[dict], columns: list[Column] | None = None) -> list[str]:
+    """A Markdown table of ``rows``. ``columns`` are (header, function of the row); by default every key whose
+    values are scalars, in first-seen order."""
+    if not rows:
+        return ["(no rows)"]
+    if columns is None:
+        keys: list[str] = []
+        for r in rows:
+            keys += [k for k, v in r.items() if k not in keys and not isinstance(v, (dict, list))]
+        columns = [(k, lambda r, k=k: r.get(k)) for k in keys]
+    out = ["| " + " | ".join(h for h, _ in columns) + " |", "|" + " --- |" * len(columns)]
+    for r in rows:
+        cells = []
+        for _, f in columns:
+            try:
+                value = f(r)
+            except (KeyError, TypeError, ValueError, ZeroDivisionError):
+                value = None
+            cells.append(fmt(value))
+        out.append("| " + " | ".join(cells) + " |")
+    return out
+
+
+def keyed(d: dict, key: str = "name") -> list[dict]:
+    """A dict of dicts as rows, the outer key as the first column."""
+    return [{key: k, **v} if isinstance(v, dict) else {key: k, "value": v} for k, v in d.items()]
+
+
+# ---------------------------------------------------------------------------------------------------- provenance
+
+
+def provenance_header(prov: dict | None) -> list[str]:
+    if not prov:
+        return ["*No provenance recorded in this file (written before `benchmarks/provenance.py`).*", ""]
+    m = prov.get("machine") or {}
+    ram = f", {m['ram_gib']} GiB RAM" if m.get("ram_gib") else ""
+    machine = f"{m.get('cpu', '?')}, {m.get('cores', '?')} cores{ram}, {m.get('os', '?')}"
+
+    def load(x: object) -> str:
+        return " / ".join(f"{v:.2f}" for v in x) if isinstance(x, list) else "not recorded"
+
+    return [
+        f"- date: {prov.get('date', 'not recorded')} (UTC)",
+        f"- commit: `{prov.get('commit', 'unknown')}`",
+        f"- machine: {machine}",
+        f"- load average (1/5/15 min): {load(prov.get('load_average_start'))} at start, "
+        f"{load(prov.get('load_average_end'))} at end",
+        f"- command: `{prov.get('command', 'not recorded')}`",
+        f"- versions: edgeseg {prov.get('edgeseg_version') or '?'}, torch {prov.get('torch_version') or '?'}",
+        "",
+    ]
+
+
+# ---------------------------------------------------------------------------------------------------- per kind
+
+
+def render_export_table(doc: dict) -> list[str]:
+    rows = doc.get("rows") or []
+    cols: list[Column] = [
+        ("target", lambda r: r.get("target")),
+        ("size MB", lambda r: r["bytes"] / 1e6),
+        ("max abs diff", lambda r: get(r, "parity", "max_abs_diff")),
+        ("SNR dB", lambda r: get(r, "parity", "snr_db")),
+        ("argmax agreement %", lambda r: pct(get(r, "parity", "argmax_agreement"), 3)),
+        ("parity runtime", lambda r: get(r, "parity", "runtime")),
+        ("lint", lambda r: "clean" if get(r, "lint", "clean") else f"{get(r, 'lint', 'errors')} errors"),
+        ("max rank", lambda r: r.get("max_rank")),
+        ("export s", lambda r: r.get("export_seconds")),
+    ]
+    if any(r.get("latency") for r in rows):
+        cols.append(("latency ms", lambda r: get(r, "latency", "median_ms")))
+    ref = get(doc, "val_miou_reference", "miou")
+    if ref is not None:
+        cols.append(("val mIoU (vs PyTorch fp32)", lambda r: _miou_vs(get(r, "val_miou", "miou"), ref)))
+    out = table(rows, cols)
+    if ref is not None:
+        out += ["", f"PyTorch fp32 val mIoU: {pct(ref)} on {get(doc, 'val_miou_reference', 'images')} images."]
+    if doc.get("failed"):
+        out += ["", "Targets whose export failed:", ""] + table(doc["failed"])
+    return out
+
+
+def _miou_vs(miou: object, ref: float) -> str:
+    if not isinstance(miou, (int, float)):
+        return "-"
+    return f"{100 * miou:.2f} ({100 * (miou - ref) + 0.0:+.2f})"
+
+
+def render_int8_table(doc: dict) -> list[str]:
+    artifacts, evals, latency = doc.get("artifacts") or {}, doc.get("eval") or {}, doc.get("latency") or {}
+    ref = get(doc, "reference", "miou")
+    ms = {k: get(latency, k, "median_ms") for k in artifacts}
+    exact_fp32 = [k for k, v in ms.items() if v and "fp32" in k and "bilinear" not in k]
+    best = min(exact_fp32, key=lambda k: ms[k]) if exact_fp32 else None
+    rows = [{"artifact": k, **v} for k, v in artifacts.items()]
+    cols: list[Column] = [
+        ("artifact", lambda r: r["artifact"]),
+        ("val mIoU", lambda r: pct(get(evals, r["artifact"], "miou"))),
+        ("vs PyTorch fp32", lambda r: _delta(get(evals, r["artifact"], "miou"), ref)),
+        ("median ms", lambda r: ms.get(r["artifact"])),
+        (f"vs best exact fp32 ({best or '-'})", lambda r: f"{ms[best] / ms[r['artifact']]:.2f}x"),
+        ("size MB", lambda r: r["bytes"] / 1e6),
+    ]
+    out = table(rows, cols)
+    if ref is not None:
+        out += ["", f"PyTorch fp32 (reference): val mIoU {pct(ref)} on {get(doc, 'reference', 'images')} images."]
+    profiles = doc.get("profiles") or {}
+    if profiles:
+        out += ["", "ONNX Runtime profile (shares of the mean run):", ""]
+        out += table(
+            keyed(profiles, "artifact"),
+            [
+                ("artifact", lambda r: r["artifact"]),
+                ("run ms", lambda r: r.get("run_ms")),
+                ("explained %", lambda r: pct(r.get("explained"), 0)),
+                (
+                    "top op types",
+                    lambda r: ", ".join(f"{t['op_type']} {pct(t['share'], 0)} %" for t in r["by_type"][:5]),
+                ),
+                (
+                    "off the fast path",
+                    lambda r: "; ".join(f"{k} {pct(v['share'], 0)} %" for k, v in r["off_path"].items()),
+                ),
+            ],
+        )
+    return out
+
+
+def _delta(x: object, ref: object) -> str:
+    if not isinstance(x, (int, float)) or not isinstance(ref, (int, float)):
+        return "-"
+    return f"{100 * (x - ref) + 0.0:+.2f}"
+
+
+def render_time_artifacts(doc: dict) -> list[str]:
+    rows = keyed(doc.get("latency") or {}, "artifact")
+    cols: list[Column] = [
+        ("artifact", lambda r: r["artifact"]),
+        ("runtime", lambda r: r.get("runtime")),
+        ("median ms", lambda r: r.get("median_ms")),
+        ("per-round medians ms", lambda r: ", ".join(f"{x:.2f}" for x in r.get("rounds_ms", []))),
+    ]
+    if any("speedup" in r for r in rows):
+        cols.append(("speed-up vs baseline", lambda r: f"{r['speedup']:.2f}x" if "speedup" in r else "-"))
+    runs, rounds, threads = doc.get("runs"), doc.get("rounds"), doc.get("threads")
+    return [f"Median of {runs} runs per round, {rounds} round(s), {threads} threads.", ""] + table(rows, cols)
+
+
+def render_tflite_breakdown(doc: dict) -> list[str]:
+    costs = doc.get("family_cost_ms") or {}
+    order = [k for k in costs if k not in ("as exported", "everything else")] + ["everything else", "as exported"]
+    rows = [{"op family": "whole model" if k == "as exported" else k, **costs[k]} for k in order if k in costs]
+    size = "x".join(str(s) for s in doc.get("size") or [])
+    head = f"{doc.get('model')} {size}, {doc.get('threads')} threads, median of {doc.get('invokes')} invokes per file."
+    return [head, ""] + table(
+        rows,
+        [
+            ("op family", lambda r: r["op family"]),
+            ("fp32 ms", lambda r: r.get("fp32")),
+            ("int8 ms", lambda r: r.get("int8")),
+            ("int8 speed-up", lambda r: f"{r['fp32'] / r['int8']:.2f}x" if r.get("int8", 0) > 0 else "-"),
+        ],
+    )
+
+
+def render_estimate_validation(doc: dict) -> list[str]:
+    out: list[str] = []
+    summary = []
+    held = [("model", lambda r: r["label"].split(" ")[0]), ("size", lambda r: r["label"].split(" ")[1])]
+    held += [
+        ("target", lambda r: r["label"].split(" ")[-1]),
+        ("measured ms", lambda r: r.get("measured_ms")),
+        ("estimated ms (held out)", lambda r: r.get("estimated_ms")),
+        ("abs % error", lambda r: 100 * abs(r["estimated_ms"] - r["measured_ms"]) / r["measured_ms"]),
+    ]
+    for device, v in doc.items():
+        if device == "provenance" or not isinstance(v, dict):
+            continue
+        out += [f"**{device}** ({v.get('target')}), {get(v, 'validation', 'method')}:", ""]
+        out += table(v.get("rows") or [], held) + [""]
+        summary.append({"set": f"{device}, {get(v, 'validation', 'method')}", **(v.get("validation") or {})})
+        summary[-1]["FLOPs baseline median %"] = v.get("flops_baseline_median_abs_pct_error")
+        for split in ("split_by_family", "split_by_model"):
+            if split in v:
+                s = v[split]
+                out += [f"**{device}**, {get(s, 'validation', 'method')}:", ""] + table(s.get("rows") or [], held)
+                out.append("")
+                summary.append({"set": f"{device}, {get(s, 'validation', 'method')}", **(s.get("validation") or {})})
+    cols: list[Column] = [
+        ("set", lambda r: r["set"]),
+        ("points", lambda r: r.get("points")),
+        ("median abs % error", lambda r: r.get("median_abs_pct_error")),
+        ("max", lambda r: r.get("max_abs_pct_error")),
+        ("FLOPs-proportional baseline (median)", lambda r: r.get("FLOPs baseline median %")),
+    ]
+    return table(summary, cols) + [""] + out
+
+
+def render_upsample_cost(doc: dict) -> list[str]:
+    variants = {k: v for k, v in doc.items() if k != "provenance" and isinstance(v, dict)}
+    if not variants:
+        return ["(no variants)"]
+    ref = get(variants, "reference", "miou")
+    classes = list(next(iter(variants.values())).get("iou") or {})
+    cols: list[Column] = [
+        ("head upsampling", lambda r: r["variant"]),
+        ("images", lambda r: r.get("images")),
+        ("mIoU", lambda r: pct(r.get("miou"))),
+        ("vs reference", lambda r: _delta(r.get("miou"), ref)),
+    ]
+    cols += [(c, lambda r, c=c: pct(get(r, "iou", c), 1)) for c in classes]
+    return table(keyed(variants, "variant"), cols)
+
+
+def render_generic(doc: dict) -> list[str]:
+    """Any other JSON: each list of dicts, and each dict of dicts, as one table under its key."""
+    out: list[str] = []
+    for key, value in doc.items():
+        if key == "provenance":
+            continue
+        if isinstance(value, list) and value and all(isinstance(x, dict) for x in value):
+            out += [f"**{key}**", ""] + table(value) + [""]
+        elif isinstance(value, dict) and value and all(isinstance(x, dict) for x in value.values()):
+            out += [f"**{key}**", ""] + table(keyed(value)) + [""]
+    scalars = {k: v for k, v in doc.items() if not isinstance(v, (dict, list))}
+    if scalars:
+        out += table([scalars])
+    return out or ["(nothing tabular in this file)"]
+
+
+RENDERERS: dict[str, Callable[[dict], list[str]]] = {
+    "export_table": render_export_table,
+    "int8_table": render_int8_table,
+    "time_artifacts": render_time_artifacts,
+    "tflite_breakdown": render_tflite_breakdown,
+    "estimate_validation": render_estimate_validation,
+    "upsample_cost": render_upsample_cost,
+}
+
+
+def kind_of(doc: dict) -> str:
+    """The benchmark script that wrote ``doc``: from its provenance command, else from its keys."""
+    command = get(doc, "provenance", "command")
+    if isinstance(command, str):
+        for word in command.split():
+            name = Path(word).stem
+            if word.endswith(".py") and name in RENDERERS:
+                return name
+    if "family_cost_ms" in doc:
+        return "tflite_breakdown"
+    if "rows" in doc and "failed" in doc:
+        return "export_table"
+    if {"artifacts", "latency", "eval"} <= doc.keys():
+        return "int8_table"
+    if "latency" in doc and "rounds" in doc:
+        return "time_artifacts"
+    values = [v for k, v in doc.items() if k != "provenance"]
+    if values and all(isinstance(v, dict) and "miou" in v and "iou" in v for v in values):
+        return "upsample_cost"
+    if values and all(isinstance(v, dict) and "validation" in v for v in values):
+        return "estimate_validation"
+    return "generic"
+
+
+TITLES = {
+    "export_table": "Export table",
+    "int8_table": "INT8 vs fp32",
+    "time_artifacts": "Artifacts timed side by side",
+    "tflite_breakdown": "TFLite time by op family",
+    "estimate_validation": "Latency estimate validation",
+    "upsample_cost": "Head upsampling cost",
+    "generic": "Benchmark output",
+}
+
+
+def render(paths: list[Path], title: str | None = None) -> str:
+    docs = [(p, json.loads(p.read_text())) for p in paths]
+    kinds = [kind_of(d) if isinstance(d, dict) else "generic" for _, d in docs]
+    lines = [f"# {title or TITLES[kinds[0]]}", ""]
+    lines += [
+        "Generated by `benchmarks/render_docs.py` from "
+        + ", ".join(f"`{p.name}`" for p, _ in docs)
+        + "; regenerate with `make docs` after re-running the benchmark.",
+        "",
+    ]
+    for (path, doc), kind in zip(docs, kinds, strict=True):
+        if len(docs) > 1:
+            lines += [f"## {path.name}", ""]
+        if not isinstance(doc, dict):
+            lines += ["(not a JSON object)", ""]
+            continue
+        lines += provenance_header(doc.get("provenance"))
+        lines += RENDERERS.get(kind, render_generic)(doc) + [""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("json", type=Path, nargs="+", help="benchmark JSON files (--json output of benchmarks/*.py)")
+    ap.add_argument("--out", type=Path, default=None, help="write the page here (default: print it)")
+    ap.add_argument("--title", default=None, help="page title (default: from the benchmark kind)")
+    args = ap.parse_args()
+    try:
+        page = render(args.json, args.title)
+    except (OSError, json.JSONDecodeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.out is None:
+        sys.stdout.write(page)
+    else:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = args.out.with_name(args.out.name + ".tmp")
+        tmp.write_text(page)
+        tmp.replace(args.out)
+        print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
