@@ -49,7 +49,9 @@ def check(
     for col in ("status", "parity", "mIoU (PyTorch)", "latency vs baseline", "size", "lint"):
         table.add_column(col, overflow="fold")
     for row in r.rows:
-        miou = "-" if row.miou is None else f"{100 * row.miou:.2f} ({100 * row.miou_reference:.2f})"
+        miou = chk.cell(row.gates, "miou")
+        if row.miou is not None:
+            miou = f"{100 * row.miou:.2f} ({100 * row.miou_reference:.2f})"
         table.add_row(
             row.row_id,
             "[green]pass[/]" if row.passed else "[bold red]FAIL[/]",
