@@ -10,8 +10,7 @@ A benchmark script calls :func:`start` before it measures anything and writes ``
 The record holds the UTC start date, the commit (``git rev-parse HEAD``, ``-dirty`` when tracked files differ from
 it), the machine (CPU model from /proc/cpuinfo, cores, RAM, OS), the 1/5/15-minute load average at start and at
 end, the command line and the edgeseg and torch versions. ``benchmarks/render_docs.py`` prints it above the tables
-of a docs page. Nothing here imports torch: its version is read from the package metadata unless torch is already
-imported.
+of a docs page. The CPU model is read as ``edgeseg bench`` reads it (``edgeseg.bench.host.cpu_name``).
 """
 
 from __future__ import annotations
@@ -24,6 +23,8 @@ import shlex
 import subprocess
 import sys
 from pathlib import Path
+
+from edgeseg.bench.host import cpu_name
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -44,16 +45,6 @@ def commit() -> str:
         return "unknown"
     status = _git("status", "--porcelain", "--untracked-files=no")
     return head + ("-dirty" if status else "")
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown"
 
 
 def _ram_gib() -> float | None:
@@ -79,7 +70,7 @@ def _os_name() -> str:
 def machine() -> dict:
     """CPU model, logical cores, RAM in GiB and OS of this machine."""
     return {
-        "cpu": _cpu_model(),
+        "cpu": cpu_name(),
         "cores": os.cpu_count(),
         "ram_gib": _ram_gib(),
         "os": _os_name(),
