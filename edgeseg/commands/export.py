@@ -105,10 +105,11 @@ def export(
                 f"{tgt.name} needs calibration images: pass --calib-data DIR with train/images and train/labels "
                 "(e.g. ../shared/data/camvid), or set EDGESEG_CALIB_DATA"
             )
-        if calib_method not in backend.calib_methods:
+        known = {m for b in _backends_calibrating(calib_method) for m in b.calib_methods}
+        if calib_method in known and calib_method not in backend.calib_methods:  # unknown ones: select_calibration
             raise EdgesegError(
-                f"{tgt.name} calibrates with {' / '.join(backend.calib_methods)}: --calib-method {calib_method} is "
-                f"for {', '.join(b.name for b in _backends_calibrating(calib_method))}"
+                f"{tgt.name} calibrates with {_calibration_name(backend)}: --calib-method {calib_method} is for "
+                f"{', '.join(b.name for b in _backends_calibrating(calib_method))} int8"
             )
         if with_argmax and max_miou_drop is not None:
             raise EdgesegError(
@@ -117,7 +118,7 @@ def export(
             )
         holdout = HOLDOUT_IMAGES if max_miou_drop is not None else 0
         calib = select_calibration(Path(calib_data), loaded.spec, calib_size, calib_method, holdout=holdout)
-        if backend.calib_methods == ("percentile",):  # PT2E's histogram observer stands behind the name
+        if backend.calib_methods == ("percentile",):
             calib = dataclasses.replace(calib, method="histogram (PT2E observer)")
     key = cache_key(
         weights=weights_sha,
@@ -230,6 +231,12 @@ def export(
 def export_with(options: ExportOptions, *args, **kwargs) -> dict:
     """``export`` with the knobs of an ``ExportOptions`` record (check configs, sweep matrices)."""
     return export(*args, **options.model_dump(), **kwargs)
+
+
+def _calibration_name(backend) -> str:
+    # a backend offering only the default quantizes with PT2E, whose histogram observer stands behind the name
+    methods = backend.calib_methods
+    return "PT2E's histogram observer" if methods == ("percentile",) else " / ".join(methods)
 
 
 def _backends_calibrating(method: str):
