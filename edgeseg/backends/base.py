@@ -125,6 +125,13 @@ class Backend(ABC):
     graph_fp16: bool = False  # fp16 is carried in the exported graph (True) or applied by the backend's converter
     calib_methods: tuple[str, ...] = ("percentile",)  # what --calib-method may be for its INT8 target
     estimator_runtime: str | None = None  # the estimator's fusion rules for this format (edgeseg.estimate.graph)
+    int8_float_rest: str = "fp32"  # what an int8 artifact's float ops run in (the estimator's assumption)
+    graph_is_onnx: bool = False  # the model file is the ONNX graph itself (the estimator reads it directly)
+    # how a device reached by edgeseg times this format's model file: over SSH with "trtexec" or edgeseg's Python
+    # "runner" (bench/remote_runner.py), or None (the note says why); over adb with TFLite's benchmark_model
+    ssh_timer: str | None = "runner"
+    adb_timer: bool = False
+    device_note: str = ""  # why a device cannot time it, where neither path can
     profiler_note: str = ""  # where per-op times come from when edgeseg cannot profile this format here
     code_modules: tuple[str, ...] = ()  # modules beside the backend package whose source shapes its artifacts
 

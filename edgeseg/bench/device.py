@@ -9,6 +9,7 @@ import platform
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgeseg.backends import backend_for
 from edgeseg.errors import EdgesegError
 
 
@@ -50,10 +51,11 @@ def would_be_command(profile, reach, entry_folder: str, tgt, plan, device_thread
     from edgeseg.bench.trtexec import trtexec_bench_command
 
     rerun = f"edgeseg bench --device {profile.name} --artifact {entry_folder}"
+    backend = backend_for(tgt.format)
     if reach.method == "ssh":
         on_device = (
             trtexec_bench_command(reach.trtexec, "model.onnx")
-            if tgt.format == "tensorrt"
+            if backend.ssh_timer == "trtexec"
             else runner_command(reach.python, reach.workdir, f"model{tgt.suffix}", 10, plan.max_runs, device_threads)
         )
         return f"{rerun} --host USER@HOST   # runs on the device: {on_device}"
@@ -132,9 +134,10 @@ def device_column(conn: DeviceConnection, folder: Path, manifest: dict, tgt, pla
         if reach.method in ("ssh", "adb"):
             why = why.split(" (")[0]
         return DeviceColumn(device=name, note=f"not measured on {name}: {why}", command=command)
+    backend = backend_for(tgt.format)
     if reach.method == "ssh":
-        if tgt.format == "coreml":
-            return DeviceColumn(device=name, note=f"not measured on {name}: Core ML runs on Apple devices only")
+        if backend.ssh_timer is None:
+            return DeviceColumn(device=name, note=f"not measured on {name}: {backend.device_note}")
         session = conn.ssh()
         if session is None:
             return DeviceColumn(device=name, note=f"not measured on {name}: {conn.error}", command=command)
@@ -142,7 +145,7 @@ def device_column(conn: DeviceConnection, folder: Path, manifest: dict, tgt, pla
 
         machine = f"{name} ({reach.host})"
         try:
-            if tgt.format == "tensorrt":
+            if backend.ssh_timer == "trtexec":
                 r = bench_with_trtexec(session, model_file, tag, reach.trtexec)
                 m = Measurement(
                     machine=machine,
@@ -169,7 +172,7 @@ def device_column(conn: DeviceConnection, folder: Path, manifest: dict, tgt, pla
             return DeviceColumn(device=name, note=f"not measured on {name}: {exc}", command=command)
         return DeviceColumn(device=name, measured=m)
     if reach.method == "adb":
-        if tgt.format != "tflite":
+        if not backend.adb_timer:
             return DeviceColumn(device=name, note=f"not measured on {name}: the adb path runs .tflite only")
         if not reach.benchmark_model:
             return DeviceColumn(

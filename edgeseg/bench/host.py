@@ -47,23 +47,9 @@ def inference_call(art: LoadedArtifact, seed: int = 0) -> Callable[[], object]:
     h, w = art.input_size
     x = torch.from_numpy(np.random.default_rng(seed).standard_normal((1, 3, h, w)).astype(np.float32))
     run = art.run
-    session = getattr(run, "session", None)
-    if session is not None:  # OnnxRuntimeModel
-        feed = {run.input_name: x.numpy()}
-        names = [run.output_name]
-        return lambda: session.run(names, feed)
-    interpreter = getattr(run, "interpreter", None)
-    if interpreter is not None:  # LiteRtModel
-        from edgeseg.backends.tflite.runtime import _quantize
-
-        nhwc = _quantize(np.ascontiguousarray(x.permute(0, 2, 3, 1).numpy()), run.input)
-        index = run.input["index"]
-
-        def invoke():
-            interpreter.set_tensor(index, nhwc)
-            interpreter.invoke()
-
-        return invoke
+    timing_call = getattr(run, "timing_call", None)  # a runtime's call without per-run host conversions
+    if timing_call is not None:
+        return timing_call(x)
     return lambda: run(x)  # any other runtime: its full call
 
 

@@ -72,13 +72,13 @@ def graph_cost_for(target: str, onnx_path: Path, from_float: bool):
     from edgeseg.estimate.graph import graph_cost
 
     tgt = get_target(target)
-    runtime = backend_for(tgt.format).estimator_runtime
+    backend = backend_for(tgt.format)
+    runtime = backend.estimator_runtime
     if runtime is None:
         raise EdgesegError(f"the latency estimator has no fusion rules for {tgt.format} targets")
     cost = graph_cost(onnx_path, runtime)
     if from_float and tgt.precision == "int8":
-        rest = "fp16" if tgt.format in ("tensorrt", "coreml") else "fp32"
-        cost = cost.with_precision("int8", anchors_only=True, rest=rest)
+        cost = cost.with_precision("int8", anchors_only=True, rest=backend.int8_float_rest)
     elif from_float and tgt.precision != "fp32":
         cost = cost.with_precision(tgt.precision)
     return cost
@@ -89,7 +89,9 @@ def _artifact_cost(folder: Path, manifest: dict, cache: Path = ESTIMATE_GRAPHS):
     the same model, target, size and upsampling."""
     folder = Path(folder)
     onnx_file = folder / "model.onnx"
-    if manifest["format"] in ("onnx", "tensorrt") and onnx_file.is_file():
+    from edgeseg.backends import backend_for
+
+    if backend_for(manifest["format"]).graph_is_onnx and onnx_file.is_file():
         return graph_cost_for(manifest["target"], onnx_file, from_float=False), f"{onnx_file} (the artifact's graph)"
     _, _, h, w = manifest["input"]["shape"]
     path, desc = estimation_graph(

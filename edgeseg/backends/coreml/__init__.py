@@ -37,6 +37,9 @@ class CoreMLBackend(Backend):
         "int8",
         note="PT2E W8A8 before conversion; the Neural Engine's int8-int8 path needs A17 Pro / M4 or newer",
     )
+    ssh_timer = None
+    device_note = "Core ML runs on Apple devices only"
+    int8_float_rest = "fp16"
     estimator_runtime = "coreml"
     profiler_note = "Core ML needs Xcode Instruments on macOS"
     code_modules = ("edgeseg.quantize.pt2e", "edgeseg.quantize.policy")

@@ -79,6 +79,7 @@ class OnnxBackend(Backend):
     int8_policy = Int8Policy("onnx", ("Conv",), False, "uint8", note="ONNX Runtime QDQ; U8S8 is ORT CPU's fast path")
     graph_fp16 = True
     calib_methods = ("percentile", "minmax", "entropy")
+    graph_is_onnx = True
     estimator_runtime = "onnxruntime"
     code_modules = ("edgeseg.quantize.onnx_int8", "edgeseg.quantize.search", "edgeseg.quantize.policy")
 

@@ -31,6 +31,9 @@ class TensorRTBackend(Backend):
     )
     graph_fp16 = True
     calib_methods = ("percentile", "minmax", "entropy")
+    ssh_timer = "trtexec"
+    int8_float_rest = "fp16"
+    graph_is_onnx = True
     estimator_runtime = "tensorrt"
     code_modules = ("edgeseg.backends.onnx", "edgeseg.quantize.onnx_int8", "edgeseg.quantize.search")
 

@@ -41,6 +41,7 @@ class TFLiteBackend(Backend):
         "int8",
         note="litert-torch PT2E; Hardswish rewritten to add/clamp/mul so XNNPACK keeps int8 in one partition",
     )
+    adb_timer = True
     estimator_runtime = "tflite"
     code_modules = ("edgeseg.quantize.pt2e", "edgeseg.quantize.search", "edgeseg.quantize.policy")
 
