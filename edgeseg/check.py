@@ -1,10 +1,10 @@
 """``edgeseg check``: the regression gate a CI job runs on exported artifacts.
 
 This module holds what does not need the commands: the config schema (``edgeseg.yaml``), the baseline file, the
-side-by-side latency ratio (its own loop: the two artifacts alternate call by call; the statistics are bench's),
-and the renderers (check.md, JUnit XML). The gates themselves (``Gate``, ``Thresholds`` and every judgement) are
-the registry's in ``edgeseg.gates``, shared with bench and sweep; they are re-exported here.
-``edgeseg.commands.check`` exports, evaluates and calls in here.
+side-by-side latency ratio (bench's interleaved timer over the current and baseline artifacts), and the renderers
+(check.md, JUnit XML). The gates themselves (``Gate``, ``Thresholds`` and every judgement) are the registry's in
+``edgeseg.gates``, shared with bench and sweep; they are re-exported here. ``edgeseg.commands.check`` exports,
+evaluates and calls in here.
 
 Latency is never compared with a stored time: an absolute time recorded on another machine (or the same machine
 under other load) says nothing about this run. The baseline keeps a copy of each baseline artifact instead, and
@@ -27,6 +27,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from edgeseg.bench.stats import interleave
 from edgeseg.errors import EdgesegError
 from edgeseg.export_request import ExportOptions
 from edgeseg.gates import Evidence, Gate, Thresholds, failures, judge_baseline  # noqa: F401  Gate: re-exported
@@ -246,30 +247,24 @@ class LatencyRatio:
 def latency_ratio(
     current: Path, baseline: Path, threads: int, timing: TimingOptions, timer: Callable[[], float] = time.perf_counter
 ) -> LatencyRatio:
-    """Time both artifacts here, interleaved run by run (which goes first alternates), so a change in the load of
-    a shared machine hits both alike; per round, the ratio of the two medians (bench's statistics)."""
+    """Time both artifacts here with bench's interleaved timer (run by run, which goes first alternating; warm-up
+    each round), so a change in the load of a shared machine hits both alike; per round, the ratio of the two
+    medians."""
     from edgeseg.backends import load_artifact
     from edgeseg.bench.host import inference_call
-    from edgeseg.bench.stats import summarize
 
     cur_art, base_art = load_artifact(current, threads), load_artifact(baseline, threads)
     calls = (inference_call(cur_art), inference_call(base_art))
-    medians: tuple[list[float], list[float]] = ([], [])
-    for _ in range(timing.rounds):
-        for call in calls:
-            for _ in range(timing.warmup):
-                call()
-        samples: tuple[list[float], list[float]] = ([], [])
-        for i in range(timing.runs):
-            for k in (0, 1) if i % 2 == 0 else (1, 0):
-                t0 = timer()
-                calls[k]()
-                samples[k].append(1000.0 * (timer() - t0))
-        for k in (0, 1):
-            medians[k].append(summarize(samples[k], timing.warmup).median_ms)
+    return ratio_of_rounds(interleave(calls, timing.runs, timing.warmup, timing.rounds, timer), cur_art.runtime)
+
+
+def ratio_of_rounds(samples: list[list[list[float]]], runtime: str) -> LatencyRatio:
+    """``LatencyRatio`` of ``interleave``'s samples of (current, baseline): per round the ratio of the medians,
+    judged as their median, with half their range as the spread."""
+    medians = [[statistics.median(r[k]) for r in samples] for k in (0, 1)]
     rounds = [c / b for c, b in zip(*medians)]
     spread = (max(rounds) - min(rounds)) / 2
-    return LatencyRatio(statistics.median(rounds), spread, rounds, medians[0], medians[1], cur_art.runtime)
+    return LatencyRatio(statistics.median(rounds), spread, rounds, medians[0], medians[1], runtime)
 
 
 # --------------------------------------------------------------------------------------------------------------

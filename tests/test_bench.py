@@ -205,6 +205,25 @@ def test_timing_stops_when_stable_or_out_of_time():
         stats.TimingPlan(warmup=0, min_runs=10, max_runs=5)
 
 
+def test_interleaved_timer_rotates_the_first_call():
+    """The one round-robin timer (check's latency ratio, benchmarks' time_interleaved): warm-up passes untimed,
+    then every call once per pass, the first one rotating so none always follows another."""
+    now, log = [0.0], []
+
+    def call(name):
+        def run():
+            log.append(name)
+            now[0] += {"a": 0.001, "b": 0.002, "c": 0.004}[name]
+
+        return run
+
+    (samples,) = stats.interleave([call("a"), call("b"), call("c")], runs=3, warmup=2, timer=lambda: now[0])
+    assert log == list("abc" * 2) + list("abcbcacab")
+    assert samples == [pytest.approx([1.0] * 3), pytest.approx([2.0] * 3), pytest.approx([4.0] * 3)]
+    with pytest.raises(ValueError):
+        stats.interleave([call("a")], runs=0, warmup=0)
+
+
 def test_median_interval_and_reported_summaries():
     a = sorted(np.random.default_rng(0).normal(10, 1, 400))
     lo, hi = stats.median_ci95(a)

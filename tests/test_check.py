@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from edgeseg import check as chk
 from edgeseg import gates
+from edgeseg.bench import stats
 from edgeseg.cli import app
 from edgeseg.paths import PACKAGE_DIR, SAMPLE_DATA
 
@@ -206,6 +207,28 @@ def test_a_gate_is_one_registered_class():
         assert gates.judge_absolute(ev)[-1] == gates.Gate("even bytes", "failed", "3 bytes")
     finally:
         del gates.GATES["even bytes"]
+
+
+def test_latency_ratio_alternates_the_two_artifacts_with_a_warmup_each_round():
+    """check's side-by-side timing is bench's interleaved timer: which artifact goes first alternates run by run,
+    each round warms up both, and the judged ratio is the median of per-round ratios, so a load that doubles and
+    triples between rounds leaves it alone."""
+    now, log = [0.0], []
+
+    def call(name, ms):
+        def run():
+            log.append(name)
+            now[0] += ms * (1 + (len(log) - 1) // 10) / 1000  # 10 calls a round: the load grows round by round
+
+        return run
+
+    samples = stats.interleave([call("cur", 3.0), call("base", 2.0)], runs=4, warmup=1, rounds=3, timer=lambda: now[0])
+    assert log == ["cur", "base", "cur", "base", "base", "cur", "cur", "base", "base", "cur"] * 3
+    assert [len(r[0]) for r in samples] == [4, 4, 4]  # the warm-up calls are not samples
+    ratio = chk.ratio_of_rounds(samples, "test")
+    assert ratio.current_ms == pytest.approx([3.0, 6.0, 9.0]) and ratio.baseline_ms == pytest.approx([2.0, 4.0, 6.0])
+    assert ratio.rounds == pytest.approx([1.5] * 3) and ratio.ratio == pytest.approx(1.5)
+    assert ratio.spread == pytest.approx(0.0)
 
 
 def test_config_errors_name_the_file_and_field(tmp_path):
