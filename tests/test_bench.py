@@ -534,7 +534,7 @@ def test_bench_unreachable_device_shows_host_figures(b0_onnx, tmp_path):
     assert r["device"]["note"].startswith("not measured on jetson-agx-orin: no host configured")
     md = (rep / "bench.md").read_text()
     assert "| onnx-fp32 |" in md and "not measured on jetson-agx-orin" in md and "nothing is estimated" in md
-    assert f"edgeseg profile {r['artifact']['folder']}" in md  # bench links to the per-op profile
+    assert f"edgeseg op-profile {r['artifact']['folder']}" in md  # bench links to the per-op profile
     page = (rep / "report.html").read_text()
     assert page.count("data:image/png;base64,") == 2  # Pareto plot and example predictions, embedded
 

@@ -1,6 +1,6 @@
-"""estimate and calibrate: latency estimates for devices that are not attached, from the graph a target would
-get (``estimation_graph``) and the device profile's calibrated roofline; calibration fits a device's efficiencies to
-bench.json measurements or published figures."""
+"""estimate and fit-latency: latency estimates for devices that are not attached, from the graph a target would
+get (``estimation_graph``) and the device profile's calibrated roofline; ``fit_latency`` fits a device's
+efficiencies to bench.json measurements or published figures."""
 
 from __future__ import annotations
 
@@ -120,7 +120,7 @@ def _estimator_data(profile, profiles: Path | None, target: str):
     found = hw.calibration_for(target)
     if found is None:
         raise EdgesegError(
-            f"device {profile.name} has no calibration for {target}: run `edgeseg calibrate --device {profile.name} "
+            f"device {profile.name} has no calibration for {target}: run `edgeseg fit-latency --device {profile.name} "
             f"--from bench.json` (measurements of {target} there) and pass --profiles with the written folder"
         )
     if found[0] != target:
@@ -176,7 +176,7 @@ def published_points(profile, file: Path, cache: Path) -> tuple[dict[str, list],
     entry = data.devices.get(profile.name)
     if entry is None:
         raise EdgesegError(
-            f"{file} has no figures for {profile.name} (it has: {', '.join(data.devices)}); calibrate from "
+            f"{file} has no figures for {profile.name} (it has: {', '.join(data.devices)}); fit from "
             "bench.json measured on the device instead"
         )
     target = entry.target
@@ -209,8 +209,8 @@ def _bench_points(report_path: Path, profile, cache: Path) -> dict[str, list]:
         raise EdgesegError(f"--from {report_path}: not a bench.json ({validation_problems(exc)})") from None
     if report.device.name != profile.name:
         raise EdgesegError(
-            f"--from {report_path} was measured for device {report.device.name}, not {profile.name}: calibrate "
-            f"--device {report.device.name}"
+            f"--from {report_path} was measured for device {report.device.name}, not {profile.name}: run "
+            f"`edgeseg fit-latency --device {report.device.name}`"
         )
     out: dict[str, list] = {}
     for r in report.results:
@@ -230,7 +230,7 @@ def _bench_points(report_path: Path, profile, cache: Path) -> dict[str, list]:
     return out
 
 
-def calibrate_device(
+def fit_latency(
     device: str,
     sources: list[str],
     profiles: Path | None = None,
@@ -247,7 +247,7 @@ def calibrate_device(
     from edgeseg.estimate.schema import EstimatorData
 
     if not sources:
-        raise EdgesegError("calibrate needs --from: bench.json files measured on the device, or 'published'")
+        raise EdgesegError("fit-latency needs --from: bench.json files measured on the device, or 'published'")
     profile = get_profile(device, profiles)
     if profile.estimator is None:
         raise EdgesegError(
@@ -293,6 +293,6 @@ def calibrate_device(
     target_file = out / f"{profile.name}.yaml"
     if target_file.resolve() == Path(path).resolve() and str(path).startswith(str(PACKAGE_DIR)):
         raise EdgesegError(f"--out {out}: that is edgeseg's shipped profile folder; write the copy elsewhere")
-    header = f"# {profile.name}: copy of {path} with estimator calibrations written by `edgeseg calibrate`\n"
+    header = f"# {profile.name}: copy of {path} with estimator calibrations written by `edgeseg fit-latency`\n"
     atomic_write_bytes(target_file, (header + yaml.safe_dump(data, sort_keys=False, width=110)).encode())
     return {"device": profile.name, "file": str(target_file), "calibrations": calibrations, "held_out": rows}
