@@ -13,7 +13,7 @@ from edgeseg.artifact import read_manifest
 from edgeseg.data.transforms import parse_size
 from edgeseg.errors import EdgesegError
 from edgeseg.export_request import EXPORT_DEFAULTS
-from edgeseg.io import atomic_write_bytes, validation_problems
+from edgeseg.io import atomic_write_bytes, load_yaml_mapping, validation_problems
 from edgeseg.models.registry import DEFAULT_INPUT, create_model, deploy_rewrites, resolve_model_name
 from edgeseg.paths import PACKAGE_DIR
 
@@ -284,7 +284,7 @@ def fit_latency(
         calibrations[target] = cal
         rows[target] = [{"label": h.label, "measured_ms": h.measured_ms, "estimated_ms": h.estimated_ms} for h in held]
     _, path = load_profiles(profiles)[profile.name]
-    data = yaml.safe_load(Path(path).read_text())
+    data = load_yaml_mapping(Path(path), "device profile", "name, targets, reach, ...")  # to write an edited copy
     data["estimator"]["calibrations"] = {
         t: c.model_dump(mode="json", exclude_none=True) for t, c in calibrations.items()
     }
