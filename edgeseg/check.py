@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from edgeseg.bench.stats import interleave
 from edgeseg.errors import EdgesegError
 from edgeseg.export_request import ExportOptions
-from edgeseg.gates import Evidence, Gate, Thresholds, failures, judge_baseline  # noqa: F401  Gate: re-exported
+from edgeseg.gates import Evidence, Gate, Thresholds, failures, judge_baseline
 from edgeseg.io import atomic_write_bytes, load_yaml_schema, validation_problems
 
 BASELINE_VERSION = 1
