@@ -6,7 +6,7 @@ with the earlier exact bicubic-as-conv head and with the head upsampling switche
 baseline the exact heads are compared with), evaluates every artifact on CamVid val
 with its runtime here, then times them interleaved (same input, ORT intra-op spinning off so sessions do not steal
 each other's cores) and prints medians, the speed-up against the same format's fp32 and against the best fp32
-artifact, and (``--profile``) the op types that take the time in ORT fp32 and int8 (``edgeseg profile``).
+artifact, and (``--profile``) the op types that take the time in ORT fp32 and int8 (``edgeseg op-profile``).
 A benchmark, not a test: numbers go into the README and reports.
 
     python benchmarks/int8_table.py --model efficientvit-b0 --data ../shared/data/camvid [--no-eval] [--profile]
@@ -108,7 +108,7 @@ def main() -> None:
     profiles = {}
     if args.profile:
         for k in [k for k in built if k.startswith("onnx-") and "head" not in k]:
-            p = export_cmd.profile(built[k]["folder"], threads=args.threads, runs=args.runs, warmup=3)
+            p = export_cmd.op_profile(built[k]["folder"], threads=args.threads, runs=args.runs, warmup=3)
             profiles[k] = p
             top = ", ".join(f"{r['op_type']} {100 * r['share']:.0f}%" for r in p["by_type"][:6])
             off = "; ".join(f"{kind} {100 * o['share']:.0f}%" for kind, o in p["off_path"].items())

@@ -1,6 +1,6 @@
 """Where a TFLite model's time goes by op family, fp32 against int8, measured by ablation. A benchmark, not a test.
 
-XNNPACK's per-op times are not exposed through ai-edge-litert's Python interpreter (``edgeseg profile`` says so and
+XNNPACK's per-op times are not exposed through ai-edge-litert's Python interpreter (``edgeseg op-profile`` says so and
 names ``benchmark_model``), so this attributes time the other way round: it converts the graph ``edgeseg export``
 builds for TFLite (fp32, and PT2E int8 with the same quantizer) and timing-only variants, each with one op family
 neutralised, times every file in one pass and reports each family's cost as the time it removes:

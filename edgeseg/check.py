@@ -1,9 +1,9 @@
 """``edgeseg check``: the regression gate a CI job runs on exported artifacts.
 
 This module holds what does not need the commands: the config schema (``edgeseg.yaml``), the baseline file, the
-judging of one row (model x target x device) against thresholds and the baseline, the side-by-side latency
-ratio (its own loop: the two artifacts alternate call by call, which bench's one-artifact loop cannot do; the
-statistics are bench's), and the renderers (check.md, JUnit XML). ``edgeseg.commands.check`` exports,
+side-by-side latency ratio (bench's interleaved timer over the current and baseline artifacts), and the renderers
+(check.md, JUnit XML). The gates themselves (``Gate``, ``Thresholds`` and every judgement) are the registry's in
+``edgeseg.gates``, shared with bench and sweep; they are re-exported here. ``edgeseg.commands.check`` exports,
 evaluates and calls in here.
 
 Latency is never compared with a stored time: an absolute time recorded on another machine (or the same machine
@@ -27,8 +27,10 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from edgeseg.bench.stats import interleave
 from edgeseg.errors import EdgesegError
 from edgeseg.export_request import ExportOptions
+from edgeseg.gates import Evidence, Gate, Thresholds, failures, judge_baseline
 from edgeseg.io import atomic_write_bytes, load_yaml_schema, validation_problems
 
 BASELINE_VERSION = 1
@@ -45,19 +47,6 @@ LATENCY_NOTE = (
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
-
-
-class Thresholds(_Strict):
-    """Gates of a row. ``None`` turns a gate off (and the report says "not judged")."""
-
-    miou_floor: float | None = Field(None, ge=0, le=1)  # default: the device profile's floor
-    max_miou_drop: float | None = Field(1.0, ge=0)  # mIoU points vs the PyTorch reference on the same images
-    min_argmax_agreement: float | None = Field(None, ge=0, le=1)  # default: per precision (fp32 0.999 ...)
-    min_snr_db: float | None = None
-    max_latency_ratio: float | None = Field(1.10, gt=0)  # current / baseline, side by side
-    latency_noise: float = Field(0.05, ge=0)  # ratio margin added to max_latency_ratio (at least the spread seen)
-    max_size_growth: float | None = Field(0.05, ge=0)  # fraction of the baseline artifact's bytes
-    lint_clean: bool = True
 
 
 class ModelEntry(_Strict):
@@ -258,42 +247,29 @@ class LatencyRatio:
 def latency_ratio(
     current: Path, baseline: Path, threads: int, timing: TimingOptions, timer: Callable[[], float] = time.perf_counter
 ) -> LatencyRatio:
-    """Time both artifacts here, interleaved run by run (which goes first alternates), so a change in the load of
-    a shared machine hits both alike; per round, the ratio of the two medians (bench's statistics)."""
+    """Time both artifacts here with bench's interleaved timer (run by run, which goes first alternating; warm-up
+    each round), so a change in the load of a shared machine hits both alike; per round, the ratio of the two
+    medians."""
     from edgeseg.backends import load_artifact
     from edgeseg.bench.host import inference_call
-    from edgeseg.bench.stats import summarize
 
     cur_art, base_art = load_artifact(current, threads), load_artifact(baseline, threads)
     calls = (inference_call(cur_art), inference_call(base_art))
-    medians: tuple[list[float], list[float]] = ([], [])
-    for _ in range(timing.rounds):
-        for call in calls:
-            for _ in range(timing.warmup):
-                call()
-        samples: tuple[list[float], list[float]] = ([], [])
-        for i in range(timing.runs):
-            for k in (0, 1) if i % 2 == 0 else (1, 0):
-                t0 = timer()
-                calls[k]()
-                samples[k].append(1000.0 * (timer() - t0))
-        for k in (0, 1):
-            medians[k].append(summarize(samples[k], timing.warmup).median_ms)
+    return ratio_of_rounds(interleave(calls, timing.runs, timing.warmup, timing.rounds, timer), cur_art.runtime)
+
+
+def ratio_of_rounds(samples: list[list[list[float]]], runtime: str) -> LatencyRatio:
+    """``LatencyRatio`` of ``interleave``'s samples of (current, baseline): per round the ratio of the medians,
+    judged as their median, with half their range as the spread."""
+    medians = [[statistics.median(r[k]) for r in samples] for k in (0, 1)]
     rounds = [c / b for c, b in zip(*medians)]
     spread = (max(rounds) - min(rounds)) / 2
-    return LatencyRatio(statistics.median(rounds), spread, rounds, medians[0], medians[1], cur_art.runtime)
+    return LatencyRatio(statistics.median(rounds), spread, rounds, medians[0], medians[1], runtime)
 
 
 # --------------------------------------------------------------------------------------------------------------
 # Judging a row
 # --------------------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Gate:
-    name: str  # lint | parity | snr | miou floor | miou drop | latency | size | baseline | runs here
-    status: str  # passed | failed | not judged
-    detail: str
 
 
 @dataclass
@@ -317,122 +293,42 @@ class RowResult:
         return all(g.status != "failed" for g in self.gates)
 
     def failures(self) -> list[Gate]:
-        return [g for g in self.gates if g.status == "failed"]
+        return failures(self.gates)
 
     def cause(self) -> str:
-        return "; ".join(f"{g.name}: {g.detail}" for g in self.failures())
+        return "; ".join(g.reason() for g in self.failures())
 
     def as_dict(self) -> dict:
         return {**asdict(self), "passed": self.passed}
 
 
-def _pct(x: float) -> str:
-    return f"{100 * x:.2f} %"
-
-
-def absolute_gates(
-    th: Thresholds,
-    lint: dict,
-    parity: dict,
-    agreement_min: float,
-    miou,
-    miou_ref,
-    floor,
-    why_not_run,
-    untrained: bool = False,
-) -> list[Gate]:
-    """Gates that need no baseline: lint, parity vs PyTorch, mIoU floor and drop vs the PyTorch reference (not
-    judged for untrained weights: their mIoU means nothing)."""
-    gates = []
-    if th.lint_clean:
-        if lint["clean"]:
-            gates.append(Gate("lint", "passed", f"clean ({lint['rules']} rules)"))
-        else:
-            gates.append(Gate("lint", "failed", f"{lint['errors']} error(s) with the {lint['rules']} rules"))
-    if why_not_run:
-        gates.append(Gate("runs here", "failed", f"cannot evaluate this artifact here: {why_not_run}"))
-        return gates
-    agree = parity.get("argmax_agreement")
-    if agree is None:
-        gates.append(Gate("parity", "failed", f"not measured ({parity.get('runtime')})"))
-    elif agree < agreement_min:
-        gates.append(Gate("parity", "failed", f"argmax agreement {_pct(agree)} < {_pct(agreement_min)}"))
-    else:
-        gates.append(Gate("parity", "passed", f"argmax agreement {_pct(agree)} >= {_pct(agreement_min)}"))
-    if th.min_snr_db is not None:
-        snr = parity.get("snr_db")
-        if snr is None:
-            gates.append(Gate("snr", "not judged", "the artifact outputs labels (no logits to compare)"))
-        elif snr < th.min_snr_db:
-            gates.append(Gate("snr", "failed", f"SNR {snr:.1f} dB < {th.min_snr_db:g} dB"))
-        else:
-            gates.append(Gate("snr", "passed", f"SNR {snr:.1f} dB >= {th.min_snr_db:g} dB"))
-    if untrained:
-        if floor is not None or th.max_miou_drop is not None:
-            gates.append(Gate("miou", "not judged", "untrained weights (--weights random): no mIoU"))
-        return gates
-    if floor is not None:
-        ok = miou >= floor
-        sign = ">=" if ok else "<"
-        gates.append(Gate("miou floor", "passed" if ok else "failed", f"mIoU {_pct(miou)} {sign} {_pct(floor)}"))
-    if th.max_miou_drop is not None:
-        drop = 100 * (miou_ref - miou)
-        ok = drop <= th.max_miou_drop
-        text = f"drop {drop:.2f} points vs PyTorch {_pct(miou_ref)} {'<=' if ok else '>'} {th.max_miou_drop:g}"
-        gates.append(Gate("miou drop", "passed" if ok else "failed", text))
-    return gates
-
-
 def baseline_gates(
-    th: Thresholds, row_id: str, artifact: dict, baseline: Baseline | None, update: bool, ratio: LatencyRatio | None
+    th: Thresholds,
+    row_id: str,
+    artifact: dict,
+    baseline: Baseline | None,
+    update: bool,
+    ratio: LatencyRatio | None,
+    device: str | None = None,
+    why_not_run: str | None = None,
 ) -> list[Gate]:
-    """Gates against the baseline: it must have this row; artifact size growth; side-by-side latency ratio.
-
-    With ``update`` these are reported but not failed on: the run is recording the new baseline."""
-    entry = baseline.rows.get(row_id) if baseline else None
-    soft = "not judged" if update else "failed"
-    if entry is None:
-        if baseline is None:  # none recorded yet: nothing to compare with, which is not a regression
-            return [Gate("baseline", "not judged", "no baseline yet: `--update-baseline` records one")]
-        return [
-            Gate(
-                "baseline",
-                "not judged" if update else "failed",
-                f"row {row_id} is not in the baseline: run with --update-baseline",
-            )
-        ]
-    gates = []
-    base = entry["artifact"]
-    if th.max_size_growth is not None:
-        growth = artifact["bytes"] / base["bytes"] - 1
-        ok = growth <= th.max_size_growth
-        text = (
-            f"{artifact['bytes'] / 1e6:.2f} MB, {100 * growth:+.1f} % vs baseline "
-            f"{'<=' if ok else '>'} +{100 * th.max_size_growth:g} %"
+    """The registry's baseline gates (``edgeseg.gates``) for one row: it must be in the baseline; artifact size
+    growth; side-by-side latency ratio. ``device``: the row's device where that is not this machine (the ratio
+    says it was timed here). With ``update`` these are reported but not failed on: the run is recording the new
+    baseline."""
+    return judge_baseline(
+        Evidence(
+            precision="fp32",  # not judged by a baseline gate
+            thresholds=th,
+            row_id=row_id,
+            artifact=artifact,
+            baseline_rows=baseline.rows if baseline else None,
+            updating_baseline=update,
+            latency_ratio=ratio,
+            ratio_timed_elsewhere=device,
+            why_not_run=why_not_run,
         )
-        gates.append(Gate("size", "passed" if ok else soft, text))
-    if th.max_latency_ratio is not None:
-        if artifact["sha256"] == base["sha256"]:
-            gates.append(Gate("latency", "passed", "same artifact as the baseline (sha256): not re-timed"))
-        elif ratio is None:
-            gates.append(
-                Gate(
-                    "latency",
-                    "not judged",
-                    f"baseline artifact copy {base['copy']} not present here, so nothing to time side by side "
-                    "(a stored absolute time from another machine is not comparable)",
-                )
-            )
-        else:
-            margin = max(th.latency_noise, ratio.spread)
-            limit = th.max_latency_ratio + margin
-            ok = ratio.ratio <= limit
-            text = (
-                f"x{ratio.ratio:.2f} vs baseline side by side ({len(ratio.rounds)} rounds, spread "
-                f"±{ratio.spread:.2f}) {'<=' if ok else '>'} x{th.max_latency_ratio:g} + noise {margin:.2f}"
-            )
-            gates.append(Gate("latency", "passed" if ok else soft, text))
-    return gates
+    )
 
 
 # --------------------------------------------------------------------------------------------------------------

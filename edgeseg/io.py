@@ -79,11 +79,11 @@ def validation_problems(exc, field_prefix: str = "") -> str:
     )
 
 
-def load_yaml_schema(path: Path, schema, what: str, expected: str, missing_hint: str | None = None):
-    """Read a YAML file and validate it against a pydantic model; every problem is one EdgesegError line naming
-    ``what`` (e.g. "device profile"), the file, and the line or field."""
+def load_yaml_mapping(path: Path, what: str, expected: str, missing_hint: str | None = None) -> dict:
+    """Read a YAML file that must hold a mapping (the fields of ``what``, e.g. "device profile"); every problem is
+    one EdgesegError line naming ``what``, the file, and the line. The one YAML reader for user files: validate
+    the result with ``load_yaml_schema``, or keep it raw to write an edited copy."""
     import yaml
-    from pydantic import ValidationError
 
     path = Path(path)
     try:
@@ -100,6 +100,15 @@ def load_yaml_schema(path: Path, schema, what: str, expected: str, missing_hint:
         raise EdgesegError(f"cannot read {what} {path}: {exc.strerror}") from None
     if not isinstance(data, dict):
         raise EdgesegError(f"{what} {path}: expected a mapping of fields ({expected})")
+    return data
+
+
+def load_yaml_schema(path: Path, schema, what: str, expected: str, missing_hint: str | None = None):
+    """Read a YAML file (``load_yaml_mapping``) and validate it against a pydantic model; every problem is one
+    EdgesegError line naming ``what`` (e.g. "device profile"), the file, and the line or field."""
+    from pydantic import ValidationError
+
+    data = load_yaml_mapping(path, what, expected, missing_hint)
     try:
         return schema.model_validate(data)
     except ValidationError as exc:

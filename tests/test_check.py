@@ -11,6 +11,8 @@ import yaml
 from typer.testing import CliRunner
 
 from edgeseg import check as chk
+from edgeseg import gates
+from edgeseg.bench import stats
 from edgeseg.cli import app
 from edgeseg.paths import PACKAGE_DIR, SAMPLE_DATA
 
@@ -154,6 +156,79 @@ def test_latency_and_size_gates_judge_ratios_with_a_noise_margin():
     # recording a new baseline: reported, never failed
     gates = chk.baseline_gates(th, "r", art, _baseline_row(), True, _ratio([2.0, 2.0, 2.0]))
     assert all(g.status != "failed" for g in gates)
+
+
+def test_absolute_gates_come_from_the_registry():
+    """One registry judges check's rows and bench's targets: per-precision parity minimum, the profile's floor
+    unless the thresholds set one, one "not judged" for the mIoU gates of untrained weights, nothing but lint and
+    "runs here" for an artifact that cannot run here, a budget only where a latency was measured on the device."""
+    lint = {"clean": False, "errors": 2, "rules": "tflite"}
+    parity = {"argmax_agreement": 0.96, "snr_db": 30.0, "runtime": "test"}
+    ev = gates.Evidence(precision="int8", lint=lint, folder="art/x", parity=parity, miou=0.5, miou_reference=0.52,
+                        profile_miou_floor=0.6)  # fmt: skip
+    judged = {g.name: g for g in gates.judge_absolute(ev)}
+    assert list(judged) == ["lint", "parity", "miou floor", "miou drop"]  # SNR off, no latency measured
+    assert judged["lint"].reason() == "lint: 2 error(s) with the tflite rules (edgeseg lint art/x)"
+    assert judged["parity"].status == "passed" and judged["parity"].detail.endswith(">= 95.00 %")
+    assert judged["miou floor"].status == "failed" and judged["miou floor"].detail == "mIoU 50.00 % < 60.00 %"
+    assert judged["miou drop"].status == "failed"  # 2 points > 1.0
+    ev.thresholds = chk.Thresholds(miou_floor=0.4, min_argmax_agreement=0.99, min_snr_db=40)
+    judged = {g.name: g for g in gates.judge_absolute(ev)}
+    assert judged["miou floor"].status == "passed" and judged["parity"].detail == "argmax agreement 96.00 % < 99.00 %"
+    assert judged["snr"].detail == "SNR 30.0 dB < 40 dB"
+    ev.untrained = True
+    assert [(g.name, g.status) for g in gates.judge_absolute(ev) if g.name.startswith("miou")] == [
+        ("miou", "not judged")
+    ]
+    ev.why_not_run = "needs macOS"
+    assert [g.name for g in gates.judge_absolute(ev)] == ["lint", "runs here"]
+    # bench: a latency measured on the device against its budget; a parity not measured is not a failure there
+    ev = gates.Evidence(precision="fp16", parity={"argmax_agreement": None, "runtime": "needs macOS"},
+                        parity_required=False, latency_ms=40.0, budget_ms=33.3, latency_device="pixel-8")  # fmt: skip
+    judged = {g.name: g for g in gates.judge_absolute(ev)}
+    assert judged["parity"].status == "not judged"
+    assert judged["budget"].reason() == "budget: median 40.0 ms on pixel-8 over the 33.3 ms budget"
+
+
+def test_a_gate_is_one_registered_class():
+    @gates.register_gate
+    class EvenBytes(gates.GateRule):
+        """Test gate: the artifact file has an even number of bytes."""
+
+        name = "even bytes"
+
+        def judge(self, ev):
+            return None if ev.artifact is None else gates.Gate(self.name, "failed", f"{ev.artifact['bytes']} bytes")
+
+    try:
+        with pytest.raises(ValueError, match="already registered"):
+            gates.register_gate(EvenBytes)
+        ev = gates.Evidence(precision="fp32", artifact={"bytes": 3, "sha256": "x"})
+        assert gates.judge_absolute(ev)[-1] == gates.Gate("even bytes", "failed", "3 bytes")
+    finally:
+        del gates.GATES["even bytes"]
+
+
+def test_latency_ratio_alternates_the_two_artifacts_with_a_warmup_each_round():
+    """check's side-by-side timing is bench's interleaved timer: which artifact goes first alternates run by run,
+    each round warms up both, and the judged ratio is the median of per-round ratios, so a load that doubles and
+    triples between rounds leaves it alone."""
+    now, log = [0.0], []
+
+    def call(name, ms):
+        def run():
+            log.append(name)
+            now[0] += ms * (1 + (len(log) - 1) // 10) / 1000  # 10 calls a round: the load grows round by round
+
+        return run
+
+    samples = stats.interleave([call("cur", 3.0), call("base", 2.0)], runs=4, warmup=1, rounds=3, timer=lambda: now[0])
+    assert log == ["cur", "base", "cur", "base", "base", "cur", "cur", "base", "base", "cur"] * 3
+    assert [len(r[0]) for r in samples] == [4, 4, 4]  # the warm-up calls are not samples
+    ratio = chk.ratio_of_rounds(samples, "test")
+    assert ratio.current_ms == pytest.approx([3.0, 6.0, 9.0]) and ratio.baseline_ms == pytest.approx([2.0, 4.0, 6.0])
+    assert ratio.rounds == pytest.approx([1.5] * 3) and ratio.ratio == pytest.approx(1.5)
+    assert ratio.spread == pytest.approx(0.0)
 
 
 def test_config_errors_name_the_file_and_field(tmp_path):

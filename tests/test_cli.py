@@ -149,3 +149,23 @@ def test_models_table_lists_every_variant(tmp_path):
     assert ("efficientvit-b0", "ade20k") not in names
     b0 = next(r for r in rows if (r["model"], r["dataset"]) == ("efficientvit-b0", "cityscapes"))
     assert abs(b0["gmacs"] - 4.39) < 0.01 and b0["input"] == "1024x2048"
+
+
+def test_renamed_commands_keep_their_old_names_as_hidden_aliases(tmp_path):
+    """`edgeseg op-profile` (was `profile`, a word that also names a device profile) and `edgeseg fit-latency` (was
+    `calibrate`, a word that also names INT8 calibration): the old names still run, hidden from --help, after a
+    one-line note on stderr naming the new one."""
+    listed = [line.strip("│ ").split(" ")[0] for line in runner.invoke(app, ["--help"]).output.splitlines()]
+    assert "op-profile" in listed and "fit-latency" in listed
+    assert "profile" not in listed and "calibrate" not in listed
+    for old, new, args, needle in (
+        ("profile", "op-profile", [str(tmp_path / "missing")], "artifact not found"),
+        ("calibrate", "fit-latency", ["--device", "pixel-8", "--from", "published"], "no estimator data"),
+    ):
+        result = runner.invoke(app, [old, *args])
+        assert result.exit_code == 2 and needle in result.output, result.output
+        note, error = result.stderr.strip().split("\n")
+        assert note == f"note: `edgeseg {old}` is deprecated and will be removed: use `edgeseg {new}`"
+        assert error.startswith("error: ") and needle in error
+        result = runner.invoke(app, [new, *args])
+        assert result.exit_code == 2 and "deprecated" not in result.output and needle in result.output

@@ -232,10 +232,10 @@ def test_estimate_without_calibration_is_a_one_line_error(tiny_setup):
     assert "no estimator data" in r.output and "Traceback" not in r.output
 
 
-def test_calibrate_refuses_missing_and_foreign_inputs(tmp_path):
-    r = runner.invoke(app, ["calibrate", "--device", "jetson-nano", "--from", str(tmp_path / "nope.json")])
+def test_fit_latency_refuses_missing_and_foreign_inputs(tmp_path):
+    r = runner.invoke(app, ["fit-latency", "--device", "jetson-nano", "--from", str(tmp_path / "nope.json")])
     assert r.exit_code == 2 and "no such file" in r.output
-    r = runner.invoke(app, ["calibrate", "--device", "pixel-8", "--from", "published"])
+    r = runner.invoke(app, ["fit-latency", "--device", "pixel-8", "--from", "published"])
     assert r.exit_code == 2 and "no estimator data" in r.output
 
 
@@ -310,7 +310,7 @@ def _bench_json(path, art, device: str, latencies: list[float]) -> None:
     path.write_text(report.model_dump_json())
 
 
-def test_calibrate_from_bench_json_writes_a_loadable_profile_copy(tiny_setup, tmp_path):
+def test_fit_latency_from_bench_json_writes_a_loadable_profile_copy(tiny_setup, tmp_path):
     from edgeseg.bench.profiles import get_profile
 
     art, profiles = tiny_setup
@@ -318,7 +318,8 @@ def test_calibrate_from_bench_json_writes_a_loadable_profile_copy(tiny_setup, tm
     _bench_json(bench, art, "tiny-dev", [5.0, 5.5, 4.8])
     out = tmp_path / "calibrated"
     r = runner.invoke(
-        app, ["calibrate", "--device", "tiny-dev", "--from", str(bench), "--profiles", str(profiles), "--out", str(out)]
+        app,
+        ["fit-latency", "--device", "tiny-dev", "--from", str(bench), "--profiles", str(profiles), "--out", str(out)],
     )
     assert r.exit_code == 0, r.output
     assert "leave-one-out" in r.output
@@ -329,7 +330,7 @@ def test_calibrate_from_bench_json_writes_a_loadable_profile_copy(tiny_setup, tm
     assert est.exit_code == 0 and "latency (estimate)" in est.output
     # a bench.json of another device is refused in one line
     _bench_json(bench, art, "other-dev", [5.0])
-    r = runner.invoke(app, ["calibrate", "--device", "tiny-dev", "--from", str(bench), "--profiles", str(profiles)])
+    r = runner.invoke(app, ["fit-latency", "--device", "tiny-dev", "--from", str(bench), "--profiles", str(profiles)])
     assert r.exit_code == 2 and "measured for device other-dev" in r.output
 
 
@@ -345,7 +346,7 @@ def test_calibrate_from_bench_json_writes_a_loadable_profile_copy(tiny_setup, tm
 def test_bad_published_figures_file_is_one_line(tmp_path, text, message):
     bad = tmp_path / "figures.yaml"
     bad.write_text(text)
-    args = ["calibrate", "--device", "jetson-agx-orin", "--from", str(bad), "--out", str(tmp_path)]
+    args = ["fit-latency", "--device", "jetson-agx-orin", "--from", str(bad), "--out", str(tmp_path)]
     r = CliRunner().invoke(app, args)
     assert r.exit_code == 2 and message in r.output and "Traceback" not in r.output, r.output
 

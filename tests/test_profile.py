@@ -1,4 +1,4 @@
-"""`edgeseg profile`: kernel times that add up to the run, the TFLite execution plan, clear errors."""
+"""`edgeseg op-profile`: kernel times that add up to the run, the TFLite execution plan, clear errors."""
 
 import json
 
@@ -52,7 +52,7 @@ def test_ort_events_drop_warmup_and_average_per_kernel():
 
 
 def test_ort_kernels_sum_to_the_measured_run_within_10_percent(onnx_fp32):
-    p = export_cmd.profile(onnx_fp32["folder"], threads=2, runs=25, warmup=3)  # more runs: one undisturbed
+    p = export_cmd.op_profile(onnx_fp32["folder"], threads=2, runs=25, warmup=3)  # more runs: one undisturbed
     # kernels never exceed the run; the executor's gaps are the rest. Those gaps grow when other processes load the
     # CPU (measured: 4 % quiet, up to 25 % of a run at load 8 on 2 cores), so the 90 % bound is checked on the run
     # the machine disturbed least.
@@ -69,7 +69,7 @@ def test_tflite_execution_plan_counts_xnnpack_partitions(random_b0_weights, tmp_
     m = export_cmd.export(
         "efficientvit-b0", "camvid", random_b0_weights, "tflite-fp32", SIZE, tmp_path, parity_images=1
     )
-    p = export_cmd.profile(m["folder"], runs=3, warmup=1)
+    p = export_cmd.op_profile(m["folder"], runs=3, warmup=1)
     assert p["partitions"] == 1 and p["off_path"] == {}  # every op delegated
     assert p["explained"] is None and "benchmark_model" in p["notes"][0]  # no per-op timer: said, not faked
     # the delegated nodes are counted per op type and path (fp32: no Q/DQ, no float-in-int8 rows; no times)
@@ -89,12 +89,12 @@ def test_tflite_execution_plan_counts_xnnpack_partitions(random_b0_weights, tmp_
 def test_profile_cli_writes_json_and_rejects_what_it_cannot_profile(onnx_fp32, tmp_path):
     runner = CliRunner()
     out = tmp_path / "p.json"
-    r = runner.invoke(app, ["profile", onnx_fp32["folder"], "--runs", "3", "--warmup", "1", "--json", str(out)])
+    r = runner.invoke(app, ["op-profile", onnx_fp32["folder"], "--runs", "3", "--warmup", "1", "--json", str(out)])
     assert r.exit_code == 0, r.output
     assert "kernels explain" in r.output and json.loads(out.read_text())["target"] == "onnx-fp32"
-    r = runner.invoke(app, ["profile", str(tmp_path / "missing")])
+    r = runner.invoke(app, ["op-profile", str(tmp_path / "missing")])
     assert r.exit_code == 2 and "artifact not found" in r.output
-    r = runner.invoke(app, ["profile", onnx_fp32["folder"], "--runs", "0"])
+    r = runner.invoke(app, ["op-profile", onnx_fp32["folder"], "--runs", "0"])
     assert r.exit_code == 2 and "--runs" in r.output
 
 
@@ -104,6 +104,6 @@ def test_corrupt_or_incomplete_manifest_is_one_line_everywhere(tmp_path):
         folder = tmp_path / name
         folder.mkdir()
         (folder / "manifest.json").write_text(text)
-        for args in (["profile", str(folder)], ["lint", str(folder)], ["eval", "--artifact", str(folder)]):
+        for args in (["op-profile", str(folder)], ["lint", str(folder)], ["eval", "--artifact", str(folder)]):
             r = runner.invoke(app, args)
             assert r.exit_code == 2 and "corrupt manifest" in r.output and "Traceback" not in r.output, args

@@ -18,7 +18,7 @@ import torch
 
 from edgeseg.artifact import LoadedArtifact
 from edgeseg.backends import load_artifact
-from edgeseg.bench.stats import Timing, TimingPlan, measure
+from edgeseg.bench.stats import Timing, TimingPlan, interleave, measure
 
 
 def cpu_name() -> str:
@@ -65,12 +65,11 @@ def measure_here(folder: Path, threads: int, plan: TimingPlan) -> tuple[Timing, 
 
 
 def time_interleaved(folders: dict[str, Path], runs: int, warmup: int, threads: int) -> dict[str, dict]:
-    """Median latency per artifact with the artifacts timed round-robin, one call each in turn, so a load change on
-    a shared machine hits all of them alike (for tables that compare artifacts). ``folders``: label -> folder;
-    artifacts whose runtime needs other hardware are left out."""
-    import time
+    """Median latency per artifact with the artifacts timed round-robin (``stats.interleave``: one call each in
+    turn, the first one rotating), so a load change on a shared machine hits all of them alike (for tables that
+    compare artifacts). ``folders``: label -> folder; artifacts whose runtime needs other hardware are left out."""
+    import statistics
 
-    from edgeseg.bench.stats import summarize
     from edgeseg.errors import EdgesegError
 
     calls, runtimes = {}, {}
@@ -80,14 +79,10 @@ def time_interleaved(folders: dict[str, Path], runs: int, warmup: int, threads: 
         except EdgesegError:  # Core ML off macOS, a TensorRT engine without CUDA, ...
             continue
         calls[label], runtimes[label] = inference_call(art), art.runtime
-    samples: dict[str, list[float]] = {k: [] for k in calls}
-    for i in range(warmup + runs):
-        for label, call in calls.items():
-            t0 = time.perf_counter()
-            call()
-            if i >= warmup:
-                samples[label].append(1000.0 * (time.perf_counter() - t0))
+    if not calls:
+        return {}
+    (samples,) = interleave(list(calls.values()), runs, warmup)
     return {
-        k: {"median_ms": summarize(v, warmup).median_ms, "runs": len(v), "runtime": runtimes[k]}
-        for k, v in samples.items()
+        label: {"median_ms": statistics.median(ms), "runs": len(ms), "runtime": runtimes[label]}
+        for label, ms in zip(calls, samples)
     }

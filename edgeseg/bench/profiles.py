@@ -65,7 +65,7 @@ class DeviceProfile(_Strict):
     hardware: list[HardwareFact] = []
     notes: str = ""
     # Roofline estimator data: spec-sheet peaks and bandwidth with sources, and efficiency factors that only
-    # `edgeseg calibrate` writes (fitted to measurements, with their source and validation error).
+    # `edgeseg fit-latency` writes (fitted to measurements, with their source and validation error).
     estimator: EstimatorData | None = None
 
     @field_validator("targets")

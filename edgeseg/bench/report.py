@@ -158,7 +158,7 @@ STATUS_TEXT = {"passed": "passed", "failed_check": "exported, failed check", "fa
 
 
 def _profilable(target: str) -> bool:
-    """Whether ``edgeseg profile`` can profile the target's artifacts here (its backend has a profiler)."""
+    """Whether ``edgeseg op-profile`` can profile the target's artifacts here (its backend has a profiler)."""
     from edgeseg.backends import TARGETS, backend_for
 
     return target in TARGETS and backend_for(TARGETS[target].format).profiles_here
@@ -267,7 +267,7 @@ def markdown(report: BenchReport) -> str:
         profilable = [r for r in measured_here if r.artifact and _profilable(r.target)]
         if profilable:
             lines += ["", "Where the time goes (kernels, op types, what falls off the fast path):", "", "```"]
-            lines += [f"edgeseg profile {r.artifact.folder}" for r in profilable]
+            lines += [f"edgeseg op-profile {r.artifact.folder}" for r in profilable]
             lines += ["```"]
     return "\n".join(lines) + "\n"
 

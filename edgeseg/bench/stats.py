@@ -1,8 +1,10 @@
-"""Latency statistics and the timing loop.
+"""Latency statistics and the two timing loops.
 
 ``measure`` runs warm-up calls, then timed calls until the median is known to within ``rel_ci`` (half-width of
 its distribution-free 95 % confidence interval, from order statistics) or a run/time cap is hit, and says which.
-The timer is injectable so the loop and the statistics are tested on a fake clock.
+``interleave`` times several calls round-robin, one call each in turn, so a load change on a shared machine hits
+all of them alike (check's latency ratio against the baseline artifact, the benchmark tables that compare
+artifacts). The timer is injectable so the loops and the statistics are tested on a fake clock.
 """
 
 from __future__ import annotations
@@ -108,6 +110,36 @@ def measure(fn: Callable[[], object], plan: TimingPlan, timer: Callable[[], floa
                 stop = "max-seconds"
                 break
     return Timing(summarize(samples, plan.warmup), samples, stop)
+
+
+def interleave(
+    calls: Sequence[Callable[[], object]],
+    runs: int,
+    warmup: int,
+    rounds: int = 1,
+    timer: Callable[[], float] = time.perf_counter,
+) -> list[list[list[float]]]:
+    """Time ``calls`` round-robin: in each of ``rounds`` rounds, ``warmup`` untimed passes over every call, then
+    ``runs`` timed passes, one call each in turn. The call that goes first rotates from pass to pass (with two
+    calls: alternates), so none always runs straight after another. Returns the samples in ms,
+    ``[round][call][run]``; ``timer`` returns seconds."""
+    if runs < 1 or warmup < 0 or rounds < 1:
+        raise ValueError(f"bad interleaved timing: runs {runs}, warmup {warmup}, rounds {rounds}")
+    n = len(calls)
+    out = []
+    for _ in range(rounds):
+        for _ in range(warmup):
+            for call in calls:
+                call()
+        samples: list[list[float]] = [[] for _ in calls]
+        for i in range(runs):
+            for j in range(n):
+                k = (i + j) % n
+                t0 = timer()
+                calls[k]()
+                samples[k].append(1000.0 * (timer() - t0))
+        out.append(samples)
+    return out
 
 
 def from_summary(

@@ -20,11 +20,11 @@ app.add_typer(weights_app, name="weights")
 # The command groups register on import, in this order: the order `edgeseg --help` lists the commands in.
 # isort: off
 from edgeseg.cli import models  # noqa: E402, F401  models, eval, predict, train
-from edgeseg.cli import export  # noqa: E402, F401  targets, export, quantize, lint, profile
+from edgeseg.cli import export  # noqa: E402, F401  targets, export, quantize, lint, op-profile
 from edgeseg.cli import bench  # noqa: E402, F401  devices, bench
 from edgeseg.cli import sweep  # noqa: E402, F401  sweep
 from edgeseg.cli import check  # noqa: E402, F401  check
-from edgeseg.cli import estimate  # noqa: E402, F401  estimate, calibrate
+from edgeseg.cli import estimate  # noqa: E402, F401  estimate, fit-latency
 from edgeseg.cli import weights  # noqa: E402, F401  weights list, weights publish
 # isort: on
 

@@ -59,6 +59,24 @@ def _progress_line(key: str, label: str):
             status.stop()
 
 
+def deprecated_alias(app: typer.Typer, old: str, new: str, command) -> None:
+    """Register ``edgeseg OLD`` as a hidden alias of ``command`` (``edgeseg NEW``): same options, and a one-line
+    note on stderr pointing at the new name first."""
+
+    @functools.wraps(command)
+    def alias(*args, **kwargs):
+        err_console.print(
+            f"note: `edgeseg {old}` is deprecated and will be removed: use `edgeseg {new}`",
+            style="dim",
+            soft_wrap=True,
+            highlight=False,
+        )
+        return command(*args, **kwargs)
+
+    alias.__doc__ = f"Deprecated alias of `edgeseg {new}`."
+    app.command(old, hidden=True)(alias)
+
+
 def notice(text: str) -> None:
     """A one-line note on stderr (which shipped weights a command picked, what it skipped), kept out of stdout."""
     err_console.print(text, style="dim", soft_wrap=True, highlight=False)

@@ -1,5 +1,5 @@
-"""estimate, calibrate: latency estimates (labelled so) for devices that are not attached, and fitting a device's
-efficiency factors to measurements."""
+"""estimate, fit-latency: latency estimates (labelled so) for devices that are not attached, and fitting a
+device's efficiency factors to measurements."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from edgeseg.cli.common import (
     UpsampleOpt,
     _write_json,
     console,
+    deprecated_alias,
     user_errors,
 )
 from edgeseg.commands import estimate as estimate_cmd
@@ -71,9 +72,9 @@ def estimate(
         console.print(f"wrote {json_out}", highlight=False)
 
 
-@app.command()
+@app.command("fit-latency")
 @user_errors
-def calibrate(
+def fit_latency(
     device: DeviceOpt,
     sources: list[str] = typer.Option(
         ...,
@@ -84,8 +85,9 @@ def calibrate(
     profiles: ProfilesOpt = None,
     out: Path = typer.Option(Path("profiles"), "--out", help="Folder for the calibrated copy <device>.yaml."),
 ):
-    """Fit a device's efficiency factors to measurements; write a profile copy with them (pass it via --profiles)."""
-    result = estimate_cmd.calibrate_device(device, sources, profiles=profiles, out=out)
+    """Fit the latency estimator's efficiency factors of a device to measurements; write a profile copy with them
+    (pass it via --profiles)."""
+    result = estimate_cmd.fit_latency(device, sources, profiles=profiles, out=out)
     for target, cal in result["calibrations"].items():
         if target not in result["held_out"]:
             continue  # a calibration this run did not touch
@@ -115,3 +117,7 @@ def calibrate(
         highlight=False,
         soft_wrap=True,
     )
+
+
+# the old name (calibrating also means INT8 calibration)
+deprecated_alias(app, "calibrate", "fit-latency", fit_latency)

@@ -1,4 +1,4 @@
-"""targets, export, quantize, lint, profile: the target registry, building artifacts and looking inside them."""
+"""targets, export, quantize, lint, op-profile: the target registry, building artifacts and looking inside them."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from edgeseg.cli.common import (
     _pct,
     _write_json,
     console,
+    deprecated_alias,
     err_console,
     notice,
     user_errors,
@@ -252,9 +253,9 @@ def lint(
         raise typer.Exit(1)
 
 
-@app.command()
+@app.command("op-profile")
 @user_errors
-def profile(
+def op_profile(
     artifact: Path = typer.Argument(..., help="An artifact folder written by `edgeseg export` (or its model file)."),
     threads: int = typer.Option(2, "--threads", help="Intra-op threads, as bench uses them."),
     runs: int = typer.Option(20, "--runs", help="Timed runs; each kernel's time is its mean over them."),
@@ -262,8 +263,9 @@ def profile(
     top: int = typer.Option(15, "--top", help="Kernels to list."),
     json_out: Path | None = typer.Option(None, "--json", help="Write the full profile as JSON."),
 ):
-    """Where an artifact's time goes here: top kernels, share per op type, and what falls off the fast path."""
-    p = export_cmd.profile(artifact, threads=threads, runs=runs, warmup=warmup)
+    """Where an artifact's time goes here, per op: top kernels, share per op type, and what falls off the fast
+    path."""
+    p = export_cmd.op_profile(artifact, threads=threads, runs=runs, warmup=warmup)
     title = f"{p['target']}: {p['runtime']}, {p['threads']} threads, mean of {p['runs']} runs"
     if p["kernels"]:
         table = Table(title=f"top kernels ({title})")
@@ -298,3 +300,6 @@ def profile(
         console.print(line)
     if json_out:
         _write_json(json_out, p)
+
+
+deprecated_alias(app, "profile", "op-profile", op_profile)  # the old name (a "profile" is a device YAML)

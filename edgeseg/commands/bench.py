@@ -1,6 +1,7 @@
-"""bench: export what is missing, then per target the checks (lint, parity, mIoU floor, budget), latency here
-and on the profile's device (``edgeseg.bench.device``), or a labelled estimate where the device cannot be reached;
-writes bench.json, bench.md and report.html. ``bench_artifact`` is also sweep's bench job."""
+"""bench: export what is missing, then per target the gates (``edgeseg.gates``: lint, parity, mIoU floor, latency
+budget), latency here and on the profile's device (``edgeseg.bench.device``), or a labelled estimate where the
+device cannot be reached; writes bench.json, bench.md and report.html. ``bench_artifact`` is also sweep's bench
+job."""
 
 from __future__ import annotations
 
@@ -27,11 +28,8 @@ from edgeseg.data.datasets import DATASETS, list_split, read_image
 from edgeseg.data.transforms import parse_size
 from edgeseg.errors import EdgesegError
 from edgeseg.eval.evaluate import plan_for, predict_label_map
+from edgeseg.gates import Evidence, judge_absolute
 from edgeseg.paths import SAMPLE_DATA
-
-# Parity gate per precision (argmax agreement with the fp32 PyTorch reference on the parity images).
-PARITY_MIN_AGREEMENT = {"fp32": 0.999, "fp16": 0.99, "int8": 0.95}
-
 
 # What `edgeseg bench --device D` exports when neither a model nor artifacts are named and none suit D yet.
 DEFAULT_MODEL = "efficientvit-b0"
@@ -137,7 +135,8 @@ def bench_artifact(
     on_device_node: bool = False,
     progress: Progress | None = None,
 ):
-    """One artifact on one device profile: the checks (lint, parity, mIoU floor, budget), latency here when
+    """One artifact on one device profile: the gates of ``edgeseg.gates`` that need no baseline (lint, parity,
+    mIoU floor, latency budget on the device; a failed one is a reason of status ``failed_check``), latency here when
     ``measure_here`` (or the profile is this machine), and the device column: measured on the device (SSH / adb
     through ``conn``), or, with ``on_device_node``, in this process because it runs on the device (a Ray node that
     advertises it); else "not measured" with the would-be command and a labelled estimate."""
@@ -150,7 +149,6 @@ def bench_artifact(
     tgt = get_target(manifest["target"])
     folder = Path(folder)
     h, w = manifest["input"]["shape"][2:]
-    reasons: list[str] = []
     p = manifest["parity"]
     parity = ParityInfo(
         images=p["images"],
@@ -160,13 +158,6 @@ def bench_artifact(
         runtime=p["runtime"],
     )
     lint_clean = manifest["lint"]["clean"]
-    if not lint_clean:
-        reasons.append(f"lint: {manifest['lint']['errors']} error(s) (edgeseg lint {folder})")
-    gate = PARITY_MIN_AGREEMENT[tgt.precision]
-    if p["argmax_agreement"] is not None and p["argmax_agreement"] < gate:
-        reasons.append(f"parity: argmax agreement {100 * p['argmax_agreement']:.2f} % < {100 * gate:.1f} %")
-    if miou is not None and miou < profile.miou_floor:
-        reasons.append(f"mIoU {100 * miou:.2f} below the floor {100 * profile.miou_floor:.1f}")
     artifact = ArtifactInfo(
         folder=str(folder),
         file=manifest["file"],
@@ -215,11 +206,25 @@ def bench_artifact(
             if why:
                 device_col.note = f"{device_col.note}; no estimate: {why}" if device_col.note else why
     dm = device_col.measured
-    if dm is not None:
-        lat = dm.stats.median_ms if dm.stats.median_ms is not None else dm.stats.mean_ms
-        if lat > profile.budget_ms:
-            where = "" if profile.kind == "host" and not on_device_node else f" on {profile.name}"
-            reasons.append(f"median {lat:.1f} ms{where} over the {profile.budget_ms} ms budget")
+    device_ms = None if dm is None else dm.stats.median_ms if dm.stats.median_ms is not None else dm.stats.mean_ms
+    on_this_machine = profile.kind == "host" and not on_device_node
+    # the verdict: the gate registry over what this bench knows (the thresholds of the device profile)
+    gates = judge_absolute(
+        Evidence(
+            precision=tgt.precision,
+            folder=str(folder),
+            lint=manifest["lint"],
+            parity=p,
+            parity_required=False,  # an artifact whose runtime is elsewhere has no parity yet: shown as "-"
+            untrained=bool(manifest.get("untrained")),
+            miou=miou,
+            profile_miou_floor=profile.miou_floor,
+            latency_ms=device_ms,
+            budget_ms=profile.budget_ms,
+            latency_device=None if on_this_machine else profile.name,
+        )
+    )
+    reasons = [g.reason() for g in gates if g.failed]
     if not runs_here and host_m is None:
         device_col.note = device_col.note or f"mIoU and latency need {tgt.runtime.removeprefix('needs ')}"
     return TargetResult(

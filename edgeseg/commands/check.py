@@ -9,13 +9,13 @@ from pathlib import Path
 
 from edgeseg.artifact import read_manifest
 from edgeseg.commands import Progress
-from edgeseg.commands.bench import PARITY_MIN_AGREEMENT
 from edgeseg.commands.evaluate import LoadedModel, load_model
 from edgeseg.commands.export import export, lint
 from edgeseg.data.datasets import DATASETS, load_split
 from edgeseg.data.transforms import parse_size
 from edgeseg.errors import EdgesegError
 from edgeseg.eval.evaluate import evaluate_arrays, torch_predictor
+from edgeseg.gates import Evidence, judge_absolute
 from edgeseg.models.registry import DEFAULT_INPUT, resolve_model_name
 from edgeseg.paths import SAMPLE_DATA
 
@@ -240,12 +240,19 @@ def check(
             "images": p["images"],
             "runtime": p["runtime"],
         }
-        floor = th.miou_floor if th.miou_floor is not None else profile.miou_floor
-        agreement_min = (
-            th.min_argmax_agreement if th.min_argmax_agreement is not None else PARITY_MIN_AGREEMENT[tgt.precision]
-        )
-        gates = chk.absolute_gates(
-            th, lint_report, parity, agreement_min, miou, miou_ref, floor, why_not_run, untrained=untrained
+        gates = judge_absolute(
+            Evidence(
+                precision=tgt.precision,
+                thresholds=th,
+                folder=str(folder),
+                lint=lint_report,
+                parity=parity,
+                why_not_run=why_not_run,
+                untrained=untrained,
+                miou=miou,
+                miou_reference=miou_ref,
+                profile_miou_floor=profile.miou_floor,
+            )
         )
         ratio = None
         entry = baseline.rows.get(row_id) if baseline else None
@@ -264,11 +271,16 @@ def check(
             if pair not in ratios:
                 ratios[pair] = chk.latency_ratio(folder, base_folder, config.threads, config.timing)
             ratio = ratios[pair]
-        base_gates = chk.baseline_gates(th, row_id, artifact, baseline, update_baseline, ratio)
-        if ratio is not None and profile.kind != "host":
-            for g in base_gates:
-                if g.name == "latency":
-                    g.detail += f" (timed on this machine, not on {profile.name})"
+        base_gates = chk.baseline_gates(
+            th,
+            row_id,
+            artifact,
+            baseline,
+            update_baseline,
+            ratio,
+            device=profile.name if ratio is not None and profile.kind != "host" else None,
+            why_not_run=why_not_run,
+        )
         result = chk.RowResult(
             row_id,
             row["model"],

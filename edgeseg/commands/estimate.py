@@ -1,6 +1,6 @@
-"""estimate and calibrate: latency estimates for devices that are not attached, from the graph a target would
-get (``estimation_graph``) and the device profile's calibrated roofline; calibration fits a device's efficiencies to
-bench.json measurements or published figures."""
+"""estimate and fit-latency: latency estimates for devices that are not attached, from the graph a target would
+get (``estimation_graph``) and the device profile's calibrated roofline; ``fit_latency`` fits a device's
+efficiencies to bench.json measurements or published figures."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from edgeseg.artifact import read_manifest
 from edgeseg.data.transforms import parse_size
 from edgeseg.errors import EdgesegError
 from edgeseg.export_request import EXPORT_DEFAULTS
-from edgeseg.io import atomic_write_bytes, validation_problems
+from edgeseg.io import atomic_write_bytes, load_yaml_mapping, validation_problems
 from edgeseg.models.registry import DEFAULT_INPUT, create_model, deploy_rewrites, resolve_model_name
 from edgeseg.paths import PACKAGE_DIR
 
@@ -122,7 +122,7 @@ def _estimator_data(profile, profiles: Path | None, target: str):
     found = hw.calibration_for(target)
     if found is None:
         raise EdgesegError(
-            f"device {profile.name} has no calibration for {target}: run `edgeseg calibrate --device {profile.name} "
+            f"device {profile.name} has no calibration for {target}: run `edgeseg fit-latency --device {profile.name} "
             f"--from bench.json` (measurements of {target} there) and pass --profiles with the written folder"
         )
     if found[0] != target:
@@ -178,7 +178,7 @@ def published_points(profile, file: Path, cache: Path) -> tuple[dict[str, list],
     entry = data.devices.get(profile.name)
     if entry is None:
         raise EdgesegError(
-            f"{file} has no figures for {profile.name} (it has: {', '.join(data.devices)}); calibrate from "
+            f"{file} has no figures for {profile.name} (it has: {', '.join(data.devices)}); fit from "
             "bench.json measured on the device instead"
         )
     target = entry.target
@@ -211,8 +211,8 @@ def _bench_points(report_path: Path, profile, cache: Path) -> dict[str, list]:
         raise EdgesegError(f"--from {report_path}: not a bench.json ({validation_problems(exc)})") from None
     if report.device.name != profile.name:
         raise EdgesegError(
-            f"--from {report_path} was measured for device {report.device.name}, not {profile.name}: calibrate "
-            f"--device {report.device.name}"
+            f"--from {report_path} was measured for device {report.device.name}, not {profile.name}: run "
+            f"`edgeseg fit-latency --device {report.device.name}`"
         )
     out: dict[str, list] = {}
     for r in report.results:
@@ -232,7 +232,7 @@ def _bench_points(report_path: Path, profile, cache: Path) -> dict[str, list]:
     return out
 
 
-def calibrate_device(
+def fit_latency(
     device: str,
     sources: list[str],
     profiles: Path | None = None,
@@ -249,7 +249,7 @@ def calibrate_device(
     from edgeseg.estimate.schema import EstimatorData
 
     if not sources:
-        raise EdgesegError("calibrate needs --from: bench.json files measured on the device, or 'published'")
+        raise EdgesegError("fit-latency needs --from: bench.json files measured on the device, or 'published'")
     profile = get_profile(device, profiles)
     if profile.estimator is None:
         raise EdgesegError(
@@ -286,7 +286,7 @@ def calibrate_device(
         calibrations[target] = cal
         rows[target] = [{"label": h.label, "measured_ms": h.measured_ms, "estimated_ms": h.estimated_ms} for h in held]
     _, path = load_profiles(profiles)[profile.name]
-    data = yaml.safe_load(Path(path).read_text())
+    data = load_yaml_mapping(Path(path), "device profile", "name, targets, reach, ...")  # to write an edited copy
     data["estimator"]["calibrations"] = {
         t: c.model_dump(mode="json", exclude_none=True) for t, c in calibrations.items()
     }
@@ -295,6 +295,6 @@ def calibrate_device(
     target_file = out / f"{profile.name}.yaml"
     if target_file.resolve() == Path(path).resolve() and str(path).startswith(str(PACKAGE_DIR)):
         raise EdgesegError(f"--out {out}: that is edgeseg's shipped profile folder; write the copy elsewhere")
-    header = f"# {profile.name}: copy of {path} with estimator calibrations written by `edgeseg calibrate`\n"
+    header = f"# {profile.name}: copy of {path} with estimator calibrations written by `edgeseg fit-latency`\n"
     atomic_write_bytes(target_file, (header + yaml.safe_dump(data, sort_keys=False, width=110)).encode())
     return {"device": profile.name, "file": str(target_file), "calibrations": calibrations, "held_out": rows}

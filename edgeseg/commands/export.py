@@ -272,7 +272,7 @@ def quantize(
     )
 
 
-def profile(artifact: Path, threads: int = 2, runs: int = 20, warmup: int = 5) -> dict:
+def op_profile(artifact: Path, threads: int = 2, runs: int = 20, warmup: int = 5) -> dict:
     """Per-kernel and per-op-type time of an exported artifact with its runtime here (``edgeseg.bench.opprofile``)."""
     from edgeseg.bench.opprofile import profile_artifact
 

@@ -1,7 +1,7 @@
 """What a device profile holds for the estimator (``estimator:`` in its YAML), and what an estimate is.
 
 Hardware facts (peak throughput per precision, memory bandwidth) come from spec sheets and carry their source.
-Efficiency factors are never typed in: ``edgeseg calibrate`` fits them to measurements and writes them with what
+Efficiency factors are never typed in: ``edgeseg fit-latency`` fits them to measurements and writes them with what
 they were fitted on and their validation error (leave-one-out over those measurements).
 """
 
@@ -59,7 +59,7 @@ class EstimatorData(_Strict):
 
     peak_gflops: dict[str, SourcedValue]  # precision -> peak (GFLOP/s; GOP/s for int8)
     memory_gbps: SourcedValue
-    # target name -> calibration (efficiencies depend on the runtime and precision); written by `edgeseg calibrate`
+    # target name -> calibration (efficiencies depend on the runtime and precision); written by `edgeseg fit-latency`
     calibrations: dict[str, Calibration] = {}
     # another profile whose calibrations apply here (same GPU architecture and runtime); estimates say so
     borrow_calibration: str | None = None
@@ -149,7 +149,7 @@ class PublishedDevice(_Strict):
 
 
 class PublishedFigures(_Strict):
-    """A file of published latencies to calibrate on (``edgeseg calibrate --from FILE``), per device profile."""
+    """A file of published latencies to calibrate on (``edgeseg fit-latency --from FILE``), per device profile."""
 
     source: str = Field(min_length=3)
     devices: dict[str, PublishedDevice] = Field(min_length=1)
