@@ -99,6 +99,26 @@ def test_a_backend_registered_from_one_module_lists_exports_lints_and_runs(toy, 
     assert ev.exit_code == 0, ev.output
     assert json.loads((tmp_path / "e.json").read_text())["runtime"] == "torch.jit (CPU)"
 
+    timing = ["--warmup", "1", "--runs", "3", "--max-runs", "3", "--max-seconds", "5", "--examples", "0"]
+    b = runner.invoke(
+        app,
+        [
+            "bench",
+            "--device",
+            "host",
+            "--artifact",
+            str(folder),
+            "--report",
+            str(tmp_path / "r"),
+            "--limit",
+            "1",
+            *timing,
+        ],
+    )
+    assert b.exit_code == 0, b.output
+    (row,) = json.loads((tmp_path / "r" / "bench.json").read_text())["results"]
+    assert row["target"] == "toyscript-fp32" and row["host"]["runtime"] == "torch.jit (CPU)"
+
 
 def test_a_backends_code_enters_the_cache_key(toy):
     from edgeseg.commands.export import export_code_hash

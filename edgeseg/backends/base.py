@@ -191,7 +191,7 @@ class Backend(ABC):
 
     @property
     def profiles_here(self) -> bool:
-        """Whether ``edgeseg profile`` can time this format's artifacts per op here."""
+        """Whether ``edgeseg op-profile`` can time this format's artifacts per op here."""
         return type(self).profile is not Backend.profile
 
     def profile(self, folder: Path, manifest: dict, threads: int, runs: int, warmup: int):

@@ -21,7 +21,7 @@ class OnnxRuntimeModel:
             opts.intra_op_num_threads = threads
         # Two sessions timed side by side on 2 cores steal each other's cores while spinning.
         opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
-        if profile_prefix:  # ORT's own per-kernel profiler (edgeseg profile); end_profiling() returns the JSON
+        if profile_prefix:  # ORT's own per-kernel profiler (edgeseg op-profile); end_profiling() returns the JSON
             opts.enable_profiling = True
             opts.profile_file_prefix = profile_prefix
         try:
