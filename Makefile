@@ -19,15 +19,18 @@ $(VENV)/.installed: pyproject.toml
 
 setup: $(VENV)/.installed
 
-# The main job on the bundled defaults: EfficientViT-B0 with its shipped CamVid weights on the bundled sample:
-# evaluate, predict, then export to ONNX and TFLite with parity against PyTorch and backend lint.
+# The main job on the bundled defaults: EfficientViT-B0 with its shipped CamVid weights (the default --weights) on
+# the bundled sample: evaluate, predict, export to ONNX and TFLite with parity against PyTorch and backend lint,
+# bench those artifacts on this machine, and gate them with `edgeseg check` (no config: the absolute gates).
 run: setup
 	$(EDGESEG) models
-	$(EDGESEG) eval --model efficientvit-b0 --weights camvid --json $(OUT)/eval-sample.json
-	$(EDGESEG) predict --model efficientvit-b0 --weights camvid \
+	$(EDGESEG) eval --model efficientvit-b0 --json $(OUT)/eval-sample.json
+	$(EDGESEG) predict --model efficientvit-b0 \
 		--images edgeseg/assets/sample/camvid/val/images --out $(OUT)/predict --overlay
-	$(EDGESEG) export --model efficientvit-b0 --weights camvid --target onnx-fp32 --out $(OUT)/artifacts
-	$(EDGESEG) export --model efficientvit-b0 --weights camvid --target tflite-fp16 --out $(OUT)/artifacts
+	$(EDGESEG) export --model efficientvit-b0 --target onnx-fp32 --out $(OUT)/artifacts
+	$(EDGESEG) export --model efficientvit-b0 --target tflite-fp16 --out $(OUT)/artifacts
+	$(EDGESEG) bench --device host --artifacts-dir $(OUT)/artifacts --report $(OUT)/bench --max-seconds 5
+	cd $(OUT) && $(abspath $(EDGESEG)) check
 
 test: setup
 	$(PY) -m pytest -q

@@ -9,8 +9,9 @@ from pathlib import Path
 
 from edgeseg.artifact import read_manifest
 from edgeseg.commands import Progress
+from edgeseg.commands.bench import failure_reason
 from edgeseg.commands.evaluate import LoadedModel, load_model
-from edgeseg.commands.export import export, lint
+from edgeseg.commands.export import export_with, lint
 from edgeseg.data.datasets import DATASETS, load_split
 from edgeseg.data.transforms import parse_size
 from edgeseg.errors import EdgesegError
@@ -155,28 +156,22 @@ def check(
             key = (row["model"], row["dataset"], weights, row["target"], row["size"], e.export.model_dump_json())
             if key not in exports:
                 try:
-                    exports[key] = export(
+                    exports[key] = export_with(
+                        e.export,
                         row["model"],
                         row["dataset"],
                         weights,
                         row["target"],
                         f"{row['size'][0]}x{row['size'][1]}",
                         out,
-                        with_argmax=e.export.with_argmax,
-                        opset=e.export.opset,
                         parity_data=data,
                         parity_images=config.parity_images,
-                        upsample=e.export.upsample,
                         calib_data=calib_data,
-                        calib_size=e.export.calib_size,
-                        calib_method=e.export.calib_method,
-                        max_miou_drop=e.export.max_miou_drop,
                     )
                 except EdgesegError as exc:
                     exports[key] = f"export failed: {exc}"
                 except Exception as exc:  # an exporter crash fails this row, not the whole check
-                    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-                    exports[key] = f"export crashed: {type(exc).__name__}: {first}"
+                    exports[key] = failure_reason(exc)
             manifest = exports[key]
             if isinstance(manifest, str):
                 results.append(
