@@ -27,6 +27,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from edgeseg.backends import TargetNames
 from edgeseg.bench.stats import interleave
 from edgeseg.errors import EdgesegError
 from edgeseg.export_request import ExportOptions
@@ -49,22 +50,15 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class ModelEntry(_Strict):
+class CheckModel(_Strict):
     name: str
     weights: str
     dataset: str | None = None
     size: str | None = None  # HxW, default: the dataset's
-    targets: list[str] = Field(min_length=1)
+    targets: TargetNames = Field(min_length=1)
     devices: list[str] = ["host"]
     export: ExportOptions = ExportOptions()
     thresholds: dict = {}  # overrides of the config's thresholds for this model's rows
-
-    @field_validator("targets")
-    @classmethod
-    def _known_targets(cls, value: list[str]) -> list[str]:
-        from edgeseg.backends import known_target_names
-
-        return known_target_names(value)
 
 
 class ArtifactEntry(_Strict):
@@ -92,7 +86,7 @@ class CheckConfig(_Strict):
     out: str = ".edgeseg/artifacts"  # artifact cache
     timing: TimingOptions = TimingOptions()
     thresholds: Thresholds = Thresholds()
-    models: list[ModelEntry] = []
+    models: list[CheckModel] = []
     artifacts: list[ArtifactEntry] = []
 
     @field_validator("version")
@@ -128,12 +122,6 @@ def load_config(path: Path) -> CheckConfig:
     for i, a in enumerate(config.artifacts):
         thresholds_for(config, a.thresholds, f"artifacts.{i}", path)
     return config
-
-
-def resolve_path(config_path: Path, value: str) -> Path:
-    """Paths in the config are relative to the config file's folder."""
-    p = Path(value).expanduser()
-    return p if p.is_absolute() else Path(config_path).resolve().parent / p
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -113,3 +113,12 @@ def load_yaml_schema(path: Path, schema, what: str, expected: str, missing_hint:
         return schema.model_validate(data)
     except ValidationError as exc:
         raise EdgesegError(f"{what} {path}: {validation_problems(exc)}") from None
+
+
+def relative_to_file(value: str | None, file: Path) -> Path | None:
+    """A path written in a config file (a check config, a sweep matrix): ``~`` expanded, and relative to the file's
+    folder unless absolute; None stays None."""
+    if value is None:
+        return None
+    p = Path(value).expanduser()
+    return p if p.is_absolute() else (Path(file).resolve().parent / p).resolve()

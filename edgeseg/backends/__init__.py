@@ -14,6 +14,7 @@ from edgeseg.backends.base import Backend, Built, ExportJob, Int8Request, Precis
 from edgeseg.backends.registry import (
     BACKENDS,
     TARGETS,
+    TargetNames,
     backend_for,
     backend_for_file,
     get_target,
@@ -32,6 +33,7 @@ __all__ = [
     "BACKENDS",
     "BUILTIN_BACKENDS",
     "TARGETS",
+    "TargetNames",
     "Backend",
     "Built",
     "ExportJob",

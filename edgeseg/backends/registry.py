@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
+from typing import Annotated
+
+from pydantic import AfterValidator
 
 from edgeseg.artifact import LoadedArtifact, read_manifest
 from edgeseg.backends.base import Backend, Target
@@ -67,6 +70,11 @@ def known_target_names(names: list[str]) -> list[str]:
         if name not in TARGETS:
             raise ValueError(f"item {i}: unknown target {name!r} (valid: {', '.join(TARGETS)})")
     return names
+
+
+# A list of target names in a pydantic schema (check configs, sweep matrices, device profiles): each must be a
+# registered target; the error names the item and the valid names.
+TargetNames = Annotated[list[str], AfterValidator(lambda names: known_target_names(names))]
 
 
 def load_artifact(path: Path, threads: int | None = None) -> LoadedArtifact:

@@ -10,6 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from edgeseg.backends import TargetNames
 from edgeseg.errors import EdgesegError
 from edgeseg.estimate.schema import EstimatorData
 from edgeseg.io import load_yaml_schema
@@ -56,7 +57,7 @@ class DeviceProfile(_Strict):
     title: str
     aliases: list[str] = []
     kind: Literal["host", "jetson", "iphone", "android", "raspberry-pi"]
-    targets: list[str] = Field(min_length=1)  # preferred first
+    targets: TargetNames = Field(min_length=1)  # preferred first
     runtime: str
     reach: Reach
     threads: int = Field(2, ge=1, le=64)
@@ -67,13 +68,6 @@ class DeviceProfile(_Strict):
     # Roofline estimator data: spec-sheet peaks and bandwidth with sources, and efficiency factors that only
     # `edgeseg fit-latency` writes (fitted to measurements, with their source and validation error).
     estimator: EstimatorData | None = None
-
-    @field_validator("targets")
-    @classmethod
-    def _known_targets(cls, value: list[str]) -> list[str]:
-        from edgeseg.backends import known_target_names
-
-        return known_target_names(value)
 
     @field_validator("aliases")
     @classmethod

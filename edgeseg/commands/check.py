@@ -17,6 +17,7 @@ from edgeseg.data.transforms import parse_size
 from edgeseg.errors import EdgesegError
 from edgeseg.eval.evaluate import evaluate_arrays, torch_predictor
 from edgeseg.gates import Evidence, judge_absolute
+from edgeseg.io import relative_to_file
 from edgeseg.models.registry import DEFAULT_INPUT, resolve_model_name
 from edgeseg.paths import SAMPLE_DATA
 
@@ -25,7 +26,7 @@ def _row_plan(config, config_path: Path) -> list[dict]:
     """Every row the config asks for (model x target x device, and given artifacts x device), checked up front:
     unknown models, targets, devices and missing artifact folders fail before anything is exported."""
     from edgeseg.bench.profiles import get_profile
-    from edgeseg.check import resolve_path, thresholds_for
+    from edgeseg.check import thresholds_for
     from edgeseg.data.transforms import check_input_size
 
     plan = []
@@ -48,7 +49,7 @@ def _row_plan(config, config_path: Path) -> list[dict]:
                     }
                 )
     for i, a in enumerate(config.artifacts):
-        folder = resolve_path(config_path, a.path)
+        folder = relative_to_file(a.path, config_path)  # paths in a config: beside the config
         try:
             folder, mf = read_manifest(folder)
         except EdgesegError as exc:
@@ -125,9 +126,9 @@ def check(
         baseline_path = Path(baseline_path) if baseline_path else config_path.with_name("baseline.json")
     # without a config a missing baseline is the normal first run: its gates say so instead of failing
     baseline = chk.read_baseline(baseline_path, update_baseline or (without_config and not baseline_path.is_file()))
-    data = SAMPLE_DATA if config.data == "sample" else chk.resolve_path(config_path, config.data)
-    calib_data = chk.resolve_path(config_path, config.calib_data) if config.calib_data else None
-    out = chk.resolve_path(config_path, config.out)
+    data = SAMPLE_DATA if config.data == "sample" else relative_to_file(config.data, config_path)
+    calib_data = relative_to_file(config.calib_data, config_path)
+    out = relative_to_file(config.out, config_path)
     rows = _row_plan(config, config_path)
     ids = [f"{r['model']}/{r['target']}/{r['size'][0]}x{r['size'][1]}/{r['profile'].name}" for r in rows]
     dupes = sorted({i for i in ids if ids.count(i) > 1})

@@ -196,16 +196,17 @@ def sweep(
     from edgeseg.bench.host import machine_info
     from edgeseg.bench.report import BenchReport, DataInfo, ModelInfo, TargetResult, TimingInfo, write_reports
     from edgeseg.bench.stats import TimingPlan
+    from edgeseg.io import relative_to_file
     from edgeseg.sweep.executors import open_executor
-    from edgeseg.sweep.matrix import load_matrix, matrix_digest, resolve_path
+    from edgeseg.sweep.matrix import load_matrix, matrix_digest
     from edgeseg.sweep.report import sweep_table, write_index
     from edgeseg.sweep.store import SweepStore, pack_artifact
 
     matrix, base = load_matrix(matrix_path)
-    profiles_dir = resolve_path(matrix.profiles, base)
-    data = SAMPLE_DATA if matrix.data in (None, "sample") else resolve_path(matrix.data, base)
+    profiles_dir = relative_to_file(matrix.profiles, matrix_path)
+    data = SAMPLE_DATA if matrix.data in (None, "sample") else relative_to_file(matrix.data, matrix_path)
     list_split(data, matrix.split)
-    calib = resolve_path(matrix.calib_data, base) or (data if (data / "train" / "images").is_dir() else None)
+    calib = relative_to_file(matrix.calib_data, matrix_path) or (data if (data / "train" / "images").is_dir() else None)
     t = matrix.timing
     if t.max_runs < t.runs:
         raise EdgesegError(f"sweep matrix: timing.max_runs {t.max_runs} < timing.runs {t.runs}")

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from edgeseg.backends import TargetNames
 from edgeseg.errors import EdgesegError
 from edgeseg.io import load_yaml_schema
 
@@ -24,7 +25,7 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class ModelEntry(_Strict):
+class SweepModel(_Strict):
     name: str
     weights: str | None = None  # a shipped tag ("camvid") or a .pt path (relative to the matrix file)
     dataset: str | None = None
@@ -38,8 +39,8 @@ class TimingSpec(_Strict):
 
 
 class SweepMatrix(_Strict):
-    models: list[ModelEntry] = Field(min_length=1)
-    targets: list[str] = Field(min_length=1)
+    models: list[SweepModel] = Field(min_length=1)
+    targets: TargetNames = Field(min_length=1)
     devices: list[str] = Field(min_length=1)
     sizes: list[str | None] = [None]  # "HxW" (multiples of 32); null: the model's default export size
     data: str | None = None  # labelled data (SPLIT/images, SPLIT/labels; train/ calibrates int8); default: sample
@@ -62,13 +63,6 @@ class SweepMatrix(_Strict):
     def _model_names(cls, value):
         # a bare name is a model with its default weights
         return [{"name": v} if isinstance(v, str) else v for v in value] if isinstance(value, list) else value
-
-    @field_validator("targets")
-    @classmethod
-    def _known_targets(cls, value: list[str]) -> list[str]:
-        from edgeseg.backends import known_target_names
-
-        return known_target_names(value)
 
     @field_validator("sizes")
     @classmethod
@@ -95,13 +89,6 @@ def load_matrix(path: Path) -> tuple[SweepMatrix, Path]:
         path, SweepMatrix, "sweep matrix", "models, targets, devices, ...", "see examples/sweep.yaml"
     )
     return matrix, path.resolve().parent
-
-
-def resolve_path(value: str | None, base: Path) -> Path | None:
-    if value is None:
-        return None
-    p = Path(value).expanduser()
-    return p if p.is_absolute() else (base / p).resolve()
 
 
 @dataclass(frozen=True)
