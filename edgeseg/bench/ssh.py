@@ -45,11 +45,6 @@ class SshTarget:
             )
         return path
 
-    def ssh_command(self, remote: str) -> str:
-        """The equivalent OpenSSH command line (printed as the would-be command)."""
-        opts = f"-p {self.port} " if self.port != 22 else ""
-        return f"ssh {opts}{self.host} {shlex.quote(remote)}"
-
 
 @dataclass
 class RemoteResult:
