@@ -23,6 +23,7 @@ This module is low in the layers: it imports nothing from ``edgeseg.commands`` o
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
@@ -102,7 +103,7 @@ class Evidence:
         return self.baseline_rows.get(self.row_id) if self.baseline_rows is not None else None
 
 
-class GateRule:
+class GateRule(ABC):
     """One gate: ``judge(evidence)`` returns its ``Gate``, or None where the evidence it needs is absent."""
 
     name: ClassVar[str] = ""
@@ -114,8 +115,9 @@ class GateRule:
         """Whether the gate is on (its threshold is set)."""
         return True
 
+    @abstractmethod
     def judge(self, ev: Evidence) -> Gate | None:
-        raise NotImplementedError
+        """The gate's verdict on ``ev``; None where the evidence it needs was not measured."""
 
 
 GATES: dict[str, GateRule] = {}
