@@ -87,6 +87,9 @@ class Evidence:
     miou: float | None = None  # mIoU of the artifact run here
     miou_reference: float | None = None  # mIoU of the PyTorch model on the same images and input size
     profile_miou_floor: float | None = None  # the device profile's floor (``thresholds.miou_floor`` overrides it)
+    # INT8 artifacts: the export's held-out check against --max-miou-drop (the manifest's
+    # quantization.mixed_precision); None: not an INT8 artifact, or exported without a budget
+    int8_budget: Mapping[str, Any] | None = None
     latency_ms: float | None = None  # median latency measured on the device (not an estimate)
     budget_ms: float | None = None  # the device profile's latency budget
     latency_device: str | None = None  # where ``latency_ms`` was measured; None: this machine
@@ -301,6 +304,26 @@ class MiouDrop(GateRule):
         drop = 100 * (ev.miou_reference - ev.miou)
         ok = drop <= limit
         text = f"drop {drop:.2f} points vs PyTorch {_pct(ev.miou_reference)} {'<=' if ok else '>'} {limit:g}"
+        return Gate(self.name, _verdict(ok), text)
+
+
+@register_gate
+class Int8Budget(GateRule):
+    """An INT8 artifact stayed within the mIoU budget it was exported with (``--max-miou-drop``), as the export
+    measured on held-out train images the calibration did not use."""
+
+    name = "int8 budget"
+    needs_trained_weights = True
+
+    def judge(self, ev: Evidence) -> Gate | None:
+        mp = ev.int8_budget
+        if not mp or mp.get("budget") is None or mp.get("drop_final") is None:
+            return None
+        ok = bool(mp.get("within_budget", mp["drop_final"] <= mp["budget"]))
+        text = (
+            f"held-out drop {mp['drop_final']:.2f} points {'<=' if ok else '>'} budget {mp['budget']:g} "
+            f"({mp.get('holdout_images', '?')} images)"
+        )
         return Gate(self.name, _verdict(ok), text)
 
 

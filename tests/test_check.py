@@ -266,3 +266,19 @@ def test_eval_of_a_coreml_artifact_says_it_needs_macos(tmp_path):
     (folder / "manifest.json").write_text(json.dumps(manifest))
     r = CliRunner().invoke(app, ["eval", "--artifact", str(folder)])
     assert r.exit_code == 2 and "needs macOS" in r.output
+
+
+def test_int8_budget_gate_reads_the_exports_held_out_check():
+    from edgeseg.gates import Evidence, judge_absolute
+
+    def gates(mp, untrained=False):
+        ev = Evidence(precision="int8", int8_budget=mp, untrained=untrained)
+        return {g.name: g for g in judge_absolute(ev)}
+
+    within = {"budget": 0.5, "drop_final": 0.31, "within_budget": True, "holdout_images": 32}
+    assert gates(within)["int8 budget"].status == "passed"
+    over = {**within, "drop_final": 0.62, "within_budget": False}
+    g = gates(over)["int8 budget"]
+    assert g.status == "failed" and "0.62 points > budget 0.5" in g.detail
+    assert "int8 budget" not in gates(None)  # not an INT8 artifact, or exported without a budget
+    assert "int8 budget" not in gates(over, untrained=True)  # untrained: one "miou: not judged" instead

@@ -219,6 +219,7 @@ def bench_artifact(
             untrained=bool(manifest.get("untrained")),
             miou=miou,
             profile_miou_floor=profile.miou_floor,
+            int8_budget=(manifest.get("quantization") or {}).get("mixed_precision"),
             latency_ms=device_ms,
             budget_ms=profile.budget_ms,
             latency_device=None if on_this_machine else profile.name,

@@ -248,6 +248,7 @@ def check(
                 miou=miou,
                 miou_reference=miou_ref,
                 profile_miou_floor=profile.miou_floor,
+                int8_budget=(manifest.get("quantization") or {}).get("mixed_precision"),
             )
         )
         ratio = None
