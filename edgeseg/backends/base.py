@@ -19,6 +19,7 @@ import torch
 
 from edgeseg.artifact import LoadedArtifact, source_hash
 from edgeseg.errors import EdgesegError
+from edgeseg.estimate.graph import FusionRules
 from edgeseg.lint import LintReport, RuleSet
 from edgeseg.quantize.policy import Int8Policy
 
@@ -124,7 +125,7 @@ class Backend(ABC):
     int8_policy: Int8Policy | None = None
     graph_fp16: bool = False  # fp16 is carried in the exported graph (True) or applied by the backend's converter
     calib_methods: tuple[str, ...] = ("percentile",)  # what --calib-method may be for its INT8 target
-    estimator_runtime: str | None = None  # the estimator's fusion rules for this format (edgeseg.estimate.graph)
+    fusion: FusionRules | None = None  # what its runtime fuses into one kernel (the latency estimator's grouping)
     int8_float_rest: str = "fp32"  # what an int8 artifact's float ops run in (the estimator's assumption)
     graph_is_onnx: bool = False  # the model file is the ONNX graph itself (the estimator reads it directly)
     # how a device reached by edgeseg times this format's model file: over SSH with "trtexec" or edgeseg's Python

@@ -73,10 +73,9 @@ def graph_cost_for(target: str, onnx_path: Path, from_float: bool):
 
     tgt = get_target(target)
     backend = backend_for(tgt.format)
-    runtime = backend.estimator_runtime
-    if runtime is None:
+    if backend.fusion is None:
         raise EdgesegError(f"the latency estimator has no fusion rules for {tgt.format} targets")
-    cost = graph_cost(onnx_path, runtime)
+    cost = graph_cost(onnx_path, backend.fusion)
     if from_float and tgt.precision == "int8":
         cost = cost.with_precision("int8", anchors_only=True, rest=backend.int8_float_rest)
     elif from_float and tgt.precision != "fp32":

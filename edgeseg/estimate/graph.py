@@ -1,10 +1,10 @@
 """ONNX graph -> kernels: the units a runtime actually launches, with their compute and memory traffic.
 
 Shapes come from ONNX shape inference, so nothing is run (a 1024x2048 graph is parsed in seconds). Nodes are
-grouped into kernels by the runtime's fusion rules (``FUSION``): a Conv or MatMul/Gemm anchor absorbs a folded
-BatchNormalization, a bias Add, the activations the runtime fuses and, where the runtime does it, a residual Add;
-TensorRT also fuses chains of pointwise ops into one kernel. Q/DQ pairs of a QDQ graph are absorbed into the
-kernel they feed (it then runs in int8). Shape-only ops (Reshape, Squeeze, ...) are views: no kernel.
+grouped into kernels by the runtime's fusion rules (each backend's ``fusion``): a Conv or MatMul/Gemm anchor
+absorbs a folded BatchNormalization, a bias Add, the activations the runtime fuses and, where the runtime does
+it, a residual Add; TensorRT also fuses chains of pointwise ops into one kernel. Q/DQ pairs of a QDQ graph are
+absorbed into the kernel they feed (it then runs in int8). Shape-only ops (Reshape, Squeeze, ...) are views: no kernel.
 
 Per kernel: FLOPs (a multiply-accumulate counts 2), bytes moved (weights + activations entering and leaving the
 kernel, each at the kernel's element size) and the op class the device's efficiency factor is looked up by.
@@ -121,41 +121,18 @@ class FusionRules:
     concat_elided: bool = False  # producers write straight into the concatenation's buffer
 
 
-_COMMON_ACTS = frozenset({"Relu", "Clip"})
-FUSION: dict[str, FusionRules] = {
-    "tensorrt": FusionRules(
-        "tensorrt",
-        frozenset(ELEMENTWISE - {"QuantizeLinear", "DequantizeLinear", "Cast"}),
-        True,
-        True,
-        "TensorRT developer guide, 'Types of Fusions': convolution + activation / elementwise sum, pointwise fusion; "
-        "concatenation layer elision",
-        True,
-    ),
-    "onnxruntime": FusionRules(
-        "onnxruntime",
-        frozenset({"Relu", "Clip", "Sigmoid", "Tanh", "LeakyRelu", "HardSigmoid"}),
-        True,
-        False,
-        "onnxruntime graph optimizations: ConvBNFusion, ConvAddFusion, ConvActivationFusion, MatMulAddFusion, "
-        "NCHWc Conv+Sum fusion (level 3)",
-    ),
-    "tflite": FusionRules(
-        "tflite",
-        _COMMON_ACTS | frozenset({"Tanh"}),
-        False,
-        False,
-        "TFLite builtin ops' fused_activation_function (NONE, RELU, RELU_N1_TO_1, RELU6, TANH); BN folded at "
-        "conversion",
-    ),
-    "coreml": FusionRules(
-        "coreml",
-        _COMMON_ACTS | frozenset({"Sigmoid", "Tanh", "HardSigmoid", "LeakyRelu"}),
-        False,
-        False,
-        "coremltools MIL passes fuse_conv_batchnorm / fuse_conv_bias / fuse activation into conv",
-    ),
-}
+# Activations every runtime folds into the preceding Conv/MatMul (each backend declares its ``FusionRules``).
+COMMON_ACTIVATIONS = frozenset({"Relu", "Clip"})
+
+
+def fusion_rules(name: str) -> FusionRules:
+    """The fusion rules a registered backend declares under ``name`` (``onnxruntime``, ``tensorrt``, ...)."""
+    from edgeseg.backends import BACKENDS
+
+    known = {b.fusion.name: b.fusion for b in BACKENDS.values() if b.fusion is not None}
+    if name not in known:
+        raise ValueError(f"unknown runtime {name!r} (valid: {', '.join(known)})")
+    return known[name]
 
 
 @dataclass
@@ -346,11 +323,11 @@ def _float_precision(elem_type: int | None) -> str:
     return "fp16" if elem_type == 10 else "fp32"  # onnx.TensorProto.FLOAT16 == 10
 
 
-def graph_kernels(model, runtime: str, source: str = "") -> GraphCost:
-    """Group the nodes of ``model`` (an inferred ``onnx.ModelProto``) into ``runtime``'s kernels."""
-    if runtime not in FUSION:
-        raise ValueError(f"unknown runtime {runtime!r} (valid: {', '.join(FUSION)})")
-    rules = FUSION[runtime]
+def graph_kernels(model, runtime: FusionRules | str, source: str = "") -> GraphCost:
+    """Group the nodes of ``model`` (an inferred ``onnx.ModelProto``) into kernels by a runtime's fusion rules
+    (a backend's ``fusion``, or its name)."""
+    rules = fusion_rules(runtime) if isinstance(runtime, str) else runtime
+    runtime = rules.name
     s = _Shapes(model)
     g = model.graph
     nodes = [n for n in g.node if n.op_type != "Constant"]
@@ -541,7 +518,7 @@ def _kernel(group, s: _Shapes, int8_anchor: set[int], producer, weight_source) -
     )
 
 
-def graph_cost(path: Path, runtime: str) -> GraphCost:
+def graph_cost(path: Path, runtime: FusionRules | str) -> GraphCost:
     """Parse the ONNX file at ``path`` into ``runtime``'s kernels."""
     from edgeseg.errors import EdgesegError
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from edgeseg.artifact import LoadedArtifact
 from edgeseg.backends.base import Backend, Built, ExportJob, Precision
 from edgeseg.backends.registry import register_backend
+from edgeseg.estimate.graph import COMMON_ACTIVATIONS, FusionRules
 from edgeseg.lint import ALWAYS_FORBIDDEN, LintReport, RuleSet
 from edgeseg.quantize.policy import PT2E_INT8_OPS, Int8Policy
 
@@ -40,7 +41,13 @@ class CoreMLBackend(Backend):
     ssh_timer = None
     device_note = "Core ML runs on Apple devices only"
     int8_float_rest = "fp16"
-    estimator_runtime = "coreml"
+    fusion = FusionRules(
+        "coreml",
+        COMMON_ACTIVATIONS | frozenset({"Sigmoid", "Tanh", "HardSigmoid", "LeakyRelu"}),
+        False,
+        False,
+        "coremltools MIL passes fuse_conv_batchnorm / fuse_conv_bias / fuse activation into conv",
+    )
     profiler_note = "Core ML needs Xcode Instruments on macOS"
     code_modules = ("edgeseg.quantize.pt2e", "edgeseg.quantize.policy")
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from edgeseg.artifact import LoadedArtifact
 from edgeseg.backends.base import Backend, Built, ExportJob, Int8Request, Precision
 from edgeseg.backends.registry import register_backend
+from edgeseg.estimate.graph import FusionRules
 from edgeseg.lint import ALWAYS_FORBIDDEN, LintReport, RuleSet, lint_onnx
 from edgeseg.quantize.policy import Int8Policy
 
@@ -80,7 +81,14 @@ class OnnxBackend(Backend):
     graph_fp16 = True
     calib_methods = ("percentile", "minmax", "entropy")
     graph_is_onnx = True
-    estimator_runtime = "onnxruntime"
+    fusion = FusionRules(
+        "onnxruntime",
+        frozenset({"Relu", "Clip", "Sigmoid", "Tanh", "LeakyRelu", "HardSigmoid"}),
+        True,
+        False,
+        "onnxruntime graph optimizations: ConvBNFusion, ConvAddFusion, ConvActivationFusion, MatMulAddFusion, "
+        "NCHWc Conv+Sum fusion (level 3)",
+    )
     code_modules = ("edgeseg.quantize.onnx_int8", "edgeseg.quantize.search", "edgeseg.quantize.policy")
 
     def build(self, job: ExportJob) -> Built:

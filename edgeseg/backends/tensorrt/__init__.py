@@ -11,6 +11,7 @@ from edgeseg.artifact import LoadedArtifact
 from edgeseg.backends.base import Backend, Built, ExportJob, Precision
 from edgeseg.backends.onnx import export_onnx_file, ort_version
 from edgeseg.backends.registry import register_backend
+from edgeseg.estimate.graph import ELEMENTWISE, FusionRules
 from edgeseg.lint import ALWAYS_FORBIDDEN, LintReport, RuleSet, lint_onnx
 from edgeseg.quantize.policy import Int8Policy
 
@@ -34,7 +35,16 @@ class TensorRTBackend(Backend):
     ssh_timer = "trtexec"
     int8_float_rest = "fp16"
     graph_is_onnx = True
-    estimator_runtime = "tensorrt"
+    # TensorRT's builder fuses conv + activation / elementwise sum, chains of pointwise ops, and elides concats.
+    fusion = FusionRules(
+        "tensorrt",
+        frozenset(ELEMENTWISE - {"QuantizeLinear", "DequantizeLinear", "Cast"}),
+        True,
+        True,
+        "TensorRT developer guide, 'Types of Fusions': convolution + activation / elementwise sum, pointwise fusion; "
+        "concatenation layer elision",
+        True,
+    )
     code_modules = ("edgeseg.backends.onnx", "edgeseg.quantize.onnx_int8", "edgeseg.quantize.search")
 
     def build(self, job: ExportJob) -> Built:

@@ -10,6 +10,7 @@ from pathlib import Path
 from edgeseg.artifact import LoadedArtifact
 from edgeseg.backends.base import Backend, Built, ExportJob, Precision
 from edgeseg.backends.registry import register_backend
+from edgeseg.estimate.graph import COMMON_ACTIVATIONS, FusionRules
 from edgeseg.lint import ALWAYS_FORBIDDEN, LintReport, RuleSet
 from edgeseg.quantize.policy import PT2E_INT8_OPS, Int8Policy
 
@@ -42,7 +43,14 @@ class TFLiteBackend(Backend):
         note="litert-torch PT2E; Hardswish rewritten to add/clamp/mul so XNNPACK keeps int8 in one partition",
     )
     adb_timer = True
-    estimator_runtime = "tflite"
+    fusion = FusionRules(
+        "tflite",
+        COMMON_ACTIVATIONS | frozenset({"Tanh"}),
+        False,
+        False,
+        "TFLite builtin ops' fused_activation_function (NONE, RELU, RELU_N1_TO_1, RELU6, TANH); BN folded at "
+        "conversion",
+    )
     code_modules = ("edgeseg.quantize.pt2e", "edgeseg.quantize.search", "edgeseg.quantize.policy")
 
     def build(self, job: ExportJob) -> Built:
