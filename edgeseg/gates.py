@@ -315,10 +315,12 @@ class Int8Budget(GateRule):
     name = "int8 budget"
     needs_trained_weights = True
 
+    def enabled(self, ev: Evidence) -> bool:
+        mp = ev.int8_budget  # absent: not an INT8 artifact, or exported without a budget
+        return bool(mp) and mp.get("budget") is not None and mp.get("drop_final") is not None
+
     def judge(self, ev: Evidence) -> Gate | None:
         mp = ev.int8_budget
-        if not mp or mp.get("budget") is None or mp.get("drop_final") is None:
-            return None
         ok = bool(mp.get("within_budget", mp["drop_final"] <= mp["budget"]))
         text = (
             f"held-out drop {mp['drop_final']:.2f} points {'<=' if ok else '>'} budget {mp['budget']:g} "
