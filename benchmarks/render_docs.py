@@ -230,16 +230,18 @@ def render_tflite_breakdown(doc: dict) -> list[str]:
 def render_estimate_validation(doc: dict) -> list[str]:
     out: list[str] = []
     summary = []
-    held = [("model", lambda r: r["label"].split(" ")[0]), ("size", lambda r: r["label"].split(" ")[1])]
-    held += [
-        ("target", lambda r: r["label"].split(" ")[-1]),
-        ("measured ms", lambda r: r.get("measured_ms")),
-        ("estimated ms (held out)", lambda r: r.get("estimated_ms")),
-        ("abs % error", lambda r: 100 * abs(r["estimated_ms"] - r["measured_ms"]) / r["measured_ms"]),
-    ]
     for device, v in doc.items():
         if device == "provenance" or not isinstance(v, dict):
             continue
+        # host points are timed here; every other device's are the EfficientViT-Seg README's published figures
+        truth = "measured ms (here)" if device == "host" else "published ms (EfficientViT-Seg README)"
+        held = [("model", lambda r: r["label"].split(" ")[0]), ("size", lambda r: r["label"].split(" ")[1])]
+        held += [
+            ("target", lambda r: r["label"].split(" ")[-1]),
+            (truth, lambda r: r.get("measured_ms")),
+            ("estimated ms (held out)", lambda r: r.get("estimated_ms")),
+            ("abs % error", lambda r: 100 * abs(r["estimated_ms"] - r["measured_ms"]) / r["measured_ms"]),
+        ]
         out += [f"**{device}** ({v.get('target')}), {get(v, 'validation', 'method')}:", ""]
         out += table(v.get("rows") or [], held) + [""]
         summary.append({"set": f"{device}, {get(v, 'validation', 'method')}", **(v.get("validation") or {})})
