@@ -67,10 +67,12 @@ def default_weights(name: str, dataset: str) -> str:
     tags = weights_mod.registered_tags(name)
     if dataset in tags:
         return dataset
-    shipped = f"shipped for {name}: {', '.join(tags)}" if tags else f"none are shipped for {name}"
+    what = f"no weights are shipped for {name}"
+    if tags:
+        what = f"no {dataset} weights are shipped for {name} (shipped: {', '.join(tags)})"
     raise EdgesegError(
-        f"no shipped {dataset} weights for {name} ({shipped}): pass --weights PATH.pt, a shipped tag, or "
-        f"--weights {RANDOM_WEIGHTS} for an untrained graph (size, lint and latency; no mIoU)"
+        f"{what}: pass --weights PATH.pt, or --weights {RANDOM_WEIGHTS} for an untrained graph (size, lint and "
+        "latency; no mIoU)"
     )
 
 
