@@ -122,3 +122,12 @@ def relative_to_file(value: str | None, file: Path) -> Path | None:
         return None
     p = Path(value).expanduser()
     return p if p.is_absolute() else (Path(file).resolve().parent / p).resolve()
+
+
+def output_folder(path: Path, option: str) -> Path:
+    """A folder a command writes into: it may not exist yet, but must not be a file (one-line error naming the
+    option, before anything is exported)."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise EdgesegError(f"{option} {path} is a file, not a folder: pass a folder (it is created if missing)")
+    return path

@@ -85,3 +85,25 @@ def test_check_without_config_then_with_a_recorded_baseline(empty_folder):
     ck = runner.invoke(app, ["check"])
     md = (empty_folder / "check.md").read_text()
     assert "no baseline yet" not in md and "same artifact as the baseline" in md, md
+
+
+def test_output_folders_that_are_files_and_broken_artifacts_are_one_line_errors(empty_folder):
+    (empty_folder / "afile").write_text("not a folder")
+    for args, needle in [
+        (["export", "--model", "efficientvit-b0", "--target", "onnx-fp32", "--out", "afile"], "--out afile is a file"),
+        (["bench", "--device", "host", "--artifacts-dir", "afile"], "--artifacts-dir afile is a file"),
+        (["bench", "--device", "host", "--report", "afile"], "--report afile is a file"),
+        (["check", "--artifacts-dir", "afile"], "--artifacts-dir afile is a file"),
+        (["quantize", "--model", "efficientvit-b0", "--target", "onnx-fp32"], "not an INT8 target"),
+    ]:
+        r = runner.invoke(app, args)
+        assert r.exit_code == 2 and r.output.startswith("error: ") and r.output.strip().count("\n") == 0, r.output
+        assert needle in r.output, r.output
+    assert (empty_folder / "afile").read_text() == "not a folder" and not (empty_folder / "bench").exists()
+
+    broken = empty_folder / "artifacts" / "broken"
+    broken.mkdir(parents=True)
+    (broken / "manifest.json").write_text("{")
+    r = runner.invoke(app, ["check"])
+    assert r.exit_code == 2 and "corrupt manifest" in r.output and "or remove" in r.output, r.output
+    assert "check config" not in r.output  # no config was given: none is named

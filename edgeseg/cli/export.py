@@ -30,6 +30,7 @@ from edgeseg.cli.common import (
     user_errors,
 )
 from edgeseg.commands import export as export_cmd
+from edgeseg.errors import EdgesegError
 from edgeseg.export_request import EXPORT_DEFAULTS, PARITY_IMAGES
 
 CalibSizeOpt = Annotated[int, typer.Option("--calib-size", help="INT8: number of calibration images (class-balanced).")]
@@ -203,26 +204,28 @@ def quantize(
     max_miou_drop: MaxDropOpt = str(EXPORT_DEFAULTS.max_miou_drop),
 ):
     """INT8 export with calibration on real images (the same as `edgeseg export --target X-int8`)."""
-    budget = _parse_budget(max_miou_drop)
-    with console.status(f"quantizing {model} -> {target}") as status:
-        m = export_cmd.quantize(
-            model,
-            dataset,
-            weights,
-            target,
-            calib_data,
-            calib_size,
-            calib_method,
-            size=size,
-            out=out,
-            parity_data=parity_data,
-            parity_images=parity_images,
-            force=force,
-            max_miou_drop=budget,
-            progress=lambda msg: status.update(f"quantizing {model} -> {target}: {msg}"),
-            notice=notice,
-        )
-    _print_export_summary(m)
+    from edgeseg.backends import get_target
+
+    if get_target(target).precision != "int8":
+        raise EdgesegError(f"{target} is not an INT8 target: use `edgeseg export` for it, or an *-int8 target here")
+    export(
+        model,
+        target,
+        dataset,
+        weights,
+        size,
+        out,
+        with_argmax=EXPORT_DEFAULTS.with_argmax,
+        opset=EXPORT_DEFAULTS.opset,
+        parity_data=parity_data,
+        parity_images=parity_images,
+        force=force,
+        upsample=EXPORT_DEFAULTS.upsample,
+        calib_data=calib_data,
+        calib_size=calib_size,
+        calib_method=calib_method,
+        max_miou_drop=max_miou_drop,
+    )
 
 
 @app.command()

@@ -29,6 +29,7 @@ from edgeseg.data.transforms import parse_size
 from edgeseg.errors import EdgesegError
 from edgeseg.eval.evaluate import plan_for, predict_label_map
 from edgeseg.gates import Evidence, judge_absolute
+from edgeseg.io import output_folder
 from edgeseg.paths import SAMPLE_DATA
 
 # What `edgeseg bench --device D` exports when neither a model nor artifacts are named and none suit D yet.
@@ -324,6 +325,9 @@ def bench(
     reach = (remote or RemoteOptions()).apply(profile.reach)
     profile = profile.model_copy(update={"reach": reach})
     say = notice or (lambda text: None)
+    output_folder(out, "--artifacts-dir")
+    if report_dir is not None:
+        output_folder(report_dir, "--report")
     if not model and not artifacts:
         wanted = targets or profile.targets
         for name in wanted:

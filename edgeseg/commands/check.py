@@ -17,7 +17,7 @@ from edgeseg.data.transforms import parse_size
 from edgeseg.errors import EdgesegError
 from edgeseg.eval.evaluate import evaluate_arrays, torch_predictor
 from edgeseg.gates import Evidence, judge_absolute
-from edgeseg.io import relative_to_file
+from edgeseg.io import output_folder, relative_to_file
 from edgeseg.models.registry import DEFAULT_INPUT, resolve_model_name
 from edgeseg.paths import SAMPLE_DATA
 
@@ -82,6 +82,7 @@ def artifacts_config(artifacts_dir: Path):
     machine (host), judged with the default thresholds on the bundled sample."""
     from edgeseg.check import ArtifactEntry, CheckConfig
 
+    output_folder(artifacts_dir, "--artifacts-dir")
     folders = [
         p.resolve()
         for p in sorted(Path(artifacts_dir).iterdir() if Path(artifacts_dir).is_dir() else [])
@@ -92,6 +93,11 @@ def artifacts_config(artifacts_dir: Path):
             f"no artifacts under {artifacts_dir}/ to check: export one first (edgeseg export --model efficientvit-b0 "
             "--target onnx-fp32), or pass --config edgeseg.yaml (see examples/edgeseg.yaml)"
         )
+    for folder in folders:  # a broken artifact is named here, not as a field of a config the user never wrote
+        try:
+            read_manifest(folder)
+        except EdgesegError as exc:
+            raise EdgesegError(f"{exc}; or remove {folder} from {artifacts_dir}/") from None
     return CheckConfig(artifacts=[ArtifactEntry(path=str(f)) for f in folders])
 
 

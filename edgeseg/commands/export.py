@@ -1,4 +1,4 @@
-"""export, quantize, profile and lint: rewrite a model for a target (the model family's rewrites for the target's
+"""export, op-profile and lint: rewrite a model for a target (the model family's rewrites for the target's
 format), hand it to the target's backend (``edgeseg.backends``), check parity against PyTorch on real images and
 lint it; INT8 targets calibrate and, with a budget, go through the backend's mixed-precision search."""
 
@@ -29,6 +29,7 @@ from edgeseg.data.transforms import check_input_size, parse_size
 from edgeseg.errors import EdgesegError
 from edgeseg.eval.evaluate import torch_predictor
 from edgeseg.export_request import EXPORT_DEFAULTS, HOLDOUT_IMAGES, PARITY_IMAGES, ExportOptions
+from edgeseg.io import output_folder
 from edgeseg.lint import lint_onnx
 from edgeseg.models.registry import DEFAULT_INPUT, MODELS, deploy_rewrites, upsample_choices
 from edgeseg.paths import SAMPLE_DATA
@@ -78,6 +79,7 @@ def export(
     from edgeseg.eval.parity import compare
     from edgeseg.rewrite import DeployWrapper, apply_rewrites
 
+    output_folder(out, "--out")
     tgt = get_target(target)
     backend = backend_for(tgt.format)
     backend.require(tgt)
@@ -243,33 +245,6 @@ def _backends_calibrating(method: str):
     from edgeseg.backends import BACKENDS
 
     return [b for b in BACKENDS.values() if method in b.calib_methods and b.int8_policy is not None]
-
-
-def quantize(
-    model: str,
-    dataset: str | None,
-    weights: str | None,
-    target: str,
-    calib_data: Path,
-    calib_size: int = EXPORT_DEFAULTS.calib_size,
-    calib_method: str = EXPORT_DEFAULTS.calib_method,
-    max_miou_drop: float | None = EXPORT_DEFAULTS.max_miou_drop,
-    **export_options,
-) -> dict:
-    """``export`` restricted to INT8 targets (what ``edgeseg quantize`` runs)."""
-    if get_target(target).precision != "int8":
-        raise EdgesegError(f"{target} is not an INT8 target: use `edgeseg export` for it, or an *-int8 target here")
-    return export(
-        model,
-        dataset,
-        weights,
-        target,
-        calib_data=calib_data,
-        calib_size=calib_size,
-        calib_method=calib_method,
-        max_miou_drop=max_miou_drop,
-        **export_options,
-    )
 
 
 def op_profile(artifact: Path, threads: int = 2, runs: int = 20, warmup: int = 5) -> dict:

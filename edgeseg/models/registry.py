@@ -19,7 +19,7 @@ import torch.nn as nn
 
 from edgeseg.data.datasets import DATASETS, DatasetSpec
 from edgeseg.errors import EdgesegError
-from edgeseg.rewrite import REWRITES, Rewrite, family_rewrites
+from edgeseg.rewrite import REWRITES, Rewrite, family_rewrites, register_rewrite
 
 # The input each dataset is evaluated at by default (H, W), multiples of 32.
 DEFAULT_INPUT = {"cityscapes": (1024, 2048), "ade20k": (512, 512), "camvid": (384, 480)}
@@ -47,6 +47,15 @@ def register_model(entry: ModelEntry) -> ModelEntry:
         raise ValueError(f"model {entry.name!r} is registered already (family {MODELS[entry.name].family})")
     MODELS[entry.name] = entry
     return entry
+
+
+def register_family(entries, rewrites) -> None:
+    """What a family's ``register()`` does: its model entries, then its rewrites in order (the order decides which
+    rewrite of a module pattern supersedes another)."""
+    for entry in entries:
+        register_model(entry)
+    for rewrite in rewrites:
+        register_rewrite(rewrite)
 
 
 def _suggest(name: str, choices) -> str:

@@ -20,8 +20,8 @@ from edgeseg.models.efficientvit.rewrites import (
     LiteMLAFp32Normaliser,
     UpSampleFp32,
 )
-from edgeseg.models.registry import ModelEntry, register_model
-from edgeseg.rewrite import Rewrite, register_rewrite
+from edgeseg.models.registry import ModelEntry, register_family
+from edgeseg.rewrite import Rewrite
 
 __all__ = [
     "EfficientViTSeg",
@@ -98,7 +98,4 @@ FAMILY_REWRITES = (
 
 
 def register() -> None:
-    for variant in EFFICIENTVIT_SEG_CONFIGS:
-        register_model(_entry(variant))
-    for rewrite in FAMILY_REWRITES:
-        register_rewrite(rewrite)
+    register_family((_entry(v) for v in EFFICIENTVIT_SEG_CONFIGS), FAMILY_REWRITES)

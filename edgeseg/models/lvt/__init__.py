@@ -14,8 +14,8 @@ from edgeseg.models.lvt.model import (
     build_lvt_seg,
 )
 from edgeseg.models.lvt.rewrites import CSADeploy, RASADeploy, RASAWeightsPerUse
-from edgeseg.models.registry import ModelEntry, register_model
-from edgeseg.rewrite import Rewrite, common, register_rewrite
+from edgeseg.models.registry import ModelEntry, register_family
+from edgeseg.rewrite import Rewrite, common
 
 __all__ = [
     "CSA",
@@ -65,6 +65,4 @@ FAMILY_REWRITES = (
 
 
 def register() -> None:
-    register_model(MODEL)
-    for rewrite in FAMILY_REWRITES:
-        register_rewrite(rewrite)
+    register_family((MODEL,), FAMILY_REWRITES)

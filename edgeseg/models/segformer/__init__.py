@@ -3,7 +3,7 @@
 declares (``layernorm-fp32``, opt-in ``gelu-tanh``) to the registries. The head resizes bilinear: no ``--upsample``
 choice."""
 
-from edgeseg.models.registry import ModelEntry, register_model
+from edgeseg.models.registry import ModelEntry, register_family
 from edgeseg.models.segformer.model import (
     SEGFORMER_CONFIGS,
     DropPath,
@@ -15,7 +15,7 @@ from edgeseg.models.segformer.model import (
     build_segformer,
 )
 from edgeseg.models.segformer.rewrites import SRADeploy, SRASingleHeadAsBatch2
-from edgeseg.rewrite import Rewrite, common, register_rewrite
+from edgeseg.rewrite import Rewrite, common
 
 __all__ = [
     "DropPath",
@@ -59,6 +59,4 @@ FAMILY_REWRITES = (
 
 
 def register() -> None:
-    register_model(MODEL)
-    for rewrite in FAMILY_REWRITES:
-        register_rewrite(rewrite)
+    register_family((MODEL,), FAMILY_REWRITES)
