@@ -24,6 +24,7 @@ LAYERS = {
     "data": 4,
     "lint": 5,
     "artifact": 5,
+    "residency": 5,
     "io": 5,
     "errors": 5,
     "paths": 5,

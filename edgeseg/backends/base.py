@@ -22,6 +22,7 @@ from edgeseg.errors import EdgesegError
 from edgeseg.estimate.graph import FusionRules
 from edgeseg.lint import LintReport, RuleSet
 from edgeseg.quantize.policy import Int8Policy
+from edgeseg.residency import Residency
 
 
 @dataclass(frozen=True)
@@ -198,6 +199,11 @@ class Backend(ABC):
     def profile(self, folder: Path, manifest: dict, threads: int, runs: int, warmup: int):
         """Per-op time of an artifact here (``edgeseg.bench.opprofile.OpProfile``); None: no profiler here."""
         return None
+
+    def residency(self, path: Path) -> list[Residency]:
+        """Where the model file's nodes would run on each accelerator this format reaches (one record per
+        accelerator, each naming the tool that measured it); [] where the backend has no way to tell."""
+        return []
 
     def would_be_command(self, remote_file: str, threads: int) -> str | None:
         """The command that times the model file on a device of this format's runtime; None: edgeseg's runner."""
