@@ -112,3 +112,17 @@ def test_bf16_channels_last_ema_train_and_ship_a_plain_checkpoint(camvid, tmp_pa
     best = torch.load(tmp_path / "bf16" / "best.pt", weights_only=True)
     assert all(v.is_contiguous() for v in best["model"].values())
     assert "ema" in torch.load(tmp_path / "bf16" / "last.pt", weights_only=True)
+
+
+def test_eval_reports_and_warns_about_groups_shared_with_training():
+    from edgeseg.commands.evaluate import evaluate
+    from edgeseg.paths import SAMPLE_DATA
+
+    notes = []
+    report = evaluate(
+        "efficientvit-b0", None, None, SAMPLE_DATA, limit=1, notice=notes.append, fit="resize", size="96x128"
+    )
+    assert report["groups"] == {"0016E5": 1} and report["shares_training_groups"] == ["0016E5"]
+    assert any("share group(s) 0016E5 with the training data" in n for n in notes)
+    with pytest.raises(EdgesegError, match="group\\(s\\) 0001TP not in split 'val': its groups are 0016E5"):
+        evaluate("efficientvit-b0", None, None, SAMPLE_DATA, groups=["0001TP"])

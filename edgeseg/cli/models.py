@@ -130,6 +130,9 @@ def eval_cmd(
     fit: FitOpt = "pad",
     size: SizeOpt = None,
     limit: int | None = typer.Option(None, "--limit", help="Only the first N images."),
+    groups: str | None = typer.Option(
+        None, "--groups", help="Only the images of these groups (CamVid: sequences, e.g. 0001TP), comma-separated."
+    ),
     threads: int | None = typer.Option(None, "--threads", help="torch intra-op threads."),
     json_out: Path | None = typer.Option(None, "--json", help="Write the report as JSON."),
     upsample: str | None = typer.Option(
@@ -154,6 +157,7 @@ def eval_cmd(
             upsample=upsample,
             artifact=artifact,
             notice=notice,
+            groups=[g.strip() for g in groups.split(",") if g.strip()] if groups else None,
         )
     console.print(_metrics_table(report))
     console.print(
