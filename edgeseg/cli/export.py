@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import Annotated
 
@@ -182,7 +183,9 @@ def _print_export_summary(m: dict) -> None:
     table.add_row("export time", f"{m['export_seconds']:.1f} s")
     console.print(table)
     if not lint["clean"]:
-        err_console.print(f"lint failed: see {m['folder']}/lint.json or `edgeseg lint {m['folder']}`")
+        err_console.print(
+            f"lint failed: see {m['folder']}/lint.json or `{shlex.join(['edgeseg', 'lint', str(m['folder'])])}`"
+        )
         raise typer.Exit(1)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import platform
+import shlex
 from pathlib import Path
 
 from edgeseg.commands.evaluate import evaluate
@@ -107,12 +108,14 @@ def shipped_weights_markdown() -> str:
 
 
 def _train_command(cfg: dict) -> str:
-    return (
-        f"edgeseg train --model {cfg['model']} --dataset {cfg['dataset']} --data {cfg['data']} "
-        f"--epochs {cfg['epochs']} --batch-size {cfg['batch_size']} --crop {cfg['crop'][0]}x{cfg['crop'][1]} "
-        f"--lr {cfg['lr']} "
-        + (f"--warmup-epochs {cfg['warmup_epochs']} " if cfg.get("warmup_epochs", 3.0) != 3.0 else "")
-        + f"--loss {cfg['loss']} --eval-every {cfg['eval_every']} --seed {cfg['seed']} "
-        + (f"--threads {cfg['threads']} " if cfg.get("threads") else "")
-        + f"--out {cfg['out']}"
-    )
+    args = ["edgeseg", "train", "--model", cfg["model"], "--dataset", cfg["dataset"], "--data", cfg["data"]]
+    args += ["--epochs", cfg["epochs"], "--batch-size", cfg["batch_size"]]
+    args += ["--crop", f"{cfg['crop'][0]}x{cfg['crop'][1]}"]
+    args += ["--lr", cfg["lr"]]
+    if cfg.get("warmup_epochs", 3.0) != 3.0:
+        args += ["--warmup-epochs", cfg["warmup_epochs"]]
+    args += ["--loss", cfg["loss"], "--eval-every", cfg["eval_every"], "--seed", cfg["seed"]]
+    if cfg.get("threads"):
+        args += ["--threads", cfg["threads"]]
+    args += ["--out", cfg["out"]]
+    return shlex.join(str(a) for a in args)  # shell-quoted: it is printed to be pasted
