@@ -143,12 +143,38 @@ class Baseline:
     def artifacts_dir(self) -> Path:
         return self.path.with_name(self.path.stem + ".artifacts")
 
+    def copy_path(self, row_id: str) -> Path:
+        """Where a row's artifact copy is: its ``copy`` resolved, which must lie inside ``artifacts_dir``."""
+        from edgeseg.artifact import inside
+
+        copy = self.rows[row_id]["artifact"]["copy"]
+        folder = inside(self.path.parent, copy, f"baseline {self.path}: row {row_id!r} copy", "record it again")
+        if not folder.is_relative_to(self.artifacts_dir.resolve()):
+            raise EdgesegError(
+                f"baseline {self.path}: row {row_id!r} copy {copy!r} is not in {self.artifacts_dir.name}/ "
+                "(record the baseline again)"
+            )
+        return folder
+
     def artifact_folder(self, row_id: str) -> Path | None:
+        """The baseline's copy of a row's artifact, verified: its model file hashes to the sha256 the baseline
+        recorded (the copy's own manifest is not enough: it travels with the copy); None when there is no copy."""
+        from edgeseg.artifact import model_file_sha256, read_manifest
+
         entry = self.rows.get(row_id)
         if not entry:
             return None
-        folder = self.path.parent / entry["artifact"]["copy"]
-        return folder if (folder / "manifest.json").is_file() else None
+        folder = self.copy_path(row_id)
+        if not (folder / "manifest.json").is_file():
+            return None
+        folder, manifest = read_manifest(folder)
+        got = model_file_sha256(folder / manifest["file"])
+        if got != entry["artifact"]["sha256"]:
+            raise EdgesegError(
+                f"baseline {self.path}: the copy of row {row_id!r} in {folder} has sha256 {got[:12]}, the baseline "
+                f"records {str(entry['artifact']['sha256'])[:12]}: record the baseline again"
+            )
+        return folder
 
 
 def read_baseline(path: Path, update: bool) -> Baseline | None:
@@ -176,7 +202,12 @@ def read_baseline(path: Path, update: bool) -> Baseline | None:
             raise EdgesegError(
                 f"baseline {path}: row {row_id!r} has no artifact sha256/bytes/copy; record the baseline again"
             )
-    return Baseline(path, rows)
+        if not isinstance(art["sha256"], str) or not isinstance(art["bytes"], int) or isinstance(art["bytes"], bool):
+            raise EdgesegError(f"baseline {path}: row {row_id!r}: artifact sha256/bytes have the wrong types")
+    baseline = Baseline(path, rows)
+    for row_id in rows:
+        baseline.copy_path(row_id)  # a copy outside the baseline's folder is refused before anything runs
+    return baseline
 
 
 def write_baseline(path: Path, results: list[RowResult], edgeseg_version: str, config_path: Path) -> Path:
