@@ -309,12 +309,14 @@ def sweep(
                 cached = None  # a row that is not this artifact's (sha256, mIoU, parity): the bench job runs again
             if cached is not None:
                 rows[b.key] = cached["result"]
-                record(b.key, **base_fields, status="cached", node=cached.get("node"), seconds=cached.get("seconds"))
+                record(
+                    b.key, False, **base_fields, status="cached", node=cached.get("node"), seconds=cached.get("seconds")
+                )
             elif "failed" in entry:
                 rows[b.key] = failed_target_result(a.target, b.device, entry["failed"], a.model, a.size).model_dump(
                     mode="json"
                 )
-                record(b.key, **base_fields, status="skipped", reason="its artifact failed")
+                record(b.key, False, **base_fields, status="skipped", reason="its artifact failed")
             elif cluster is not None and b.device in ex().device_resources():
                 if a.key not in archives:
                     archive, sha = pack_artifact(store.artifacts / entry["folder"])
@@ -380,6 +382,7 @@ def sweep(
                 entries[a.key] = cached
                 record(
                     a.key,
+                    False,
                     type="artifact",
                     label=a.label,
                     status="cached",
