@@ -450,3 +450,105 @@ def test_a_truncated_onnx_profiled_prints_one_error_line_only(tmp_path):
         assert p.returncode == 2, p.stderr
         lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
         assert len(lines) == 1 and lines[0].startswith("error: "), p.stderr
+
+
+# ------------------------------------------------------------------------------------------------ end to end
+# The toy TorchScript backend of test_toy_backend (a torch.jit trace: seconds, not minutes) through a real sweep,
+# bench and its caches: forged figures in the sweep's cache and a swapped model file with an updated sha256.
+
+
+@pytest.fixture(scope="module")
+def toy_sweep(tmp_path_factory):
+    from test_toy_backend import TorchScriptBackend
+
+    from edgeseg.backends import register_backend, unregister_backend
+    from edgeseg.commands import sweep as sweep_cmd
+
+    backend = register_backend(TorchScriptBackend())
+    try:
+        folder = tmp_path_factory.mktemp("toy-sweep")
+        matrix = folder / "sweep.yaml"
+        matrix.write_text(
+            yaml.safe_dump(
+                {
+                    "models": [{"name": "efficientvit-b0", "weights": "camvid"}],
+                    "targets": ["toyscript-fp32"],
+                    "devices": ["host"],
+                    "sizes": ["64x64"],
+                    "limit": 1,
+                    "parity_images": 1,
+                    "miou_floor": 0.6,  # shipped weights at 64x64 on one image score far below it
+                    "device_targets_only": False,
+                    "timing": {"warmup": 1, "runs": 3, "max_runs": 3, "max_seconds": 2},
+                }
+            )
+        )
+        first = sweep_cmd.sweep(matrix, folder / "out")
+        yield matrix, folder / "out", first
+    finally:
+        unregister_backend(backend.name)
+
+
+def host_row(out: Path) -> dict:
+    (row,) = json.loads((out / "host" / "bench.json").read_text())["results"]
+    return row
+
+
+def test_forged_sweep_cache_figures_do_not_pass_a_floor(toy_sweep, monkeypatch):
+    from edgeseg.commands import sweep as sweep_cmd
+
+    matrix, out, _ = toy_sweep
+    honest = host_row(out)
+    assert honest["status"] == "failed_check" and honest["miou"] < 0.6
+    writes = []
+    real_write = SweepStore.write_state
+    monkeypatch.setattr(SweepStore, "write_state", lambda self, state: writes.append(1) or real_write(self, state))
+    again = sweep_cmd.sweep(matrix, out)
+    assert {j["status"] for j in again["jobs"].values()} == {"cached"}
+    assert len(writes) == 3  # started, every job queued or cached (one write), finished: not one per job
+
+    for path in (out / "cache" / "artifact").glob("*.json"):
+        entry = json.loads(path.read_text())
+        path.write_text(json.dumps({**entry, "miou": 0.99}))
+    for path in (out / "cache" / "bench").glob("*.json"):
+        entry = json.loads(path.read_text())
+        entry["result"].update(miou=0.99, status="passed", reasons=[])
+        path.write_text(json.dumps(entry))
+    sweep_cmd.sweep(matrix, out)
+    row = host_row(out)
+    assert row["miou"] == pytest.approx(honest["miou"]) and row["status"] == "failed_check", row
+    assert any("floor" in r for r in row["reasons"]), row["reasons"]
+    assert json.loads(next((out / "cache" / "artifact").glob("*.json")).read_text())["miou"] != 0.99
+
+
+def test_a_swapped_model_with_an_updated_sha256_does_not_pass_as_cached(toy_sweep, tmp_path):
+    from edgeseg.artifact import model_file_sha256
+    from edgeseg.commands import sweep as sweep_cmd
+    from edgeseg.models.registry import create_model
+
+    matrix, out, _ = toy_sweep
+    (folder,) = [p for p in (out / "artifacts").iterdir() if p.is_dir()]
+    torch.manual_seed(1)
+    other, _ = create_model("efficientvit-b0", "camvid")  # untrained: another model behind the same record
+    with torch.no_grad():
+        torch.jit.trace(other.eval(), torch.zeros(1, 3, 64, 64)).save(str(folder / "model.ts"))
+    sha = model_file_sha256(folder / "model.ts")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    (folder / "manifest.json").write_text(json.dumps({**manifest, "sha256": sha}))
+    for path in (out / "cache" / "artifact").glob("*.json"):  # the cache entry updated to match, too
+        entry = json.loads(path.read_text())
+        entry["manifest"]["sha256"] = sha
+        path.write_text(json.dumps(entry))
+
+    r, output = invoke(
+        "bench", "--device", "host", "--artifact", folder, "--report", tmp_path / "r", "--limit", "1",
+        "--warmup", "1", "--runs", "3", "--max-runs", "3", "--max-seconds", "2", "--examples", "0",
+    )  # fmt: skip
+    assert r.exit_code == 0, output
+    (row,) = json.loads((tmp_path / "r" / "bench.json").read_text())["results"]
+    assert row["parity"]["images"] == 1 and row["parity"]["argmax_agreement"] < 0.9, row["parity"]
+    assert any(reason.startswith("parity") for reason in row["reasons"]), row["reasons"]
+
+    sweep_cmd.sweep(matrix, out)
+    row = host_row(out)
+    assert row["parity"]["argmax_agreement"] < 0.9 and any(r.startswith("parity") for r in row["reasons"]), row
