@@ -55,6 +55,12 @@ def sweep_artifact_job(job, data: str, split: str, limit, calib_data, parity_ima
         if artifact_runs_here(job.target):
             ev = evaluate(None, None, None, data, split, limit=limit, threads=threads, artifact=folder)
             miou, images = ev["miou"], ev["images"]
+            if manifest.get("cached"):  # the export cache's parity is the folder's claim: re-checked on one image
+                from edgeseg.commands.recheck import recheck_parity
+                from edgeseg.data.datasets import read_image
+
+                probe = read_image(list_split(data, split)[0].image)
+                manifest = {**manifest, "parity": recheck_parity(folder, manifest, probe, threads)}
         result = {
             "manifest": {k: v for k, v in manifest.items() if k != "folder"},
             "folder": folder.name,
