@@ -121,7 +121,7 @@ def sweep_bench_job(job, profile, profiles, entry: dict, folder, archive, plan, 
             shutil.rmtree(work, ignore_errors=True)
 
 
-def revalidate_cached_artifact(job, entry: dict, store, data: Path, matrix) -> dict:
+def revalidate_cached_artifact(job, entry: dict, store, data: Path, matrix, references: dict | None = None) -> dict:
     """A cache hit's claims checked by content before they are judged: the artifact folder was verified by the
     store (manifest, paths, sha256); its mIoU is measured again here (the expensive part of the job, the export,
     stays cached) and its parity re-checked on one image. A claim that does not hold is replaced (and the entry
@@ -134,7 +134,11 @@ def revalidate_cached_artifact(job, entry: dict, store, data: Path, matrix) -> d
     folder = store.artifacts / entry["folder"]
     ev = evaluate(None, None, None, data, matrix.split, limit=matrix.limit, threads=matrix.threads, artifact=folder)
     probe = read_image(list_split(data, matrix.split)[0].image)
-    parity = recheck_parity(folder, entry["manifest"], probe, matrix.threads)
+    references = {} if references is None else references
+    ref_key = (job.model, job.dataset, job.weights)
+    if ref_key not in references:  # one PyTorch reference per model and weights, however many targets
+        references[ref_key] = load_model(job.model, job.dataset, job.weights).model
+    parity = recheck_parity(folder, entry["manifest"], probe, matrix.threads, references[ref_key])
     recorded = entry.get("miou")
     same_miou = (ev["miou"] is None and recorded is None) or (
         isinstance(recorded, float) and ev["miou"] is not None and abs(ev["miou"] - recorded) <= 1e-6
@@ -303,6 +307,7 @@ def sweep(
     driver_queue: list = []
     archives: dict[str, object] = {}
     by_artifact: dict[str, list] = {}
+    references: dict[tuple, object] = {}  # PyTorch references of cache hits' parity re-checks
     for b in benches:
         by_artifact.setdefault(b.artifact.key, []).append(b)
 
@@ -384,7 +389,7 @@ def sweep(
         for a in artifacts:
             cached = store.cached_artifact(a.key)
             if cached is not None:
-                cached = revalidate_cached_artifact(a, cached, store, data, matrix)
+                cached = revalidate_cached_artifact(a, cached, store, data, matrix, references)
                 entries[a.key] = cached
                 record(
                     a.key,
