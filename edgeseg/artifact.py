@@ -122,7 +122,10 @@ def inside(folder: Path, relative: str, what: str, fix: str) -> Path:
     base = Path(folder).resolve()
     if not isinstance(relative, str) or not relative or "\x00" in relative:
         raise EdgesegError(f"{what}: {relative!r} is not a path inside {folder} ({fix})")
-    target = (base / relative).resolve()
+    try:
+        target = (base / relative).resolve()
+    except (OSError, RuntimeError) as exc:  # a symlink loop
+        raise EdgesegError(f"{what}: {relative!r} cannot be resolved ({exc}; {fix})") from None
     if Path(relative).is_absolute() or not target.is_relative_to(base) or target == base:
         raise EdgesegError(f"{what}: {relative!r} points outside {folder} ({fix})")
     return target
