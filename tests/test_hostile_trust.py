@@ -563,3 +563,31 @@ def test_a_swapped_model_with_an_updated_sha256_does_not_pass_as_cached(toy_swee
         sweep_cmd.sweep(matrix, out)
         row = host_row(out)
         assert row["parity"]["argmax_agreement"] < 0.9 and any(r.startswith("parity") for r in row["reasons"]), row
+
+
+def test_the_estimator_serves_only_graphs_it_sealed(tmp_path, monkeypatch):
+    """A file dropped (or edited) under the estimation-graph cache is rebuilt, not costed."""
+    import edgeseg.backends.onnx.export as onnx_export
+    from edgeseg.commands.estimate import estimation_graph
+
+    built = []
+
+    def fake_export(module, example, path, opset, output_name):  # the real export takes minutes here
+        built.append(path)
+        h, w = example.shape[2:]
+        onnx.save(conv_graph(np.ones((11, 3, 1, 1)), (h, w)), path)
+
+    monkeypatch.setattr(onnx_export, "export_onnx", fake_export)
+    path, _ = estimation_graph("efficientvit-b0", "camvid", "onnx-fp32", "64x64", cache=tmp_path)
+    assert len(built) == 1 and estimation_graph("efficientvit-b0", "camvid", "onnx-fp32", "64x64", cache=tmp_path)[0]
+    assert len(built) == 1  # an intact sealed graph is served from the cache
+
+    path.write_bytes(b"not a graph at all")  # a stray file under the graph's name
+    estimation_graph("efficientvit-b0", "camvid", "onnx-fp32", "64x64", cache=tmp_path)
+    assert len(built) == 2 and onnx.load(str(path)).graph.node[0].op_type == "Conv"
+
+    model = onnx.load(str(path))  # edited in place, its metadata kept
+    model.graph.initializer[0].CopyFrom(numpy_helper.from_array(np.zeros((11, 3, 1, 1), np.float32), "W"))
+    onnx.save(model, str(path))
+    estimation_graph("efficientvit-b0", "camvid", "onnx-fp32", "64x64", cache=tmp_path)
+    assert len(built) == 3
