@@ -494,12 +494,10 @@ def host_row(out: Path) -> dict:
     return row
 
 
-def test_forged_sweep_cache_figures_do_not_pass_a_floor(toy_sweep, monkeypatch):
+def test_a_cached_sweep_writes_its_state_once_not_per_job(toy_sweep, monkeypatch):
     from edgeseg.commands import sweep as sweep_cmd
 
     matrix, out, _ = toy_sweep
-    honest = host_row(out)
-    assert honest["status"] == "failed_check" and honest["miou"] < 0.6
     writes = []
     real_write = SweepStore.write_state
     monkeypatch.setattr(SweepStore, "write_state", lambda self, state: writes.append(1) or real_write(self, state))
@@ -507,6 +505,13 @@ def test_forged_sweep_cache_figures_do_not_pass_a_floor(toy_sweep, monkeypatch):
     assert {j["status"] for j in again["jobs"].values()} == {"cached"}
     assert len(writes) == 3  # started, every job queued or cached (one write), finished: not one per job
 
+
+def test_forged_sweep_cache_figures_do_not_pass_a_floor(toy_sweep):
+    from edgeseg.commands import sweep as sweep_cmd
+
+    matrix, out, _ = toy_sweep
+    honest = host_row(out)
+    assert honest["status"] == "failed_check" and honest["miou"] < 0.6
     for path in (out / "cache" / "artifact").glob("*.json"):
         entry = json.loads(path.read_text())
         path.write_text(json.dumps({**entry, "miou": 0.99}))
@@ -522,7 +527,7 @@ def test_forged_sweep_cache_figures_do_not_pass_a_floor(toy_sweep, monkeypatch):
 
 
 def test_a_swapped_model_with_an_updated_sha256_does_not_pass_as_cached(toy_sweep, tmp_path):
-    from edgeseg.artifact import model_file_sha256
+    from edgeseg.artifact import artifact_sha256
     from edgeseg.commands import sweep as sweep_cmd
     from edgeseg.models.registry import create_model
 
@@ -532,7 +537,7 @@ def test_a_swapped_model_with_an_updated_sha256_does_not_pass_as_cached(toy_swee
     other, _ = create_model("efficientvit-b0", "camvid")  # untrained: another model behind the same record
     with torch.no_grad():
         torch.jit.trace(other.eval(), torch.zeros(1, 3, 64, 64)).save(str(folder / "model.ts"))
-    sha = model_file_sha256(folder / "model.ts")
+    sha = artifact_sha256(folder / "model.ts")
     manifest = json.loads((folder / "manifest.json").read_text())
     (folder / "manifest.json").write_text(json.dumps({**manifest, "sha256": sha}))
     for path in (out / "cache" / "artifact").glob("*.json"):  # the cache entry updated to match, too
