@@ -9,7 +9,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from edgeseg.cli import app
-from edgeseg.cli.common import _progress_line, _write_json, console, err_console, user_errors
+from edgeseg.cli.common import _progress_line, _write_json, check_json_out, console, err_console, user_errors
 from edgeseg.commands import check as check_cmd
 from edgeseg.io import atomic_write_bytes
 
@@ -39,6 +39,7 @@ def check(
 ):
     """CI regression gate: export (cached) or take artifacts, evaluate, compare with the baseline; exit 1 on any
     failing row."""
+    check_json_out(json_out)
     from edgeseg import check as chk
 
     with _progress_line("row", "check") as on_event:
