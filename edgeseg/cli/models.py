@@ -18,6 +18,7 @@ from edgeseg.cli.common import (
     WeightsOpt,
     _parse_hw,
     _write_json,
+    check_json_out,
     console,
     err_console,
     notice,
@@ -79,6 +80,7 @@ def models(
     json_out: Path | None = typer.Option(None, "--json", help="Also write the table as JSON."),
 ):
     """List registered models: dataset heads, classes, params, GMACs, shipped weights."""
+    check_json_out(json_out)
     rows = evaluate_cmd.models_table(size)
     table = Table(title="edgeseg models")
     for col in ("model", "dataset", "classes", "params M", "input", "GMACs", "weights"):
@@ -137,8 +139,14 @@ def eval_cmd(
         "--upsample",
         help="Evaluate with a deploy head upsampling (matmul | conv | resize | bilinear), not the reference model.",
     ),
+    ignore_invalid_labels: bool = typer.Option(
+        False,
+        "--ignore-invalid-labels",
+        help="Count label values outside the classes and the ignore index as unlabelled (default: an error).",
+    ),
 ):
     """mIoU, pixel accuracy and per-class IoU on a labelled split."""
+    check_json_out(json_out)
     with _Bar("eval") as bar:
         report = evaluate_cmd.evaluate(
             model,
@@ -154,6 +162,7 @@ def eval_cmd(
             upsample=upsample,
             artifact=artifact,
             notice=notice,
+            ignore_invalid_labels=ignore_invalid_labels,
         )
     console.print(_metrics_table(report))
     console.print(
@@ -176,11 +185,12 @@ def predict(
     overlay: bool = typer.Option(False, "--overlay", help="Also write colour overlays to OUT/overlay."),
     fit: FitOpt = "pad",
     size: SizeOpt = None,
+    force: bool = typer.Option(False, "--force", help="Replace files in OUT that predict did not write."),
 ):
     """Write one 8-bit class-index PNG per image (same stem, same size), optionally colour overlays."""
     with _Bar("predict") as bar:
         written = evaluate_cmd.predict(
-            model, dataset, weights, images, out, overlay, fit, size, progress=bar, artifact=artifact
+            model, dataset, weights, images, out, overlay, fit, size, progress=bar, artifact=artifact, force=force
         )
     console.print(
         f"wrote {len(written)} label map(s) to {out}" + (f" and overlays to {out / 'overlay'}" if overlay else "")

@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from edgeseg.data.datasets import DatasetSpec, load_split
+from edgeseg.data.datasets import DatasetSpec, check_labels, load_split
 from edgeseg.data.transforms import AugmentConfig, augment_pair, normalize
 from edgeseg.errors import EdgesegError
 from edgeseg.eval.evaluate import evaluate_arrays, torch_predictor
@@ -137,8 +137,9 @@ def train(cfg: TrainConfig, progress: Callable[..., object] | None = None, resum
     seed_everything(cfg.seed)
     model, spec = create_model(cfg.model, cfg.dataset)
     model.to(device)
-    _, train_images, train_labels = load_split(Path(cfg.data), cfg.train_split)
-    _, val_images, val_labels = load_split(Path(cfg.data), cfg.val_split)
+    train_samples, train_images, train_labels = load_split(Path(cfg.data), cfg.train_split)
+    val_samples, val_images, val_labels = load_split(Path(cfg.data), cfg.val_split)
+    check_labels(train_samples + val_samples, train_labels + val_labels, spec)  # a stray value breaks the loss
     if cfg.limit_train:
         train_images, train_labels = train_images[: cfg.limit_train], train_labels[: cfg.limit_train]
     if cfg.limit_val:
