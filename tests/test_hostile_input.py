@@ -102,6 +102,7 @@ def test_absurd_size_is_refused_with_the_limit(weights):
         (("eval", *B0, "--weights", "random", "--threads", "-1"), "--threads -1"),
         (("bench", "--device", "no-such-device", "--max-seconds", "-1"), "--max-seconds -1"),
         (("bench", "--device", "no-such-device", "--max-seconds", "nan"), "--max-seconds nan"),
+        (("op-profile", "no-such-artifact", "--runs", "1000000000"), "over 2,000 profiled runs"),
     ],
 )
 def test_out_of_range_options_are_one_line_errors(args, needle, tmp_path):

@@ -262,12 +262,20 @@ def _backends_calibrating(method: str):
     return [b for b in BACKENDS.values() if method in b.calib_methods and b.int8_policy is not None]
 
 
+MAX_PROFILE_RUNS = 2000
+
+
 def op_profile(artifact: Path, threads: int = 2, runs: int = 20, warmup: int = 5) -> dict:
     """Per-kernel and per-op-type time of an exported artifact with its runtime here (``edgeseg.bench.opprofile``)."""
     from edgeseg.bench.opprofile import profile_artifact
 
     if threads < 1 or runs < 1 or warmup < 0:
         raise EdgesegError("--threads and --runs must be at least 1 and --warmup at least 0")
+    if warmup + runs > MAX_PROFILE_RUNS:  # ONNX Runtime's profiler keeps every kernel event of every run
+        raise EdgesegError(
+            f"--warmup {warmup} + --runs {runs} is over {MAX_PROFILE_RUNS:,} profiled runs: kernel shares settle "
+            "within a few dozen; pass fewer"
+        )
     folder, manifest = read_manifest(Path(artifact))
     report = profile_artifact(folder, manifest, threads, runs, warmup).as_dict()
     report["target"] = manifest["target"]
