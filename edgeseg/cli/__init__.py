@@ -33,6 +33,8 @@ from edgeseg.cli import weights  # noqa: E402, F401  weights list, weights publi
 def _raise_terminated(signum, frame) -> None:
     from edgeseg.errors import Terminated
 
+    # a second SIGTERM ends the process at once (a later run removes what the clean-up could not finish)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     raise Terminated()
 
 
