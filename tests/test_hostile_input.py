@@ -102,6 +102,7 @@ def test_absurd_size_is_refused_with_the_limit(weights):
         (("eval", *B0, "--weights", "random", "--threads", "-1"), "--threads -1"),
         (("bench", "--device", "no-such-device", "--max-seconds", "-1"), "--max-seconds -1"),
         (("bench", "--device", "no-such-device", "--max-seconds", "nan"), "--max-seconds nan"),
+        (("train", *B0, "--data", "no-such-data", "--out", "no-such-run", "--batch-size", "0"), "--batch-size 0"),
         (("op-profile", "no-such-artifact", "--runs", "1000000000"), "over 2,000 profiled runs"),
     ],
 )

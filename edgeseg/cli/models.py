@@ -273,7 +273,8 @@ def train(
     try:
         result = evaluate_cmd.train(cfg, progress=report, resume=resume)
     finally:
-        progress.stop()
+        if state["task"] is not None:  # started: an input error before that is its one line alone
+            progress.stop()
     console.print(
         f"best val mIoU {100 * result.best_miou:.2f} at epoch {result.best_epoch}; checkpoints in {result.out}"
     )

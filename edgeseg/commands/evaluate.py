@@ -376,4 +376,14 @@ def models_table(size: str | None = None) -> list[dict]:
 
 def train(cfg: TrainConfig, progress: Progress | None = None, resume: bool = False) -> TrainResult:
     resolve_model_name(cfg.model, cfg.dataset)  # fail fast on a bad name, before loading data
+    for option, value in (
+        ("--epochs", cfg.epochs),
+        ("--batch-size", cfg.batch_size),
+        ("--eval-every", cfg.eval_every),
+        ("--threads", cfg.threads),
+        ("--max-steps", cfg.max_steps),
+        ("--limit-train", cfg.limit_train),
+        ("--limit-val", cfg.limit_val),
+    ):
+        at_least(value, 1, option)
     return run_training(cfg, progress=progress, resume=resume)
