@@ -242,14 +242,11 @@ def _values(values: np.ndarray, n: int = 6) -> str:
 def invalid_label_values(label: np.ndarray, spec: DatasetSpec) -> tuple[np.ndarray, int]:
     """The distinct values of ``label`` outside ``[0, classes)`` and the ignore index, and how many pixels hold
     them."""
-    counts = np.bincount(label.reshape(-1), minlength=256) if label.dtype == np.uint8 else None
-    if counts is None:
-        values, counts = np.unique(label, return_counts=True)
-    else:
-        values = np.nonzero(counts)[0]
-        counts = counts[values]
-    bad = ((values >= spec.num_classes) & (values != spec.ignore_index)) | (values < 0)
-    return values[bad], int(counts[bad].sum())
+    bad = ((label >= spec.num_classes) & (label != spec.ignore_index)) | (label < 0)
+    if not bad.any():  # the common case: two vectorised comparisons, no histogram
+        return np.empty(0, dtype=label.dtype), 0
+    values = label[bad]
+    return np.unique(values), int(values.size)
 
 
 def check_labels(
