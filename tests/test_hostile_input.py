@@ -415,6 +415,9 @@ def test_16bit_images_are_scaled_not_clipped(tmp_path):
     rgb8 = np.random.default_rng(2).integers(0, 256, (16, 16, 3), dtype=np.uint8)
     (tmp_path / "rgb16.png").write_bytes(png16(rgb8.astype(np.uint16) * 257))  # the same picture at 16 bits
     assert np.array_equal(read_image(tmp_path / "rgb16.png"), rgb8)
+    (tmp_path / "unscaled16.png").write_bytes(png16(rgb8.astype(np.uint16)))  # 8-bit values in a 16-bit file
+    with pytest.raises(EdgesegError, match="unscaled16.png is a 16-bit file whose values all lie below 256"):
+        read_image(tmp_path / "unscaled16.png")
 
 
 def test_pixel_bombs_are_refused_for_images_and_labels(tmp_path):

@@ -195,20 +195,39 @@ def _to_uint8_grey(values: np.ndarray, path: Path) -> np.ndarray:
     return np.round(values.astype(np.float64) / 257.0).astype(np.uint8)
 
 
+def _is_16bit(im: Image.Image) -> bool:
+    """Whether the file stores 16 bits per sample (PIL reads 16-bit colour PNGs as 8-bit RGB by the high byte)."""
+    tiles = getattr(im, "tile", None) or []
+    return im.mode.startswith("I;16") or any(";16" in str(t[3]) for t in tiles if len(t) > 3)
+
+
 def read_image(path: Path) -> np.ndarray:
     """RGB uint8 array (H, W, 3). 16-bit files are scaled to 8 bits (16-bit colour PNGs by their high byte, which
-    PIL reads; 16-bit grey by v / 257), never clipped; float images are refused."""
+    PIL reads; 16-bit grey by v / 257), never clipped; a 16-bit file whose values all lie below 256 (8-bit values
+    stored without rescaling: it would read as black) and float images are refused."""
     im = _open(path, "image")
     try:
         with im:
-            if im.mode.startswith("I;16") or im.mode == "I":
-                grey = _to_uint8_grey(np.array(im), path)
-                return np.repeat(grey[:, :, None], 3, axis=2)
             if im.mode == "F":
                 raise EdgesegError(f"image {path} holds floating-point pixels: save it as an 8-bit RGB image")
-            return np.array(im.convert("RGB"))  # writable: torch.from_numpy needs it
+            sixteen = _is_16bit(im)
+            if im.mode.startswith("I;16") or im.mode == "I":
+                grey = np.array(im)
+                top = int(grey.max()) if grey.size else 0
+                sixteen = sixteen or top > 255  # a 32-bit integer image: 16-bit values, or 8-bit ones as they are
+                grey8 = _to_uint8_grey(grey, path) if sixteen else grey.astype(np.uint8)
+                rgb, below_256 = np.repeat(grey8[:, :, None], 3, axis=2), top < 256
+            else:
+                rgb = np.array(im.convert("RGB"))  # writable: torch.from_numpy needs it
+                below_256 = rgb.size == 0 or int(rgb.max()) == 0  # every high byte 0
     except (OSError, ValueError) as exc:
         raise EdgesegError(f"cannot read image {path}: {exc}") from None
+    if sixteen and below_256:
+        raise EdgesegError(
+            f"image {path} is a 16-bit file whose values all lie below 256 (8-bit values stored without rescaling, "
+            "which would read as black): save it as an 8-bit image, or scale its values to 0..65535"
+        )
+    return rgb
 
 
 def read_label(path: Path) -> np.ndarray:
