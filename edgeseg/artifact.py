@@ -6,11 +6,13 @@ versions and the source of the code that made it) makes a second identical expor
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import json
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -23,7 +25,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from edgeseg.errors import EdgesegError
-from edgeseg.io import sha256_file
+from edgeseg.io import current_umask, describe_os_error, sha256_file
 
 MANIFEST = "manifest.json"
 
@@ -262,13 +264,71 @@ def cached_manifest(folder: Path, key: str) -> dict | None:
     return None
 
 
+# A staging folder older than this whose lock is free was left by a killed process (SIGKILL, power loss).
+STALE_STAGING_SECONDS = 15 * 60
+
+
+def _lock(folder: Path) -> int | None:
+    """An exclusive advisory lock on ``folder`` held through an open descriptor (released when the process ends,
+    however it ends); None where the filesystem has no locks."""
+    import fcntl
+
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def remove_stale_staging(folder: Path, max_age: float = STALE_STAGING_SECONDS) -> list[Path]:
+    """Remove ``.<name>.*.tmp`` staging folders (and ``.<name>.old``) beside ``folder`` left by a process that was
+    killed before it could clean up: older than ``max_age`` seconds and not locked by a running export."""
+    folder = Path(folder)
+    removed = []
+    now = time.time()
+    candidates = [*folder.parent.glob(f".{glob.escape(folder.name)}.*.tmp"), folder.with_name(f".{folder.name}.old")]
+    for path in candidates:
+        try:
+            if path.is_symlink() or not path.is_dir() or now - path.stat().st_mtime < max_age:
+                continue
+            fd = _lock(path)
+        except OSError:
+            continue
+        if fd is None:  # a running export holds it
+            continue
+        try:
+            shutil.rmtree(path, ignore_errors=True)
+        finally:
+            os.close(fd)
+        removed.append(path)
+    return removed
+
+
 @contextlib.contextmanager
 def staging(folder: Path) -> Iterator[Path]:
-    """Yield a temporary folder beside ``folder``; on success it replaces ``folder``, on failure it is removed."""
+    """Yield a temporary folder beside ``folder``; on success it replaces ``folder``, on failure (an exception,
+    KeyboardInterrupt, or SIGTERM raised as ``Terminated`` by the CLI) it is removed. The folder is locked while
+    in use, so stale ones from killed processes (``remove_stale_staging``) are told apart from live ones. An
+    existing ``folder`` is replaced only when it is an artifact folder (it holds a manifest) or is empty: edgeseg
+    never deletes a folder it did not write."""
     folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
+    if folder.is_dir() and not (folder / MANIFEST).is_file() and any(folder.iterdir()):
+        raise EdgesegError(
+            f"{folder} exists and is not an artifact folder (no {MANIFEST}): edgeseg will not replace it; move it "
+            "away or pass another --out"
+        )
     try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_staging(folder)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
+    except OSError as exc:
+        raise EdgesegError(describe_os_error(exc, folder)) from None
+    lock = None
+    try:
+        os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes 0700; the files inside are readable by others
+        lock = _lock(tmp)
         yield tmp
         if folder.exists():
             old = folder.with_name(f".{folder.name}.old")
@@ -278,9 +338,17 @@ def staging(folder: Path) -> Iterator[Path]:
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, folder)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        # a write inside the staging folder (disk full, ...) is named by the artifact folder it was for
+        inside = exc.filename is None or str(exc.filename).startswith(str(tmp))
+        raise EdgesegError(describe_os_error(exc, folder if inside else None)) from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        if lock is not None:
+            os.close(lock)
 
 
 def artifact_sha256(path: Path) -> str:

@@ -14,6 +14,7 @@ from edgeseg.cli.common import (
     _progress_line,
     _write_json,
     artifact_checks,
+    check_json_out,
     console,
     err_console,
     user_errors,
@@ -49,6 +50,7 @@ def check(
 ):
     """CI regression gate: export (cached) or take artifacts, evaluate, compare with the baseline; exit 1 on any
     failing row."""
+    check_json_out(json_out)
     from edgeseg import check as chk
 
     with _progress_line("row", "check") as on_event:

@@ -26,6 +26,7 @@ from edgeseg.cli.common import (
     _pct,
     _write_json,
     artifact_checks,
+    check_json_out,
     console,
     deprecated_alias,
     err_console,
@@ -245,6 +246,7 @@ def lint(
     no_verify: NoVerifyOpt = False,
 ):
     """Check an exported graph against a backend's conformance rules; exit 1 on errors."""
+    check_json_out(json_out)
     report = export_cmd.lint(artifact, target)
     if report["findings"]:
         table = Table(title=f"lint {report['artifact']} ({report['rules']} rules)")
@@ -277,6 +279,7 @@ def op_profile(
 ):
     """Where an artifact's time goes here, per op: top kernels, share per op type, and what falls off the fast
     path."""
+    check_json_out(json_out)
     p = export_cmd.op_profile(artifact, threads=threads, runs=runs, warmup=warmup)
     title = f"{p['target']}: {p['runtime']}, {p['threads']} threads, mean of {p['runs']} runs"
     if p["kernels"]:

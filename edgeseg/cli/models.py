@@ -20,6 +20,7 @@ from edgeseg.cli.common import (
     _parse_hw,
     _write_json,
     artifact_checks,
+    check_json_out,
     console,
     err_console,
     notice,
@@ -81,6 +82,7 @@ def models(
     json_out: Path | None = typer.Option(None, "--json", help="Also write the table as JSON."),
 ):
     """List registered models: dataset heads, classes, params, GMACs, shipped weights."""
+    check_json_out(json_out)
     rows = evaluate_cmd.models_table(size)
     table = Table(title="edgeseg models")
     for col in ("model", "dataset", "classes", "params M", "input", "GMACs", "weights"):
@@ -144,8 +146,14 @@ def eval_cmd(
         help="Evaluate with a deploy head upsampling (matmul | conv | resize | bilinear), not the reference model.",
     ),
     no_verify: NoVerifyOpt = False,
+    ignore_invalid_labels: bool = typer.Option(
+        False,
+        "--ignore-invalid-labels",
+        help="Count label values outside the classes and the ignore index as unlabelled (default: an error).",
+    ),
 ):
     """mIoU, pixel accuracy and per-class IoU on a labelled split."""
+    check_json_out(json_out)
     with _Bar("eval") as bar:
         report = evaluate_cmd.evaluate(
             model,
@@ -162,6 +170,7 @@ def eval_cmd(
             artifact=artifact,
             notice=notice,
             groups=[g.strip() for g in groups.split(",") if g.strip()] if groups else None,
+            ignore_invalid_labels=ignore_invalid_labels,
         )
     console.print(_metrics_table(report))
     console.print(
@@ -186,11 +195,12 @@ def predict(
     fit: FitOpt = "pad",
     size: SizeOpt = None,
     no_verify: NoVerifyOpt = False,
+    force: bool = typer.Option(False, "--force", help="Replace files in OUT that predict did not write."),
 ):
     """Write one 8-bit class-index PNG per image (same stem, same size), optionally colour overlays."""
     with _Bar("predict") as bar:
         written = evaluate_cmd.predict(
-            model, dataset, weights, images, out, overlay, fit, size, progress=bar, artifact=artifact
+            model, dataset, weights, images, out, overlay, fit, size, progress=bar, artifact=artifact, force=force
         )
     console.print(
         f"wrote {len(written)} label map(s) to {out}" + (f" and overlays to {out / 'overlay'}" if overlay else "")
@@ -299,7 +309,8 @@ def train(
     try:
         result = evaluate_cmd.train(cfg, progress=report, resume=resume)
     finally:
-        progress.stop()
+        if state["task"] is not None:  # started: an input error before that is its one line alone
+            progress.stop()
     console.print(
         (
             f"best selection mIoU {100 * result.best_miou:.2f} at epoch {result.best_epoch}"

@@ -27,7 +27,7 @@ from edgeseg.commands.export import export
 from edgeseg.commands.recheck import recheck_parity
 from edgeseg.data.datasets import DATASETS, list_split, read_image
 from edgeseg.data.transforms import parse_size
-from edgeseg.errors import EdgesegError
+from edgeseg.errors import EdgesegError, at_least, reraise_interrupt
 from edgeseg.eval.evaluate import plan_for, predict_label_map
 from edgeseg.gates import Evidence, judge_absolute
 from edgeseg.io import output_folder
@@ -93,6 +93,7 @@ def _bench_estimate(profile, profiles: Path | None, folder: Path, manifest: dict
     except EdgesegError as exc:
         return None, str(exc)
     except Exception as exc:  # an estimator failure is this column's note, not the end of the bench
+        reraise_interrupt(exc)
         return None, f"estimate failed: {type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]}"
     est = estimate(cost, hw, profile.name, manifest["target"], manifest["precision"], desc)
     return est.model_copy(update={"notes": notes}), None
@@ -344,6 +345,8 @@ def bench(
     list_split(data, split)  # a bad --data fails here, with its one-line reason, before any export
     if threads < 1:
         raise EdgesegError(f"--threads {threads}: use 1 or more")
+    at_least(limit, 1, "--limit")
+    at_least(parity_images, 1, "--parity-images")
     if size:
         from edgeseg.data.transforms import check_input_size
 
@@ -385,6 +388,7 @@ def bench(
                         calib_data=calib_data,
                     )
                 except Exception as exc:  # an exporter crash is this target's result, not the end of the bench
+                    reraise_interrupt(exc)
                     results.append(failed_target_result(tgt.name, profile.name, failure_reason(exc)))
                     report("advance")
                     continue

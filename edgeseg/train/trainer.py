@@ -29,7 +29,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from edgeseg.data.datasets import DatasetSpec, load_split
+from edgeseg.data.datasets import DatasetSpec, check_labels, load_split
 from edgeseg.data.groups import groups_of, overlap_warning, shared_groups, split_by_groups
 from edgeseg.data.transforms import AugmentConfig, augment_pair, normalize
 from edgeseg.errors import EdgesegError
@@ -143,14 +143,18 @@ class TrainingData:
     split: dict  # train/selection splits, their groups and any group shared between them
 
 
-def load_training_data(cfg: TrainConfig) -> TrainingData:
-    """The training and selection images of ``cfg``: the named splits, or the pooled splits cut by whole groups."""
+def load_training_data(cfg: TrainConfig, spec: DatasetSpec | None = None) -> TrainingData:
+    """The training and selection images of ``cfg``: the named splits, or the pooled splits cut by whole groups.
+    With ``spec``, every label value must be one of its classes or its ignore index (a stray value breaks the
+    loss)."""
     root = Path(cfg.data)
     splits = [s.strip() for s in cfg.train_split.split(",") if s.strip()]
     stems, images, labels = [], [], []
     pool = splits + ([cfg.val_split] if cfg.select_groups and cfg.val_split not in ("none", *splits) else [])
     for name in pool:
         samples, ims, lbs = load_split(root, name)
+        if spec is not None:
+            check_labels(samples, lbs, spec)
         stems += [s.stem for s in samples]
         images += ims
         labels += lbs
@@ -165,6 +169,8 @@ def load_training_data(cfg: TrainConfig) -> TrainingData:
     val_images, val_labels = [images[i] for i in val_idx], [labels[i] for i in val_idx]
     if not cfg.select_groups and cfg.val_split != "none":
         samples, val_images, val_labels = load_split(root, cfg.val_split)
+        if spec is not None:
+            check_labels(samples, val_labels, spec)
         val_stems = [s.stem for s in samples]
     train_images, train_labels = [images[i] for i in train_idx], [labels[i] for i in train_idx]
     train_stems = [stems[i] for i in train_idx]
@@ -222,7 +228,7 @@ def train(cfg: TrainConfig, progress: Callable[..., object] | None = None, resum
 
     seed_everything(cfg.seed)
     model, spec = create_model(cfg.model, cfg.dataset)
-    data = load_training_data(cfg)
+    data = load_training_data(cfg, spec)
     out.mkdir(parents=True, exist_ok=True)
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
     model.to(device, memory_format=memory_format)

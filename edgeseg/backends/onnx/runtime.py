@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edgeseg.errors import EdgesegError
+from edgeseg.errors import EdgesegError, reraise_interrupt
 
 
 class OnnxRuntimeModel:
@@ -31,6 +31,7 @@ class OnnxRuntimeModel:
         try:
             self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         except Exception as exc:
+            reraise_interrupt(exc)
             raise EdgesegError(f"ONNX Runtime cannot load {path}: {str(exc).splitlines()[0][:200]}") from None
         inp = self.session.get_inputs()[0]
         self.input_name, self.input_shape = inp.name, tuple(inp.shape)
