@@ -7,8 +7,8 @@ import pytest
 
 from edgeseg.eval.stats import (
     ImageScores,
-    boundary_counts,
     bootstrap_iou,
+    boundary_counts,
     contour_band,
     load_warning,
     median_ci95,

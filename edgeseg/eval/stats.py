@@ -221,9 +221,7 @@ def bootstrap_iou(
         mean=float(mean),
         mean_ci95=(float(lo), float(hi)),
         per_class=[None if math.isnan(v) else float(v) for v in iou],
-        per_class_ci95=[
-            None if math.isnan(v) else (float(x), float(y)) for v, x, y in zip(iou, lo_c, hi_c)
-        ],
+        per_class_ci95=[None if math.isnan(v) else (float(x), float(y)) for v, x, y in zip(iou, lo_c, hi_c)],
         resamples=resamples,
     )
 
