@@ -19,6 +19,7 @@ from edgeseg.data.datasets import DATASETS, DatasetSpec, list_images, load_split
 from edgeseg.data.transforms import parse_size
 from edgeseg.errors import EdgesegError
 from edgeseg.eval.evaluate import evaluate_arrays, plan_for, predict_label_map, torch_predictor
+from edgeseg.eval.stats import ImageScores
 from edgeseg.export_request import RANDOM_SEED, RANDOM_WEIGHTS
 from edgeseg.io import atomic_write_bytes, sha256_file
 from edgeseg.models import weights as weights_mod
@@ -193,10 +194,12 @@ def evaluate(
     upsample: str | None = None,
     artifact: Path | None = None,
     notice: Callable[[str], None] | None = None,
+    per_image: bool = False,
 ) -> dict:
     """mIoU, pixel accuracy and per-class IoU over a labelled split, of a model (optionally with a deploy head
     ``upsample`` rewrite: ``bilinear`` measures what the approximation costs) or of an exported ``artifact`` run
-    with its runtime here; returns the JSON report."""
+    with its runtime here; returns the JSON report. ``per_image``: also ``"scores"``, the per-image counts
+    (``edgeseg.eval.stats.ImageScores``, not JSON) that intervals and paired comparisons resample."""
     src = _open_source(model, dataset, weights, artifact, fit, size, upsample, threads, notice)
     if src.info["weights"].get("untrained") or (artifact is not None and src.info.get("untrained")):
         raise EdgesegError(
@@ -208,6 +211,7 @@ def evaluate(
     fit_plan = plan_for(images[0], src.fit, src.size)
     report = progress or (lambda *a, **k: None)
     report("start", total=len(images), fit=fit_plan.describe())
+    scores = ImageScores(src.spec.num_classes, src.spec.ignore_index) if per_image else None
     t0 = time.perf_counter()
     metrics = evaluate_arrays(
         src.predict,
@@ -218,8 +222,12 @@ def evaluate(
         src.size,
         on_step=lambda: report("advance"),
         outputs_labels=src.outputs_labels,
+        scores=scores,
     )
+    if scores is not None:
+        scores.names[:] = [s.stem for s in samples]
     seconds = time.perf_counter() - t0
+    extra = {"scores": scores} if scores is not None else {}
     return {
         **src.info,
         "data": str(data),
@@ -229,6 +237,7 @@ def evaluate(
         **metrics.as_dict(src.spec.classes),
         "seconds": seconds,
         "machine": {"platform": platform.platform(), "torch": torch.__version__, "threads": torch.get_num_threads()},
+        **extra,
     }
 
 
