@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from edgeseg.artifact import read_manifest
+from edgeseg.check_history import attach_history, history_path
 from edgeseg.commands import Progress
 from edgeseg.commands.bench import failure_reason
 from edgeseg.commands.evaluate import LoadedModel, load_model
@@ -16,6 +17,7 @@ from edgeseg.data.datasets import DATASETS, load_split
 from edgeseg.data.transforms import parse_size
 from edgeseg.errors import EdgesegError
 from edgeseg.eval.evaluate import evaluate_arrays, torch_predictor
+from edgeseg.eval.stats import load_state
 from edgeseg.gates import Evidence, judge_absolute
 from edgeseg.io import output_folder, relative_to_file
 from edgeseg.models.registry import DEFAULT_INPUT, resolve_model_name
@@ -107,13 +109,19 @@ def check(
     update_baseline: bool = False,
     progress: Progress | None = None,
     artifacts_dir: Path = Path("artifacts"),
+    history: bool = True,
+    flag_after: int | None = None,
 ) -> dict:
     """Run the regression gate of ``config_path`` (see ``edgeseg.check``): export (cached) or take the given
     artifacts, evaluate each row here, compare with the baseline and, with ``update_baseline``, record the new
     baseline (only when every row passes its absolute gates). Returns the report and the baseline written.
 
     ``config_path`` None: ``edgeseg.yaml`` here if it exists, else every artifact under ``artifacts_dir`` with the
-    absolute gates; gates that need a baseline then say there is none yet instead of failing."""
+    absolute gates; gates that need a baseline then say there is none yet instead of failing.
+
+    ``history``: append the run's figures to ``<baseline>.history.jsonl`` beside the baseline and report the
+    change since the baseline, the trend over the last runs and rows whose accuracy gate failed ``flag_after``
+    (default: the config's ``history.flag_after``, 3) runs in a row."""
     from edgeseg import __version__
     from edgeseg import check as chk
     from edgeseg.backends import get_target, load_artifact
@@ -152,6 +160,7 @@ def check(
     exports: dict[tuple, dict | str] = {}  # manifest, or why the export failed
     evaluations: dict[str, tuple] = {}  # folder -> (miou, runtime, why not run)
     ratios: dict[tuple, object] = {}
+    loads: dict[tuple, dict] = {}  # the machine's load when each ratio was timed
     results = []
     for row, row_id in zip(rows, ids):
         t0 = time.perf_counter()
@@ -273,6 +282,7 @@ def check(
             pair = (str(folder), str(base_folder))
             if pair not in ratios:
                 ratios[pair] = chk.latency_ratio(folder, base_folder, config.threads, config.timing)
+                loads[pair] = load_state()
             ratio = ratios[pair]
         base_gates = chk.baseline_gates(
             th,
@@ -306,6 +316,7 @@ def check(
                 "current_median_ms": ratio.current_ms,
                 "baseline_median_ms": ratio.baseline_ms,
                 "runtime": ratio.runtime,
+                "load": loads.get((str(folder), str(base_folder))),
                 "note": "this run only, on this machine; not stored in the baseline",
             },
         )
@@ -325,6 +336,9 @@ def check(
         images=len(images),
         rows=results,
         seconds=time.perf_counter() - t_start,
-        machine=machine_info(config.threads),
+        machine={**machine_info(config.threads), "load": load_state()},
     )
+    if history and config.history.keep:
+        options = config.history if flag_after is None else config.history.model_copy(update={"flag_after": flag_after})
+        attach_history(check_report, baseline, history_path(baseline_path), options, __version__)
     return {"report": check_report, "baseline_written": written}
