@@ -64,8 +64,17 @@ def _row(target, median, ci, drop_points, seed=0, load=0.5, status="passed") -> 
         runtime="onnxruntime 1.32.0 (CPU)",
         method="in-process timer",
         stats=Stats(
-            n=50, warmup=5, median_ms=median, p90_ms=median * 1.1, p99_ms=median * 1.3, mean_ms=median,
-            std_ms=0.2, min_ms=median * 0.9, max_ms=median * 1.4, median_ci95_ms=list(ci), fps=1000 / median,
+            n=50,
+            warmup=5,
+            median_ms=median,
+            p90_ms=median * 1.1,
+            p99_ms=median * 1.3,
+            mean_ms=median,
+            std_ms=0.2,
+            min_ms=median * 0.9,
+            max_ms=median * 1.4,
+            median_ci95_ms=list(ci),
+            fps=1000 / median,
         ),  # fmt: skip
         state={"loadavg_1min_before": load, "loadavg_1min_after": load, "cores": 2},
     )
@@ -88,7 +97,12 @@ def _report(rows) -> BenchReport:
         created="2026-01-01T00:00:00+00:00",
         command="edgeseg bench --device host",
         device=DeviceInfo(
-            name="host", title="This machine", kind="host", runtime="ort", reach="local", budget_ms=33.3,
+            name="host",
+            title="This machine",
+            kind="host",
+            runtime="ort",
+            reach="local",
+            budget_ms=33.3,
             miou_floor=0.6,
         ),  # fmt: skip
         model=ModelInfo(name="efficientvit-b0", dataset="camvid", weights={"tag": "camvid"}),
