@@ -266,7 +266,10 @@ def recommend(report: BenchReport, budget_points: float = DEFAULT_BUDGET_POINTS)
         group = [considered[0], *tied]
         verdicts = {id(r): _verdict(pick, r) for r in group if r is not pick}
     ties = [row_label(r, named) for r in [considered[0], *tied] if r is not pick and verdicts.get(id(r)) != "worse"]
-    budget = f"within {budget_points:.1f} mIoU points of {ref_label}" if ref_label else "the only mIoU at hand"
+    if ref_label:
+        budget = f"within {budget_points:.1f} mIoU points of {ref_label}"
+    else:
+        budget = f"within {budget_points:.1f} mIoU points of the best mIoU here ({100 * best_miou:.2f})"
     text = (
         f"{row_label(pick, named)}: the fastest on {report.device.name} {budget} "
         f"({_latency_of(device_latency(pick))}, {_miou_of(pick)})"
