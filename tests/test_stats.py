@@ -160,3 +160,18 @@ def test_median_ci95_holds_the_median():
     a = sorted(np.random.default_rng(0).normal(10, 1, 101))
     lo, hi = median_ci95(a)
     assert lo < np.median(a) < hi
+
+
+def test_linear_time_window_extremes_match_the_naive_ones():
+    from edgeseg.eval.stats import _window_extremes
+
+    rng = np.random.default_rng(0)
+    view = np.lib.stride_tricks.sliding_window_view
+    for _ in range(20):
+        h, w = rng.integers(3, 40, 2)
+        r = int(rng.integers(1, 12))
+        a = rng.integers(0, 6, (h, w)).astype(np.int16)
+        lo, hi = _window_extremes(a, r)
+        lo_pad, hi_pad = np.pad(a, r, constant_values=-1), np.pad(a, r, constant_values=np.iinfo(np.int16).max)
+        assert (lo == view(lo_pad, (2 * r + 1, 2 * r + 1)).min((-1, -2))).all()
+        assert (hi == view(hi_pad, (2 * r + 1, 2 * r + 1)).max((-1, -2))).all()

@@ -193,9 +193,9 @@ def sweep(
     import datetime
 
     from edgeseg import __version__
+    from edgeseg.bench.decide import load_warnings, recommend
     from edgeseg.bench.host import machine_info
     from edgeseg.bench.report import BenchReport, DataInfo, ModelInfo, TargetResult, TimingInfo, write_reports
-    from edgeseg.bench.decide import load_warnings, recommend
     from edgeseg.bench.stats import TimingPlan
     from edgeseg.io import relative_to_file
     from edgeseg.sweep.executors import open_executor

@@ -72,21 +72,35 @@ def load_warning(load_1min: float | None, cores: int | None) -> str | None:
 # ------------------------------------------------------------------------------------------ per-image counts
 
 
+def _running(a: np.ndarray, w: int, axis: int, op, fill) -> np.ndarray:
+    """``op`` (np.minimum / np.maximum) over every window of ``w`` along ``axis`` (output length n - w + 1), in
+    linear time whatever ``w`` (van Herk / Gil-Werman: per block of ``w``, a prefix and a suffix scan; a window
+    spans at most two blocks)."""
+    a = np.ascontiguousarray(np.moveaxis(a, axis, -1))
+    n = a.shape[-1]
+    m = -(-n // w) * w
+    padded = np.pad(a, [(0, 0)] * (a.ndim - 1) + [(0, m - n)], constant_values=fill)
+    blocks = padded.reshape(*a.shape[:-1], m // w, w)
+    prefix = op.accumulate(blocks, axis=-1).reshape(*a.shape[:-1], m)
+    suffix = np.flip(op.accumulate(np.flip(blocks, -1), axis=-1), -1).reshape(*a.shape[:-1], m)
+    return np.moveaxis(op(suffix[..., : n - w + 1], prefix[..., w - 1 : n]), -1, axis)
+
+
 def _window_extremes(a: np.ndarray, radius: int) -> tuple[np.ndarray, np.ndarray]:
     """Min and max of ``a`` over a (2r+1)^2 square window (separable), padding with values outside the labels'
     range so the frame of the image counts as a contour (Boundary IoU pads its masks with zeros)."""
-    view = np.lib.stride_tricks.sliding_window_view
-    lo_pad = np.pad(a, radius, constant_values=-1)
-    hi_pad = np.pad(a, radius, constant_values=np.iinfo(a.dtype).max)
-    lo = view(view(lo_pad, 2 * radius + 1, axis=0).min(-1), 2 * radius + 1, axis=1).min(-1)
-    hi = view(view(hi_pad, 2 * radius + 1, axis=0).max(-1), 2 * radius + 1, axis=1).max(-1)
+    w, big = 2 * radius + 1, np.iinfo(a.dtype).max
+    lo = np.pad(a, radius, constant_values=-1)
+    hi = np.pad(a, radius, constant_values=big)
+    lo = _running(_running(lo, w, 0, np.minimum, big), w, 1, np.minimum, big)
+    hi = _running(_running(hi, w, 0, np.maximum, -1), w, 1, np.maximum, -1)
     return lo, hi
 
 
 def contour_band(labels: np.ndarray, radius: int) -> np.ndarray:
     """Pixels within ``radius`` (chessboard distance, as repeated 3x3 erosion) of another label or the frame: the
     union over classes of ``mask - erode(mask, radius)``."""
-    a = labels.astype(np.int32)
+    a = labels.astype(np.int16 if labels.max(initial=0) < 32767 else np.int32)
     lo, hi = _window_extremes(a, radius)
     return (lo != a) | (hi != a)
 
