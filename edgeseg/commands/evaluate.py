@@ -19,7 +19,7 @@ from edgeseg.data.datasets import DATASETS, DatasetSpec, list_images, load_split
 from edgeseg.data.transforms import parse_size
 from edgeseg.errors import EdgesegError
 from edgeseg.eval.evaluate import evaluate_arrays, plan_for, predict_label_map, torch_predictor
-from edgeseg.eval.stats import ImageScores
+from edgeseg.eval.stats import ImageScores, bootstrap_iou
 from edgeseg.export_request import RANDOM_SEED, RANDOM_WEIGHTS
 from edgeseg.io import atomic_write_bytes, sha256_file
 from edgeseg.models import weights as weights_mod
@@ -211,7 +211,8 @@ def evaluate(
     fit_plan = plan_for(images[0], src.fit, src.size)
     report = progress or (lambda *a, **k: None)
     report("start", total=len(images), fit=fit_plan.describe())
-    scores = ImageScores(src.spec.num_classes, src.spec.ignore_index) if per_image else None
+    # per-image counts always (the mIoU interval); the Boundary IoU bands only where asked (they cost a little)
+    scores = ImageScores(src.spec.num_classes, src.spec.ignore_index, boundary=per_image)
     t0 = time.perf_counter()
     metrics = evaluate_arrays(
         src.predict,
@@ -224,10 +225,10 @@ def evaluate(
         outputs_labels=src.outputs_labels,
         scores=scores,
     )
-    if scores is not None:
-        scores.names[:] = [s.stem for s in samples]
+    scores.names[:] = [s.stem for s in samples]
     seconds = time.perf_counter() - t0
-    extra = {"scores": scores} if scores is not None else {}
+    interval = bootstrap_iou(*scores.iou_counts())
+    extra = {"scores": scores} if per_image else {}
     return {
         **src.info,
         "data": str(data),
@@ -235,6 +236,7 @@ def evaluate(
         "images": len(images),
         "input": fit_plan.describe(),
         **metrics.as_dict(src.spec.classes),
+        "miou_ci95": list(interval.mean_ci95),  # 95 % bootstrap interval over the images (edgeseg.eval.stats)
         "seconds": seconds,
         "machine": {"platform": platform.platform(), "torch": torch.__version__, "threads": torch.get_num_threads()},
         **extra,
