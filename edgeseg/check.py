@@ -283,6 +283,9 @@ class RowResult:
     gates: list[Gate] = field(default_factory=list)
     seconds: float = 0.0
     latency: dict | None = None
+    # mIoU minus the PyTorch reference's on the same images, with its paired bootstrap interval and verdict
+    # (``edgeseg.eval.stats.paired_difference``): difference, ci95, verdict, images, text
+    miou_vs_reference: dict | None = None
 
     @property
     def passed(self) -> bool:
@@ -396,6 +399,10 @@ def markdown(report: CheckReport) -> str:
     ]
     for r in report.rows:
         miou = cell(r.gates, "miou") if r.miou is None else f"{100 * r.miou:.2f} ({100 * r.miou_reference:.2f})"
+        if r.miou is not None and r.miou_vs_reference:
+            v = r.miou_vs_reference
+            verdict = "too few images to tell apart" if v["verdict"] == "too few images" else v["verdict"]
+            miou += f"; {100 * v['difference']:+.2f} [{100 * v['ci95'][0]:+.2f}, {100 * v['ci95'][1]:+.2f}]: {verdict}"
         cells = [
             f"`{r.row_id}`",
             "pass" if r.passed else "**FAIL**",
@@ -459,6 +466,8 @@ def junit_xml(report: CheckReport) -> bytes:
             failure.text = "\n".join(f"{g.name}: {g.detail}" for g in r.failures())
         out = ET.SubElement(case, "system-out")
         lines = [f"[{g.status}] {g.name}: {g.detail}" for g in r.gates]
+        if r.miou_vs_reference:
+            lines.append(f"vs PyTorch reference: {r.miou_vs_reference['text']}")
         if rh is not None:
             lines += [
                 f"since baseline: {since_text(rh)}",

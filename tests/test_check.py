@@ -353,6 +353,7 @@ def test_check_appends_history_and_flags_repeated_accuracy_failures(recorded):
     assert all(json.loads(line)["version"] == 1 for line in lines)
     text = md.read_text()
     assert "### History" in text and "FLAGGED: accuracy gate failed" in text
+    assert "too few images to tell apart" in text  # 2 images: the paired comparison with PyTorch says so
     assert "accuracy gate failed" in ET.parse(junit).getroot().find("testsuite/testcase/failure").get("message")
     assert "FLAGGED" in r.output
     r = run_check(config, "--baseline", str(baseline), "--markdown", str(md), "--no-history")

@@ -5,6 +5,7 @@ predictions embedded as PNG data URIs, no external files)."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -361,6 +362,12 @@ def display_path(path: str | None) -> str:
     return str(p)
 
 
+def signed(points: float, spec: str = "+.2f") -> str:
+    """A signed difference in points; one that rounds to zero is "+0.00", never "-0.00"."""
+    text = format(points, spec)
+    return text.replace("-", "+") if float(text) == 0 else text
+
+
 def _pts(x: float | None, spec: str = ".2f") -> str:
     return "-" if x is None else format(100 * x, spec)
 
@@ -391,14 +398,14 @@ def accuracy_table(report: BenchReport) -> tuple[list[str], list[list[str]]]:
         else:
             verdict = "too few images to tell apart" if vs.verdict == "too few images" else vs.verdict
             versus = (
-                f"{100 * vs.difference:+.2f} [{100 * vs.ci95[0]:+.2f}, {100 * vs.ci95[1]:+.2f}] vs {vs.against}: "
-                f"{verdict}"
+                f"{signed(100 * vs.difference)} [{signed(100 * vs.ci95[0])}, {signed(100 * vs.ci95[1])}] vs "
+                f"{vs.against}: {verdict}"
             )
             if vs.boundary_difference is not None:
-                versus += f"; boundary {100 * vs.boundary_difference:+.2f}"
+                versus += f"; boundary {signed(100 * vs.boundary_difference)}"
         deltas = [(c.delta, name) for name, c in a.per_class.items() if c is not None and c.delta is not None]
         worst = min(deltas, default=None)
-        worst_text = "-" if worst is None else f"{worst[1]} {100 * worst[0]:+.2f}"
+        worst_text = "-" if worst is None else f"{worst[1]} {signed(100 * worst[0])}"
         rows.append(
             [
                 row_label(r, named),
@@ -427,7 +434,7 @@ def class_table(report: BenchReport) -> tuple[list[str], list[list[str]]]:
         row = [name, _pts(c.iou, ".1f") + _ci(c.ci95)]
         for r in others:
             o = r.accuracy.per_class.get(name)
-            row.append("-" if o is None or o.delta is None else f"{100 * o.delta:+.2f}")
+            row.append("-" if o is None or o.delta is None else signed(100 * o.delta))
         rows.append(row)
     return head, rows
 
@@ -489,10 +496,19 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
     return front
 
 
+_NUMBER_LIST = re.compile(r"\[(?:\s*-?[0-9][0-9.eE+-]*\s*,)*\s*-?[0-9][0-9.eE+-]*\s*\]")
+
+
+def compact_json(doc: dict) -> str:
+    """Indented JSON with lists of numbers on one line each (the per-image counts would be one number a line)."""
+    text = json.dumps(doc, indent=2)
+    return _NUMBER_LIST.sub(lambda m: "[" + ", ".join(x.strip() for x in m.group(0)[1:-1].split(",")) + "]", text)
+
+
 def write_reports(folder: Path, report: BenchReport, examples: list[dict], examples_note: str) -> dict[str, Path]:
     folder = Path(folder)
     paths = {"json": folder / "bench.json", "md": folder / "bench.md", "html": folder / "report.html"}
-    atomic_write_bytes(paths["json"], (json.dumps(report.model_dump(mode="json"), indent=2) + "\n").encode())
+    atomic_write_bytes(paths["json"], (compact_json(report.model_dump(mode="json")) + "\n").encode())
     atomic_write_bytes(paths["md"], markdown(report).encode())
     from edgeseg.bench.page import html_report, pareto_png
 

@@ -17,7 +17,7 @@ from edgeseg.data.datasets import DATASETS, load_split
 from edgeseg.data.transforms import parse_size
 from edgeseg.errors import EdgesegError
 from edgeseg.eval.evaluate import evaluate_arrays, torch_predictor
-from edgeseg.eval.stats import load_state
+from edgeseg.eval.stats import ImageScores, load_state, paired_difference
 from edgeseg.gates import Evidence, judge_absolute
 from edgeseg.io import output_folder, relative_to_file
 from edgeseg.models.registry import DEFAULT_INPUT, resolve_model_name
@@ -161,6 +161,7 @@ def check(
     evaluations: dict[str, tuple] = {}  # folder -> (miou, runtime, why not run)
     ratios: dict[tuple, object] = {}
     loads: dict[tuple, dict] = {}  # the machine's load when each ratio was timed
+    counts: dict = {}  # folder or reference key -> per-image counts (paired comparison)
     results = []
     for row, row_id in zip(rows, ids):
         t0 = time.perf_counter()
@@ -230,7 +231,10 @@ def check(
                 miou_here = None  # untrained weights: it runs here, but its mIoU would mean nothing
                 if not untrained:
                     spec, fixed = DATASETS[row["dataset"]], art.input_size
-                    metrics = evaluate_arrays(art.run, images, labels, spec, None, fixed, None, art.outputs_labels)
+                    counts[str(folder)] = ImageScores(spec.num_classes, spec.ignore_index, boundary=False)
+                    metrics = evaluate_arrays(
+                        art.run, images, labels, spec, None, fixed, None, art.outputs_labels, counts[str(folder)]
+                    )
                     miou_here = metrics.miou
                 evaluations[str(folder)] = (miou_here, art.runtime, None)
         miou, runtime, why_not_run = evaluations[str(folder)]
@@ -241,9 +245,16 @@ def check(
             if mkey not in models:
                 models[mkey] = load_model(row["model"], row["dataset"], weights)
             loaded = models[mkey]
-            ref = evaluate_arrays(torch_predictor(loaded.model), images, labels, loaded.spec, None, row["size"])
+            counts[ref_key] = ImageScores(loaded.spec.num_classes, loaded.spec.ignore_index, boundary=False)
+            ref = evaluate_arrays(
+                torch_predictor(loaded.model), images, labels, loaded.spec, None, row["size"], scores=counts[ref_key]
+            )
             references[ref_key] = ref.miou
         miou_ref = references.get(ref_key)
+        vs_reference = None  # the paired comparison with the PyTorch reference on the same images
+        if miou is not None and str(folder) in counts and ref_key in counts:
+            d = paired_difference(counts[ref_key].iou_counts(), counts[str(folder)].iou_counts())
+            vs_reference = {**d.as_dict(), "text": d.text()}
         p = manifest["parity"]
         parity = {
             "argmax_agreement": p["argmax_agreement"],
@@ -319,6 +330,7 @@ def check(
                 "load": loads.get((str(folder), str(base_folder))),
                 "note": "this run only, on this machine; not stored in the baseline",
             },
+            vs_reference,
         )
         results.append(result)
         report("advance")
