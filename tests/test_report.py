@@ -248,3 +248,18 @@ def test_pareto_plot_keeps_the_budget_off_the_frame(budget):
         assert hi > budget * 1.01 and lo < 5.0
     else:
         assert budget == 1000.0 and hi < 30
+
+
+def test_residency_records_are_rendered_where_a_row_carries_them():
+    """Rows gain ``residency`` records (edgeseg.residency.Residency) from the backends; the facts show them."""
+    from types import SimpleNamespace
+
+    from edgeseg.bench.report import _residency
+    from edgeseg.residency import Residency
+
+    record = Residency(accelerator="nnapi", tool="ORT partitioner 1.32", nodes_total=10, nodes_supported=8,
+                       partitions=2, unsupported_ops={"Erf": 2})  # fmt: skip
+    row = SimpleNamespace(residency=[record, record.model_dump()], artifact=None)
+    assert _residency(row) == [record.summary()] * 2
+    assert "nnapi: 8/10 nodes, 2 partitions (not taken: Erf x2)" in _residency(row)[0]
+    assert _residency(SimpleNamespace(artifact=None)) == []
