@@ -82,7 +82,6 @@ def _place_labels(fig, ax, rows: list[dict]) -> None:
     for r in sorted(rows, key=lambda r: (r["lat"], -r["miou"])):
         placed = None
         for k, (dx, dy) in enumerate(near + far):
-            leader = {"arrowstyle": "-", "color": "#888", "lw": 0.6} if k >= len(near) else None
             t = ax.annotate(
                 r["name"],
                 (r["lat"], r["miou"]),
@@ -90,13 +89,21 @@ def _place_labels(fig, ax, rows: list[dict]) -> None:
                 xytext=(dx, dy),
                 fontsize=7.5,
                 ha="left" if dx > 0 else "right",
-                arrowprops=leader,
                 zorder=4,
             )
             box = t.get_window_extent(renderer).expanded(1.04, 1.15)
             inside = frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1
             if inside and not any(box.overlaps(o) for o in taken):
                 placed = box
+                if k >= 2:  # not beside its point: a leader line says whose name it is
+                    ax.annotate(
+                        "",
+                        (r["lat"], r["miou"]),
+                        textcoords="offset points",
+                        xytext=(dx, dy + 3),
+                        arrowprops={"arrowstyle": "-", "color": "#999", "lw": 0.6, "shrinkA": 0, "shrinkB": 4},
+                        zorder=4,
+                    )
                 break
             t.remove()
         if placed is None:  # crowded: the first place, accepting the overlap
@@ -173,9 +180,16 @@ def pareto_png(report: BenchReport) -> str | None:
     measured = [r for r in rows if r["where"] != "estimate"]
     if measured:
         front = _front(measured)
-        if len(front) > 1:
-            ax.plot([f["lat"] for f in front], [f["miou"] for f in front], "--", color="grey", zorder=2)
-        ax.plot([], [], "--", color="grey", label="Pareto front (measured; ties go to the faster)")
+        ax.plot(
+            [f["lat"] for f in front],
+            [f["miou"] for f in front],
+            "--o",
+            color="grey",
+            mfc="none",
+            ms=12,
+            zorder=2,
+            label="Pareto front (measured; ties go to the faster)",
+        )
     budget, floor = report.device.budget_ms, 100 * report.device.miou_floor
     x_lo, x_hi = min(r["x"][0] for r in rows), max(r["x"][1] for r in rows)
     (xmin, xmax), show_budget = _limits(x_lo, x_hi, budget, 1.5, 0.05 * max(x_hi, 1e-3))
@@ -305,6 +319,11 @@ def html_report(report: BenchReport, pareto: str | None, examples: list[dict] | 
     if pareto:
         parts.append("<h2>Latency vs mIoU</h2>")
         parts.append(f"<img alt='latency vs mIoU with 95 % intervals' src='data:image/png;base64,{pareto}'>")
+        parts.append(
+            "<p><small>Error bars: the 95 % interval of the median latency, and of each artifact's mIoU on its own. "
+            "The mIoU intervals overlap because every artifact meets the same hard and easy images; whether two "
+            "artifacts differ is judged on the same images (paired), in the Accuracy section.</small></p>"
+        )
     acc_head, acc_rows = accuracy_table(report)
     if acc_rows:
         parts.append("<h2>Accuracy</h2>")
