@@ -481,3 +481,17 @@ def test_worst_class_objective_sees_a_class_the_mean_hides():
     assert worst.miou_reference - worst.score(oracle(False), images=2)[0] == pytest.approx(0.0)
     with pytest.raises(ValueError, match="worst-class"):
         HoldoutScorer(oracle(False), images, labels, (32, 32), 4, None, objective="median")
+
+
+def test_int8_objective_is_an_export_option_with_a_one_line_error(tmp_path):
+    from typer.testing import CliRunner
+
+    from edgeseg.cli import app
+    from edgeseg.export_request import ExportOptions
+
+    assert ExportOptions(int8_objective="worst-class").int8_objective == "worst-class"
+    assert ExportOptions().int8_objective == "mean"
+    r = CliRunner().invoke(app, ["export", "--model", "efficientvit-b0", "--target", "onnx-int8", "--out",
+                                 str(tmp_path), "--calib-data", str(tmp_path), "--int8-objective", "median"])  # fmt: skip
+    assert r.exit_code == 2 and "--int8-objective 'median': use mean or worst-class" in r.output
+    assert "Traceback" not in r.output and not any(tmp_path.iterdir())

@@ -76,6 +76,7 @@ class Int8Request:
             "drop_final": round(drop, 3),
             "snr_db": round(snr, 2),
             "within_budget": drop <= self.max_miou_drop,
+            "objective": self.objective,
             "float_layers": [],
             "note": note or "no per-layer search for this backend: the held-out drop is checked against the budget",
         }

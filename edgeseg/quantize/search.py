@@ -165,6 +165,11 @@ class SearchResult:
         d["drop_final"] = round(self.drop_final, 3)
         d["probes"] = {str(k): round(v, 3) for k, v in self.probes.items()}
         d["held_out"] = "calibration split images not used for calibration (class-balanced)"
+        if self.objective == "worst-class":
+            d["objective_note"] = (
+                "drops are the largest per-class IoU drop vs fp32; miou_final and miou_int8_all are the fp32 mIoU "
+                "minus that drop, not mIoUs"
+            )
         return d
 
 
