@@ -491,7 +491,7 @@ def test_int8_objective_is_an_export_option_with_a_one_line_error(tmp_path):
 
     assert ExportOptions(int8_objective="worst-class").int8_objective == "worst-class"
     assert ExportOptions().int8_objective == "mean"
-    r = CliRunner().invoke(app, ["export", "--model", "efficientvit-b0", "--target", "onnx-int8", "--out",
-                                 str(tmp_path), "--calib-data", str(tmp_path), "--int8-objective", "median"])  # fmt: skip
+    args = ["export", "--model", "efficientvit-b0", "--target", "onnx-int8", "--out", str(tmp_path)]
+    r = CliRunner().invoke(app, [*args, "--calib-data", str(tmp_path), "--int8-objective", "median"])
     assert r.exit_code == 2 and "--int8-objective 'median': use mean or worst-class" in r.output
     assert "Traceback" not in r.output and not any(tmp_path.iterdir())
