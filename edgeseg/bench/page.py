@@ -30,7 +30,8 @@ CSS = (
     ".scroll{overflow-x:auto;max-width:100%;-webkit-overflow-scrolling:touch}"
     "table{border-collapse:collapse;font-size:13px}"
     "td,th{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}"
-    "th{background:#f3f3f3}td.num{text-align:right;white-space:nowrap}"
+    "th{background:#f3f3f3}td.num{text-align:right;white-space:nowrap}tr.pick td{background:#edf7ed}"
+    "table.wide{min-width:960px}table.mid{min-width:680px}"
     "code,.path{overflow-wrap:anywhere;word-break:break-word}"
     "pre{background:#f6f6f6;padding:8px;overflow-x:auto;white-space:pre-wrap;overflow-wrap:anywhere}"
     ".box{padding:8px 12px;margin:10px 0;border-left:4px solid}"
@@ -256,10 +257,14 @@ def class_legend(dataset: str | None) -> str:
     return "<div class='legend'>" + "".join(items) + "</div>"
 
 
-def _table(head: list[str], rows: list[list[str]], numeric: set[int] = frozenset()) -> str:
+def _table(
+    head: list[str], rows: list[list[str]], numeric: set[int] = frozenset(), cls: str = "", pick: str | None = None
+) -> str:
+    """A table in a horizontal scroller; ``cls`` sets its minimum width (wide tables scroll on a phone instead of
+    squeezing their columns), ``pick`` highlights the row whose first cell it is (the recommended artifact)."""
     th = "".join(f"<th>{html.escape(h)}</th>" for h in head)
     body = "".join(
-        "<tr>"
+        ("<tr class='pick'>" if pick is not None and row and row[0] == pick else "<tr>")
         + "".join(
             f"<td class='num'>{html.escape(c)}</td>" if i in numeric else f"<td>{html.escape(c)}</td>"
             for i, c in enumerate(row)
@@ -267,7 +272,8 @@ def _table(head: list[str], rows: list[list[str]], numeric: set[int] = frozenset
         + "</tr>"
         for row in rows
     )
-    return f"<div class='scroll'><table><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table></div>"
+    table = f"<table class='{cls}'>" if cls else "<table>"
+    return f"<div class='scroll'>{table}<thead><tr>{th}</tr></thead><tbody>{body}</tbody></table></div>"
 
 
 def _main_table(report: BenchReport) -> tuple[list[str], list[list[str]]]:
@@ -313,7 +319,8 @@ def html_report(report: BenchReport, pareto: str | None, examples: list[dict] | 
         parts.append(f"<div class='box rec'><b>{head} on {esc(report.device.name)}:</b> {esc(rec.text)}</div>")
     parts.append("<ul>" + "".join(f"<li>{esc(x)}</li>" for x in _summary(report)) + "</ul>")
     head, rows = _main_table(report)
-    parts.append(_table(head, rows, numeric={2, 3, 4, 5, 6, 7, 8}))
+    pick = rec.target if rec is not None else None
+    parts.append(_table(head, rows, numeric={2, 3, 4, 5, 6, 7, 8}, cls="wide", pick=pick))
     for note in speed_notes(report):
         parts.append(f"<div class='box note'><b>Why fp16 is slow here:</b> {esc(note)}</div>")
     if pareto:
@@ -333,7 +340,7 @@ def html_report(report: BenchReport, pareto: str | None, examples: list[dict] | 
             "resamples the same images for both (a tie: the difference is within its interval or below 0.1 points; "
             "under 20 images: too few images to tell apart).</p>"
         )
-        parts.append(_table(acc_head, acc_rows, numeric={1}))
+        parts.append(_table(acc_head, acc_rows, numeric={1}, cls="mid", pick=pick))
         cls_head, cls_rows = class_table(report)
         if len(cls_head) > 2:
             parts.append("<p>Per-class IoU of the reference, and each artifact's change against it (points):</p>")
