@@ -15,7 +15,8 @@ import torch
 from PIL import Image
 
 from edgeseg.commands import Progress
-from edgeseg.data.datasets import DATASETS, DatasetSpec, list_images, load_split, read_image
+from edgeseg.data.datasets import DATASETS, DatasetSpec, list_images, list_split, load_split, read_image
+from edgeseg.data.groups import group_rule, groups_of, overlap_warning, shared_groups
 from edgeseg.data.transforms import parse_size
 from edgeseg.errors import EdgesegError
 from edgeseg.eval.evaluate import evaluate_arrays, plan_for, predict_label_map, torch_predictor
@@ -194,9 +195,11 @@ def evaluate(
     upsample: str | None = None,
     artifact: Path | None = None,
     notice: Callable[[str], None] | None = None,
+    groups: list[str] | None = None,
     per_image: bool = False,
 ) -> dict:
-    """mIoU, pixel accuracy and per-class IoU over a labelled split, of a model (optionally with a deploy head
+    """mIoU, pixel accuracy and per-class IoU over a labelled split (comma-separated splits are pooled; ``groups``
+    keeps only the images of those groups, e.g. one held-out CamVid sequence), of a model (optionally with a deploy head
     ``upsample`` rewrite: ``bilinear`` measures what the approximation costs) or of an exported ``artifact`` run
     with its runtime here; returns the JSON report. ``per_image``: also ``"scores"``, the per-image counts
     (``edgeseg.eval.stats.ImageScores``, not JSON) that intervals and paired comparisons resample."""
@@ -205,9 +208,14 @@ def evaluate(
         raise EdgesegError(
             "these weights are untrained (--weights random): mIoU means nothing for them; evaluate trained weights"
         )
-    samples, images, labels = load_split(Path(data), split)
+    samples, images, labels = _load_pooled(Path(data), split, groups)
     if limit:
         samples, images, labels = samples[:limit], images[:limit], labels[:limit]
+    stems = [s.stem for s in samples]
+    seen = training_groups(src.info.get("model"), src.info.get("weights") or {}, Path(data))
+    shared = None if seen is None else shared_groups(seen, stems, Path(data))
+    if shared and notice:
+        notice(overlap_warning(split, shared))
     fit_plan = plan_for(images[0], src.fit, src.size)
     report = progress or (lambda *a, **k: None)
     report("start", total=len(images), fit=fit_plan.describe())
@@ -225,14 +233,17 @@ def evaluate(
         outputs_labels=src.outputs_labels,
         scores=scores,
     )
-    scores.names[:] = [s.stem for s in samples]
+    scores.names[:] = stems
     seconds = time.perf_counter() - t0
     interval = bootstrap_iou(*scores.iou_counts())
     extra = {"scores": scores} if per_image else {}
     return {
         **src.info,
         "data": str(data),
-        "split": split,
+        "split": split + (f" (groups {','.join(groups)})" if groups else ""),
+        "groups": groups_of(stems, Path(data)),
+        # groups of these images the weights were trained on (None: the weights do not say what they saw)
+        "shares_training_groups": shared,
         "images": len(images),
         "input": fit_plan.describe(),
         **metrics.as_dict(src.spec.classes),
@@ -241,6 +252,55 @@ def evaluate(
         "machine": {"platform": platform.platform(), "torch": torch.__version__, "threads": torch.get_num_threads()},
         **extra,
     }
+
+
+def _load_pooled(data: Path, split: str, groups: list[str] | None):
+    samples, images, labels = [], [], []
+    for name in [n.strip() for n in split.split(",") if n.strip()]:
+        s, i, lb = load_split(data, name)
+        samples, images, labels = samples + s, images + i, labels + lb
+    if groups:
+        present = groups_of([s.stem for s in samples], data)
+        missing = sorted(set(groups) - set(present))
+        if missing:
+            raise EdgesegError(
+                f"group(s) {', '.join(missing)} not in split {split!r}: its groups are {', '.join(present)}"
+            )
+        rule = group_rule(data)
+        keep = [k for k, s in enumerate(samples) if rule(s.stem) in set(groups)]
+        samples, images, labels = [samples[k] for k in keep], [images[k] for k in keep], [labels[k] for k in keep]
+    if not samples:
+        raise EdgesegError(f"no images in split {split!r} of {data}")
+    return samples, images, labels
+
+
+def training_groups(model: str | None, weights: dict, data: Path) -> list[str] | None:
+    """The groups (sequences) the weights were trained on: recorded by ``edgeseg train`` in the checkpoint and by
+    ``weights publish`` in the registry; for a registry entry trained on named splits without a record, the groups
+    of those splits in ``data``. None when nothing says (a foreign checkpoint)."""
+    record = None
+    if model and weights.get("tag"):
+        record = weights_mod.registered_tags(model).get(weights["tag"])
+    if record is None and weights.get("path") and Path(weights["path"]).is_file():
+        try:
+            record = torch.load(weights["path"], map_location="cpu", weights_only=True)
+        except Exception:  # a file edgeseg cannot read as a checkpoint says nothing about its training data
+            return None
+        if not isinstance(record, dict):
+            return None
+    if not record:
+        return None
+    split = record.get("split") or {}
+    if split.get("train_groups"):
+        return sorted(split["train_groups"])
+    config = record.get("train_config") or record.get("config") or {}
+    names = [n.strip() for n in str(config.get("train_split", "")).split(",") if n.strip()]
+    if not names or config.get("limit_train"):
+        return None
+    try:
+        return sorted({g for n in names for g in groups_of([s.stem for s in list_split(data, n)], data)})
+    except EdgesegError:
+        return None  # the training split is not in this data folder: nothing to compare against
 
 
 def colorize(labels: np.ndarray, spec: DatasetSpec) -> np.ndarray:
