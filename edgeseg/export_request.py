@@ -22,14 +22,14 @@ class ExportOptions(BaseModel):
     where the model has a choice (EfficientViT: ``matmul`` exact bicubic as two matmuls, ``conv``, ``resize``,
     ``bilinear``); ``max_miou_drop``: the INT8 budget in mIoU points on the held-out slice (None: no search)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     upsample: str = DEFAULT_UPSAMPLE
     opset: int = Field(18, ge=17)
     with_argmax: bool = False
     calib_size: int = Field(64, ge=1)
     calib_method: str = "percentile"
-    max_miou_drop: float | None = Field(DEFAULT_MAX_MIOU_DROP, ge=0)
+    max_miou_drop: float | None = Field(DEFAULT_MAX_MIOU_DROP, ge=0, le=100)
     # what the INT8 budget judges: the mIoU drop ("mean") or the largest per-class IoU drop ("worst-class")
     int8_objective: Literal["mean", "worst-class"] = "mean"
 

@@ -79,18 +79,73 @@ def validation_problems(exc, field_prefix: str = "") -> str:
     )
 
 
+# A user file nested deeper than this is refused before the parser's recursion can run out of stack.
+YAML_MAX_DEPTH = 64
+
+
+class _RefusedYaml(Exception):
+    """YAML that parses but that edgeseg refuses (a key given twice, nesting too deep); the text names the line."""
+
+
+def _yaml_loader():
+    """yaml.SafeLoader (no python tags) that refuses a key given twice in one mapping (PyYAML keeps the last one
+    silently) and mappings/lists nested deeper than ``YAML_MAX_DEPTH``."""
+    import yaml
+
+    class StrictSafeLoader(yaml.SafeLoader):
+        def compose_node(self, parent, index):
+            self._depth = getattr(self, "_depth", 0) + 1
+            try:
+                if self._depth > YAML_MAX_DEPTH:
+                    mark = self.peek_event().start_mark
+                    raise _RefusedYaml(f"line {mark.line + 1}: nested deeper than {YAML_MAX_DEPTH} levels")
+                return super().compose_node(parent, index)
+            finally:
+                self._depth -= 1
+
+        def construct_mapping(self, node, deep=False):
+            if isinstance(node, yaml.MappingNode):
+                first_line: dict = {}
+                for key_node, _ in node.value:
+                    if key_node.tag == "tag:yaml.org,2002:merge":
+                        continue
+                    key, line = self.construct_object(key_node, deep=True), key_node.start_mark.line + 1
+                    try:
+                        if key in first_line:
+                            raise _RefusedYaml(
+                                f"line {line}: key {key!r} is given twice (first on line {first_line[key]}); keep one"
+                            )
+                        first_line[key] = line
+                    except TypeError:  # an unhashable key: SafeLoader's own error follows
+                        continue
+            return super().construct_mapping(node, deep)
+
+    return StrictSafeLoader
+
+
 def load_yaml_mapping(path: Path, what: str, expected: str, missing_hint: str | None = None) -> dict:
     """Read a YAML file that must hold a mapping (the fields of ``what``, e.g. "device profile"); every problem is
-    one EdgesegError line naming ``what``, the file, and the line. The one YAML reader for user files: validate
-    the result with ``load_yaml_schema``, or keep it raw to write an edited copy."""
+    one EdgesegError line naming ``what``, the file, and the line: invalid YAML, a key given twice, a file that is
+    not UTF-8, nesting deeper than ``YAML_MAX_DEPTH``. The one YAML reader for user files: validate the result
+    with ``load_yaml_schema``, or keep it raw to write an edited copy."""
     import yaml
 
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text())
+        text = path.read_bytes().decode("utf-8")
+        data = yaml.load(text, Loader=_yaml_loader())  # noqa: S506  a SafeLoader subclass
     except FileNotFoundError:
         hint = f" ({missing_hint})" if missing_hint else ""
         raise EdgesegError(f"{what} {path} not found{hint}") from None
+    except UnicodeDecodeError as exc:
+        raise EdgesegError(
+            f"{what} {path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); "
+            "save it as UTF-8"
+        ) from None
+    except _RefusedYaml as exc:
+        raise EdgesegError(f"{what} {path}: {exc}") from None
+    except RecursionError:
+        raise EdgesegError(f"{what} {path}: nested too deeply to read (at most {YAML_MAX_DEPTH} levels)") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""

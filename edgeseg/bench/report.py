@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 from pathlib import Path
 from typing import Any, Literal
 
@@ -480,7 +481,7 @@ def artifact_facts(report: BenchReport) -> list[tuple[str, list[tuple[str, str]]
         ]
         items += [("residency", text) for text in _residency(r)]
         if r.host is not None and _profilable(r.target):
-            items.append(("where the time goes", f"edgeseg op-profile {folder}"))
+            items.append(("where the time goes", shlex.join(["edgeseg", "op-profile", folder])))
         out.append((row_label(r, named), items))
     return out
 

@@ -15,6 +15,7 @@ from edgeseg.cli.common import (
     DatasetOpt,
     DeviceOpt,
     ExportSizeOpt,
+    NoVerifyOpt,
     OptModelOpt,
     ParityImagesOpt,
     ProfilesOpt,
@@ -22,6 +23,7 @@ from edgeseg.cli.common import (
     WeightsOpt,
     _progress_line,
     _split_targets,
+    artifact_checks,
     console,
     err_console,
     notice,
@@ -73,6 +75,7 @@ def devices(
 
 @app.command()
 @user_errors
+@artifact_checks
 def bench(
     device: DeviceOpt,
     model: OptModelOpt = None,
@@ -126,6 +129,7 @@ def bench(
         None, "--benchmark-model", help="Path of TFLite's benchmark_model on the Android device."
     ),
     examples: int = typer.Option(3, "--examples", help="Example predictions in report.html."),
+    no_verify: NoVerifyOpt = False,
 ):
     """Export what is missing, then per target: status, size, parity, mIoU, latency here and on the device."""
     from edgeseg.bench.report import STATUS_TEXT, device_cell, latency_cell, mean_std_cell

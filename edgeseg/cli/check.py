@@ -9,13 +9,22 @@ from rich.markup import escape
 from rich.table import Table
 
 from edgeseg.cli import app
-from edgeseg.cli.common import _progress_line, _write_json, console, err_console, user_errors
+from edgeseg.cli.common import (
+    NoVerifyOpt,
+    _progress_line,
+    _write_json,
+    artifact_checks,
+    console,
+    err_console,
+    user_errors,
+)
 from edgeseg.commands import check as check_cmd
 from edgeseg.io import atomic_write_bytes
 
 
 @app.command()
 @user_errors
+@artifact_checks
 def check(
     config: Path | None = typer.Option(
         None,
@@ -45,6 +54,7 @@ def check(
     flag_after: int | None = typer.Option(
         None, "--flag-after", min=1, help="Flag a row whose accuracy gate failed N runs in a row (default 3)."
     ),
+    no_verify: NoVerifyOpt = False,
 ):
     """CI regression gate: export (cached) or take artifacts, evaluate, compare with the baseline; exit 1 on any
     failing row."""

@@ -165,3 +165,25 @@ CalibDataOpt = Annotated[
 ParityImagesOpt = Annotated[int, typer.Option("--parity-images", help="How many parity images.")]
 DeviceOpt = Annotated[str, typer.Option("--device", "-D", help="A device profile or alias (see `edgeseg devices`).")]
 ProfilesOpt = Annotated[Path | None, typer.Option("--profiles", help="Also read <name>.yaml device profiles from DIR.")]
+NoVerifyOpt = Annotated[
+    bool,
+    typer.Option(
+        "--no-verify",
+        help="Use artifacts whose model file no longer hashes to its manifest's sha256 (edited on purpose). The "
+        "manifest's fields and paths are still checked.",
+    ),
+]
+
+
+def artifact_checks(fn):
+    """A command that reads artifacts and declares ``no_verify: NoVerifyOpt = False``: every artifact it reads
+    (``edgeseg.artifact.read_manifest``, ``load_artifact``) has its model file's sha256 checked unless
+    ``--no-verify`` is given. One switch for the whole command, not one argument threaded through every call."""
+    from edgeseg.artifact import artifact_verification
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with artifact_verification(not kwargs.get("no_verify", False)):
+            return fn(*args, **kwargs)
+
+    return wrapper

@@ -13,11 +13,13 @@ from edgeseg.cli import app
 from edgeseg.cli.common import (
     DatasetOpt,
     ModelOpt,
+    NoVerifyOpt,
     OptModelOpt,
     SplitOpt,
     WeightsOpt,
     _parse_hw,
     _write_json,
+    artifact_checks,
     console,
     err_console,
     notice,
@@ -119,6 +121,7 @@ def _metrics_table(report: dict) -> Table:
 
 @app.command("eval")
 @user_errors
+@artifact_checks
 def eval_cmd(
     model: OptModelOpt = None,
     artifact: ArtifactOpt = None,
@@ -143,6 +146,7 @@ def eval_cmd(
         "--upsample",
         help="Evaluate with a deploy head upsampling (matmul | conv | resize | bilinear), not the reference model.",
     ),
+    no_verify: NoVerifyOpt = False,
 ):
     """mIoU, pixel accuracy and per-class IoU on a labelled split."""
     with _Bar("eval") as bar:
@@ -173,6 +177,7 @@ def eval_cmd(
 
 @app.command()
 @user_errors
+@artifact_checks
 def predict(
     model: OptModelOpt = None,
     artifact: ArtifactOpt = None,
@@ -183,6 +188,7 @@ def predict(
     overlay: bool = typer.Option(False, "--overlay", help="Also write colour overlays to OUT/overlay."),
     fit: FitOpt = "pad",
     size: SizeOpt = None,
+    no_verify: NoVerifyOpt = False,
 ):
     """Write one 8-bit class-index PNG per image (same stem, same size), optionally colour overlays."""
     with _Bar("predict") as bar:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import platform
+import shlex
 from pathlib import Path
 
 from edgeseg.commands.evaluate import evaluate
@@ -143,18 +144,26 @@ def val_text(row: dict) -> str:
 
 
 def _train_command(cfg: dict) -> str:
-    return (
-        f"edgeseg train --model {cfg['model']} --dataset {cfg['dataset']} --data {cfg['data']} "
-        f"--epochs {cfg['epochs']} --batch-size {cfg['batch_size']} --crop {cfg['crop'][0]}x{cfg['crop'][1]} "
-        f"--lr {cfg['lr']} "
-        + (f"--warmup-epochs {cfg['warmup_epochs']} " if cfg.get("warmup_epochs", 3.0) != 3.0 else "")
-        + f"--loss {cfg['loss']} --eval-every {cfg['eval_every']} --seed {cfg['seed']} "
-        + (f"--threads {cfg['threads']} " if cfg.get("threads") else "")
-        + (f"--train-split {cfg['train_split']} " if cfg.get("train_split", "train") != "train" else "")
-        + (f"--val-split {cfg['val_split']} " if cfg.get("val_split", "val") != "val" else "")
-        + (f"--select-groups {','.join(cfg['select_groups'])} " if cfg.get("select_groups") else "")
-        + (f"--precision {cfg['precision']} " if cfg.get("precision", "fp32") != "fp32" else "")
-        + ("--channels-last " if cfg.get("channels_last") else "")
-        + (f"--ema {cfg['ema_decay']} " if cfg.get("ema_decay") else "")
-        + f"--out {cfg['out']}"
-    )
+    args = ["edgeseg", "train", "--model", cfg["model"], "--dataset", cfg["dataset"], "--data", cfg["data"]]
+    args += ["--epochs", cfg["epochs"], "--batch-size", cfg["batch_size"]]
+    args += ["--crop", f"{cfg['crop'][0]}x{cfg['crop'][1]}"]
+    args += ["--lr", cfg["lr"]]
+    if cfg.get("warmup_epochs", 3.0) != 3.0:
+        args += ["--warmup-epochs", cfg["warmup_epochs"]]
+    args += ["--loss", cfg["loss"], "--eval-every", cfg["eval_every"], "--seed", cfg["seed"]]
+    if cfg.get("threads"):
+        args += ["--threads", cfg["threads"]]
+    if cfg.get("train_split", "train") != "train":
+        args += ["--train-split", cfg["train_split"]]
+    if cfg.get("val_split", "val") != "val":
+        args += ["--val-split", cfg["val_split"]]
+    if cfg.get("select_groups"):
+        args += ["--select-groups", ",".join(cfg["select_groups"])]
+    if cfg.get("precision", "fp32") != "fp32":
+        args += ["--precision", cfg["precision"]]
+    if cfg.get("channels_last"):
+        args += ["--channels-last"]
+    if cfg.get("ema_decay"):
+        args += ["--ema", cfg["ema_decay"]]
+    args += ["--out", cfg["out"]]
+    return shlex.join(str(a) for a in args)  # shell-quoted: it is printed to be pasted

@@ -24,6 +24,10 @@ class OnnxRuntimeModel:
         if profile_prefix:  # ORT's own per-kernel profiler (edgeseg op-profile); end_profiling() returns the JSON
             opts.enable_profiling = True
             opts.profile_file_prefix = profile_prefix
+            # A model that fails to load makes the session's destructor log "Could not write a profile because no
+            # model was loaded" at error level, straight to stderr beside edgeseg's own one-line error: the load
+            # failure itself is raised (and reported) below, so the session logs only fatal errors.
+            opts.log_severity_level = 4
         try:
             self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         except Exception as exc:
