@@ -6,7 +6,7 @@ EDGESEG := $(VENV)/bin/edgeseg
 OUT ?= out
 
 .PHONY: setup run test test-slow check clean export-table upsample-cost int8-table tflite-breakdown \
-	estimate-validation lvt-segformer-table sweep-example sweep-example-ray
+	estimate-validation lvt-segformer-table sweep-example sweep-example-ray report-screenshots
 
 # torch is installed first and pinned: the local CPU wheel. Anything that replaced it would pull CUDA builds.
 $(VENV)/.installed: pyproject.toml
@@ -114,3 +114,18 @@ docs:
 	if [ -z "$$files" ]; then echo "no $(OUT)/*.json yet: run a benchmark target (e.g. make int8-table) first"; exit 0; fi; \
 	mkdir -p docs/generated; \
 	for f in $$files; do python3 benchmarks/render_docs.py "$$f" --out "docs/generated/$$(basename "$$f" .json).md"; done
+
+# Look at report.html as a reader does: screenshots at desktop (1400 px) and phone (420 px) width in a real headless
+# Chromium (Debian: apt-get install chromium-headless-shell). REPORT: the page (default: `make run`'s bench report).
+REPORT ?= $(OUT)/bench/report.html
+SCREENSHOT_HEIGHT ?= 4000
+CHROMIUM ?= $(shell command -v chromium-headless-shell || command -v chromium || command -v chromium-browser)
+report-screenshots:
+	@test -f "$(REPORT)" || { echo "$(REPORT) not found: run make run, or edgeseg bench ... --report DIR and REPORT=DIR/report.html"; exit 2; }
+	@test -n "$(CHROMIUM)" || { echo "no headless Chromium found: apt-get install chromium-headless-shell"; exit 2; }
+	mkdir -p $(OUT)/screenshots
+	for w in 1400 420; do \
+		"$(CHROMIUM)" --headless --no-sandbox --hide-scrollbars --window-size=$$w,$(SCREENSHOT_HEIGHT) \
+			--screenshot="$(abspath $(OUT))/screenshots/report-$$w.png" "file://$(abspath $(REPORT))" || exit 1; \
+	done
+	@echo "wrote $(OUT)/screenshots/report-1400.png and report-420.png"

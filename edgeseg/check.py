@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from edgeseg.backends import TargetNames
 from edgeseg.bench.stats import interleave
+from edgeseg.check_history import flag_text, history_markdown, load_notes, since_text, trend
 from edgeseg.errors import EdgesegError
 from edgeseg.export_request import ExportOptions
 from edgeseg.gates import Evidence, Gate, Thresholds, failures, judge_baseline
@@ -80,6 +81,12 @@ class TimingOptions(_Strict):
     rounds: int = Field(3, ge=1, le=1_000)  # the judged ratio is the median over rounds
 
 
+class HistoryOptions(_Strict):
+    keep: bool = True  # append each run's figures to <baseline>.history.jsonl beside the baseline
+    flag_after: int = Field(3, ge=1)  # flag a row whose accuracy gate failed this many runs in a row
+    last: int = Field(5, ge=2)  # runs shown in the trend columns
+
+
 class CheckConfig(_Strict):
     version: int = 1
     data: str = "sample"  # labelled data (SPLIT/images, SPLIT/labels); "sample": the bundled CamVid sample
@@ -90,6 +97,7 @@ class CheckConfig(_Strict):
     threads: int = Field(2, ge=1, le=1024)
     out: str = ".edgeseg/artifacts"  # artifact cache
     timing: TimingOptions = TimingOptions()
+    history: HistoryOptions = HistoryOptions()
     thresholds: Thresholds = Thresholds()
     models: list[CheckModel] = Field([], max_length=MAX_ROWS)
     artifacts: list[ArtifactEntry] = Field([], max_length=MAX_ROWS)
@@ -311,6 +319,9 @@ class RowResult:
     gates: list[Gate] = field(default_factory=list)
     seconds: float = 0.0
     latency: dict | None = None
+    # mIoU minus the PyTorch reference's on the same images, with its paired bootstrap interval and verdict
+    # (``edgeseg.eval.stats.paired_difference``): difference, ci95, verdict, images, text
+    miou_vs_reference: dict | None = None
 
     @property
     def passed(self) -> bool:
@@ -370,10 +381,17 @@ class CheckReport:
     rows: list[RowResult]
     seconds: float
     machine: dict
+    # path, runs, last, flag_after, unreadable, rows: row id -> RowHistory (``attach_history``); None: not kept
+    history: dict | None = None
 
     @property
     def passed(self) -> bool:
         return all(r.passed for r in self.rows)
+
+    def flagged(self) -> list[str]:
+        """Rows whose accuracy gate failed ``flag_after`` runs in a row."""
+        rows = (self.history or {}).get("rows", {})
+        return [row_id for row_id, h in rows.items() if h.flagged]
 
     def as_dict(self) -> dict:
         d = asdict(self)
@@ -417,6 +435,10 @@ def markdown(report: CheckReport) -> str:
     ]
     for r in report.rows:
         miou = cell(r.gates, "miou") if r.miou is None else f"{100 * r.miou:.2f} ({100 * r.miou_reference:.2f})"
+        if r.miou is not None and r.miou_vs_reference:
+            v = r.miou_vs_reference
+            verdict = "too few images to tell apart" if v["verdict"] == "too few images" else v["verdict"]
+            miou += f"; {100 * v['difference']:+.2f} [{100 * v['ci95'][0]:+.2f}, {100 * v['ci95'][1]:+.2f}]: {verdict}"
         cells = [
             f"`{r.row_id}`",
             "pass" if r.passed else "**FAIL**",
@@ -430,6 +452,13 @@ def markdown(report: CheckReport) -> str:
     if failed:
         lines += ["", "### Failures", ""]
         lines += [f"- `{r.row_id}`: {r.cause()}" for r in failed]
+    lines += history_markdown(report)
+    flagged = report.flagged()
+    if flagged:
+        after = report.history["flag_after"]
+        lines += ["", f"**Flagged** (accuracy gate failed {after} or more runs in a row): "]
+        lines[-1] += ", ".join(f"`{row_id}`" for row_id in flagged)
+    lines += [f"\n_Warning: {note}_" for note in load_notes(report)]
     lines += ["", f"_Latency: {LATENCY_NOTE}._", ""]
     return "\n".join(lines)
 
@@ -464,11 +493,25 @@ def junit_xml(report: CheckReport) -> bytes:
             name=f"{r.target} on {r.device}",
             time=f"{r.seconds:.3f}",
         )
+        rh = (report.history or {}).get("rows", {}).get(r.row_id)
         if not r.passed:
-            failure = ET.SubElement(case, "failure", message=r.cause(), type="edgeseg.check")
+            message = r.cause()
+            if rh is not None and rh.flagged:
+                message += f" ({flag_text(rh, report.history['flag_after'])})"
+            failure = ET.SubElement(case, "failure", message=message, type="edgeseg.check")
             failure.text = "\n".join(f"{g.name}: {g.detail}" for g in r.failures())
         out = ET.SubElement(case, "system-out")
-        out.text = "\n".join(f"[{g.status}] {g.name}: {g.detail}" for g in r.gates)
+        lines = [f"[{g.status}] {g.name}: {g.detail}" for g in r.gates]
+        if r.miou_vs_reference:
+            lines.append(f"vs PyTorch reference: {r.miou_vs_reference['text']}")
+        if rh is not None:
+            lines += [
+                f"since baseline: {since_text(rh)}",
+                f"mIoU, last runs: {trend(rh.miou, 100, '.2f')}",
+                f"latency vs baseline, last runs: {trend(rh.latency_ratio, 1, '.2f')}",
+                f"history: {flag_text(rh, report.history['flag_after'])}",
+            ]
+        out.text = "\n".join(lines)
     ET.indent(suites)
     return ET.tostring(suites, encoding="utf-8", xml_declaration=True) + b"\n"
 

@@ -3,6 +3,8 @@ block, a sweep matrix and bench all build exports from this record."""
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from edgeseg.models.registry import DEFAULT_UPSAMPLE
@@ -31,6 +33,8 @@ class ExportOptions(BaseModel):
     calib_size: int = Field(64, ge=1)
     calib_method: str = "percentile"
     max_miou_drop: float | None = Field(DEFAULT_MAX_MIOU_DROP, ge=0, le=100)
+    # what the INT8 budget judges: the mIoU drop ("mean") or the largest per-class IoU drop ("worst-class")
+    int8_objective: Literal["mean", "worst-class"] = "mean"
 
 
 EXPORT_DEFAULTS = ExportOptions()

@@ -324,8 +324,9 @@ class Int8Budget(GateRule):
     def judge(self, ev: Evidence) -> Gate | None:
         mp = ev.int8_budget
         ok = bool(mp.get("within_budget", mp["drop_final"] <= mp["budget"]))
+        what = "worst-class IoU drop" if mp.get("objective") == "worst-class" else "drop"
         text = (
-            f"held-out drop {mp['drop_final']:.2f} points {'<=' if ok else '>'} budget {mp['budget']:g} "
+            f"held-out {what} {mp['drop_final']:.2f} points {'<=' if ok else '>'} budget {mp['budget']:g} "
             f"({mp.get('holdout_images', '?')} images)"
         )
         return Gate(self.name, _verdict(ok), text)

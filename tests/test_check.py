@@ -284,3 +284,79 @@ def test_int8_budget_gate_reads_the_exports_held_out_check():
     assert g.status == "failed" and "0.62 points > budget 0.5" in g.detail
     assert "int8 budget" not in gates(None)  # not an INT8 artifact, or exported without a budget
     assert "int8 budget" not in gates(over, untrained=True)  # untrained: one "miou: not judged" instead
+
+
+# ---------------------------------------------------------------- history beside the baseline
+
+
+def _report(row_id: str, miou: float, parity_failed: bool, bytes_: int = 1000) -> chk.CheckReport:
+    gates_ = [chk.Gate("parity", "failed" if parity_failed else "passed", "argmax agreement ...")]
+    row = chk.RowResult(
+        row_id, "m", "onnx-fp32", "host", {"folder": "f", "bytes": bytes_, "sha256": "s"}, "ort", miou, 0.66, 2,
+        {"argmax_agreement": 0.99 if parity_failed else 1.0}, gates_, 1.0,
+    )  # fmt: skip
+    return chk.CheckReport("c.yaml", "baseline.json", False, "data", 2, [row], 1.0, {})
+
+
+def test_history_is_appended_read_back_and_flags_n_failures_in_a_row(tmp_path):
+    from edgeseg.check_history import append_history, attach_history, history_path, read_history
+
+    path = history_path(tmp_path / "baseline.json")
+    assert path == tmp_path / "baseline.history.jsonl"
+    base = chk.Baseline(tmp_path / "baseline.json", {"r": {"miou": 0.66, "parity": {"argmax_agreement": 1.0},
+                                                          "artifact": {"bytes": 1000}}})  # fmt: skip
+    options = chk.HistoryOptions()  # flag after 3
+    figures = [(0.66, False), (0.655, True), (0.65, True), (0.64, True)]
+    for k, (miou, bad) in enumerate(figures):
+        report = _report("r", miou, bad, 1100)
+        attach_history(report, base, path, options, "test")
+        h = report.history["rows"]["r"]
+        assert report.history["runs"] == k + 1 and h.runs == k + 1
+        assert h.accuracy_failed_in_a_row == max(0, k)  # the first run passed
+        assert h.flagged == (k >= 3)
+    assert h.miou == pytest.approx([0.66, 0.655, 0.65, 0.64])
+    assert h.since_baseline["miou_points"] == pytest.approx(-2.0)
+    assert h.since_baseline["size_percent"] == pytest.approx(10.0)
+    assert report.flagged() == ["r"]
+    records, bad = read_history(path)
+    assert len(records) == 4 and bad == 0 and records[-1]["rows"]["r"]["failed_gates"] == ["parity"]
+    md = chk.markdown(report)
+    assert "### History" in md and "mIoU -2.00" in md and "size +10.0 %" in md
+    assert "66.00 → 65.50 → 65.00 → 64.00" in md
+    assert "FLAGGED: accuracy gate failed 3 runs in a row (>= 3)" in md and "**Flagged**" in md
+    case = ET.fromstring(chk.junit_xml(report)).find("testsuite/testcase")
+    assert "accuracy gate failed 3 runs in a row" in case.find("failure").get("message")
+    assert "since baseline: mIoU -2.00" in case.find("system-out").text
+    # a passing run ends the streak
+    report = _report("r", 0.66, False)
+    attach_history(report, base, path, options, "test")
+    assert report.history["rows"]["r"].accuracy_failed_in_a_row == 0 and not report.flagged()
+    # a torn last line (a crash mid-write) is skipped, and the next record starts on its own line
+    with open(path, "a") as f:
+        f.write('{"version": 1, "rows": {"r": ')
+    append_history(path, {"version": 1, "rows": {}})
+    records, bad = read_history(path)
+    assert len(records) == 6 and bad == 1
+
+
+def test_check_appends_history_and_flags_repeated_accuracy_failures(recorded):
+    """Two planted (parity-breaking) runs in a row with --flag-after 2: the second is flagged, in check.md and the
+    JUnit failure message; the history file beside the baseline holds every run."""
+    root, artifacts, _, baseline = recorded
+    config = write_config(root / "planted", artifacts, upsample="bilinear")
+    md, junit = root / "hist.md", root / "hist.xml"
+    for _ in range(2):
+        r = run_check(config, "--baseline", str(baseline), "--markdown", str(md), "--junit", str(junit),
+                      "--flag-after", "2")  # fmt: skip
+        assert r.exit_code == 1, r.output
+    history = baseline.with_name("baseline.history.jsonl")
+    lines = history.read_text().splitlines()
+    assert len(lines) >= 3  # the recording run and these two
+    assert all(json.loads(line)["version"] == 1 for line in lines)
+    text = md.read_text()
+    assert "### History" in text and "FLAGGED: accuracy gate failed" in text
+    assert "too few images to tell apart" in text  # 2 images: the paired comparison with PyTorch says so
+    assert "accuracy gate failed" in ET.parse(junit).getroot().find("testsuite/testcase/failure").get("message")
+    assert "FLAGGED" in r.output
+    r = run_check(config, "--baseline", str(baseline), "--markdown", str(md), "--no-history")
+    assert len(history.read_text().splitlines()) == len(lines)

@@ -15,6 +15,7 @@ LAYERS = {
     "sweep": 2,
     "gates": 2,
     "check": 2,
+    "check_history": 2,
     "models": 3,
     "quantize": 3,
     "eval": 3,

@@ -446,3 +446,52 @@ def test_pt2e_search_keeps_the_fewest_layers_float_within_budget(camvid, tmp_pat
     assert scorer.score(LiteRtModel(out))[0] == pytest.approx(r.miou_final)  # the file written is the probe
     assert r.drop_final <= budget
     assert results[0].float_layers == [] and results[0].sensitivity is None  # 100 points: nothing to search
+
+
+def test_worst_class_objective_sees_a_class_the_mean_hides():
+    """A candidate that loses one small class entirely: a modest mIoU drop, a 100-point worst-class drop."""
+    import torch
+
+    from edgeseg.data.transforms import auto_fit, fit_input, to_tensor
+    from edgeseg.quantize.search import HoldoutScorer
+
+    rng = np.random.default_rng(0)
+    labels = [rng.integers(0, 3, (32, 32)).astype(np.uint8) for _ in range(3)]
+    for lb in labels:
+        lb[:2, :2] = 3  # class 3: a few pixels per image
+    images = [np.full((32, 32, 3), 40 * i, np.uint8) for i in range(3)]  # told apart by their value
+    keys = [float(fit_input(to_tensor(im), auto_fit(im.shape[:2], (32, 32)))[0, 0, 0, 0]) for im in images]
+
+    def oracle(lose_class_3: bool):
+        def predict(x):
+            i = int(np.argmin([abs(float(x[0, 0, 0, 0]) - k) for k in keys]))
+            lb = torch.from_numpy(labels[i].astype(np.int64))
+            if lose_class_3:
+                lb = torch.where(lb == 3, torch.zeros_like(lb), lb)
+            return torch.nn.functional.one_hot(lb, 4).permute(2, 0, 1)[None].float()
+
+        return predict
+
+    mean = HoldoutScorer(oracle(False), images, labels, (32, 32), 4, None)
+    worst = HoldoutScorer(oracle(False), images, labels, (32, 32), 4, None, objective="worst-class")
+    assert mean.miou_reference == pytest.approx(100.0) and worst.miou_reference == pytest.approx(100.0)
+    drop_mean = mean.miou_reference - mean.score(oracle(True))[0]
+    drop_worst = worst.miou_reference - worst.score(oracle(True))[0]
+    assert 20 < drop_mean < 30 and drop_worst == pytest.approx(100.0)
+    assert worst.miou_reference - worst.score(oracle(False), images=2)[0] == pytest.approx(0.0)
+    with pytest.raises(ValueError, match="worst-class"):
+        HoldoutScorer(oracle(False), images, labels, (32, 32), 4, None, objective="median")
+
+
+def test_int8_objective_is_an_export_option_with_a_one_line_error(tmp_path):
+    from typer.testing import CliRunner
+
+    from edgeseg.cli import app
+    from edgeseg.export_request import ExportOptions
+
+    assert ExportOptions(int8_objective="worst-class").int8_objective == "worst-class"
+    assert ExportOptions().int8_objective == "mean"
+    args = ["export", "--model", "efficientvit-b0", "--target", "onnx-int8", "--out", str(tmp_path)]
+    r = CliRunner().invoke(app, [*args, "--calib-data", str(tmp_path), "--int8-objective", "median"])
+    assert r.exit_code == 2 and "--int8-objective 'median': use mean or worst-class" in r.output
+    assert "Traceback" not in r.output and not any(tmp_path.iterdir())

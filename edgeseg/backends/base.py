@@ -47,13 +47,20 @@ class Int8Request:
     max_miou_drop: float | None
     spec: object  # edgeseg.data.datasets.DatasetSpec
     progress: Callable[[str], None] | None = None
+    objective: str = "mean"  # the budget judges the mIoU drop, or "worst-class": the largest per-class IoU drop
 
     def holdout_scorer(self, reference, size: tuple[int, int]):
         from edgeseg.quantize.search import HoldoutScorer
 
         c = self.calib
         return HoldoutScorer(
-            reference, c.holdout_images, c.holdout_labels, size, self.spec.num_classes, self.spec.ignore_index
+            reference,
+            c.holdout_images,
+            c.holdout_labels,
+            size,
+            self.spec.num_classes,
+            self.spec.ignore_index,
+            objective=self.objective,
         )
 
     def holdout_check(self, runner, size: tuple[int, int], reference, note: str = "") -> dict:
@@ -69,6 +76,7 @@ class Int8Request:
             "drop_final": round(drop, 3),
             "snr_db": round(snr, 2),
             "within_budget": drop <= self.max_miou_drop,
+            "objective": self.objective,
             "float_layers": [],
             "note": note or "no per-layer search for this backend: the held-out drop is checked against the budget",
         }

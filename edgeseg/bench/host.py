@@ -19,6 +19,7 @@ import torch
 from edgeseg.artifact import LoadedArtifact
 from edgeseg.backends import load_artifact
 from edgeseg.bench.stats import Timing, TimingPlan, interleave, measure
+from edgeseg.eval.stats import load_state, usable_cores
 
 
 def cpu_name() -> str:
@@ -60,7 +61,11 @@ def measure_here(folder: Path, threads: int, plan: TimingPlan) -> tuple[Timing, 
     before = os.getloadavg() if hasattr(os, "getloadavg") else None
     timing = measure(call, plan)
     after = os.getloadavg() if hasattr(os, "getloadavg") else None
-    load = {"loadavg_1min_before": before[0] if before else None, "loadavg_1min_after": after[0] if after else None}
+    load = {
+        "loadavg_1min_before": before[0] if before else None,
+        "loadavg_1min_after": after[0] if after else None,
+        "cores": usable_cores(),  # a load above this many means other work competed for the cores
+    }
     return timing, art.runtime, load
 
 
@@ -81,8 +86,12 @@ def time_interleaved(folders: dict[str, Path], runs: int, warmup: int, threads: 
         calls[label], runtimes[label] = inference_call(art), art.runtime
     if not calls:
         return {}
+    before = load_state()
     (samples,) = interleave(list(calls.values()), runs, warmup)
+    after = load_state()
+    load = {"loadavg_1min_before": before["loadavg_1min"], "loadavg_1min_after": after["loadavg_1min"]}
+    load["cores"] = after["cores"]
     return {
-        label: {"median_ms": statistics.median(ms), "runs": len(ms), "runtime": runtimes[label]}
+        label: {"median_ms": statistics.median(ms), "runs": len(ms), "runtime": runtimes[label], "load": load}
         for label, ms in zip(calls, samples)
     }

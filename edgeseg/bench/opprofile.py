@@ -240,10 +240,20 @@ def profile_tflite(art: LoadedArtifact, threads: int, runs: int, warmup: int) ->
 
 def profile_artifact(folder: Path, manifest: dict, threads: int, runs: int, warmup: int) -> OpProfile:
     """Profile the artifact in ``folder`` (its manifest already read) with its backend's profiler here."""
+    from edgeseg.eval.stats import load_state, load_warning
+
     backend = backend_for(manifest["format"])
+    before = load_state()
     prof = backend.profile(folder, manifest, threads, runs, warmup)
+    after = load_state()
     if prof is None:
         here = ", ".join(b.name for b in BACKENDS.values() if b.profiles_here)
         elsewhere = f"; {backend.profiler_note}" if backend.profiler_note else ""
         raise EdgesegError(f"no profiler here for {backend.name} artifacts (profiled here: {here}){elsewhere}")
+    loads = [x["loadavg_1min"] for x in (before, after) if x["loadavg_1min"] is not None]
+    if loads:  # the load beside the timing, and a warning when other work competed for the cores
+        prof.notes.append(f"1-minute load {loads[0]:.1f} before, {loads[-1]:.1f} after, on {after['cores']} cores")
+        warning = load_warning(max(loads), after["cores"])
+        if warning:
+            prof.notes.append(warning)
     return prof

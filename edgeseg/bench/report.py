@@ -1,13 +1,11 @@
 """The bench report: one schema (``BenchReport``, versioned; a test pins its JSON schema), written as
-``bench.json``, ``bench.md`` and a self-contained ``report.html`` (Pareto plot and example predictions embedded
-as PNG data URIs, no external files)."""
+``bench.json``, ``bench.md`` and a self-contained ``report.html`` (``edgeseg.bench.page``: Pareto plot and example
+predictions embedded as PNG data URIs, no external files)."""
 
 from __future__ import annotations
 
-import base64
-import html
-import io
 import json
+import re
 import shlex
 from pathlib import Path
 from typing import Any, Literal
@@ -21,7 +19,11 @@ from edgeseg.io import atomic_write_bytes
 
 # 2: DeviceColumn.estimate holds a labelled Estimate (was always null in 1).
 # 3: TargetResult.model and .size, so one report can hold several models and input sizes (edgeseg sweep).
-SCHEMA_VERSION = 3
+# 4: TargetResult.accuracy (mIoU/per-class/Boundary IoU intervals, per-image counts, comparison with the fp32
+#    reference), ArtifactInfo.weights_sha256 and .runtime, BenchReport.recommendation and .warnings. Version 3
+#    files still read (the new keys are optional).
+SCHEMA_VERSION = 4
+READS = (3, 4)
 
 
 class _M(BaseModel):
@@ -75,6 +77,60 @@ class ArtifactInfo(_M):
     bytes: int
     cached: bool
     lint_clean: bool
+    weights_sha256: str | None = None  # the weights it was exported from
+    runtime: str | None = None  # the runtime (and version) that ran it for parity
+    input: str | None = None  # name, shape and dtype of the input tensor, e.g. "image 1x3x384x480 float32"
+
+
+class PerImage(_M):
+    """Per-image counts (images x classes) the intervals resample; kept so a report can be re-analysed."""
+
+    names: list[str]
+    iou_inter: list[list[int]]
+    iou_union: list[list[int]]
+    boundary_inter: list[list[int]] | None = None
+    boundary_union: list[list[int]] | None = None
+
+
+class ClassIoU(_M):
+    iou: float
+    ci95: list[float]
+    delta: float | None = None  # minus the reference's IoU of the class, same images
+
+
+class Comparison(_M):
+    """This artifact minus the reference artifact, same images (``edgeseg.eval.stats.paired_difference``)."""
+
+    against: str
+    images: int
+    difference: float
+    ci95: list[float]
+    verdict: Literal["tie", "better", "worse", "too few images"]
+    margin: float
+    boundary_difference: float | None = None
+
+
+class Accuracy(_M):
+    images: int
+    resamples: int
+    miou_ci95: list[float]
+    per_class: dict[str, ClassIoU | None]
+    boundary_iou: float | None = None
+    boundary_iou_ci95: list[float] | None = None
+    boundary_dilation: float | None = None  # band half-width as a fraction of the image diagonal
+    vs_reference: Comparison | None = None
+    per_image: PerImage
+
+
+class Recommendation(_M):
+    """The artifact to ship on the report's device: the fastest within the mIoU budget, ties shown as ties."""
+
+    target: str | None  # row label; None: nothing qualifies (``text`` says why)
+    text: str
+    ties: list[str] = []  # rows that cannot be told apart from it (latency and mIoU intervals overlap)
+    budget_points: float  # mIoU points an artifact may lose against the reference
+    reference: str | None = None
+    considered: list[str] = []
 
 
 class ParityInfo(_M):
@@ -97,6 +153,7 @@ class TargetResult(_M):
     miou_images: int | None = None
     host: Measurement | None = None
     device: DeviceColumn
+    accuracy: Accuracy | None = None
 
 
 class DeviceInfo(_M):
@@ -143,7 +200,7 @@ class TimingInfo(_M):
 
 
 class BenchReport(_M):
-    schema_version: Literal[3] = SCHEMA_VERSION
+    schema_version: Literal[3, 4] = SCHEMA_VERSION
     edgeseg: str
     created: str
     command: str | None
@@ -153,6 +210,8 @@ class BenchReport(_M):
     host: dict[str, Any]
     timing: TimingInfo
     results: list[TargetResult]
+    recommendation: Recommendation | None = None
+    warnings: list[str] = []  # e.g. the machine was under load while timing
 
 
 STATUS_TEXT = {"passed": "passed", "failed_check": "exported, failed check", "failed": "failed", "skipped": "skipped"}
@@ -219,8 +278,8 @@ def markdown(report: BenchReport) -> str:
         "",
         f"- device: {dev.title} ({dev.runtime}); budget {dev.budget_ms} ms, mIoU floor {100 * dev.miou_floor:.1f}",
         f"- host: {report.host.get('cpu')}, {report.timing.threads} threads, {report.host.get('platform')}",
-        f"- mIoU: {report.data.path} [{report.data.split}], {report.data.images} images, each artifact run with its "
-        "runtime here",
+        f"- mIoU: {display_path(report.data.path)} [{report.data.split}], {report.data.images} images, each artifact "
+        "run with its runtime here; [95 % interval] from resampling the images",
         f"- latency: median / p90 / p99 in ms over N timed runs after the warm-up; runs continue until the "
         f"median's 95 % interval is within {100 * report.timing.rel_ci:.0f} % (at most {report.timing.max_runs} "
         f"runs or {report.timing.max_seconds:.0f} s)",
@@ -229,7 +288,10 @@ def markdown(report: BenchReport) -> str:
         else f"- latencies marked 'estimate' on {dev.name} are computed by edgeseg's calibrated roofline, not "
         "measured; every other latency was measured",
         "",
-        "| target | status | size MB | parity (argmax agreement) | mIoU | here: median / p90 / p99 ms | "
+        *[f"- **warning**: {w}" for w in report.warnings],
+        *([f"- **recommended**: {report.recommendation.text}"] if report.recommendation else []),
+        "",
+        "| target | status | size MB | parity (argmax agreement) | mIoU [95 % CI] | here: median / p90 / p99 ms | "
         "mean ± std | N (warm-up) | FPS | on " + dev.name + " |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
@@ -247,7 +309,7 @@ def markdown(report: BenchReport) -> str:
                     _f(100 * r.parity.argmax_agreement, ".3f") + " %"
                     if r.parity and r.parity.argmax_agreement is not None
                     else "-",
-                    _f(100 * r.miou, ".2f") if r.miou is not None else "-",
+                    miou_cell(r),
                     latency_cell(h),
                     mean_std_cell(h),
                     f"{h.stats.n} ({h.stats.warmup})" if h else "-",
@@ -257,20 +319,171 @@ def markdown(report: BenchReport) -> str:
             )
             + " |"
         )
+    acc_head, acc_rows = accuracy_table(report)
+    if acc_rows:
+        lines += ["", "## Accuracy", "", *_md_table(acc_head, acc_rows)]
+        cls_head, cls_rows = class_table(report)
+        lines += ["", "Per-class IoU (the reference's IoU; the others: change against it, same images):", ""]
+        lines += _md_table(cls_head, cls_rows)
+    lines += [f"\n{note}" for note in speed_notes(report)]
     commands = [r.device.command for r in report.results if r.device.measured is None and r.device.command]
     if commands:
         lines += ["", f"Would-be commands on {dev.name}:", "", "```", *commands, "```"]
-    measured_here = [r for r in report.results if r.host is not None]
-    if measured_here:
-        h = measured_here[0].host
-        lines += ["", f"Measured here: {h.machine}, {h.method}; runtimes:", ""]
-        lines += [f"- {row_label(r, named)}: {r.host.runtime}" for r in measured_here]
-        profilable = [r for r in measured_here if r.artifact and _profilable(r.target)]
-        if profilable:
-            lines += ["", "Where the time goes (kernels, op types, what falls off the fast path):", "", "```"]
-            lines += [shlex.join(["edgeseg", "op-profile", r.artifact.folder]) for r in profilable]
-            lines += ["```"]
+    facts = artifact_facts(report)
+    if facts:
+        lines += ["", "## Artifacts", ""]
+        for label, items in facts:
+            lines += [f"- **{label}**: " + "; ".join(f"{k}: {v}" for k, v in items)]
     return "\n".join(lines) + "\n"
+
+
+def _md_table(head: list[str], rows: list[list[str]]) -> list[str]:
+    out = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    return out + ["| " + " | ".join(c.replace("|", "/") for c in row) + " |" for row in rows]
+
+
+def display_path(path: str | None) -> str:
+    """A path as the reader should see it: relative to the folder bench ran in, ``~/...`` in the user's home, the
+    bundled sample by name; never another machine's install path."""
+    if not path:
+        return "-"
+    from edgeseg.paths import PACKAGE_DIR
+
+    p = Path(path)
+    try:
+        resolved = p.resolve()
+    except OSError:
+        return str(p)
+    for root, name in ((PACKAGE_DIR.resolve(), "edgeseg/"), (Path.cwd().resolve(), ""), (Path.home(), "~/")):
+        try:
+            rel = resolved.relative_to(root)
+        except ValueError:
+            continue
+        return name + str(rel) if str(rel) != "." else (name.rstrip("/") or ".")
+    return str(p)
+
+
+def signed(points: float, spec: str = "+.2f") -> str:
+    """A signed difference in points; one that rounds to zero is "+0.00", never "-0.00"."""
+    text = format(points, spec)
+    return text.replace("-", "+") if float(text) == 0 else text
+
+
+def _pts(x: float | None, spec: str = ".2f") -> str:
+    return "-" if x is None else format(100 * x, spec)
+
+
+def _ci(ci: list[float] | None) -> str:
+    return "" if not ci else f" [{_pts(ci[0], '.1f')}, {_pts(ci[1], '.1f')}]"
+
+
+def miou_cell(r: TargetResult) -> str:
+    if r.miou is None:
+        return "-"
+    return _pts(r.miou) + (_ci(r.accuracy.miou_ci95) if r.accuracy else "")
+
+
+def accuracy_table(report: BenchReport) -> tuple[list[str], list[list[str]]]:
+    """Per scored artifact: mIoU and Boundary IoU with intervals, the paired difference with the reference and its
+    verdict, and the class that lost most."""
+    named = several_models(report)
+    head = ["target", "images", "mIoU [95 % CI]", "Boundary IoU [95 % CI]", "vs reference (same images)", "worst class"]
+    rows = []
+    for r in report.results:
+        a = r.accuracy
+        if a is None:
+            continue
+        vs = a.vs_reference
+        if vs is None:
+            versus = "reference"
+        else:
+            verdict = "too few images to tell apart" if vs.verdict == "too few images" else vs.verdict
+            versus = (
+                f"{signed(100 * vs.difference)} [{signed(100 * vs.ci95[0])}, {signed(100 * vs.ci95[1])}] vs "
+                f"{vs.against}: {verdict}"
+            )
+            if vs.boundary_difference is not None:
+                versus += f"; boundary {signed(100 * vs.boundary_difference)}"
+        deltas = [(c.delta, name) for name, c in a.per_class.items() if c is not None and c.delta is not None]
+        worst = min(deltas, default=None)
+        worst_text = "-" if worst is None else f"{worst[1]} {signed(100 * worst[0])}"
+        rows.append(
+            [
+                row_label(r, named),
+                str(a.images),
+                miou_cell(r),
+                _pts(a.boundary_iou) + _ci(a.boundary_iou_ci95),
+                versus,
+                worst_text,
+            ]
+        )
+    return head, rows
+
+
+def class_table(report: BenchReport) -> tuple[list[str], list[list[str]]]:
+    named = several_models(report)
+    scored = [r for r in report.results if r.accuracy is not None]
+    if not scored:
+        return [], []
+    ref = next((r for r in scored if r.accuracy.vs_reference is None), scored[0])
+    others = [r for r in scored if r is not ref]
+    head = ["class", f"{row_label(ref, named)} IoU [95 % CI]"] + [row_label(r, named) for r in others]
+    rows = []
+    for name, c in ref.accuracy.per_class.items():
+        if c is None:
+            continue
+        row = [name, _pts(c.iou, ".1f") + _ci(c.ci95)]
+        for r in others:
+            o = r.accuracy.per_class.get(name)
+            row.append("-" if o is None or o.delta is None else signed(100 * o.delta))
+        rows.append(row)
+    return head, rows
+
+
+def speed_notes(report: BenchReport) -> list[str]:
+    from edgeseg.bench.decide import fp16_notes
+
+    return fp16_notes(report)
+
+
+def _residency(r: TargetResult) -> list[str]:
+    """Residency records where the row or its artifact carries them (``edgeseg.residency.Residency``)."""
+    from edgeseg.residency import Residency
+
+    records = getattr(r, "residency", None) or getattr(r.artifact, "residency", None) or []
+    out = []
+    for rec in records:
+        try:
+            out.append((rec if isinstance(rec, Residency) else Residency.model_validate(rec)).summary())
+        except (ValueError, TypeError):
+            continue
+    return out
+
+
+def artifact_facts(report: BenchReport) -> list[tuple[str, list[tuple[str, str]]]]:
+    """Per artifact what one needs to ship or reproduce it: input, runtime, hashes, path, the profiling command."""
+    named = several_models(report)
+    out = []
+    for r in report.results:
+        a = r.artifact
+        if a is None:
+            continue
+        measured = r.host or r.device.measured
+        runtime = a.runtime or (measured.runtime if measured else None)  # the parity run's names the version
+        folder = display_path(a.folder)
+        items = [
+            ("input", a.input or (f"{r.size} (HxW)" if r.size else "-")),
+            ("runtime", runtime or "-"),
+            ("file", f"{folder}/{a.file}"),
+            ("artifact sha256", a.sha256),
+            ("weights sha256", a.weights_sha256 or "-"),
+            ("size", f"{a.bytes / 1e6:.2f} MB"),
+        ]
+        items += [("residency", text) for text in _residency(r)]
+        if r.host is not None and _profilable(r.target):
+            items.append(("where the time goes", shlex.join(["edgeseg", "op-profile", folder])))
+        out.append((row_label(r, named), items))
+    return out
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:
@@ -284,145 +497,22 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
     return front
 
 
-def _png(fig) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    return base64.b64encode(buf.getvalue()).decode()
+_NUMBER_LIST = re.compile(r"\[(?:\s*-?[0-9][0-9.eE+-]*\s*,)*\s*-?[0-9][0-9.eE+-]*\s*\]")
 
 
-def pareto_png(report: BenchReport) -> str | None:
-    """Latency vs mIoU on the report's device: measured points (here or on the device) and, where the device was
-    not reached, the labelled roofline estimate as its own marker. The Pareto front uses measured points only."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    named = several_models(report)
-    rows = []
-    for r in report.results:
-        if r.miou is None:
-            continue
-        m = r.device.measured or r.host
-        if m is not None:
-            s = m.stats
-            lat = s.median_ms if s.median_ms is not None else s.mean_ms
-            where = "on device" if r.device.measured is not None and report.device.kind != "host" else "here (host)"
-        elif r.device.estimate is not None:
-            lat, where = r.device.estimate.latency_ms, "estimate"
-        else:
-            continue
-        rows.append((row_label(r, named), lat, 100 * r.miou, where))
-    if not rows:
-        return None
-    fig, ax = plt.subplots(figsize=(6.4 if not named else 7.6, 4.2))
-    styles = (
-        ("here (host)", "o", "measured here (host)"),
-        ("on device", "s", f"measured on {report.device.name}"),
-        ("estimate", "x", f"estimate for {report.device.name} (roofline, not measured)"),
-    )
-    for where, marker, label in styles:
-        pts = [(lat, miou) for _, lat, miou, w in rows if w == where]
-        if pts:
-            ax.scatter(*zip(*pts), marker=marker, s=46, label=label, zorder=3)
-    measured = [(lat, miou) for _, lat, miou, w in rows if w != "estimate"]
-    if measured:
-        front = pareto_front(measured)
-        ax.plot(
-            [measured[i][0] for i in front],
-            [measured[i][1] for i in front],
-            "--",
-            color="grey",
-            zorder=2,
-            label="Pareto front (measured)",
-        )
-    # neighbours in latency alternate above/below their point so close targets' names stay readable
-    for k, (name, lat, miou, _) in enumerate(sorted(rows, key=lambda r: r[1])):
-        ax.annotate(name, (lat, miou), textcoords="offset points", xytext=(5, 4 if k % 2 == 0 else -11), fontsize=7)
-    ax.axhline(100 * report.device.miou_floor, color="tab:red", lw=0.8, ls=":", label="mIoU floor")
-    ax.axvline(report.device.budget_ms, color="tab:orange", lw=0.8, ls=":", label="latency budget")
-    ax.set_xlabel("median latency, ms")
-    ax.set_ylabel(f"mIoU, % ({report.data.split}, {report.data.images} images)")
-    ax.set_title(f"{report_subject(report)} on {report.device.name}: latency vs mIoU")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
-    try:
-        return _png(fig)
-    finally:
-        plt.close(fig)
-
-
-def examples_png(examples: list[dict], title: str) -> str | None:
-    """``examples``: dicts with name, image (H,W,3 uint8), label and prediction (H,W,3 colour uint8)."""
-    if not examples:
-        return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(len(examples), 3, figsize=(10, 2.6 * len(examples)), squeeze=False)
-    for row, ex in zip(axes, examples):
-        for ax, key in zip(row, ("image", "label", "prediction")):
-            ax.imshow(ex[key])
-            ax.set_axis_off()
-            ax.set_title(f"{ex['name']}: {key}" if key == "image" else key, fontsize=8)
-    fig.suptitle(title, fontsize=9)
-    try:
-        return _png(fig)
-    finally:
-        plt.close(fig)
-
-
-def html_report(report: BenchReport, pareto: str | None, examples: str | None, examples_note: str) -> str:
-    md_rows = markdown(report).split("\n")
-    table = [line for line in md_rows if line.startswith("|")]
-    head, body = table[0], [r for r in table[2:]]
-
-    def cells(line: str) -> list[str]:
-        return [html.escape(c.strip()) for c in line.strip().strip("|").split(" | ")]
-
-    thead = "".join(f"<th>{c}</th>" for c in cells(head))
-    tbody = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in cells(r)) + "</tr>" for r in body)
-    first_table_line = next(i for i, line in enumerate(md_rows) if line.startswith("|"))
-    notes = "".join(f"<li>{html.escape(x[2:])}</li>" for x in md_rows[:first_table_line] if x.startswith("- "))
-    runtimes = "".join(f"<li>{html.escape(x[2:])}</li>" for x in md_rows[first_table_line:] if x.startswith("- "))
-    commands = [r.device.command for r in report.results if r.device.measured is None and r.device.command]
-    parts = [
-        "<!doctype html><html><head><meta charset='utf-8'>",
-        f"<title>edgeseg bench {html.escape(report.device.name)}</title>",
-        "<style>body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}"
-        "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}"
-        "th{background:#f3f3f3}pre{background:#f6f6f6;padding:8px;overflow-x:auto}img{max-width:100%}</style>",
-        "</head><body>",
-        f"<h1>{html.escape(md_rows[0].lstrip('# '))}</h1>",
-        f"<ul>{notes}</ul>",
-        f"<table><thead><tr>{thead}</tr></thead><tbody>{tbody}</tbody></table>",
-    ]
-    if runtimes:
-        parts.append(f"<p>Runtimes of the measurements here:</p><ul>{runtimes}</ul>")
-    if commands:
-        parts.append(f"<h2>Would-be commands on {html.escape(report.device.name)}</h2>")
-        parts.append("<pre>" + html.escape("\n".join(commands)) + "</pre>")
-    if pareto:
-        parts.append("<h2>Latency vs mIoU</h2>")
-        parts.append(f"<img alt='latency vs mIoU Pareto plot' src='data:image/png;base64,{pareto}'>")
-    if examples:
-        parts.append("<h2>Example predictions</h2>")
-        parts.append(f"<p>{html.escape(examples_note)}</p>")
-        parts.append(f"<img alt='image, label, prediction' src='data:image/png;base64,{examples}'>")
-    parts.append(
-        f"<p><small>edgeseg {html.escape(report.edgeseg)}, {html.escape(report.created)}, schema "
-        f"v{report.schema_version}; machine-readable: bench.json</small></p></body></html>"
-    )
-    return "\n".join(parts) + "\n"
+def compact_json(doc: dict) -> str:
+    """Indented JSON with lists of numbers on one line each (the per-image counts would be one number a line)."""
+    text = json.dumps(doc, indent=2)
+    return _NUMBER_LIST.sub(lambda m: "[" + ", ".join(x.strip() for x in m.group(0)[1:-1].split(",")) + "]", text)
 
 
 def write_reports(folder: Path, report: BenchReport, examples: list[dict], examples_note: str) -> dict[str, Path]:
     folder = Path(folder)
     paths = {"json": folder / "bench.json", "md": folder / "bench.md", "html": folder / "report.html"}
-    atomic_write_bytes(paths["json"], (json.dumps(report.model_dump(mode="json"), indent=2) + "\n").encode())
+    atomic_write_bytes(paths["json"], (compact_json(report.model_dump(mode="json")) + "\n").encode())
     atomic_write_bytes(paths["md"], markdown(report).encode())
-    page = html_report(report, pareto_png(report), examples_png(examples, examples_note), examples_note)
+    from edgeseg.bench.page import html_report, pareto_png
+
+    page = html_report(report, pareto_png(report), examples, examples_note)
     atomic_write_bytes(paths["html"], page.encode())
     return paths

@@ -4,7 +4,8 @@
 its distribution-free 95 % confidence interval, from order statistics) or a run/time cap is hit, and says which.
 ``interleave`` times several calls round-robin, one call each in turn, so a load change on a shared machine hits
 all of them alike (check's latency ratio against the baseline artifact, the benchmark tables that compare
-artifacts). The timer is injectable so the loops and the statistics are tested on a fake clock.
+artifacts). The intervals and load helpers live in ``edgeseg.eval.stats`` (one place for statistics). The timer is
+injectable so the loops and the statistics are tested on a fake clock.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
+
+from edgeseg.eval.stats import median_ci95  # the one definition; timing loops use it here
 
 
 @dataclass
@@ -35,16 +38,6 @@ class LatencyStats:
         d = asdict(self)
         d["median_ci95_ms"] = list(self.median_ci95_ms) if self.median_ci95_ms else None
         return d
-
-
-def median_ci95(sorted_ms: Sequence[float]) -> tuple[float, float]:
-    """95 % confidence interval of the median from order statistics (binomial, normal approximation): ranks
-    n/2 -+ 1.96 sqrt(n)/2, clamped to the sample."""
-    n = len(sorted_ms)
-    half = 1.96 * math.sqrt(n) / 2
-    lo = max(1, math.floor(n / 2 - half))
-    hi = min(n, math.ceil(1 + n / 2 + half))
-    return float(sorted_ms[lo - 1]), float(sorted_ms[hi - 1])
 
 
 def summarize(samples_ms: Sequence[float], warmup: int) -> LatencyStats:

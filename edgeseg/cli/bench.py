@@ -26,6 +26,7 @@ from edgeseg.cli.common import (
     _split_targets,
     artifact_checks,
     console,
+    err_console,
     notice,
     user_errors,
 )
@@ -202,5 +203,10 @@ def bench(
         if t.device.measured is None and t.device.command and r.device.kind != "host":
             console.print(f"{t.target}: {t.device.note}", highlight=False)
             console.print(f"  would run: {escape(t.device.command)}", highlight=False, soft_wrap=True)
+    for warning in r.warnings:
+        err_console.print(f"warning: {escape(warning)}", highlight=False)
+    if r.recommendation is not None:
+        head = "recommended" if r.recommendation.target else "no recommendation"
+        console.print(f"[bold]{head}[/]: {escape(r.recommendation.text)}", highlight=False)
     paths = result["paths"]
     console.print(f"artifacts in {out}; wrote {paths['json']}, {paths['md']}, {paths['html']}", highlight=False)

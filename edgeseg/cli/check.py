@@ -46,6 +46,15 @@ def check(
     markdown: Path = typer.Option(Path("check.md"), "--markdown", help="Markdown summary (a pull-request comment)."),
     junit: Path | None = typer.Option(None, "--junit", help="JUnit XML: one test case per row (CI test reports)."),
     json_out: Path | None = typer.Option(None, "--json", help="Full report as JSON."),
+    history: bool = typer.Option(
+        True,
+        "--history/--no-history",
+        help="Append this run's figures to <baseline>.history.jsonl beside the baseline; report the change since "
+        "the baseline and the trend over the last runs.",
+    ),
+    flag_after: int | None = typer.Option(
+        None, "--flag-after", min=1, help="Flag a row whose accuracy gate failed N runs in a row (default 3)."
+    ),
     no_verify: NoVerifyOpt = False,
 ):
     """CI regression gate: export (cached) or take artifacts, evaluate, compare with the baseline; exit 1 on any
@@ -54,7 +63,15 @@ def check(
     from edgeseg import check as chk
 
     with _progress_line("row", "check") as on_event:
-        result = check_cmd.check(config, baseline, update_baseline, progress=on_event, artifacts_dir=artifacts_dir)
+        result = check_cmd.check(
+            config,
+            baseline,
+            update_baseline,
+            progress=on_event,
+            artifacts_dir=artifacts_dir,
+            history=history,
+            flag_after=flag_after,
+        )
     r = result["report"]
     table = Table(title=f"edgeseg check {r.config} (baseline {r.baseline})")
     table.add_column("row", no_wrap=True)
@@ -76,6 +93,14 @@ def check(
         if not row.passed:
             console.print(f"[bold red]FAIL[/] {escape(row.row_id)}: {escape(row.cause())}", highlight=False)
     console.print(f"mIoU on {r.data} ({r.images} images). Latency: {chk.LATENCY_NOTE}.", highlight=False)
+    for row_id in r.flagged():
+        h = r.history["rows"][row_id]
+        console.print(
+            f"[bold red]FLAGGED[/] {escape(row_id)}: accuracy gate failed {h.accuracy_failed_in_a_row} runs in a row",
+            highlight=False,
+        )
+    if r.history:
+        console.print(f"history: {r.history['path']} ({r.history['runs']} runs)", highlight=False)
     atomic_write_bytes(markdown, chk.markdown(r).encode())
     written = [str(markdown)]
     if junit:

@@ -48,6 +48,14 @@ MaxDropOpt = Annotated[
         "policy allows.",
     ),
 ]
+Int8ObjectiveOpt = Annotated[
+    str,
+    typer.Option(
+        "--int8-objective",
+        help="INT8: what --max-miou-drop limits: mean (the mIoU drop) or worst-class (the largest drop of any one "
+        "class's IoU: thin classes such as pole and sign lose most).",
+    ),
+]
 ParityDataOpt = Annotated[
     Path | None,
     typer.Option("--parity-data", help="Folder with val/images for parity (default: the bundled CamVid sample)."),
@@ -101,6 +109,7 @@ def export(
     calib_size: CalibSizeOpt = EXPORT_DEFAULTS.calib_size,
     calib_method: CalibMethodOpt = EXPORT_DEFAULTS.calib_method,
     max_miou_drop: MaxDropOpt = str(EXPORT_DEFAULTS.max_miou_drop),
+    int8_objective: Int8ObjectiveOpt = EXPORT_DEFAULTS.int8_objective,
 ):
     """Rewrite, export, check parity vs PyTorch on real images, lint; writes an artifact folder."""
     budget = _parse_budget(max_miou_drop)
@@ -122,6 +131,7 @@ def export(
             calib_size=calib_size,
             calib_method=calib_method,
             max_miou_drop=budget,
+            int8_objective=int8_objective,
             progress=lambda msg: status.update(f"exporting {model} -> {target}: {msg}"),
             notice=notice,
         )
@@ -161,12 +171,19 @@ def _print_export_summary(m: dict) -> None:
         table.add_row("kept float", ", ".join(q["policy"]["float_ops"]))
         table.add_row("calibration", f"{c['size']} {c['split']} images ({c['sampler']}), {c['method']}")
         mp = q.get("mixed_precision")
-        if mp:
+        if mp and mp.get("objective") == "worst-class":
+            table.add_row(
+                "held-out worst class",
+                f"largest per-class IoU drop {mp['drop_final']:.2f} points vs fp32 (budget {mp['budget']}) on "
+                f"{mp['holdout_images']} train images not calibrated on",
+            )
+        if mp and mp.get("objective", "mean") == "mean":
             table.add_row(
                 "held-out mIoU",
                 f"{mp['miou_final']:.2f} vs fp32 {mp['miou_fp32']:.2f} (drop {mp['drop_final']:.2f}, budget "
                 f"{mp['budget']}) on {mp['holdout_images']} train images not calibrated on",
             )
+        if mp:
             floats = mp["float_layers"]
             table.add_row(
                 "layers kept float",
@@ -208,6 +225,7 @@ def quantize(
     parity_images: ParityImagesOpt = PARITY_IMAGES,
     force: ForceOpt = False,
     max_miou_drop: MaxDropOpt = str(EXPORT_DEFAULTS.max_miou_drop),
+    int8_objective: Int8ObjectiveOpt = EXPORT_DEFAULTS.int8_objective,
 ):
     """INT8 export with calibration on real images (the same as `edgeseg export --target X-int8`)."""
     from edgeseg.backends import get_target
@@ -231,6 +249,7 @@ def quantize(
         calib_size=calib_size,
         calib_method=calib_method,
         max_miou_drop=max_miou_drop,
+        int8_objective=int8_objective,
     )
 
 

@@ -114,6 +114,9 @@ def _metrics_table(report: dict) -> Table:
         table.add_row(name, "-" if iou is None else f"{100 * iou:.2f}")
     table.add_section()
     table.add_row("[bold]mIoU", f"[bold]{100 * report['miou']:.2f}")
+    if report.get("miou_ci95"):
+        lo, hi = report["miou_ci95"]
+        table.add_row(f"mIoU 95 % interval ({report['images']} images)", f"{100 * lo:.2f} - {100 * hi:.2f}")
     table.add_row("pixel accuracy", f"{100 * report['pixel_accuracy']:.2f}")
     return table
 

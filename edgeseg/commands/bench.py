@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from edgeseg.artifact import read_manifest
+from edgeseg.bench.decide import accuracy, compare_with_reference, load_warnings, recommend
 from edgeseg.bench.device import (
     DeviceConnection,
     RemoteOptions,
@@ -168,6 +169,13 @@ def bench_artifact(
         bytes=manifest["bytes"],
         cached=bool(manifest.get("cached", True)),
         lint_clean=lint_clean,
+        weights_sha256=(manifest.get("weights") or {}).get("sha256"),
+        runtime=p.get("runtime"),
+        input="{} {} {}".format(
+            manifest["input"].get("name", "input"),
+            "x".join(str(d) for d in manifest["input"]["shape"]),
+            manifest["input"].get("dtype", ""),
+        ).strip(),
     )
     runs_here = artifact_runs_here(tgt.name)
     device_threads = threads if profile.kind == "host" else profile.threads
@@ -270,6 +278,31 @@ def _example_predictions(folder: Path, data: Path, split: str, count: int, threa
             }
         )
     return out
+
+
+def _examples_of(report, data: Path, split: str, count: int, threads: int) -> tuple[list[dict], str]:
+    """Example predictions of the recommended artifact (else the fp32 reference) on ``count`` images."""
+    from edgeseg.bench.decide import reference_row
+    from edgeseg.bench.report import row_label
+
+    rec = report.recommendation
+    named = several_models_in(report.results)
+    runnable = [r for r in report.results if r.miou is not None and r.artifact is not None]
+    pick = next((r for r in runnable if rec is not None and row_label(r, named) == rec.target), None)
+    why = "the recommended artifact"
+    if pick is None:
+        pick, why = reference_row(runnable), "the reference"
+    if pick is None or count <= 0:
+        return [], ""
+    shown = _example_predictions(Path(pick.artifact.folder), data, split, count, threads)
+    note = f"{row_label(pick, named)} ({why}) on {len(shown)} {split} images spread over the split: " + ", ".join(
+        e["name"] for e in shown
+    )
+    return shown, note
+
+
+def several_models_in(results) -> bool:
+    return len({(r.model, r.size) for r in results if r.model}) > 1
 
 
 def bench(
@@ -393,11 +426,14 @@ def bench(
                     report("advance")
                     continue
                 folder = Path(manifest["folder"])
-            miou = None
+            miou = acc = None
             if artifact_runs_here(tgt.name) and not manifest.get("untrained"):
                 report("target", target=tgt.name, step="mIoU")
-                ev = evaluate(None, None, None, data, split, limit=limit, threads=threads, artifact=folder)
+                ev = evaluate(
+                    None, None, None, data, split, limit=limit, threads=threads, artifact=folder, per_image=True
+                )
                 miou, miou_images = ev["miou"], ev["images"]
+                acc = accuracy(ev["scores"], DATASETS[manifest["dataset"]].classes)
             if artifact_runs_here(tgt.name) and manifest.get("cached", True):
                 # a parity this run did not measure (a given artifact, a cache hit) is re-checked on one image
                 report("target", target=tgt.name, step="parity re-check")
@@ -419,19 +455,13 @@ def bench(
                     progress=report,
                 )
             )
+            results[-1].accuracy = acc
             report("advance")
     finally:
         conn.close()
 
+    compare_with_reference(results, several_models_in(results))
     examples_list, examples_note = [], ""
-    runnable = [r for r in results if r.miou is not None and r.artifact is not None]
-    if runnable and examples > 0:
-        best = max(runnable, key=lambda r: r.miou)
-        examples_list = _example_predictions(Path(best.artifact.folder), data, split, examples, threads)
-        examples_note = (
-            f"{best.target} (highest mIoU here) on {len(examples_list)} {split} images spread over {data}: "
-            + ", ".join(e["name"] for e in examples_list)
-        )
     first_manifest = next((e["manifest"] for e in entries if e["manifest"]), None)
     if loaded is not None:
         model_info = ModelInfo(name=loaded.name, dataset=loaded.dataset, weights=loaded.weights_info())
@@ -452,6 +482,9 @@ def bench(
         timing=TimingInfo.of(plan, threads),
         results=results,
     )
+    bench_report.warnings = load_warnings(bench_report)
+    bench_report.recommendation = recommend(bench_report)
+    examples_list, examples_note = _examples_of(bench_report, data, split, examples, threads)
     name = model_info.name if model_info else "artifacts"
     folder_out = Path(report_dir) if report_dir else Path("bench") / f"{name}-{profile.name}"
     paths = write_reports(folder_out, bench_report, examples_list, examples_note)

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from edgeseg.artifact import read_manifest
+from edgeseg.check_history import attach_history, history_path
 from edgeseg.commands import Progress
 from edgeseg.commands.bench import failure_reason
 from edgeseg.commands.evaluate import LoadedModel, load_model
@@ -17,6 +18,7 @@ from edgeseg.data.datasets import DATASETS, load_split
 from edgeseg.data.transforms import parse_size
 from edgeseg.errors import EdgesegError
 from edgeseg.eval.evaluate import evaluate_arrays, torch_predictor
+from edgeseg.eval.stats import ImageScores, load_state, paired_difference
 from edgeseg.gates import Evidence, judge_absolute
 from edgeseg.io import output_folder, relative_to_file
 from edgeseg.models.registry import DEFAULT_INPUT, resolve_model_name
@@ -108,13 +110,19 @@ def check(
     update_baseline: bool = False,
     progress: Progress | None = None,
     artifacts_dir: Path = Path("artifacts"),
+    history: bool = True,
+    flag_after: int | None = None,
 ) -> dict:
     """Run the regression gate of ``config_path`` (see ``edgeseg.check``): export (cached) or take the given
     artifacts, evaluate each row here, compare with the baseline and, with ``update_baseline``, record the new
     baseline (only when every row passes its absolute gates). Returns the report and the baseline written.
 
     ``config_path`` None: ``edgeseg.yaml`` here if it exists, else every artifact under ``artifacts_dir`` with the
-    absolute gates; gates that need a baseline then say there is none yet instead of failing."""
+    absolute gates; gates that need a baseline then say there is none yet instead of failing.
+
+    ``history``: append the run's figures to ``<baseline>.history.jsonl`` beside the baseline and report the
+    change since the baseline, the trend over the last runs and rows whose accuracy gate failed ``flag_after``
+    (default: the config's ``history.flag_after``, 3) runs in a row."""
     from edgeseg import __version__
     from edgeseg import check as chk
     from edgeseg.backends import get_target, load_artifact
@@ -153,6 +161,8 @@ def check(
     exports: dict[tuple, dict | str] = {}  # manifest, or why the export failed
     evaluations: dict[str, tuple] = {}  # folder -> (miou, runtime, why not run)
     ratios: dict[tuple, object] = {}
+    loads: dict[tuple, dict] = {}  # the machine's load when each ratio was timed
+    counts: dict = {}  # folder or reference key -> per-image counts (paired comparison)
     rechecked: dict[str, dict] = {}  # folder -> the parity to judge (the manifest's, or its re-measurement)
     results = []
     for row, row_id in zip(rows, ids):
@@ -223,7 +233,10 @@ def check(
                 miou_here = None  # untrained weights: it runs here, but its mIoU would mean nothing
                 if not untrained:
                     spec, fixed = DATASETS[row["dataset"]], art.input_size
-                    metrics = evaluate_arrays(art.run, images, labels, spec, None, fixed, None, art.outputs_labels)
+                    counts[str(folder)] = ImageScores(spec.num_classes, spec.ignore_index, boundary=False)
+                    metrics = evaluate_arrays(
+                        art.run, images, labels, spec, None, fixed, None, art.outputs_labels, counts[str(folder)]
+                    )
                     miou_here = metrics.miou
                 evaluations[str(folder)] = (miou_here, art.runtime, None)
         miou, runtime, why_not_run = evaluations[str(folder)]
@@ -234,9 +247,16 @@ def check(
             if mkey not in models:
                 models[mkey] = load_model(row["model"], row["dataset"], weights)
             loaded = models[mkey]
-            ref = evaluate_arrays(torch_predictor(loaded.model), images, labels, loaded.spec, None, row["size"])
+            counts[ref_key] = ImageScores(loaded.spec.num_classes, loaded.spec.ignore_index, boundary=False)
+            ref = evaluate_arrays(
+                torch_predictor(loaded.model), images, labels, loaded.spec, None, row["size"], scores=counts[ref_key]
+            )
             references[ref_key] = ref.miou
         miou_ref = references.get(ref_key)
+        vs_reference = None  # the paired comparison with the PyTorch reference on the same images
+        if miou is not None and str(folder) in counts and ref_key in counts:
+            d = paired_difference(counts[ref_key].iou_counts(), counts[str(folder)].iou_counts())
+            vs_reference = {**d.as_dict(), "text": d.text()}
         p = manifest["parity"]
         if why_not_run is None and manifest.get("cached", True) and str(folder) not in rechecked:
             # parity this run did not measure (a given artifact, an export cache hit): re-checked on one image
@@ -283,6 +303,7 @@ def check(
             pair = (str(folder), str(base_folder))
             if pair not in ratios:
                 ratios[pair] = chk.latency_ratio(folder, base_folder, config.threads, config.timing)
+                loads[pair] = load_state()
             ratio = ratios[pair]
         base_gates = chk.baseline_gates(
             th,
@@ -316,8 +337,10 @@ def check(
                 "current_median_ms": ratio.current_ms,
                 "baseline_median_ms": ratio.baseline_ms,
                 "runtime": ratio.runtime,
+                "load": loads.get((str(folder), str(base_folder))),
                 "note": "this run only, on this machine; not stored in the baseline",
             },
+            vs_reference,
         )
         results.append(result)
         report("advance")
@@ -335,6 +358,9 @@ def check(
         images=len(images),
         rows=results,
         seconds=time.perf_counter() - t_start,
-        machine=machine_info(config.threads),
+        machine={**machine_info(config.threads), "load": load_state()},
     )
+    if history and config.history.keep:
+        options = config.history if flag_after is None else config.history.model_copy(update={"flag_after": flag_after})
+        attach_history(check_report, baseline, history_path(baseline_path), options, __version__)
     return {"report": check_report, "baseline_written": written}

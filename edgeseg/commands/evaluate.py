@@ -29,6 +29,7 @@ from edgeseg.data.groups import group_rule, groups_of, overlap_warning, shared_g
 from edgeseg.data.transforms import parse_size
 from edgeseg.errors import EdgesegError, at_least
 from edgeseg.eval.evaluate import evaluate_arrays, plan_for, predict_label_map, torch_predictor
+from edgeseg.eval.stats import ImageScores, bootstrap_iou
 from edgeseg.export_request import RANDOM_SEED, RANDOM_WEIGHTS
 from edgeseg.io import atomic_write_bytes, output_folder, sha256_file
 from edgeseg.models import weights as weights_mod
@@ -206,12 +207,15 @@ def evaluate(
     notice: Callable[[str], None] | None = None,
     groups: list[str] | None = None,
     ignore_invalid_labels: bool = False,
+    per_image: bool = False,
 ) -> dict:
     """mIoU, pixel accuracy and per-class IoU over a labelled split (comma-separated splits are pooled; ``groups``
-    keeps only the images of those groups, e.g. one held-out CamVid sequence), of a model (optionally with a deploy head
-    ``upsample`` rewrite: ``bilinear`` measures what the approximation costs) or of an exported ``artifact`` run
+    keeps only the images of those groups, e.g. one held-out CamVid sequence), of a model (optionally with a deploy
+    head ``upsample`` rewrite: ``bilinear`` measures what the approximation costs) or of an exported ``artifact`` run
     with its runtime here; returns the JSON report. Label values outside the model's classes and ignore index are
-    an error, or with ``ignore_invalid_labels`` counted as unlabelled (``notice`` is told how many)."""
+    an error, or with ``ignore_invalid_labels`` counted as unlabelled (``notice`` is told how many).
+    ``per_image``: also ``"scores"``, the per-image counts (``edgeseg.eval.stats.ImageScores``, not JSON) that
+    intervals and paired comparisons resample."""
     at_least(limit, 1, "--limit")
     src = _open_source(model, dataset, weights, artifact, fit, size, upsample, threads, notice)
     if src.info["weights"].get("untrained") or (artifact is not None and src.info.get("untrained")):
@@ -235,6 +239,8 @@ def evaluate(
     fit_plan = plan_for(images[0], src.fit, src.size)
     report = progress or (lambda *a, **k: None)
     report("start", total=len(images), fit=fit_plan.describe())
+    # per-image counts always (the mIoU interval); the Boundary IoU bands only where asked (they cost a little)
+    scores = ImageScores(src.spec.num_classes, src.spec.ignore_index, boundary=per_image)
     t0 = time.perf_counter()
     metrics = evaluate_arrays(
         src.predict,
@@ -245,8 +251,12 @@ def evaluate(
         src.size,
         on_step=lambda: report("advance"),
         outputs_labels=src.outputs_labels,
+        scores=scores,
     )
+    scores.names[:] = stems
     seconds = time.perf_counter() - t0
+    interval = bootstrap_iou(*scores.iou_counts())
+    extra = {"scores": scores} if per_image else {}
     return {
         **src.info,
         "data": str(data),
@@ -257,9 +267,11 @@ def evaluate(
         "images": len(images),
         "input": fit_plan.describe(),
         **metrics.as_dict(src.spec.classes),
+        "miou_ci95": list(interval.mean_ci95),  # 95 % bootstrap interval over the images (edgeseg.eval.stats)
         "seconds": seconds,
         "invalid_label_pixels": invalid_pixels,
         "machine": {"platform": platform.platform(), "torch": torch.__version__, "threads": torch.get_num_threads()},
+        **extra,
     }
 
 

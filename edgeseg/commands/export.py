@@ -73,6 +73,7 @@ def export(
     calib_method: str = EXPORT_DEFAULTS.calib_method,
     max_miou_drop: float | None = EXPORT_DEFAULTS.max_miou_drop,
     progress: Callable[[str], None] | None = None,
+    int8_objective: str = EXPORT_DEFAULTS.int8_objective,
     notice: Callable[[str], None] | None = None,
 ) -> dict:
     """Rewrite, export, check parity against the PyTorch reference on real images, lint; returns the manifest.
@@ -81,7 +82,8 @@ def export(
     and ``lint.json``. It is built in a temporary folder and renamed, so a failed export leaves nothing behind.
     ``upsample`` picks the head's upsampling where the model has a choice (``edgeseg.export_request``). INT8
     targets calibrate on ``calib_data``; with ``max_miou_drop`` (mIoU points on a held-out slice) the backend
-    keeps the fewest layers float that meet it. ``weights`` None: the model's shipped weights (``notice`` is told
+    keeps the fewest layers float that meet it (``int8_objective`` "worst-class": the budget limits the largest
+    per-class IoU drop instead of the mIoU drop). ``weights`` None: the model's shipped weights (``notice`` is told
     which); ``random``: a seeded untrained initialisation, marked so, with no mIoU.
     """
     from edgeseg import __version__
@@ -104,6 +106,9 @@ def export(
     suffix = ("-argmax" if with_argmax else "") + ("" if upsample == EXPORT_DEFAULTS.upsample else f"-{upsample}")
     if tgt.precision == "int8" and calib_method != "percentile":
         suffix += f"-{calib_method}"  # artifacts calibrated differently live side by side
+    searched_worst = tgt.precision == "int8" and max_miou_drop is not None and int8_objective != "mean"
+    if searched_worst:
+        suffix += f"-{int8_objective}"
     if loaded.untrained:
         suffix += "-random"  # never mistaken for (or cached over) a trained artifact
     folder = Path(out) / f"{loaded.name}-{loaded.dataset}-{tgt.name}-{h}x{w}{suffix}"
@@ -125,6 +130,8 @@ def export(
                 f"{tgt.name} calibrates with {_calibration_name(backend)}: --calib-method {calib_method} is for "
                 f"{', '.join(b.name for b in _backends_calibrating(calib_method))} int8"
             )
+        if int8_objective not in ("mean", "worst-class"):
+            raise EdgesegError(f"--int8-objective {int8_objective!r}: use mean or worst-class")
         if with_argmax and max_miou_drop is not None:
             raise EdgesegError(
                 "the mixed-precision search scores logits: export INT8 without --with-argmax, or pass "
@@ -148,6 +155,7 @@ def export(
         parity=(str(parity_root.resolve()), parity_images),
         calibration=None if calib is None else (calib.sha256, calib.method),
         max_miou_drop=None if calib is None else max_miou_drop,
+        **({"int8_objective": int8_objective} if searched_worst else {}),  # default: keys of earlier exports hold
     )
     if not force:
         cached = cached_manifest(folder, key)
@@ -169,7 +177,7 @@ def export(
     stride = getattr(loaded.model, "output_stride", 8)  # logits stride: EfficientViT 8, LVT / SegFormer 4
     t0 = time.perf_counter()
     with staging(folder) as tmp:
-        int8 = None if calib is None else Int8Request(calib, max_miou_drop, loaded.spec, progress)
+        int8 = None if calib is None else Int8Request(calib, max_miou_drop, loaded.spec, progress, int8_objective)
         built = backend.build(ExportJob(tgt, wrapper, torch.zeros(1, 3, h, w), tmp, output_name, opset, int8))
         export_seconds = time.perf_counter() - t0
         parity = {

@@ -244,6 +244,7 @@ def sweep(
     import datetime
 
     from edgeseg import __version__
+    from edgeseg.bench.decide import load_warnings, recommend
     from edgeseg.bench.host import machine_info
     from edgeseg.bench.report import BenchReport, DataInfo, ModelInfo, TargetResult, TimingInfo, write_reports
     from edgeseg.bench.stats import TimingPlan
@@ -473,6 +474,8 @@ def sweep(
             timing=TimingInfo.of(plan, matrix.threads),
             results=results,
         )
+        bench_report.warnings = load_warnings(bench_report)
+        bench_report.recommendation = recommend(bench_report)  # per model and size: rows name them
         write_reports(Path(out) / device, bench_report, [], "")
         reports[device] = bench_report
     failed = sum(1 for j in jobs.values() if j["status"] == "failed")

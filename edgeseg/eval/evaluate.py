@@ -22,6 +22,7 @@ from edgeseg.data.transforms import (
     to_tensor,
 )
 from edgeseg.eval.metrics import ConfusionMatrix, SegMetrics
+from edgeseg.eval.stats import ImageScores
 
 Predictor = Callable[[torch.Tensor], torch.Tensor]
 
@@ -61,11 +62,20 @@ def evaluate_arrays(
     size: tuple[int, int] | None = None,
     on_step: Callable[[], None] | None = None,
     outputs_labels: bool = False,
+    scores: ImageScores | None = None,
 ) -> SegMetrics:
+    """mIoU over the images; with ``scores``, also each image's confusion matrix and boundary counts appended to it
+    (what ``edgeseg.eval.stats`` resamples for intervals and paired comparisons)."""
     cm = ConfusionMatrix(spec.num_classes, spec.ignore_index)
     for image, label in zip(images, labels):
         pred = predict_label_map(predict, image, plan_for(image, fit_mode, size), outputs_labels)
-        cm.update(pred, torch.from_numpy(label))
+        if scores is None:
+            cm.update(pred, torch.from_numpy(label))
+        else:
+            one = ConfusionMatrix(spec.num_classes, spec.ignore_index)
+            one.update(pred, torch.from_numpy(label))
+            cm.merge(one)
+            scores.add(one.matrix, pred.numpy(), label)
         if on_step is not None:
             on_step()
     return cm.result()

@@ -7,7 +7,8 @@ import html
 import json
 from pathlib import Path
 
-from edgeseg.bench.report import BenchReport, TargetResult, markdown, pareto_png
+from edgeseg.bench.page import pareto_png
+from edgeseg.bench.report import BenchReport, TargetResult, markdown
 from edgeseg.io import atomic_write_bytes
 
 
