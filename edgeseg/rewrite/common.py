@@ -10,6 +10,8 @@ the family). ``LAYERNORM_FP32`` and ``GELU_TANH`` are records a family declares 
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -43,7 +45,10 @@ class HardswishAsClamp(nn.Module):
       quantized constant, and litert-torch's layout pass keeps any op with a non-4-D input in NCHW, so every
       activation of an int8 B0 ran between two TRANSPOSEs of its full feature map (46 of the graph's 73
       transposes). With 4-D constants the add/mul chain stays NHWC.
-    Wanted by: TFLite int8.
+    - ONNX Runtime's mobile EPs: NNAPI and the Core ML NeuralNetwork EP have no HardSwish (ORT rewrites it to
+      HardSigmoid + Mul, or Max/Min + Mul in fp16, which they lack too), so each activation was a CPU hop between
+      accelerator partitions (B0: 30 NNAPI partitions). Add, Clip and Mul are in all three EPs' op tables.
+    Wanted by: TFLite int8 (``hardswish-as-clamp``) and ONNX, every precision (``hardswish-as-clip``).
     """
 
     def __init__(self, original: nn.Module | None = None):
@@ -93,6 +98,42 @@ class GeluTanh(nn.Module):
         return F.gelu(x, approximate="tanh")
 
 
+class GeluErfcRational(nn.Module):
+    """Replaces ``nn.GELU`` (erf form; pattern: the MLP activation) with an exact-to-fp32 form built only from ops
+    every ONNX Runtime mobile EP takes: Relu, Mul, Add, Sub, Div and Sigmoid.
+
+    Constraint satisfied: the erf GELU exports as Erf (or Gelu from opset 20), which neither the NNAPI EP nor the
+    Core ML NeuralNetwork EP takes; every MLP then cut the graph into separate accelerator partitions. The tanh
+    form (``gelu-tanh``) changes the numbers by up to 4.7e-4, so it is not used. Here, with ``a = |x|`` and
+    ``q(a) = erfc(a / sqrt 2) / 2`` (the normal tail), ``gelu(x) = x * q(a) + relu(x) * (1 - 2 q(a))`` for either
+    sign of x; ``erfc`` is Abramowitz & Stegun 7.1.26 (absolute error <= 1.5e-7) and its ``exp(-z^2)`` is
+    ``sigmoid(-z^2) / sigmoid(z^2)`` (Exp is not in the NeuralNetwork EP's table; Sigmoid is in all three). ``|x|``
+    is ``relu(x) + relu(-x)``. Computed in fp32 and cast back (a half-precision graph keeps fp32 numerics here).
+    Max abs difference to ``F.gelu`` is below 1e-6 in fp32 (``tests/test_residency.py``).
+    Wanted by: ONNX, every precision (``gelu-erfc-rational``; LVT and SegFormer declare it).
+    """
+
+    # Abramowitz & Stegun 7.1.26
+    P = 0.3275911
+    A = (0.254829592, -0.284496736, 1.421413741, -1.453152027, 1.061405429)
+
+    def __init__(self, ref: nn.GELU | None = None):
+        super().__init__()
+        if ref is not None and getattr(ref, "approximate", "none") != "none":
+            raise ValueError("GeluErfcRational replaces the erf GELU (approximate='none')")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xf = x.float()
+        pos, neg = torch.relu(xf), torch.relu(-xf)
+        z = (pos + neg) * (1.0 / math.sqrt(2.0))
+        t = 1.0 / (1.0 + self.P * z)
+        a1, a2, a3, a4, a5 = self.A
+        poly = t * (a1 + t * (a2 + t * (a3 + t * (a4 + t * a5))))
+        z2 = z * z
+        q = 0.5 * poly * (torch.sigmoid(-z2) / torch.sigmoid(z2))  # erfc(z) / 2
+        return (xf * q + pos * (1.0 - 2.0 * q)).to(x.dtype)
+
+
 HARDSWISH_AS_CLAMP = register_rewrite(
     Rewrite(
         "hardswish-as-clamp",
@@ -101,6 +142,15 @@ HARDSWISH_AS_CLAMP = register_rewrite(
         "Hardswish as add/clamp/mul: XNNPACK has no int8 HARD_SWISH (keeps int8 TFLite in one partition)",
         formats=("tflite",),
         precisions=("int8",),
+    )
+)
+HARDSWISH_AS_CLIP = register_rewrite(
+    Rewrite(
+        "hardswish-as-clip",
+        nn.Hardswish,
+        HardswishAsClamp,
+        "Hardswish as add/clip/mul: ORT's NNAPI and Core ML EPs lack HardSwish/HardSigmoid (one accelerator partition)",
+        formats=("onnx",),
     )
 )
 # Declared by the families they apply to (``register_rewrite(LAYERNORM_FP32.for_family(FAMILY))``).
@@ -116,4 +166,11 @@ GELU_TANH = Rewrite(
     GeluTanh,
     "GELU erf -> tanh approximation, for kernels without erf (not applied by default)",
     default=False,
+)
+GELU_ERFC_RATIONAL = Rewrite(
+    "gelu-erfc-rational",
+    nn.GELU,
+    GeluErfcRational,
+    "erf GELU from relu/mul/add/div/sigmoid (exact to fp32): ORT's NNAPI and Core ML NeuralNetwork EPs lack Erf",
+    formats=("onnx",),
 )

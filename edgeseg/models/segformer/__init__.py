@@ -55,6 +55,7 @@ FAMILY_REWRITES = (
     ),
     common.LAYERNORM_FP32.for_family(FAMILY),
     common.GELU_TANH.for_family(FAMILY),
+    common.GELU_ERFC_RATIONAL.for_family(FAMILY),
 )
 
 
