@@ -107,8 +107,9 @@ class GeluErfcRational(nn.Module):
     form (``gelu-tanh``) changes the numbers by up to 4.7e-4, so it is not used. Here, with ``a = |x|`` and
     ``q(a) = erfc(a / sqrt 2) / 2`` (the normal tail), ``gelu(x) = x * q(a) + relu(x) * (1 - 2 q(a))`` for either
     sign of x; ``erfc`` is Abramowitz & Stegun 7.1.26 (absolute error <= 1.5e-7) and its ``exp(-z^2)`` is
-    ``sigmoid(-z^2) / sigmoid(z^2)`` (Exp is not in the NeuralNetwork EP's table; Sigmoid is in all three). ``|x|``
-    is ``relu(x) + relu(-x)``. Computed in fp32 and cast back (a half-precision graph keeps fp32 numerics here).
+    ``(1 - s) / s`` with ``s = sigmoid(z^2)`` (Exp is not in the NeuralNetwork EP's table, nor Neg or Reciprocal in
+    all three; Sigmoid and Div are). ``|x|`` is ``2 relu(x) - x`` (no Abs, no Neg). Computed in fp32 and cast back
+    (a half-precision graph keeps fp32 numerics here).
     Max abs difference to ``F.gelu`` is below 1e-6 in fp32 (``tests/test_residency.py``).
     Wanted by: ONNX, every precision (``gelu-erfc-rational``; LVT and SegFormer declare it).
     """
@@ -124,14 +125,16 @@ class GeluErfcRational(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         xf = x.float()
-        pos, neg = torch.relu(xf), torch.relu(-xf)
-        z = (pos + neg) * (1.0 / math.sqrt(2.0))
-        t = 1.0 / (1.0 + self.P * z)
+        pos = torch.relu(xf)
+        ones = (1,) * x.dim()  # constants as tensors: ``1 / t`` with a Python 1 exports as Reciprocal (not NNAPI)
+        one = torch.ones(ones, dtype=torch.float32, device=x.device)
+        z = (2.0 * pos - xf) * (1.0 / math.sqrt(2.0))  # |x| / sqrt 2 without Abs or Neg
+        t = torch.div(one, one + self.P * z)
         a1, a2, a3, a4, a5 = self.A
         poly = t * (a1 + t * (a2 + t * (a3 + t * (a4 + t * a5))))
-        z2 = z * z
-        q = 0.5 * poly * (torch.sigmoid(-z2) / torch.sigmoid(z2))  # erfc(z) / 2
-        return (xf * q + pos * (1.0 - 2.0 * q)).to(x.dtype)
+        s = torch.sigmoid(z * z)
+        q = 0.5 * poly * torch.div(one - s, s)  # erfc(z) / 2; exp(-y) = sigmoid(-y) / sigmoid(y) = (1 - s) / s
+        return (xf * q + pos * (one - 2.0 * q)).to(x.dtype)
 
 
 HARDSWISH_AS_CLAMP = register_rewrite(
