@@ -38,6 +38,16 @@ class Residency(BaseModel):
         return text
 
 
+class ResidencyLimit(BaseModel):
+    """What an accelerator must take of an artifact for a device or a check config: at most ``max_partitions``
+    subgraphs, at least ``min_delegated_fraction`` of the nodes (None: not judged)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_partitions: int | None = Field(None, ge=1)
+    min_delegated_fraction: float | None = Field(None, ge=0, le=1)
+
+
 def measure(backend, path) -> tuple[list[Residency], str | None]:
     """``backend.residency(path)``, never failing the caller: the records, or [] and why none could be made (a
     residency tool that cannot read a model must not fail an export that worked)."""

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict
 from edgeseg.bench.stats import LatencyStats
 from edgeseg.estimate.schema import Estimate
 from edgeseg.io import atomic_write_bytes
+from edgeseg.residency import cell as residency_cell
 
 # 2: DeviceColumn.estimate holds a labelled Estimate (was always null in 1).
 # 3: TargetResult.model and .size, so one report can hold several models and input sizes (edgeseg sweep).
@@ -96,6 +97,7 @@ class TargetResult(_M):
     miou_images: int | None = None
     host: Measurement | None = None
     device: DeviceColumn
+    residency: list[dict] = []  # the artifact's residency records (edgeseg.residency.Residency as dicts)
 
 
 class DeviceInfo(_M):
@@ -229,8 +231,8 @@ def markdown(report: BenchReport) -> str:
         "measured; every other latency was measured",
         "",
         "| target | status | size MB | parity (argmax agreement) | mIoU | here: median / p90 / p99 ms | "
-        "mean ± std | N (warm-up) | FPS | on " + dev.name + " |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "mean ± std | N (warm-up) | FPS | on " + dev.name + " | residency: nodes taken, partitions |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     named = several_models(report)
     for r in report.results:
@@ -252,10 +254,14 @@ def markdown(report: BenchReport) -> str:
                     f"{h.stats.n} ({h.stats.warmup})" if h else "-",
                     _f(h.stats.fps) if h else "-",
                     device_cell(r, dev.name).replace("|", "/"),
+                    residency_cell(r.residency),
                 ]
             )
             + " |"
         )
+    tools = sorted({rec["tool"] for r in report.results for rec in r.residency})
+    if tools:
+        lines += ["", "Residency (accelerator taken/total nodes, partitions) from: " + "; ".join(tools)]
     commands = [r.device.command for r in report.results if r.device.measured is None and r.device.command]
     if commands:
         lines += ["", f"Would-be commands on {dev.name}:", "", "```", *commands, "```"]
