@@ -210,9 +210,11 @@ def test_tflite_gpu_table_counts_rejected_ops_and_ranks():
     r = gpu_residency_of(ops, ranks, {4}, "1 nodes flagged", "tool")
     assert (r.nodes_total, r.nodes_supported, r.partitions) == (5, 2, 2)
     assert r.unsupported_ops == {"GATHER_ND": 1, "RESHAPE (>4-D)": 1, "MUL": 1}
-    flagged, ok = analyzer_flags("GPU COMPATIBILITY WARNING: Subgraph#0 has GPU delegate compatibility issues at nodes 3, 7")
+    warning = "GPU COMPATIBILITY WARNING: Subgraph#0 has GPU delegate compatibility issues at nodes 3, 7"
+    flagged, ok = analyzer_flags(warning)
     assert flagged == {3, 7} and not ok
-    assert analyzer_flags("Your model looks compatible with GPU delegate on TFLite runtime version 2.22") == (set(), True)
+    verdict = "Your model looks compatible with GPU delegate on TFLite runtime version 2.22"
+    assert analyzer_flags(verdict) == (set(), True)
 
 
 def test_residency_cell():
