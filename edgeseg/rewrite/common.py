@@ -48,7 +48,10 @@ class HardswishAsClamp(nn.Module):
     - ONNX Runtime's mobile EPs: NNAPI and the Core ML NeuralNetwork EP have no HardSwish (ORT rewrites it to
       HardSigmoid + Mul, or Max/Min + Mul in fp16, which they lack too), so each activation was a CPU hop between
       accelerator partitions (B0: 30 NNAPI partitions). Add, Clip and Mul are in all three EPs' op tables.
-    Wanted by: TFLite int8 (``hardswish-as-clamp``) and ONNX, every precision (``hardswish-as-clip``).
+    Wanted by: TFLite int8 (``hardswish-as-clamp``) and ONNX fp16 (``hardswish-as-clip``): the fp16 ONNX is the one
+    for accelerators (ORT's CPU EP has no native fp16). Not fp32 ONNX, the CPU artifact: ORT's CPU EP fuses
+    HardSwish into the preceding conv (Conv + HardSigmoid, then one Mul), while add/clip/mul/mul are four passes
+    over each activation; B0 onnx-fp32 measured +30 % median latency at 1 thread (``docs/residency.md``).
     """
 
     def __init__(self, original: nn.Module | None = None):
@@ -111,7 +114,9 @@ class GeluErfcRational(nn.Module):
     all three; Sigmoid and Div are). ``|x|`` is ``2 relu(x) - x`` (no Abs, no Neg). Computed in fp32 and cast back
     (a half-precision graph keeps fp32 numerics here).
     Max abs difference to ``F.gelu`` is below 1e-6 in fp32 (``tests/test_residency.py``).
-    Wanted by: ONNX, every precision (``gelu-erfc-rational``; LVT and SegFormer declare it).
+    Wanted by: ONNX fp16, the accelerators' ONNX (``gelu-erfc-rational``; LVT and SegFormer declare it). Not fp32
+    ONNX, the CPU artifact: ORT's CPU EP fuses the erf GELU into one Gelu kernel, which these ~15 elementwise ops
+    would replace.
     """
 
     # Abramowitz & Stegun 7.1.26
@@ -152,8 +157,9 @@ HARDSWISH_AS_CLIP = register_rewrite(
         "hardswish-as-clip",
         nn.Hardswish,
         HardswishAsClamp,
-        "Hardswish as add/clip/mul: ORT's NNAPI and Core ML EPs lack HardSwish/HardSigmoid (one accelerator partition)",
+        "Hardswish as add/clip/mul in fp16 ONNX: ORT's NNAPI and Core ML EPs lack HardSwish/HardSigmoid",
         formats=("onnx",),
+        precisions=("fp16",),
     )
 )
 # Declared by the families they apply to (``register_rewrite(LAYERNORM_FP32.for_family(FAMILY))``).
@@ -174,6 +180,7 @@ GELU_ERFC_RATIONAL = Rewrite(
     "gelu-erfc-rational",
     nn.GELU,
     GeluErfcRational,
-    "erf GELU from relu/mul/add/div/sigmoid (exact to fp32): ORT's NNAPI and Core ML NeuralNetwork EPs lack Erf",
+    "erf GELU from relu/mul/add/div/sigmoid in fp16 ONNX (exact to fp32): NNAPI and Core ML NeuralNetwork lack Erf",
     formats=("onnx",),
+    precisions=("fp16",),
 )
