@@ -455,7 +455,7 @@ def test_adbutils_missing_is_a_user_error(monkeypatch):
 
 # The bench.json contract, object by object. Renaming, adding or removing a key breaks readers: bump
 # report.SCHEMA_VERSION and update this table in the same change.
-BENCH_JSON_V3 = {
+BENCH_JSON_V4 = {
     "BenchReport": {"schema_version", "edgeseg", "created", "command", "device", "model", "data", "host", "timing",
                     "results"},
     "DeviceInfo": {"name", "title", "kind", "runtime", "reach", "budget_ms", "miou_floor"},
@@ -463,7 +463,7 @@ BENCH_JSON_V3 = {
     "DataInfo": {"path", "split", "images"},
     "TimingInfo": {"threads", "warmup", "min_runs", "max_runs", "max_seconds", "rel_ci"},
     "TargetResult": {"target", "model", "size", "status", "reasons", "artifact", "parity", "miou", "miou_images",
-                     "host", "device"},
+                     "host", "device", "residency"},
     "ArtifactInfo": {"folder", "file", "sha256", "bytes", "cached", "lint_clean"},
     "ParityInfo": {"images", "argmax_agreement", "max_abs_diff", "snr_db", "runtime"},
     "Measurement": {"kind", "machine", "runtime", "method", "stats", "secondary", "stop", "state", "command"},
@@ -480,27 +480,27 @@ BENCH_JSON_V3 = {
 def test_bench_json_schema_is_pinned():
     schema = BenchReport.model_json_schema()
     objects = {"BenchReport": schema, **schema["$defs"]}
-    assert {k: set(v["properties"]) for k, v in objects.items()} == BENCH_JSON_V3, (
-        "bench.json keys changed: bump edgeseg.bench.report.SCHEMA_VERSION and update BENCH_JSON_V3"
+    assert {k: set(v["properties"]) for k, v in objects.items()} == BENCH_JSON_V4, (
+        "bench.json keys changed: bump edgeseg.bench.report.SCHEMA_VERSION and update BENCH_JSON_V4"
     )
-    assert SCHEMA_VERSION == 3 and schema["properties"]["schema_version"]["const"] == 3
+    assert SCHEMA_VERSION == 4 and schema["properties"]["schema_version"]["const"] == 4
     # every key is always written (null where unknown), so readers can rely on them
-    assert set(schema["required"]) >= BENCH_JSON_V3["BenchReport"] - {"schema_version"}
-    assert set(objects["Stats"]["required"]) == BENCH_JSON_V3["Stats"]
+    assert set(schema["required"]) >= BENCH_JSON_V4["BenchReport"] - {"schema_version"}
+    assert set(objects["Stats"]["required"]) == BENCH_JSON_V4["Stats"]
 
 
 def check_bench_json(path: Path) -> dict:
     """A written bench.json parses back into the schema and has every pinned key at each level."""
     doc = json.loads(path.read_text())
     BenchReport.model_validate(doc)
-    assert doc["schema_version"] == 3
-    assert set(doc) == BENCH_JSON_V3["BenchReport"]
+    assert doc["schema_version"] == 4
+    assert set(doc) == BENCH_JSON_V4["BenchReport"]
     for r in doc["results"]:
-        assert set(r) == BENCH_JSON_V3["TargetResult"]
-        assert set(r["device"]) == BENCH_JSON_V3["DeviceColumn"]
+        assert set(r) == BENCH_JSON_V4["TargetResult"]
+        assert set(r["device"]) == BENCH_JSON_V4["DeviceColumn"]
         if r["host"]:
-            assert set(r["host"]) == BENCH_JSON_V3["Measurement"]
-            assert set(r["host"]["stats"]) == BENCH_JSON_V3["Stats"]
+            assert set(r["host"]) == BENCH_JSON_V4["Measurement"]
+            assert set(r["host"]["stats"]) == BENCH_JSON_V4["Stats"]
     return doc
 
 

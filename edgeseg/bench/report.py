@@ -21,7 +21,7 @@ from edgeseg.residency import cell as residency_cell
 
 # 2: DeviceColumn.estimate holds a labelled Estimate (was always null in 1).
 # 3: TargetResult.model and .size, so one report can hold several models and input sizes (edgeseg sweep).
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4  # 4: TargetResult.residency
 
 
 class _M(BaseModel):
@@ -144,7 +144,7 @@ class TimingInfo(_M):
 
 
 class BenchReport(_M):
-    schema_version: Literal[3] = SCHEMA_VERSION
+    schema_version: Literal[4] = SCHEMA_VERSION
     edgeseg: str
     created: str
     command: str | None
