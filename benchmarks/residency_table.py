@@ -27,7 +27,12 @@ from edgeseg.models.registry import MODELS, deploy_rewrites
 from edgeseg.rewrite import REWRITES
 
 # The rewrites that exist to keep graphs resident on the accelerators; "before" exports without them.
-RESIDENCY_REWRITES = ("hardswish-as-clip", "attention-normaliser-matmul", "gelu-erfc-rational")
+RESIDENCY_REWRITES = (
+    "hardswish-as-clip",
+    "attention-normaliser-matmul",
+    "gelu-erfc-rational",
+    "layernorm-matmul-fp32",
+)
 SHIPPED = ("efficientvit-b0", "efficientvit-b1")  # models with shipped weights; the others use --weights random
 
 

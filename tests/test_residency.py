@@ -67,6 +67,23 @@ def test_gelu_erfc_rational_matches_erf_gelu():
         assert "gelu-erfc-rational" not in deploy_rewrites(model, "tflite", "fp16")
 
 
+def test_layernorm_matmul_matches_layernorm_and_supersedes_in_fp16_onnx():
+    from edgeseg.models.registry import deploy_rewrites
+    from edgeseg.rewrite.common import LayerNormMatmulFp32
+
+    torch.manual_seed(0)
+    ref = nn.LayerNorm(64, eps=1e-6)
+    nn.init.normal_(ref.weight)
+    nn.init.normal_(ref.bias)
+    x = torch.randn(2, 50, 64) * 3 + 1
+    with torch.no_grad():
+        assert (LayerNormMatmulFp32(ref)(x) - ref(x)).abs().max().item() <= 1e-5
+    for model in ("lvt", "segformer-b0"):
+        fp16 = deploy_rewrites(model, "onnx", "fp16")
+        assert "layernorm-matmul-fp32" in fp16 and "layernorm-fp32" not in fp16
+        assert "layernorm-fp32" in deploy_rewrites(model, "onnx", "fp32")
+
+
 def test_gelu_erfc_rational_exports_only_ops_every_mobile_ep_takes(tmp_path):
     from edgeseg.backends.onnx.residency import partition_model
     from edgeseg.rewrite.common import GeluErfcRational

@@ -183,7 +183,7 @@ _OLD_TFLITE = _OLD_BASE + ("sra-single-head-batch2",)
 # added since, for accelerator residency (docs/residency.md): the normaliser as a matmul in every ONNX, and the
 # HardSwish / GELU forms ORT's NNAPI and Core ML EPs take in fp16 ONNX
 _RESIDENCY_ONNX = ("attention-normaliser-matmul",)
-_RESIDENCY_ONNX_FP16 = _RESIDENCY_ONNX + ("gelu-erfc-rational", "hardswish-as-clip")
+_RESIDENCY_ONNX_FP16 = _RESIDENCY_ONNX + ("layernorm-matmul-fp32", "gelu-erfc-rational", "hardswish-as-clip")
 _OLD_TARGET_REWRITES = {
     ("onnx", "fp32"): _OLD_BASE + _RESIDENCY_ONNX,
     ("onnx", "fp16"): _OLD_BASE + _RESIDENCY_ONNX_FP16,
@@ -223,6 +223,7 @@ _OLD_FAMILIES = {  # rewrite -> the families it was for (empty: any)
     "attention-normaliser-matmul": _EVIT,
     "hardswish-as-clip": (),
     "gelu-erfc-rational": _TRANSFORMERS,
+    "layernorm-matmul-fp32": _TRANSFORMERS,
 }
 _OLD_MODEL_FAMILIES = {
     "efficientvit-b0": "efficientvit",
@@ -257,6 +258,7 @@ def _old_patterns() -> dict[str, type]:
         "attention-normaliser-matmul": LiteMLA,
         "hardswish-as-clip": torch.nn.Hardswish,
         "gelu-erfc-rational": torch.nn.GELU,
+        "layernorm-matmul-fp32": torch.nn.LayerNorm,
     }
 
 

@@ -85,6 +85,39 @@ class LayerNormFp32(nn.Module):
         return F.layer_norm(x.float(), self.normalized_shape, weight, bias, self.eps).to(x.dtype)
 
 
+class LayerNormMatmulFp32(nn.Module):
+    """Replaces ``nn.LayerNorm`` over the last dim (pattern: the transformer blocks' LayerNorm) in fp16 ONNX.
+
+    Constraint satisfied: ONNX ``LayerNormalization`` (what ``LayerNormFp32`` exports) is in ORT's Core ML
+    MLProgram EP op table only; NNAPI and the Core ML NeuralNetwork EP run each of LVT's 28 and SegFormer's 30
+    LayerNorms on the CPU, splitting the graph around them. Here the mean and the variance over the channels are
+    matmuls with a constant ``1/C`` column (ReduceMean is not in the NeuralNetwork EP's table), then Sub, Mul, Add,
+    Sqrt, Div: ops all three EPs take. Computed in fp32 and cast back, like ``LayerNormFp32`` (fp16 variance of
+    post-attention activations overflows). Same function as ``F.layer_norm`` to fp32 rounding.
+    Wanted by: ONNX fp16 (``layernorm-matmul-fp32``, superseding ``layernorm-fp32`` there). Not fp32 ONNX, the CPU
+    artifact, where ``LayerNormalization`` is one fused kernel.
+    """
+
+    def __init__(self, ref: nn.LayerNorm):
+        super().__init__()
+        if len(ref.normalized_shape) != 1:
+            raise ValueError("LayerNormMatmulFp32 replaces LayerNorm over the last dim only")
+        self.channels, self.eps = ref.normalized_shape[0], ref.eps
+        self.weight, self.bias = ref.weight, ref.bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xf = x.float()
+        mean_col = torch.full((self.channels, 1), 1.0 / self.channels, dtype=torch.float32, device=x.device)
+        centred = xf - torch.matmul(xf, mean_col)
+        var = torch.matmul(centred * centred, mean_col)
+        y = centred / torch.sqrt(var + self.eps)
+        if self.weight is not None:
+            y = y * self.weight.float()
+        if self.bias is not None:
+            y = y + self.bias.float()
+        return y.to(x.dtype)
+
+
 class GeluTanh(nn.Module):
     """Replaces ``nn.GELU`` (erf) with the tanh approximation (pattern: the MLP activation).
 
@@ -168,6 +201,15 @@ LAYERNORM_FP32 = Rewrite(
     nn.LayerNorm,
     LayerNormFp32,
     "LayerNorm as one LayerNormalization computed in fp32 (casts only in half-precision graphs)",
+)
+LAYERNORM_MATMUL_FP32 = Rewrite(
+    "layernorm-matmul-fp32",
+    nn.LayerNorm,
+    LayerNormMatmulFp32,
+    "LayerNorm in fp32 from matmul means, sub/mul/sqrt/div in fp16 ONNX: NNAPI and Core ML NeuralNetwork lack "
+    "LayerNormalization",
+    formats=("onnx",),
+    precisions=("fp16",),
 )
 GELU_TANH = Rewrite(
     "gelu-tanh",
