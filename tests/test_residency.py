@@ -4,6 +4,8 @@ one line naming the op and the accelerator), the TFLite GPU table and the profil
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import onnx
 import pytest
@@ -240,3 +242,31 @@ def test_residency_cell():
     r = Residency(accelerator="nnapi", tool="t", nodes_total=10, nodes_supported=9, partitions=2)
     assert cell([r.model_dump(), {**r.model_dump(), "accelerator": "x", "partitions": None}]) == "nnapi 9/10 2p; x 9/10"
     assert cell([]) == "-"
+
+
+@pytest.mark.slow
+def test_coreml_static_residency_counts_fp16_ops_only(tmp_path):
+    """A three-op mlprogram: in fp16 the Neural Engine table takes all three; in fp32 none (the Neural Engine has
+    no fp32 path). Off macOS the record says it is static."""
+    import coremltools as ct
+    from coremltools.converters.mil import Builder as mb
+
+    from edgeseg.backends.coreml.residency import coreml_residency
+
+    def program():
+        @mb.program(input_specs=[mb.TensorSpec(shape=(1, 4, 8, 8))], opset_version=ct.target.iOS17)
+        def prog(x):
+            return mb.sigmoid(x=mb.add(x=mb.relu(x=x), y=1.0))
+
+        return prog
+
+    found = {}
+    for name, precision in (("fp16", ct.precision.FLOAT16), ("fp32", ct.precision.FLOAT32)):
+        model = ct.convert(program(), convert_to="mlprogram", compute_precision=precision)
+        model.save(str(tmp_path / f"{name}.mlpackage"))
+        (found[name],) = coreml_residency(tmp_path / f"{name}.mlpackage")
+    assert (found["fp16"].nodes_total, found["fp16"].nodes_supported, found["fp16"].partitions) == (3, 3, 1)
+    assert (found["fp32"].nodes_supported, found["fp32"].partitions) == (0, 0)
+    assert found["fp32"].unsupported_ops == {"relu (fp32)": 1, "add (fp32)": 1, "sigmoid (fp32)": 1}
+    if sys.platform != "darwin":
+        assert found["fp16"].note.startswith("static")

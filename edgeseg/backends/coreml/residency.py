@@ -5,7 +5,8 @@ operation's preferred compute device; partitions are the runs of consecutive Neu
 order. Elsewhere (Core ML's runtime is macOS only) it is a static reading of the converted program, labelled so:
 an operation counts as Neural Engine-resident when its type is in edgeseg's Neural Engine op table and it computes
 in fp16 (the Neural Engine has no fp32 path: an fp32 program, and the ops an fp16 export keeps fp32, run on the GPU
-or CPU). ``const`` operations are weights, not work, and are not counted.
+or CPU). ``const`` operations are weights, not work, and ``cast`` operations mark where the precision changes (the
+fp32 ops between them are counted as not taken): neither is counted.
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ ANE_OPS = frozenset(
         "constexpr_affine_dequantize",
     }
 )
+_UNCOUNTED = frozenset({"const", "cast"})
 _FP16, _INT8 = 10, 21  # coremltools.proto.MIL_pb2 data types
 _STATIC = "static: edgeseg's Neural Engine op table and op dtypes (MLComputePlan needs macOS 14.4+)"
 
@@ -83,7 +85,7 @@ def static_ane_residency(path: Path) -> Residency:
     left: dict[str, int] = {}
     in_run = False
     for op in _operations(spec):
-        if op.type == "const":
+        if op.type in _UNCOUNTED:
             continue
         total += 1
         dtypes = {o.type.tensorType.dataType for o in op.outputs}
@@ -92,8 +94,7 @@ def static_ane_residency(path: Path) -> Residency:
             taken += 1
             partitions += not in_run
         else:
-            key = op.type if op.type in ANE_OPS else op.type
-            key += "" if op.type not in ANE_OPS or dtypes <= {_FP16, _INT8} else " (fp32)"
+            key = op.type if op.type not in ANE_OPS else f"{op.type} (fp32)"  # in the table: its dtype is why
             left[key] = left.get(key, 0) + 1
         in_run = ok
     return Residency(
@@ -118,7 +119,7 @@ def compute_plan_residency(path: Path) -> Residency:
     left: dict[str, int] = {}
     in_run = False
     for op in main.block.operations:
-        if op.operator_name == "const":
+        if op.operator_name in _UNCOUNTED:
             continue
         usage = plan.get_compute_device_usage_for_mlprogram_operation(op)
         device = type(usage.preferred_compute_device).__name__ if usage is not None else ""
