@@ -278,6 +278,63 @@ def render_upsample_cost(doc: dict) -> list[str]:
     return table(keyed(variants, "variant"), cols)
 
 
+def _residency_text(rec: dict | None) -> str:
+    if not rec:
+        return "-"
+    parts = "" if rec.get("partitions") is None else f", {rec['partitions']} p"
+    left = ", ".join(f"{op} x{n}" for op, n in sorted((rec.get("unsupported_ops") or {}).items()))
+    return f"{rec['nodes_supported']}/{rec['nodes_total']}{parts}" + (f" (not taken: {left})" if left else "")
+
+
+def render_residency_table(doc: dict) -> list[str]:
+    rows = []
+    for r in doc.get("rows") or []:
+        before = {x["accelerator"]: x for x in get(r, "before", "residency") or []}
+        after = {x["accelerator"]: x for x in get(r, "after", "residency") or []}
+        for acc in list(dict.fromkeys([*before, *after])):
+            rows.append(
+                {
+                    "model": r["model"],
+                    "target": r["target"],
+                    "accelerator": acc,
+                    "before": _residency_text(before.get(acc)),
+                    "after": "same artifact" if r.get("same_artifact") else _residency_text(after.get(acc)),
+                    "parity max abs diff before / after": f"{fmt(get(r, 'before', 'parity', 'max_abs_diff'))} / "
+                    f"{fmt(get(r, 'after', 'parity', 'max_abs_diff'))}",
+                }
+            )
+    out = table(rows)
+    tools = sorted({x["tool"] for r in doc.get("rows") or [] for k in ("before", "after") for x in r[k]["residency"]})
+    if tools:
+        out += ["", "Figures (taken/total nodes, partitions) from: " + "; ".join(f"`{t}`" for t in tools) + "."]
+    names = ", ".join(f"`{n}`" for n in doc.get("residency_rewrites") or [])
+    out += ["", f"Before: exported with {names} disabled; after: edgeseg's defaults."]
+    lat = doc.get("latency")
+    if lat:
+        b, a, q = lat["before"], lat["after"], lat["ratio_after_before"]
+        out += [
+            "",
+            f"CPU latency of {lat['model']} {lat['target']} before vs after, timed side by side in one process "
+            f"({lat['runtime']}, {lat['threads']} thread(s), {lat['runs']} runs each round-robin after "
+            f"{lat['warmup']} warm-up; load average {fmt(lat['load_start'][0])} at start, "
+            f"{fmt(lat['load_end'][0])} at end):",
+            "",
+        ]
+        out += table(
+            [
+                {"artifact": "before", "median ms": b["median_ms"], "min ms": b["min_ms"], "max ms": b["max_ms"]},
+                {"artifact": "after", "median ms": a["median_ms"], "min ms": a["min_ms"], "max ms": a["max_ms"]},
+                {
+                    "artifact": "after / before (per pass)",
+                    "median ms": q["median"],
+                    "min ms": q["min"],
+                    "max ms": q["max"],
+                },
+            ]
+        )
+    return out
+
+
 def render_generic(doc: dict) -> list[str]:
     """Any other JSON: each list of dicts, and each dict of dicts, as one table under its key."""
     out: list[str] = []
@@ -301,6 +358,7 @@ RENDERERS: dict[str, Callable[[dict], list[str]]] = {
     "tflite_breakdown": render_tflite_breakdown,
     "estimate_validation": render_estimate_validation,
     "upsample_cost": render_upsample_cost,
+    "residency_table": render_residency_table,
 }
 
 
@@ -335,6 +393,7 @@ TITLES = {
     "tflite_breakdown": "TFLite time by op family",
     "estimate_validation": "Latency estimate validation",
     "upsample_cost": "Head upsampling cost",
+    "residency_table": "Accelerator residency before and after the residency rewrites",
     "generic": "Benchmark output",
 }
 

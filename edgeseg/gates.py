@@ -31,6 +31,8 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from edgeseg.residency import ResidencyLimit, from_dicts
+
 # Parity gate per precision: argmax agreement with the fp32 PyTorch reference on the parity images.
 PARITY_MIN_AGREEMENT = {"fp32": 0.999, "fp16": 0.99, "int8": 0.95}
 
@@ -69,6 +71,8 @@ class Thresholds(BaseModel):
     latency_noise: float = Field(0.05, ge=0, le=10)  # margin added to max_latency_ratio (at least the spread seen)
     max_size_growth: float | None = Field(0.05, ge=0, le=1000)  # fraction of the baseline artifact's bytes
     lint_clean: bool = True
+    # per accelerator (nnapi, coreml-mlprogram, tflite-gpu, ...): overrides / extends the device profile's
+    residency: dict[str, ResidencyLimit] = {}
 
 
 @dataclass
@@ -102,6 +106,17 @@ class Evidence:
     updating_baseline: bool = False  # recording a new baseline: baseline gates are reported, never failed
     latency_ratio: Any = None  # check.LatencyRatio (ratio, spread, rounds) timed side by side here
     ratio_timed_elsewhere: str | None = None  # the row's device when the ratio was timed on this machine instead
+    # residency records of the artifact (the manifest's "residency") and the device profile's accelerator limits
+    residency: list | None = None
+    profile_residency: Mapping[str, ResidencyLimit] | None = None
+
+    def residency_limits(self) -> dict[str, ResidencyLimit]:
+        """The device profile's limits per accelerator, each field overridden by the config's thresholds."""
+        limits = {a: lim.model_copy() for a, lim in (self.profile_residency or {}).items()}
+        for acc, lim in self.thresholds.residency.items():
+            base = limits.get(acc, ResidencyLimit())
+            limits[acc] = base.model_copy(update=lim.model_dump(exclude_unset=True))
+        return limits
 
     @property
     def baseline_entry(self) -> dict | None:
@@ -345,6 +360,75 @@ class LatencyBudget(GateRule):
         ok = ev.latency_ms <= ev.budget_ms
         text = f"median {ev.latency_ms:.1f} ms{where} {'within' if ok else 'over'} the {ev.budget_ms} ms budget"
         return Gate(self.name, _verdict(ok), text)
+
+
+class _ResidencyRule(GateRule):
+    """Shared by the residency gates: judge each accelerator that has a limit and a record of this artifact.
+    Accelerators another format reaches (a profile naming nnapi, a TFLite artifact) are not this artifact's: no
+    gate. One failing accelerator fails the gate, its line naming the accelerator and the ops left out."""
+
+    field: ClassVar[str] = ""
+
+    def judge(self, ev: Evidence) -> Gate | None:
+        if not ev.residency:
+            return None
+        limits = {a: getattr(lim, self.field) for a, lim in ev.residency_limits().items()}
+        limits = {a: v for a, v in limits.items() if v is not None}
+        records = {r.accelerator: r for r in from_dicts(ev.residency) if r.accelerator in limits}
+        if not records:
+            return None
+        bad, good = [], []
+        for acc, r in records.items():
+            verdict = self.check(r, limits[acc])
+            (good if verdict is None else bad).append(verdict or f"{acc} {self.value(r)}")
+        if bad:
+            return Gate(self.name, "failed", "; ".join(bad))
+        return Gate(self.name, "passed", ", ".join(good))
+
+    @staticmethod
+    def left(r) -> str:
+        ops = ", ".join(f"{op} x{n}" for op, n in sorted(r.unsupported_ops.items()))
+        return f" (not taken: {ops}; {r.tool})" if ops else f" ({r.tool})"
+
+
+@register_gate
+class ResidencyPartitions(_ResidencyRule):
+    """Each accelerator with a ``max_partitions`` limit (device profile ``accelerators:``, check's
+    ``thresholds.residency``) takes the artifact in at most that many subgraphs (every extra one is a copy between
+    the accelerator and the CPU fallback). Unknown partition counts (the tool cannot tell) are "not judged"."""
+
+    name = "partitions"
+    field = "max_partitions"
+
+    def value(self, r) -> str:
+        return f"{r.partitions} partition(s)"
+
+    def check(self, r, limit: int) -> str | None:
+        if r.partitions is None:
+            return None
+        if r.partitions <= limit:
+            return None
+        return f"{r.accelerator}: {r.partitions} partitions > {limit}" + self.left(r)
+
+
+@register_gate
+class ResidencyDelegated(_ResidencyRule):
+    """Each accelerator with a ``min_delegated_fraction`` limit takes at least that share of the artifact's nodes
+    (the rest runs on the CPU fallback)."""
+
+    name = "delegated"
+    field = "min_delegated_fraction"
+
+    def value(self, r) -> str:
+        return f"{r.nodes_supported}/{r.nodes_total}"
+
+    def check(self, r, limit: float) -> str | None:
+        if r.fraction >= limit:
+            return None
+        return (
+            f"{r.accelerator}: {r.nodes_supported}/{r.nodes_total} nodes ({_pct(r.fraction)}) < {_pct(limit)}"
+            + self.left(r)
+        )
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -36,3 +36,36 @@ class Residency(BaseModel):
         if self.unsupported_ops:
             text += " (not taken: " + ", ".join(f"{op} x{n}" for op, n in sorted(self.unsupported_ops.items())) + ")"
         return text
+
+
+class ResidencyLimit(BaseModel):
+    """What an accelerator must take of an artifact for a device or a check config: at most ``max_partitions``
+    subgraphs, at least ``min_delegated_fraction`` of the nodes (None: not judged)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_partitions: int | None = Field(None, ge=1)
+    min_delegated_fraction: float | None = Field(None, ge=0, le=1)
+
+
+def measure(backend, path) -> tuple[list[Residency], str | None]:
+    """``backend.residency(path)``, never failing the caller: the records, or [] and why none could be made (a
+    residency tool that cannot read a model must not fail an export that worked)."""
+    try:
+        return backend.residency(path), None
+    except Exception as exc:  # third-party analyzers raise anything; the reason is recorded instead
+        return [], f"{type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}"
+
+
+def from_dicts(records) -> list[Residency]:
+    """Records as stored in a manifest or a report row (dicts), back to ``Residency``."""
+    return [r if isinstance(r, Residency) else Residency.model_validate(r) for r in records or ()]
+
+
+def cell(records) -> str:
+    """One table cell: ``accelerator taken/total, partitions`` per record (the tools are in the JSON)."""
+    out = []
+    for r in from_dicts(records):
+        parts = "" if r.partitions is None else f" {r.partitions}p"
+        out.append(f"{r.accelerator} {r.nodes_supported}/{r.nodes_total}{parts}")
+    return "; ".join(out) or "-"

@@ -463,7 +463,7 @@ BENCH_JSON_V4 = {
     "DataInfo": {"path", "split", "images"},
     "TimingInfo": {"threads", "warmup", "min_runs", "max_runs", "max_seconds", "rel_ci"},
     "TargetResult": {"target", "model", "size", "status", "reasons", "artifact", "parity", "miou", "miou_images",
-                     "host", "device", "accuracy"},
+                     "host", "device", "accuracy", "residency"},
     "ArtifactInfo": {"folder", "file", "sha256", "bytes", "cached", "lint_clean", "weights_sha256", "runtime", "input"},
     "Accuracy": {"images", "resamples", "miou_ci95", "per_class", "boundary_iou", "boundary_iou_ci95",
                  "boundary_dilation", "vs_reference", "per_image"},

@@ -35,7 +35,11 @@ def test_onnx_fp32_parity_manifest_and_lint(fp32):
     # labels exist for the parity images: both sides' mIoU is recorded, and equal for an exact export
     assert abs(m["parity"]["miou_candidate"] - m["parity"]["miou_reference"]) < 1e-3
     assert m["lint"]["clean"] and m["exporter"].startswith("torch.export")
-    assert m["rewrites"] == {"attention-fp32-normaliser": 4, "bicubic-as-matmul": 2}
+    assert m["rewrites"] == {"attention-normaliser-matmul": 4, "bicubic-as-matmul": 2}
+    # residency at export: ORT's partitioner per mobile EP (fp32 keeps HardSwish for ORT CPU: NNAPI splits there)
+    residency = {r["accelerator"]: r for r in m["residency"]}
+    assert set(residency) == {"nnapi", "coreml-neuralnetwork", "coreml-mlprogram", "ort-cpu"}
+    assert residency["coreml-mlprogram"]["partitions"] == 1 and "ReduceSum" not in residency["nnapi"]["unsupported_ops"]
     assert m["input"]["shape"] == [1, 3, 192, 256] and m["output"]["shape"] == [1, 11, 24, 32]
     graph = onnx.load(f"{m['folder']}/{m['file']}").graph
     assert not [n for n in graph.node if n.op_type == "Pad"]  # the ones-row pad is gone
@@ -68,6 +72,10 @@ def test_onnx_fp16_keeps_attention_core_in_fp32(weights, tmp_path):
     # each of the 4 attention blocks casts q/k/v up; each of the 2 resizes runs fp32; plus the output cast
     assert len(casts_to_fp32) >= 4 + 2
     assert graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    # fp16 ONNX is the accelerators' artifact: one partition holding every node on NNAPI and both Core ML EPs
+    for r in m["residency"]:
+        if r["accelerator"] != "ort-cpu":
+            assert (r["partitions"], r["nodes_supported"]) == (1, r["nodes_total"]), r
 
 
 def test_with_argmax_outputs_int32_labels(weights, tmp_path):

@@ -180,10 +180,14 @@ def test_hardswish_as_clamp_int8_tflite_stays_nhwc(tmp_path):
 # each rewrite's families and pattern in the hand-written edgeseg/rewrite/__init__.py table.
 _OLD_BASE = ("attention-fp32-normaliser", "csa-no-unfold", "rasa-split-kv", "sra-split-kv", "layernorm-fp32")
 _OLD_TFLITE = _OLD_BASE + ("sra-single-head-batch2",)
+# added since, for accelerator residency (docs/residency.md): the normaliser as a matmul in every ONNX, and the
+# HardSwish / GELU forms ORT's NNAPI and Core ML EPs take in fp16 ONNX
+_RESIDENCY_ONNX = ("attention-normaliser-matmul",)
+_RESIDENCY_ONNX_FP16 = _RESIDENCY_ONNX + ("layernorm-matmul-fp32", "gelu-erfc-rational", "hardswish-as-clip")
 _OLD_TARGET_REWRITES = {
-    ("onnx", "fp32"): _OLD_BASE,
-    ("onnx", "fp16"): _OLD_BASE,
-    ("onnx", "int8"): _OLD_BASE,
+    ("onnx", "fp32"): _OLD_BASE + _RESIDENCY_ONNX,
+    ("onnx", "fp16"): _OLD_BASE + _RESIDENCY_ONNX_FP16,
+    ("onnx", "int8"): _OLD_BASE + _RESIDENCY_ONNX,
     ("tflite", "fp32"): _OLD_TFLITE,
     ("tflite", "fp16"): _OLD_TFLITE,
     ("tflite", "int8"): _OLD_TFLITE + ("hardswish-as-clamp", "rasa-weights-per-use"),
@@ -216,6 +220,10 @@ _OLD_FAMILIES = {  # rewrite -> the families it was for (empty: any)
     "sra-single-head-batch2": ("segformer",),
     "layernorm-fp32": _TRANSFORMERS,
     "gelu-tanh": _TRANSFORMERS,
+    "attention-normaliser-matmul": _EVIT,
+    "hardswish-as-clip": (),
+    "gelu-erfc-rational": _TRANSFORMERS,
+    "layernorm-matmul-fp32": _TRANSFORMERS,
 }
 _OLD_MODEL_FAMILIES = {
     "efficientvit-b0": "efficientvit",
@@ -247,6 +255,10 @@ def _old_patterns() -> dict[str, type]:
         "sra-single-head-batch2": SpatialReductionAttention,
         "layernorm-fp32": torch.nn.LayerNorm,
         "gelu-tanh": torch.nn.GELU,
+        "attention-normaliser-matmul": LiteMLA,
+        "hardswish-as-clip": torch.nn.Hardswish,
+        "gelu-erfc-rational": torch.nn.GELU,
+        "layernorm-matmul-fp32": torch.nn.LayerNorm,
     }
 
 

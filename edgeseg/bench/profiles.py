@@ -14,6 +14,7 @@ from edgeseg.backends import TargetNames
 from edgeseg.errors import EdgesegError
 from edgeseg.estimate.schema import EstimatorData
 from edgeseg.io import load_yaml_schema
+from edgeseg.residency import ResidencyLimit
 
 SHIPPED = Path(__file__).resolve().parent.parent / "assets" / "devices"
 DEFAULT_BUDGET_MS = 33.3  # 30 FPS
@@ -65,6 +66,10 @@ class DeviceProfile(_Strict):
     budget_ms: float = Field(DEFAULT_BUDGET_MS, gt=0, le=3_600_000)
     miou_floor: float = Field(ge=0, le=1)
     hardware: list[HardwareFact] = Field([], max_length=256)
+    # The accelerators this device's artifacts should stay on, with the residency gates' limits (``edgeseg.gates``):
+    # e.g. nnapi / qnn / tflite-gpu for an Android phone, coreml-ane (Core ML's Neural Engine) for an iPhone,
+    # tensorrt for a Jetson. An artifact is judged on those of its format's records.
+    accelerators: dict[str, ResidencyLimit] = Field({}, max_length=64)
     notes: str = ""
     # Roofline estimator data: spec-sheet peaks and bandwidth with sources, and efficiency factors that only
     # `edgeseg fit-latency` writes (fitted to measurements, with their source and validation error).

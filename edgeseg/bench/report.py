@@ -16,12 +16,13 @@ from pydantic import BaseModel, ConfigDict
 from edgeseg.bench.stats import LatencyStats
 from edgeseg.estimate.schema import Estimate
 from edgeseg.io import atomic_write_bytes
+from edgeseg.residency import cell as residency_cell
 
 # 2: DeviceColumn.estimate holds a labelled Estimate (was always null in 1).
 # 3: TargetResult.model and .size, so one report can hold several models and input sizes (edgeseg sweep).
 # 4: TargetResult.accuracy (mIoU/per-class/Boundary IoU intervals, per-image counts, comparison with the fp32
 #    reference), ArtifactInfo.weights_sha256 and .runtime, BenchReport.recommendation and .warnings. Version 3
-#    files still read (the new keys are optional).
+#    files still read (the new keys are optional). TargetResult.residency (the artifact's accelerator residency).
 SCHEMA_VERSION = 4
 READS = (3, 4)
 
@@ -154,6 +155,7 @@ class TargetResult(_M):
     host: Measurement | None = None
     device: DeviceColumn
     accuracy: Accuracy | None = None
+    residency: list[dict] = []  # the artifact's residency records (edgeseg.residency.Residency as dicts)
 
 
 class DeviceInfo(_M):
@@ -292,8 +294,8 @@ def markdown(report: BenchReport) -> str:
         *([f"- **recommended**: {report.recommendation.text}"] if report.recommendation else []),
         "",
         "| target | status | size MB | parity (argmax agreement) | mIoU [95 % CI] | here: median / p90 / p99 ms | "
-        "mean ± std | N (warm-up) | FPS | on " + dev.name + " |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "mean ± std | N (warm-up) | FPS | on " + dev.name + " | residency: nodes taken, partitions |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     named = several_models(report)
     for r in report.results:
@@ -315,6 +317,7 @@ def markdown(report: BenchReport) -> str:
                     f"{h.stats.n} ({h.stats.warmup})" if h else "-",
                     _f(h.stats.fps) if h else "-",
                     device_cell(r, dev.name).replace("|", "/"),
+                    residency_cell(r.residency),
                 ]
             )
             + " |"
@@ -326,6 +329,9 @@ def markdown(report: BenchReport) -> str:
         lines += ["", "Per-class IoU (the reference's IoU; the others: change against it, same images):", ""]
         lines += _md_table(cls_head, cls_rows)
     lines += [f"\n{note}" for note in speed_notes(report)]
+    tools = sorted({rec["tool"] for r in report.results for rec in r.residency})
+    if tools:
+        lines += ["", "Residency (accelerator taken/total nodes, partitions) from: " + "; ".join(tools)]
     commands = [r.device.command for r in report.results if r.device.measured is None and r.device.command]
     if commands:
         lines += ["", f"Would-be commands on {dev.name}:", "", "```", *commands, "```"]

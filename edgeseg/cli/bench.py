@@ -33,6 +33,7 @@ from edgeseg.cli.common import (
 from edgeseg.commands import bench as bench_cmd
 from edgeseg.errors import EdgesegError, at_least
 from edgeseg.paths import SAMPLE_DATA
+from edgeseg.residency import cell as residency_cell
 
 
 @app.command()
@@ -172,7 +173,7 @@ def bench(
     untrained = " [untrained weights: no mIoU]" if r.model and r.model.weights.get("untrained") else ""
     table = Table(title=f"{r.model.name if r.model else 'artifacts'} on {name} ({r.device.title}){untrained}")
     cols = ("target", "status", "MB", "parity", "mIoU", "here: median/p90/p99 ms", "mean ± std", "N (warm)", "FPS")
-    for col in cols + (f"on {name}",):
+    for col in cols + (f"on {name}", "residency"):
         table.add_column(col, overflow="fold")
     for t in r.results:
         h = t.host
@@ -187,6 +188,7 @@ def bench(
             f"{h.stats.n} ({h.stats.warmup})" if h else "-",
             f"{h.stats.fps:.1f}" if h else "-",
             escape(device_cell(t, name)),
+            escape(residency_cell(t.residency)),
         )
     console.print(table)
     console.print(

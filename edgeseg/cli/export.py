@@ -36,6 +36,7 @@ from edgeseg.cli.common import (
 from edgeseg.commands import export as export_cmd
 from edgeseg.errors import EdgesegError
 from edgeseg.export_request import EXPORT_DEFAULTS, PARITY_IMAGES
+from edgeseg.residency import cell as residency_cell
 
 CalibSizeOpt = Annotated[int, typer.Option("--calib-size", help="INT8: number of calibration images (class-balanced).")]
 CalibMethodOpt = Annotated[str, typer.Option("--calib-method", help="INT8: percentile (default) | minmax | entropy.")]
@@ -200,6 +201,8 @@ def _print_export_summary(m: dict) -> None:
         if lint["clean"]
         else f"[red]{lint['errors']} error(s)[/]" + (f", {lint['warnings']} warning(s)" if lint["warnings"] else ""),
     )
+    if m.get("residency") or m.get("residency_error"):
+        table.add_row("residency", residency_cell(m.get("residency")) if m.get("residency") else m["residency_error"])
     table.add_row("export time", f"{m['export_seconds']:.1f} s")
     console.print(table)
     if not lint["clean"]:
@@ -278,6 +281,7 @@ def lint(
         f"{report['rules']} rules: {report['errors']} error(s), {report['warnings']} warning(s), "
         f"max rank {report['max_rank']}, {sum(report['ops'].values())} nodes"
     )
+    print_residency(report.get("residency"), report.get("residency_error"))
     if json_out:
         _write_json(json_out, report)
     if report["errors"]:
@@ -332,8 +336,33 @@ def op_profile(
         lines.append(f"{kind}: {o['count']} node(s){timed}: {o['note']}")
     for line in lines + p["notes"]:
         console.print(line)
+    print_residency(p.get("residency"))
     if json_out:
         _write_json(json_out, p)
+
+
+def print_residency(records: list[dict] | None, error: str | None = None) -> None:
+    """Where the artifact's nodes would run per accelerator, each row naming the tool that said so."""
+    from edgeseg.residency import from_dicts
+
+    if error:
+        console.print(f"residency: not measured ({escape(error)})")
+    if not records:
+        return
+    table = Table(title="residency: nodes per accelerator")
+    for col in ("accelerator", "nodes taken", "share", "partitions", "left to the CPU", "tool", "note"):
+        table.add_column(col, justify="right" if col in ("nodes taken", "share", "partitions") else "left")
+    for r in from_dicts(records):
+        table.add_row(
+            r.accelerator,
+            f"{r.nodes_supported}/{r.nodes_total}",
+            _pct(r.fraction),
+            "-" if r.partitions is None else str(r.partitions),
+            ", ".join(f"{op} x{n}" for op, n in sorted(r.unsupported_ops.items())) or "none",
+            escape(r.tool),
+            escape(r.note),
+        )
+    console.print(table)
 
 
 deprecated_alias(app, "profile", "op-profile", op_profile)  # the old name (a "profile" is a device YAML)

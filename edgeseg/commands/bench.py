@@ -24,7 +24,7 @@ from edgeseg.bench.device import (
 from edgeseg.commands import Progress
 from edgeseg.commands.estimate import _artifact_cost, _estimator_data
 from edgeseg.commands.evaluate import colorize, evaluate, load_model
-from edgeseg.commands.export import export
+from edgeseg.commands.export import artifact_residency, export
 from edgeseg.commands.recheck import recheck_parity
 from edgeseg.data.datasets import DATASETS, list_split, read_image
 from edgeseg.data.transforms import parse_size
@@ -219,6 +219,7 @@ def bench_artifact(
     dm = device_col.measured
     device_ms = None if dm is None else dm.stats.median_ms if dm.stats.median_ms is not None else dm.stats.mean_ms
     on_this_machine = profile.kind == "host" and not on_device_node
+    residency = artifact_residency(folder, manifest)
     # the verdict: the gate registry over what this bench knows (the thresholds of the device profile)
     gates = judge_absolute(
         Evidence(
@@ -234,6 +235,8 @@ def bench_artifact(
             latency_ms=device_ms,
             budget_ms=profile.budget_ms,
             latency_device=None if on_this_machine else profile.name,
+            residency=residency,
+            profile_residency=profile.accelerators,
         )
     )
     reasons = [g.reason() for g in gates if g.failed]
@@ -251,6 +254,7 @@ def bench_artifact(
         miou_images=miou_images if miou is not None else None,
         host=host_m,
         device=device_col,
+        residency=residency,
     )
 
 

@@ -285,6 +285,8 @@ def check(
                 miou_reference=miou_ref,
                 profile_miou_floor=profile.miou_floor,
                 int8_budget=(manifest.get("quantization") or {}).get("mixed_precision"),
+                residency=lint_report.get("residency"),
+                profile_residency=profile.accelerators,
             )
         )
         ratio = None

@@ -42,6 +42,7 @@ from edgeseg.io import output_folder, require_free_space
 from edgeseg.lint import lint_onnx
 from edgeseg.models.registry import DEFAULT_INPUT, MODELS, deploy_rewrites, upsample_choices
 from edgeseg.paths import SAMPLE_DATA
+from edgeseg.residency import measure
 
 # Code outside the backend and the model family that shapes every artifact's bytes: the rewrite framework and
 # the deploy wrapper, and this module (parity, manifest). Their source enters the cache key.
@@ -203,6 +204,7 @@ def export(
                 parity.update(miou_reference=None, miou_candidate=None)
         lint = built.lint
         file_path = tmp / built.file
+        residency, residency_error = measure(backend, file_path)
         manifest = {
             "edgeseg": __version__,
             "model": loaded.name,
@@ -241,6 +243,9 @@ def export(
                 **parity,
             },
             "lint": {"rules": lint.rules, "clean": lint.clean, "errors": lint.errors, "warnings": lint.warnings},
+            # where the nodes would run on each accelerator the format reaches, each record naming its tool
+            "residency": [r.model_dump() for r in residency],
+            **({"residency_error": residency_error} if residency_error else {}),
             "export_seconds": round(export_seconds, 2),
             "versions": versions,
             "cache_key": key,
@@ -287,7 +292,16 @@ def op_profile(artifact: Path, threads: int = 2, runs: int = 20, warmup: int = 5
     folder, manifest = read_manifest(Path(artifact))
     report = profile_artifact(folder, manifest, threads, runs, warmup).as_dict()
     report["target"] = manifest["target"]
+    report["residency"] = artifact_residency(folder, manifest)
     return report
+
+
+def artifact_residency(folder: Path, manifest: dict) -> list[dict]:
+    """The manifest's residency records; measured now for an artifact exported before manifests carried them."""
+    if "residency" in manifest:
+        return manifest["residency"]
+    records, _ = measure(backend_for(manifest["format"]), Path(folder) / manifest["file"])
+    return [r.model_dump() for r in records]
 
 
 def lint(artifact: Path, target: str | None = None) -> dict:
@@ -308,4 +322,6 @@ def lint(artifact: Path, target: str | None = None) -> dict:
         report = lint_onnx(artifact, chosen.rules)
     else:
         raise EdgesegError(f"{own.suffix} files are linted with the {own.rules.name} rules")
-    return {"artifact": str(artifact), **report.as_dict()}
+    records, why = measure(own, artifact)
+    residency = {"residency": [r.model_dump() for r in records], **({"residency_error": why} if why else {})}
+    return {"artifact": str(artifact), **report.as_dict(), **residency}

@@ -10,6 +10,7 @@ from pathlib import Path
 from edgeseg.bench.page import pareto_png
 from edgeseg.bench.report import BenchReport, TargetResult, markdown
 from edgeseg.io import atomic_write_bytes
+from edgeseg.residency import cell as residency_cell
 
 
 def device_cell_short(r: TargetResult) -> str:
@@ -36,7 +37,7 @@ def sweep_table(reports: dict[str, BenchReport]) -> dict:
             row = rows.setdefault(
                 key,
                 {"model": r.model, "size": r.size, "target": r.target, "mb": None, "parity": None, "miou": None}
-                | {"cells": {}, "reasons": {}},
+                | {"cells": {}, "reasons": {}, "residency": "-"},
             )
             if r.artifact is not None:
                 row["mb"] = round(r.artifact.bytes / 1e6, 2)
@@ -44,6 +45,8 @@ def sweep_table(reports: dict[str, BenchReport]) -> dict:
                 row["parity"] = round(100 * r.parity.argmax_agreement, 3)
             if r.miou is not None:
                 row["miou"] = round(100 * r.miou, 2)
+            if r.residency:
+                row["residency"] = residency_cell(r.residency)
             row["cells"][device] = device_cell_short(r)
             if r.reasons:
                 row["reasons"][device] = r.reasons
@@ -51,7 +54,7 @@ def sweep_table(reports: dict[str, BenchReport]) -> dict:
 
 
 def table_head(table: dict) -> list[str]:
-    return ["model", "size", "target", "MB", "parity %", "mIoU", *table["devices"]]
+    return ["model", "size", "target", "MB", "parity %", "mIoU", "residency", *table["devices"]]
 
 
 def row_cells(table: dict, row: dict) -> list[str]:
@@ -61,7 +64,7 @@ def row_cells(table: dict, row: dict) -> list[str]:
         return "-" if x is None else f"{x:.2f}"
 
     names = [row["model"] or "-", row["size"] or "-", row["target"]]
-    figures = [num(row["mb"]), num(row["parity"]), num(row["miou"])]
+    figures = [num(row["mb"]), num(row["parity"]), num(row["miou"]), row.get("residency", "-")]
     return names + figures + [row["cells"].get(d, "") for d in table["devices"]]
 
 

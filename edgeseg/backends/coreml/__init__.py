@@ -13,6 +13,7 @@ from edgeseg.backends.registry import register_backend
 from edgeseg.estimate.graph import COMMON_ACTIVATIONS, FusionRules
 from edgeseg.lint import ALWAYS_FORBIDDEN, LintReport, RuleSet
 from edgeseg.quantize.policy import PT2E_INT8_OPS, Int8Policy
+from edgeseg.residency import Residency
 
 _MACOS = "needs macOS (coremltools predict)"
 _BUDGET_NOTE = "per-layer search runs for ONNX, TensorRT and TFLite int8; Core ML int8 is budget-checked only"
@@ -96,6 +97,11 @@ class CoreMLBackend(Backend):
         from edgeseg.backends.coreml.lint import lint_coreml
 
         return lint_coreml(path, self.rules)
+
+    def residency(self, path: Path) -> list[Residency]:
+        from edgeseg.backends.coreml.residency import coreml_residency
+
+        return coreml_residency(path)
 
 
 register_backend(CoreMLBackend())

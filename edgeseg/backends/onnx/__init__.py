@@ -15,6 +15,7 @@ from edgeseg.backends.registry import register_backend
 from edgeseg.estimate.graph import FusionRules
 from edgeseg.lint import ALWAYS_FORBIDDEN, LintReport, RuleSet, lint_onnx
 from edgeseg.quantize.policy import Int8Policy
+from edgeseg.residency import Residency
 
 # ORT runs almost anything; the rank cap keeps graphs portable (TFLite/XNNPACK top out at 6-D, Core ML at 5).
 ONNX_RULES = RuleSet("onnx", 6, ALWAYS_FORBIDDEN, frozenset({"nearest", "linear", "cubic"}))
@@ -111,6 +112,11 @@ class OnnxBackend(Backend):
         from edgeseg.bench.opprofile import profile_ort
 
         return profile_ort(folder / manifest["file"], "onnxruntime (CPU)", threads, runs, warmup)
+
+    def residency(self, path: Path) -> list[Residency]:
+        from edgeseg.backends.onnx.residency import onnx_residency
+
+        return onnx_residency(path)
 
 
 register_backend(OnnxBackend())

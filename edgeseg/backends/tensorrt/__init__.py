@@ -14,6 +14,7 @@ from edgeseg.backends.registry import register_backend
 from edgeseg.estimate.graph import ELEMENTWISE, FusionRules
 from edgeseg.lint import ALWAYS_FORBIDDEN, LintReport, RuleSet, lint_onnx
 from edgeseg.quantize.policy import Int8Policy
+from edgeseg.residency import Residency
 
 _NEEDS = "needs TensorRT + CUDA"
 
@@ -98,6 +99,11 @@ class TensorRTBackend(Backend):
             "the TensorRT-ready ONNX profiled in ONNX Runtime, not the engine (use trtexec --dumpProfile)"
         )
         return prof
+
+    def residency(self, path: Path) -> list[Residency]:
+        from edgeseg.backends.tensorrt.residency import tensorrt_residency
+
+        return tensorrt_residency(path)
 
 
 register_backend(TensorRTBackend())

@@ -13,6 +13,7 @@ from edgeseg.backends.registry import register_backend
 from edgeseg.estimate.graph import COMMON_ACTIVATIONS, FusionRules
 from edgeseg.lint import ALWAYS_FORBIDDEN, LintReport, RuleSet
 from edgeseg.quantize.policy import PT2E_INT8_OPS, Int8Policy
+from edgeseg.residency import Residency
 
 _XNNPACK = "ai-edge-litert (XNNPACK)"
 
@@ -99,6 +100,11 @@ class TFLiteBackend(Backend):
         from edgeseg.bench.opprofile import profile_tflite
 
         return profile_tflite(self.load(folder, manifest, threads), threads, runs, warmup)
+
+    def residency(self, path: Path) -> list[Residency]:
+        from edgeseg.backends.tflite.residency import tflite_residency
+
+        return tflite_residency(path)
 
 
 register_backend(TFLiteBackend())

@@ -18,6 +18,7 @@ from edgeseg.models.efficientvit.rewrites import (
     BicubicAsConv,
     BicubicAsMatmul,
     LiteMLAFp32Normaliser,
+    LiteMLAOnesMatmulNormaliser,
     UpSampleFp32,
 )
 from edgeseg.models.registry import ModelEntry, register_family
@@ -56,6 +57,15 @@ FAMILY_REWRITES = (
         LiteMLAFp32Normaliser,
         "LiteMLA: pad-free normaliser, fp32 attention core with explicit casts, eps as clamp_min",
         (FAMILY,),
+    ),
+    Rewrite(
+        "attention-normaliser-matmul",
+        LiteMLA,
+        LiteMLAOnesMatmulNormaliser,
+        "LiteMLA as attention-fp32-normaliser, the token sums as matmuls with a ones vector: ONNX mobile EPs lack "
+        "ReduceSum",
+        (FAMILY,),
+        formats=("onnx",),
     ),
     # Head upsampling, one rewrite per --upsample choice. Exact bicubic as two matmuls is the default: faster than
     # the conv form in TFLite (no layout transposes) and ONNX Runtime, same numbers (README "Export").

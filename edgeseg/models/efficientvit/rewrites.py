@@ -64,6 +64,39 @@ class LiteMLAFp32Normaliser(nn.Module):
         return self.proj(out)
 
 
+class LiteMLAOnesMatmulNormaliser(LiteMLAFp32Normaliser):
+    """Replaces ``LiteMLA`` on ONNX targets (pattern: the linear-attention normaliser ``sum_m k_m``, a ReduceSum
+    over the tokens, and the quadratic branch's column sum), otherwise as ``LiteMLAFp32Normaliser``.
+
+    Constraint satisfied: ReduceSum is not in ONNX Runtime's NNAPI EP op table, nor (as ORT's checker reads its
+    table) in the Core ML NeuralNetwork EP's, so each of the four attention blocks cut the graph into separate NNAPI
+    partitions with a CPU hop between them. A sum over an axis is a matmul with a ones vector: ``k @ 1`` (tokens
+    innermost, (B, h, d, N) @ (N, 1)) and ``1^T @ att`` for the column sum. MatMul with a constant second input is
+    in every mobile EP's table. Exact up to float summation order (fp32, in the fp32 attention core).
+    Wanted by: ONNX, every precision (``attention-normaliser-matmul``, superseding ``attention-fp32-normaliser``).
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        qkv = self.qkv(x)
+        qkv = torch.cat([qkv] + [op(qkv) for op in self.aggreg], dim=1)
+        b, _, h, w = qkv.shape
+        q, k, v = self._split_qkv_fp32(qkv)
+        n = h * w
+        if n > self.dim:  # linear: (v k^T) q / ((k 1)^T q)
+            vk = torch.matmul(v, k.transpose(-1, -2))
+            num = torch.matmul(vk, q)
+            k_sum = torch.matmul(k, torch.ones(n, 1, dtype=k.dtype, device=k.device))  # B, h, d, 1
+            den = torch.matmul(k_sum.transpose(-1, -2), q)
+            out = num / torch.clamp_min(den, self.eps)
+        else:  # quadratic: v (k^T q / (1^T k^T q))
+            att = torch.matmul(k.transpose(-1, -2), q)
+            col = torch.matmul(torch.ones(1, n, dtype=att.dtype, device=att.device), att)
+            att = att / torch.clamp_min(col, self.eps)
+            out = torch.matmul(v, att)
+        out = torch.reshape(out, (b, -1, h, w)).to(x.dtype)
+        return self.proj(out)
+
+
 class UpSampleFp32(nn.Module):
     """Replaces ``UpSampleLayer`` (pattern: integer-factor resize in the head).
 

@@ -54,7 +54,9 @@ FAMILY_REWRITES = (
         formats=("tflite",),
     ),
     common.LAYERNORM_FP32.for_family(FAMILY),
+    common.LAYERNORM_MATMUL_FP32.for_family(FAMILY),
     common.GELU_TANH.for_family(FAMILY),
+    common.GELU_ERFC_RATIONAL.for_family(FAMILY),
 )
 
 
