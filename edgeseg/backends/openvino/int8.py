@@ -33,7 +33,9 @@ OV_TYPES = {
     "ArgMax": ("TopK",),
 }
 LAYER_TYPES = ("Convolution", "GroupConvolution")
-_PASS_THROUGH = ("Convert", "Reshape", "Unsqueeze", "Squeeze", "Transpose")
+# what lies between a constant and its consumer when the input is folded or dequantized (Constant(i8) -> Convert ->
+# Subtract -> Multiply is NNCF's compressed weight; Convert alone an fp16 IR's decompression)
+_CONSTANT_PATH = ("Convert", "Reshape", "Unsqueeze", "Squeeze", "Transpose", "Multiply", "Subtract", "FakeQuantize")
 
 OPENVINO_INT8_POLICY = Int8Policy(
     "openvino",
@@ -43,24 +45,45 @@ OPENVINO_INT8_POLICY = Int8Policy(
     note="NNCF PTQ (MIXED preset: asymmetric activations); attention core, normaliser and head upsampling float "
     "(NNCF ignored types); constant-first MatMuls ignored by name (the CPU plugin cannot compile them in int8)",
 )
-NNCF_RANGES = {"percentile": "QUANTILE", "minmax": "MINMAX"}
+# edgeseg's --calib-method -> NNCF's activation range estimator (NNCF has no 99.999 % percentile: MEAN_QUANTILE
+# averages each calibration image's 0.01 % / 99.99 % quantiles)
+NNCF_RANGES = {"percentile": "MEAN_QUANTILE", "minmax": "MINMAX"}
 
 
-def _source(output):
-    """The node producing ``output``, looking through converts and reshapes of constants."""
+def _constant_nodes(output) -> list | None:
+    """The nodes of ``output``'s producer subtree when it is computed from constants only, else None."""
     node = output.get_node()
-    while node.get_type_name() in _PASS_THROUGH and node.get_input_size() > 0:
-        node = node.input_value(0).get_node()
-    return node
+    if node.get_type_name() == "Constant":
+        return [node]
+    if node.get_type_name() not in _CONSTANT_PATH:
+        return None
+    nodes = [node]
+    for i in range(node.get_input_size()):
+        sub = _constant_nodes(node.input_value(i))
+        if sub is None:
+            return None
+        nodes += sub
+    return nodes
 
 
-def constant_first_matmuls(model) -> list[str]:
-    """Friendly names of the MatMuls whose first input is a constant (``U @ x``)."""
-    return [
-        op.get_friendly_name()
-        for op in model.get_ordered_ops()
-        if op.get_type_name() == "MatMul" and _source(op.input_value(0)).get_type_name() == "Constant"
-    ]
+def constant_first_matmuls(model, quantized_only: bool = False) -> list[str]:
+    """Friendly names of the MatMuls whose first input is a constant (``U @ x``); ``quantized_only``: those whose
+    constant is int8 (NNCF's compressed weight) or fake-quantized, which the CPU plugin cannot compile."""
+    out = []
+    for op in model.get_ordered_ops():
+        if op.get_type_name() != "MatMul":
+            continue
+        nodes = _constant_nodes(op.input_value(0))
+        if nodes is None:
+            continue
+        quantized = any(
+            n.get_type_name() == "FakeQuantize"
+            or (n.get_type_name() == "Constant" and n.get_element_type().get_type_name() in ("i8", "u8", "i4", "u4"))
+            for n in nodes
+        )
+        if quantized or not quantized_only:
+            out.append(op.get_friendly_name())
+    return out
 
 
 def float_types(policy: Int8Policy) -> list[str]:

@@ -112,28 +112,22 @@ def lint_openvino(path_or_model, rs: RuleSet = OPENVINO_RULES) -> LintReport:
             mode = str(op.get_attributes().get("mode", ""))
             if mode.replace("linear_onnx", "linear") not in rs.resize_modes:
                 report.add("error", "resize-mode", name, f"Interpolate mode {mode!r} not supported on {rs.name}")
-    quantized_first = [
-        n
-        for n in constant_first_matmuls(model)
-        if any(
-            op.get_friendly_name() == n
-            and any(op.input_value(i).get_node().get_type_name() == "FakeQuantize" for i in range(2))
-            for op in model.get_ordered_ops()
-        )
-    ]
+    quantized_first = constant_first_matmuls(model, quantized_only=True)
     for n in quantized_first:
         report.add(
             "error",
             "constant-first-matmul-int8",
             n,
-            "MatMul with a constant first input is fake-quantized: the CPU plugin cannot compile it "
+            "MatMul with a constant first input is quantized: the CPU plugin cannot compile it "
             "(dnnl_postops_composer any_of(scale.size(), OC, 1U)); keep it float",
         )
     taken = ov.Core().query_model(model, "CPU")
     left = [op for op in model.get_ordered_ops() if op.get_friendly_name() not in taken]
     for op in left:
         if op.get_type_name() not in _BOOKKEEPING:
-            report.add("error", "cpu-plugin", op.get_friendly_name(), f"{op.get_type_name()} not taken by the CPU plugin")
+            report.add(
+                "error", "cpu-plugin", op.get_friendly_name(), f"{op.get_type_name()} not taken by the CPU plugin"
+            )
     return report
 
 

@@ -95,7 +95,7 @@ class OpenVinoModel:
         self.input_shape = tuple(self.compiled.input(0).get_shape())
         # what the plugin says it really runs with (it may differ from what was asked)
         self.effective = {
-            k: str(self.compiled.get_property(k))
+            k: _plain(self.compiled.get_property(k))
             for k in ("INFERENCE_PRECISION_HINT", "INFERENCE_NUM_THREADS", "NUM_STREAMS", "ENABLE_CPU_PINNING")
         }
 
@@ -111,3 +111,8 @@ class OpenVinoModel:
             raise EdgesegError(f"artifact takes input {self.input_shape}, got {tuple(x.shape)} (static shapes)")
         out = self.request.infer({0: np.ascontiguousarray(x.numpy(), np.float32)})
         return torch.from_numpy(np.array(out[self.compiled.output(0)], copy=True))
+
+
+def _plain(value) -> str:
+    """A property value as text (``f32``, not ``<Type: 'float32'>``)."""
+    return value.to_string() if hasattr(value, "to_string") else str(value)
