@@ -146,3 +146,44 @@ def test_int8_search_respects_its_budget(tmp_path, budget):
     kept = ours if q["kept"] == "edgeseg search" else theirs
     assert q["int8_layers"] == kept["int8_layers"]
     assert built.lint.clean, built.lint.findings
+
+
+BENCHMARK_APP_OUTPUT = """[Step 1/11] Parsing and validating input arguments
+[ INFO ] OpenVINO:
+[ INFO ] Build ................................. 2026.4.1-20000-abcdef
+[Step 11/11] Dumping statistics report
+[ INFO ] Execution Devices: ['NPU']
+[ INFO ] Count:            1203 iterations
+[ INFO ] Duration:         10006.12 ms
+[ INFO ] Latency:
+[ INFO ]    Median:        8.12 ms
+[ INFO ]    Average:       8.31 ms
+[ INFO ]    Min:           7.90 ms
+[ INFO ]    Max:           14.02 ms
+[ INFO ] Throughput:   120.22 FPS
+"""
+
+
+def test_benchmark_app_command_is_quoted_and_its_summary_parsed():
+    from edgeseg.backends.openvino.benchmark_app import benchmark_app_command, parse_benchmark_app
+
+    cmd = benchmark_app_command("/opt/intel/my tools/benchmark_app", "model.xml", "CPU", 4, "bf16")
+    assert cmd.startswith("'/opt/intel/my tools/benchmark_app' -m model.xml -d CPU -hint latency")
+    assert "-nthreads 4" in cmd and "-infer_precision bf16" in cmd and "-pin NO" in cmd
+    assert "-nthreads" not in benchmark_app_command("benchmark_app", "model.xml", "NPU", 4, None)
+    parsed = parse_benchmark_app(BENCHMARK_APP_OUTPUT)
+    assert parsed["median_ms"] == 8.12 and parsed["count"] == 1203 and parsed["openvino"] == "2026.4.1-20000-abcdef"
+    with pytest.raises(ValueError, match="no benchmark_app latency summary"):
+        parse_benchmark_app("[ ERROR ] Device NPU not found")
+
+
+def test_intel_profiles_show_the_benchmark_app_command_when_unreachable():
+    from edgeseg.bench.device import benchmark_app_on_device
+    from edgeseg.bench.profiles import get_profile
+
+    npu = get_profile("core-ultra-npu")
+    assert not npu.reachable() and npu.reach.openvino_device == "NPU"
+    cmd = benchmark_app_on_device(npu.reach, get_target("openvino-int8"), npu.threads)
+    assert cmd == "benchmark_app -m model.xml -d NPU -hint latency -nstreams 1 -t 10"
+    nuc = get_profile("intel-n100-nuc")
+    assert "-infer_precision f32" in benchmark_app_on_device(nuc.reach, get_target("openvino-fp32"), nuc.threads)

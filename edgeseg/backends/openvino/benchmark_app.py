@@ -35,7 +35,7 @@ def parse_benchmark_app(text: str) -> dict:
     if "median" not in stats:
         tail = " | ".join(line.strip() for line in text.strip().splitlines()[-3:])
         raise ValueError(f"no benchmark_app latency summary in the output (last lines: {tail[:300]})")
-    version = re.search(r"OpenVINO Runtime version\s*\.*\s*(\S+)", text)
+    version = re.search(r"Build\s*\.+\s*(\S+)", text)  # "[ INFO ] Build ...... 2026.4.1-..." (first: the runtime)
     return {
         "median_ms": stats["median"],
         "mean_ms": stats.get("average"),
