@@ -142,6 +142,7 @@ def test_int8_search_respects_its_budget(tmp_path, budget):
         assert ours["float_layers"] == [] and ours["within_budget"]  # everything the policy allows is int8
     else:
         assert ours["drop_final"] <= budget or len(ours["float_layers"]) == 3  # or every layer float, reported
+        assert ours["probes"]["0"] <= budget or len(ours["sensitivity"]) == 3  # over budget: every layer ranked
     assert q["kept"] in ("edgeseg search", "nncf quantize_with_accuracy_control")
     kept = ours if q["kept"] == "edgeseg search" else theirs
     assert q["int8_layers"] == kept["int8_layers"]
@@ -187,3 +188,21 @@ def test_intel_profiles_show_the_benchmark_app_command_when_unreachable():
     assert cmd == "benchmark_app -m model.xml -d NPU -hint latency -nstreams 1 -t 10"
     nuc = get_profile("intel-n100-nuc")
     assert "-infer_precision f32" in benchmark_app_on_device(nuc.reach, get_target("openvino-fp32"), nuc.threads)
+
+
+def test_a_refloated_layer_runs_its_fp32_weights_without_fake_quantize():
+    import openvino as ov
+
+    from edgeseg.backends.openvino.int8 import OPENVINO_INT8_POLICY, layers, quantize, refloat
+
+    model = ov.convert_model(Tiny().eval(), example_input=torch.zeros(1, 3, *SIZE), input=[1, 3, *SIZE])
+    q = quantize(model, [x.numpy() for x in Calib(_images(4, 0), []).inputs(SIZE)], OPENVINO_INT8_POLICY, "minmax")
+    first = layers(model)[0][0]
+    r = refloat(q, model, [first])
+    (conv,) = [op for op in r.get_ordered_ops() if op.get_friendly_name() == first]
+    assert conv.input_value(0).get_node().get_type_name() != "FakeQuantize"
+    assert conv.input_value(1).get_node().get_type_name() == "Constant"
+    assert conv.input_value(1).get_node().get_element_type().get_type_name() == "f32"
+    (orig,) = [op for op in model.get_ordered_ops() if op.get_friendly_name() == first]
+    assert np.array_equal(conv.input_value(1).get_node().get_data(), orig.input_value(1).get_node().get_data())
+    assert refloat(q, model, []) is q

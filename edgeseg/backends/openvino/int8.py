@@ -9,7 +9,11 @@
   at dnnl_postops_composer.cpp``: the per-channel weight scale lands on the wrong axis). Those MatMuls are found
   by pattern and ignored by *name*, whatever a policy says about MatMul.
 * Budget: edgeseg's mixed-precision search (``edgeseg.quantize.search.search_float_layers``, held-out scorer of
-  ``Int8Request``) over the Convolution layers, each probe a real ``nncf.quantize``; and NNCF's own
+  ``Int8Request``) over the Convolution layers. NNCF calibrates once (its statistics cannot be cached for
+  quantize: a probe that re-ran it would cost a full calibration pass each, minutes at 384x480); a probe is that
+  one quantized model with the probed layers made float again (their activation FakeQuantize bypassed, their
+  original fp32 weights restored; NNCF's bias correction stays). The layers the search keeps float are then
+  quantized for real (``nncf.quantize`` with them ignored), and that model is scored and kept. And NNCF's own
   ``quantize_with_accuracy_control`` on the same budget and held-out images. Both are scored with edgeseg's
   runtime settings; the better (within budget first, then more int8 layers, then higher mIoU) is kept and both
   are recorded.
@@ -116,6 +120,30 @@ def int8_layers(model) -> int:
     return n
 
 
+def refloat(quantized, fp32, keep_float: list[str]):
+    """A copy of NNCF-quantized ``quantized`` in which the ``keep_float`` layers run in float again: the
+    FakeQuantize on their activation input is bypassed and their weights are the ``fp32`` model's originals."""
+    from openvino import opset13 as opset
+
+    if not keep_float:
+        return quantized
+    q = quantized.clone()
+    keep = set(keep_float)
+    originals = {op.get_friendly_name(): op for op in fp32.get_ordered_ops() if op.get_friendly_name() in keep}
+    for op in q.get_ordered_ops():
+        name = op.get_friendly_name()
+        if name not in keep or name not in originals:
+            continue
+        act = op.input_value(0)
+        if act.get_node().get_type_name() == "FakeQuantize":
+            op.input(0).replace_source_output(act.get_node().input_value(0))
+        original = originals[name].input_value(1).get_node()
+        if original.get_type_name() == "Constant" and _constant_nodes(op.input_value(1)) is not None:
+            op.input(1).replace_source_output(opset.constant(original.get_data().copy()).output(0))
+    q.validate_nodes_and_infer_types()
+    return q
+
+
 def _advanced(method: str):
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
     from nncf.quantization.range_estimator import RangeEstimatorParametersSet
@@ -175,26 +203,29 @@ def quantize_openvino(model, job, policy: Int8Policy, runner_of) -> tuple[object
         return q, facts
     say = req.progress or (lambda _: None)
     scorer = req.holdout_scorer(runner_of(model), job.size)
-    built = {}
+    say("calibrating once (NNCF statistics collection)")
+    quantized_all = quantize(model, calib, policy, req.calib.method)
 
     def measure(keep: list[str], images: int | None) -> tuple[float, float]:
-        q = quantize(model, calib, policy, req.calib.method, keep)
-        built[tuple(sorted(keep))] = q
-        return scorer.score(runner_of(q), images)
+        return scorer.score(runner_of(refloat(quantized_all, model, keep)), images)
 
     t0 = time.perf_counter()
     result = search_float_layers(
         layers(model), measure, scorer.miou_reference, len(scorer.inputs), req.max_miou_drop, say, 4
     )
     result.seconds = round(time.perf_counter() - t0, 1)
-    ours = built.get(tuple(sorted(result.nodes_to_exclude))) or quantize(
-        model, calib, policy, req.calib.method, result.nodes_to_exclude
-    )
+    if result.nodes_to_exclude:
+        say(f"quantizing with {len(result.nodes_to_exclude)} layer(s) kept float")
+        ours = quantize(model, calib, policy, req.calib.method, result.nodes_to_exclude)
+    else:
+        ours = quantized_all
     result.miou_final = scorer.score(runner_of(ours))[0]
     edgeseg_side = {
         **result.as_dict(),
         "within_budget": result.drop_final <= req.max_miou_drop,
         "int8_layers": int8_layers(ours),
+        "probes_scored_on": "one NNCF calibration with the probed layers re-floated (fp32 weights, no activation "
+        "FakeQuantize); the final model is quantized by NNCF with the kept layers ignored and scored itself",
     }
     say("NNCF quantize_with_accuracy_control on the same budget")
     theirs, nncf_side = _accuracy_control(model, calib, policy, req, scorer, runner_of)
