@@ -19,17 +19,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
+# ops whose reference implementation is a copy (the plugin runs them in place where it can): not a slow path
+_CHEAP_REF = frozenset({"Concat", "VariadicSplit", "Split", "Reshape", "Squeeze", "Unsqueeze"})
+
 
 def _path(op_type: str, exec_type: str) -> str:
     if op_type in ("Reorder", "Transpose"):
         return "layout"
     if op_type == "FakeQuantize":
         return "quantize/dequantize"
-    if exec_type.startswith("ref"):
+    kind = exec_type.lower()  # e.g. brgconv_avx512_1x1_bf16, brgemm_avx512_amx_i8, jit_uni_f32, ref_bf16
+    if kind.startswith("ref") and op_type not in _CHEAP_REF:
         return "reference kernel"
-    if "I8" in exec_type or "U8" in exec_type:
+    if kind.endswith(("_i8", "_u8")):
         return "int8 compute"
-    if "BF16" in exec_type:
+    if kind.endswith("_bf16"):
         return "bf16 compute"
     return "compute"
 
