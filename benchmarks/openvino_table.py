@@ -48,8 +48,7 @@ def export_all(model: str, args) -> dict[str, Path]:
         kw = {}
         if target.endswith("int8"):
             kw = {"calib_data": args.data, "calib_size": 64}
-            if not target.startswith("openvino"):
-                kw["max_miou_drop"] = args.other_int8_budget
+            kw["max_miou_drop"] = args.openvino_int8_budget if target.startswith("openvino") else args.other_int8_budget
         m = export_cmd.export(model, "camvid", None, target, size=args.size, out=args.out, **kw)
         folders[target] = Path(m["folder"])
         print(f"{model} {target}: {'cached' if m.get('cached') else f'{time.perf_counter() - t0:.0f} s'}", flush=True)
@@ -137,10 +136,15 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--other-int8-budget", type=float, default=None, help="tflite/onnx int8 budget (default: none)")
+    ap.add_argument(
+        "--openvino-int8-budget", type=float, default=0.5, help="openvino-int8 --max-miou-drop (-1: none, no search)"
+    )
     ap.add_argument("--out", type=Path, default=Path("out/openvino-table"))
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--export-only", action="store_true", help="build the artifacts and stop (warm the cache)")
     args = ap.parse_args()
+    if args.openvino_int8_budget < 0:
+        args.openvino_int8_budget = None
     started = provenance.start()
     from edgeseg.commands.evaluate import load_model
     from edgeseg.estimate.graph import graph_cost
