@@ -152,6 +152,14 @@ def main() -> None:
     from edgeseg.estimate.graph import graph_cost
 
     doc = {"models": {}, "peak_per_core": PEAK_PER_CORE, "size": args.size, "rounds": args.rounds}
+    doc["settings"] = {
+        "runs": args.runs,
+        "warmup": args.warmup,
+        "threads": args.threads,
+        "tflite_onnx_int8_max_miou_drop": args.other_int8_budget,
+        "openvino_int8_max_miou_drop": args.openvino_int8_budget,
+        "calib_size": 64,
+    }
     for model in args.models:
         folders = export_all(model, args)
         configs = dict(folders)

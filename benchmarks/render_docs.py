@@ -219,6 +219,8 @@ def render_openvino_table(doc: dict) -> list[str]:
         + ", ".join(f"{k} {v:g}" for k, v in (doc.get("peak_per_core") or {}).items())
         + " GOP/s times the threads.",
         "",
+        f"Settings: {fmt(doc.get('settings'))}",
+        "",
     ]
     for model, m in (doc.get("models") or {}).items():
         rows = keyed(m.get("rows") or {}, "configuration")
