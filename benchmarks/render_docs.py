@@ -219,7 +219,7 @@ def render_openvino_table(doc: dict) -> list[str]:
         + ", ".join(f"{k} {v:g}" for k, v in (doc.get("peak_per_core") or {}).items())
         + " GOP/s times the threads.",
         "",
-        f"Settings: {fmt(doc.get('settings'))}",
+        "Settings: " + ", ".join(f"{k} {json.dumps(v)}" for k, v in (doc.get("settings") or {}).items()),
         "",
     ]
     for model, m in (doc.get("models") or {}).items():

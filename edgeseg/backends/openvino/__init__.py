@@ -57,6 +57,17 @@ class OpenVinoBackend(Backend):
         "edgeseg.quantize.calibration",
     )
 
+    def versions(self) -> dict[str, str]:
+        """Export versions plus NNCF's (it makes the int8 IR; the cache key must change with it)."""
+        from importlib.metadata import PackageNotFoundError, version
+
+        out = super().versions()
+        try:
+            out["nncf"] = version("nncf")
+        except PackageNotFoundError:
+            out["nncf"] = "not installed"
+        return out
+
     def build(self, job: ExportJob) -> Built:
         from edgeseg.backends.openvino.export import convert_from_onnx, save_ir
         from edgeseg.backends.openvino.runtime import OpenVinoModel, openvino_version, require_bf16, runtime_config
