@@ -263,13 +263,21 @@ def markdown(report: BenchReport) -> str:
     if measured_here:
         h = measured_here[0].host
         lines += ["", f"Measured here: {h.machine}, {h.method}; runtimes:", ""]
-        lines += [f"- {row_label(r, named)}: {r.host.runtime}" for r in measured_here]
+        lines += [f"- {row_label(r, named)}: {r.host.runtime}{_target_caveat(r.target)}" for r in measured_here]
         profilable = [r for r in measured_here if r.artifact and _profilable(r.target)]
         if profilable:
             lines += ["", "Where the time goes (kernels, op types, what falls off the fast path):", "", "```"]
             lines += [f"edgeseg op-profile {r.artifact.folder}" for r in profilable]
             lines += ["```"]
     return "\n".join(lines) + "\n"
+
+
+def _target_caveat(target: str) -> str:
+    """The target table's note where it warns about this runtime (e.g. onnx-int8 on x86: slower than fp32)."""
+    from edgeseg.backends import TARGETS
+
+    note = TARGETS[target].runtime if target in TARGETS else ""
+    return f" (target note: {note.split('; ', 1)[1].rstrip(')')})" if "; " in note and "slower" in note else ""
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:
