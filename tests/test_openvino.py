@@ -206,3 +206,11 @@ def test_a_refloated_layer_runs_its_fp32_weights_without_fake_quantize():
     (orig,) = [op for op in model.get_ordered_ops() if op.get_friendly_name() == first]
     assert np.array_equal(conv.input_value(1).get_node().get_data(), orig.input_value(1).get_node().get_data())
     assert refloat(q, model, []) is q
+
+
+def test_onnx_int8_says_it_is_slower_than_fp32_on_x86_in_targets_and_the_bench_report():
+    from edgeseg.bench.report import _target_caveat
+
+    assert "slower than fp32 on x86 CPU EP" in get_target("onnx-int8").runtime
+    assert _target_caveat("onnx-int8") == " (target note: int8 QDQ: for ARM/NPU EPs; slower than fp32 on x86 CPU EP)"
+    assert _target_caveat("openvino-bf16") == "" and _target_caveat("onnx-fp32") == ""
