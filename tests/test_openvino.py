@@ -145,7 +145,7 @@ def test_int8_search_respects_its_budget(tmp_path, budget):
         assert ours["probes"]["0"] <= budget or len(ours["sensitivity"]) == 3  # over budget: every layer ranked
     assert q["kept"] in ("edgeseg search", "nncf quantize_with_accuracy_control")
     kept = ours if q["kept"] == "edgeseg search" else theirs
-    assert q["int8_layers"] == kept["int8_layers"]
+    assert q["int8_layers"] == kept["int8_layers"] == sum(q["int8_nodes"].values())
     assert built.lint.clean, built.lint.findings
 
 

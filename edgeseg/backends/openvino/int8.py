@@ -110,14 +110,17 @@ def layers(model) -> list[tuple[str, str]]:
     ]
 
 
-def int8_layers(model) -> int:
-    """Convolution layers whose activation input is fake-quantized (what runs int8)."""
-    n = 0
+def int8_nodes(model) -> dict[str, int]:
+    """Per op type, the Convolution layers whose activation input is fake-quantized (what runs int8)."""
+    counts: dict[str, int] = {}
     for op in model.get_ordered_ops():
-        if op.get_type_name() in LAYER_TYPES:
-            if op.input_value(0).get_node().get_type_name() == "FakeQuantize":
-                n += 1
-    return n
+        if op.get_type_name() in LAYER_TYPES and op.input_value(0).get_node().get_type_name() == "FakeQuantize":
+            counts[op.get_type_name()] = counts.get(op.get_type_name(), 0) + 1
+    return counts
+
+
+def int8_layers(model) -> int:
+    return sum(int8_nodes(model).values())
 
 
 def refloat(quantized, fp32, keep_float: list[str]):
@@ -199,6 +202,7 @@ def quantize_openvino(model, job, policy: Int8Policy, runner_of) -> tuple[object
     if req.max_miou_drop is None:
         q = quantize(model, calib, policy, req.calib.method)
         facts["int8_layers"] = int8_layers(q)
+        facts["int8_nodes"] = int8_nodes(q)
         facts["mixed_precision"] = None
         return q, facts
     say = req.progress or (lambda _: None)
@@ -243,6 +247,7 @@ def quantize_openvino(model, job, policy: Int8Policy, runner_of) -> tuple[object
             "kept": kept[0],
             "kept_because": "within budget first, then more int8 Convolution layers, then higher held-out mIoU",
             "int8_layers": kept[2]["int8_layers"],
+            "int8_nodes": int8_nodes(kept[1]),
         }
     )
     return kept[1], facts
