@@ -106,3 +106,5 @@ def undelegated_ops(interpreter) -> dict[str, int]:
         if op["op_name"] != "DELEGATE":
             left[op["op_name"]] = left.get(op["op_name"], 0) + 1
     return left
+
+
