@@ -210,6 +210,50 @@ def render_time_artifacts(doc: dict) -> list[str]:
     return [f"Median of {runs} runs per round, {rounds} round(s), {threads} threads.", ""] + table(rows, cols)
 
 
+def render_openvino_table(doc: dict) -> list[str]:
+    """benchmarks/openvino_table.py: per model, every configuration's latency at each thread count, its ratio to
+    tflite-fp32 (median of per-round ratios, range), its share of the CPU's int8 / bf16 peak, and val mIoU."""
+    out = [
+        f"Input {doc.get('size')}; {doc.get('rounds')} round-robin rounds; ratios against tflite-fp32 are medians of "
+        "per-round ratios [range]; peak shares use per-core peaks "
+        + ", ".join(f"{k} {v:g}" for k, v in (doc.get("peak_per_core") or {}).items())
+        + " GOP/s times the threads.",
+        "",
+        "Settings: " + ", ".join(f"{k} {json.dumps(v)}" for k, v in (doc.get("settings") or {}).items()),
+        "",
+    ]
+    for model, m in (doc.get("models") or {}).items():
+        rows = keyed(m.get("rows") or {}, "configuration")
+        threads = sorted({k for r in rows for k in r if k.startswith("t") and k[1:].isdigit()})
+        cols: list[Column] = [("configuration", lambda r: r["configuration"]), ("val mIoU", lambda r: r.get("miou"))]
+        for t in threads:
+            cols += [
+                (f"ms ({t[1:]} thr)", lambda r, t=t: get(r, t, "ms")),
+                (
+                    f"vs tflite-fp32 ({t[1:]} thr)",
+                    lambda r, t=t: (
+                        f"{get(r, t, 'vs_tflite_fp32'):.2f}x "
+                        f"[{get(r, t, 'vs_range')[0]:.2f}-{get(r, t, 'vs_range')[1]:.2f}]"
+                    ),
+                ),
+                (f"% int8 peak ({t[1:]} thr)", lambda r, t=t: pct(get(r, t, "peak_fraction", "int8"), 1)),
+                (f"% bf16 peak ({t[1:]} thr)", lambda r, t=t: pct(get(r, t, "peak_fraction", "bf16"), 1)),
+            ]
+        loads = {t: get(rows[0], t, "load_average") for t in threads} if rows else {}
+        out += [f"### {model} ({fmt(m.get('flops', 0) / 1e9)} GFLOP per inference, edgeseg's estimator)", ""]
+        out += table(rows, cols) + [""]
+        out += [
+            f"- {t[1:]} thread(s): 1/5/15-min load "
+            + " -> ".join("/".join(f"{v:.1f}" for v in x) for x in (loads[t] or []))
+            + " (before -> after the timing)"
+            for t in threads
+        ]
+        out += [""]
+        runtimes = {r["configuration"]: get(r, threads[-1], "runtime") for r in rows} if threads else {}
+        out += [f"- {k}: {v}" for k, v in runtimes.items()] + [""]
+    return out
+
+
 def render_tflite_breakdown(doc: dict) -> list[str]:
     costs = doc.get("family_cost_ms") or {}
     order = [k for k in costs if k not in ("as exported", "everything else")] + ["everything else", "as exported"]
@@ -359,6 +403,7 @@ RENDERERS: dict[str, Callable[[dict], list[str]]] = {
     "estimate_validation": render_estimate_validation,
     "upsample_cost": render_upsample_cost,
     "residency_table": render_residency_table,
+    "openvino_table": render_openvino_table,
 }
 
 
@@ -394,6 +439,7 @@ TITLES = {
     "estimate_validation": "Latency estimate validation",
     "upsample_cost": "Head upsampling cost",
     "residency_table": "Accelerator residency before and after the residency rewrites",
+    "openvino_table": "OpenVINO beside edgeseg's artifacts on x86",
     "generic": "Benchmark output",
 }
 

@@ -34,7 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from edgeseg.residency import ResidencyLimit, from_dicts
 
 # Parity gate per precision: argmax agreement with the fp32 PyTorch reference on the parity images.
-PARITY_MIN_AGREEMENT = {"fp32": 0.999, "fp16": 0.99, "int8": 0.95}
+PARITY_MIN_AGREEMENT = {"fp32": 0.999, "fp16": 0.99, "bf16": 0.99, "int8": 0.95}
 
 UNTRAINED_NOTE = "untrained weights (--weights random): no mIoU"
 

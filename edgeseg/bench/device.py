@@ -55,11 +55,14 @@ def would_be_command(profile, reach, entry_folder: str, tgt, plan, device_thread
     rerun = shlex.join(["edgeseg", "bench", "--device", profile.name, "--artifact", str(entry_folder)])
     backend = backend_for(tgt.format)
     if reach.method == "ssh":
-        on_device = (
-            trtexec_bench_command(reach.trtexec, "model.onnx")
-            if backend.ssh_timer == "trtexec"
-            else runner_command(reach.python, reach.workdir, f"model{tgt.suffix}", 10, plan.max_runs, device_threads)
-        )
+        if backend.ssh_timer == "trtexec":
+            on_device = trtexec_bench_command(reach.trtexec, "model.onnx")
+        elif backend.ssh_timer == "benchmark_app":
+            on_device = benchmark_app_on_device(reach, tgt, device_threads)
+        else:
+            on_device = runner_command(
+                reach.python, reach.workdir, f"model{tgt.suffix}", 10, plan.max_runs, device_threads
+            )
         return f"{rerun} --host USER@HOST   # runs on the device: {on_device}"
     if reach.method == "adb":
         binary = reach.benchmark_model or "/data/local/tmp/benchmark_model"
@@ -74,6 +77,15 @@ def would_be_command(profile, reach, entry_folder: str, tgt, plan, device_thread
         )
         return f"{rerun} --serial SERIAL   # runs on the phone: {on_device}"
     return reach.how or rerun
+
+
+def benchmark_app_on_device(reach, tgt, device_threads: int) -> str:
+    """OpenVINO's benchmark_app on the profile's plugin, with the precision hint edgeseg's runtime pins."""
+    from edgeseg.backends.openvino.benchmark_app import benchmark_app_command
+    from edgeseg.backends.openvino.runtime import HINT_OF_PRECISION
+
+    hint = HINT_OF_PRECISION[tgt.precision] if reach.openvino_device == "CPU" else None
+    return benchmark_app_command(reach.benchmark_app, "model.xml", reach.openvino_device, device_threads, hint)
 
 
 class DeviceConnection:
@@ -143,11 +155,23 @@ def device_column(conn: DeviceConnection, folder: Path, manifest: dict, tgt, pla
         session = conn.ssh()
         if session is None:
             return DeviceColumn(device=name, note=f"not measured on {name}: {conn.error}", command=command)
-        from edgeseg.bench.ssh import bench_with_runner, bench_with_trtexec
+        from edgeseg.bench.ssh import bench_with_benchmark_app, bench_with_runner, bench_with_trtexec
 
         machine = f"{name} ({reach.host})"
         try:
-            if backend.ssh_timer == "trtexec":
+            if backend.ssh_timer == "benchmark_app":
+                command_there = benchmark_app_on_device(reach, tgt, device_threads)
+                r = bench_with_benchmark_app(session, model_file, tag, command_there)
+                m = Measurement(
+                    machine=machine,
+                    runtime=f"OpenVINO {r['openvino'] or '(version not printed)'} benchmark_app "
+                    f"({reach.openvino_device})",
+                    method="benchmark_app latency hint, 1 stream, fixed duration (median of its iterations)",
+                    stats=Stats.of(r["stats"]),
+                    state=conn.state,
+                    command=r["command"],
+                )
+            elif backend.ssh_timer == "trtexec":
                 r = bench_with_trtexec(session, model_file, tag, reach.trtexec)
                 m = Measurement(
                     machine=machine,

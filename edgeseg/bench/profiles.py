@@ -47,6 +47,8 @@ class Reach(_Strict):
     workdir: str = "/tmp/edgeseg-bench"
     python: str = "python3"  # runs edgeseg's runner for ONNX/TFLite on the device
     trtexec: str = "trtexec"  # JetPack: /usr/src/tensorrt/bin/trtexec
+    benchmark_app: str = "benchmark_app"  # OpenVINO's benchmark_app (pip install openvino on the device)
+    openvino_device: Literal["CPU", "GPU", "NPU"] = "CPU"  # the OpenVINO plugin benchmark_app runs the IR on
     serial: str | None = None
     benchmark_model: str | None = None  # TFLite benchmark_model on the device, e.g. /data/local/tmp/benchmark_model
     delegate: Literal["xnnpack", "gpu", "nnapi", "cpu"] = "xnnpack"
@@ -58,7 +60,7 @@ class DeviceProfile(_Strict):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
     title: str
     aliases: list[str] = Field([], max_length=64)
-    kind: Literal["host", "jetson", "iphone", "android", "raspberry-pi"]
+    kind: Literal["host", "jetson", "iphone", "android", "raspberry-pi", "intel"]
     targets: TargetNames = Field(min_length=1, max_length=64)  # preferred first
     runtime: str
     reach: Reach

@@ -479,7 +479,7 @@ def artifact_facts(report: BenchReport) -> list[tuple[str, list[tuple[str, str]]
         folder = display_path(a.folder)
         items = [
             ("input", a.input or (f"{r.size} (HxW)" if r.size else "-")),
-            ("runtime", runtime or "-"),
+            ("runtime", (runtime or "-") + _target_caveat(r.target)),
             ("file", f"{folder}/{a.file}"),
             ("artifact sha256", a.sha256),
             ("weights sha256", a.weights_sha256 or "-"),
@@ -490,6 +490,14 @@ def artifact_facts(report: BenchReport) -> list[tuple[str, list[tuple[str, str]]
             items.append(("where the time goes", shlex.join(["edgeseg", "op-profile", folder])))
         out.append((row_label(r, named), items))
     return out
+
+
+def _target_caveat(target: str) -> str:
+    """The target table's note where it warns about this runtime (e.g. onnx-int8 on x86: slower than fp32)."""
+    from edgeseg.backends import TARGETS
+
+    note = TARGETS[target].runtime if target in TARGETS else ""
+    return f" (target note: {note.split('; ', 1)[1].rstrip(')')})" if "; " in note and "slower" in note else ""
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:

@@ -164,6 +164,31 @@ def _stage(session: SshSession, model_file: Path, tag: str) -> str:
     return remote_dir
 
 
+def bench_with_benchmark_app(session: SshSession, xml_file: Path, tag: str, command: str) -> dict:
+    """Copy an OpenVINO IR (.xml and its .bin) and time it with ``command`` (benchmark_app) on the device."""
+    from edgeseg.backends.openvino.benchmark_app import parse_benchmark_app
+    from edgeseg.bench.stats import from_summary
+
+    remote_dir = _stage(session, xml_file, tag)
+    session.put(xml_file.with_suffix(".bin"), f"{remote_dir}/{xml_file.with_suffix('.bin').name}")
+    full = f"cd {shlex.quote(remote_dir)} && {command}"
+    r = session.run(full, timeout=3600)
+    try:
+        parsed = parse_benchmark_app(r.stdout + "\n" + r.stderr)
+    except ValueError as exc:
+        raise RuntimeError(f"benchmark_app on {session.target.host} (exit {r.rc}): {exc}") from None
+    stats = from_summary(
+        parsed["count"] or 0,
+        0,
+        parsed["mean_ms"] if parsed["mean_ms"] is not None else parsed["median_ms"],
+        None,
+        parsed["min_ms"],
+        parsed["max_ms"],
+        parsed["median_ms"],
+    )
+    return {**parsed, "stats": stats, "command": full}
+
+
 def runner_command(python: str, remote_dir: str, model_name: str, warmup: int, runs: int, threads: int) -> str:
     q = shlex.quote
     return (

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 OP_CLASSES = ("conv", "dwconv", "matmul", "elementwise", "reduce", "resize", "data")
-ELEMENT_BYTES = {"fp32": 4, "fp16": 2, "int8": 1}
+ELEMENT_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2, "int8": 1}
 
 ANCHORS = {"Conv", "ConvTranspose", "MatMul", "Gemm", "MatMulInteger", "ConvInteger", "QLinearConv", "QLinearMatMul"}
 VIEWS = {"Reshape", "Squeeze", "Unsqueeze", "Flatten", "Identity", "Shape", "Constant", "Dropout", "Size"}

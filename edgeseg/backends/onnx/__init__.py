@@ -74,7 +74,9 @@ class OnnxBackend(Backend):
     precisions = {
         "fp32": Precision("onnxruntime (CPU)"),
         "fp16": Precision("onnxruntime (CPU; no native fp16 here, slower than fp32)"),
-        "int8": Precision("onnxruntime (CPU)"),
+        # measured side by side on x86 (docs/generated/openvino-table.md): QDQ int8 ran 0.68-0.70x of onnx-fp32's
+        # speed on ORT's CPU EP at 1 and 2 threads; its int8 kernels pay for the Q/DQ around the float attention
+        "int8": Precision("onnxruntime (CPU); int8 QDQ: for ARM/NPU EPs; slower than fp32 on x86 CPU EP"),
     }
     rules = ONNX_RULES
     # ORT CPU: U8S8 (uint8 activations, int8 weights) was faster than S8S8 on this avx512_vnni CPU.
