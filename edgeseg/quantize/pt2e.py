@@ -1,9 +1,10 @@
-"""PT2E static int8 shared by the TFLite and Core ML exporters.
+"""PT2E static int8 shared by the TFLite, Core ML and ExecuTorch exporters.
 
-The quantizer is litert-torch's (per-channel symmetric int8 weights, per-tensor symmetric int8 activations). Its
+The default quantizer is litert-torch's (per-channel symmetric int8 weights, per-tensor symmetric int8 activations). Its
 op set quantizes conv / linear / add / mul / cat and leaves matmul, div and sum float, so the linear-attention
 core and its normaliser stay float as the policy asks (coremltools 9's own CoreMLQuantizer imports
-``torch.ao.quantization.quantizer``, which torch 2.13 no longer has).
+``torch.ao.quantization.quantizer``, which torch 2.13 no longer has). ExecuTorch passes its own
+``XNNPACKQuantizer`` (the same scheme; its add annotator does not depend on ``source_fn_stack``).
 """
 
 from __future__ import annotations
@@ -20,15 +21,20 @@ def pt2e_int8(
     calib_inputs: list[torch.Tensor],
     fold_quantize: bool,
     to_input: Callable[[torch.Tensor], torch.Tensor] = lambda x: x,
+    quantizer=None,
 ):
     """Export ``module`` at ``example``, observe ``calib_inputs`` (NCHW, mapped by ``to_input`` to the module's
     layout) and convert; returns the quantized GraphModule and the quantizer. ``fold_quantize`` stores weights as
-    int8 constants (Core ML) instead of float weights with quantize/dequantize pairs (litert-torch's input)."""
-    from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
+    int8 constants (Core ML) instead of float weights with quantize/dequantize pairs (litert-torch's and ExecuTorch's
+    input). ``quantizer``: a PT2E quantizer to use instead of litert-torch's (with its add annotation restored)."""
     from torchao.quantization.pt2e import allow_exported_model_train_eval
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-    quantizer = _with_tensor_adds(PT2EQuantizer)().set_global(get_symmetric_quantization_config(is_per_channel=True))
+    if quantizer is None:
+        from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
+
+        config = get_symmetric_quantization_config(is_per_channel=True)
+        quantizer = _with_tensor_adds(PT2EQuantizer)().set_global(config)
     graph = prepare_pt2e(torch.export.export(module, (example,)).module(), quantizer)
     with torch.no_grad():
         for x in calib_inputs:
