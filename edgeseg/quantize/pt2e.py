@@ -169,6 +169,27 @@ class Pt2eSwitches:
         with torch.no_grad():
             return self.from_output(self.simulated(self.to_input(x)))
 
+    def with_float_producers(self, names) -> set[str]:
+        """``names`` plus every layer whose int8 output only float layers among them read (its output quantize,
+        after the layer or after a ReLU, is erased in ``graph_for_export``), repeated until none is added.
+        ExecuTorch's XNNPACK partitioner takes an int8 conv only with an int8 output: one left with int8 weights
+        and a float output falls to the portable kernels, so it is made float too (TFLite's converter does the
+        same on its own)."""
+        chosen = set(names)
+        layers = {n for n, _ in self.layers}
+        original = {n.name: n for n in self.converted.graph.nodes}
+        while True:
+            graph = self.graph_for_export(chosen).graph
+            now = {n.name: n for n in graph.nodes}
+            extra = {
+                n
+                for n in layers - chosen
+                if _reaches_quantize(original[n], layers) and not _reaches_quantize(now[n], layers)
+            }
+            if not extra:
+                return chosen
+            chosen |= extra
+
     def graph_for_export(self, names):
         """A copy of the converted graph with ``names`` in float: their quantize/dequantize inputs bypassed and
         removed where nothing else reads them."""
@@ -196,6 +217,22 @@ def _is_qdq(node, kinds: tuple[str, ...]) -> bool:
 def _is_int8_input(node) -> bool:
     """``dequantize(quantize(x))``: an int8 tensor as the converter sees it."""
     return _is_qdq(node, _DEQUANTIZE) and _is_qdq(node.args[0], _QUANTIZE)
+
+
+def _reaches_quantize(node, layers: set[str]) -> bool:
+    """Whether ``node``'s output is quantized: a quantize reads it directly or through ops that are not layers
+    (the ReLU after a conv, reshapes)."""
+    todo, seen = list(node.users), set()
+    while todo:
+        user = todo.pop()
+        if user in seen:
+            continue
+        seen.add(user)
+        if _is_qdq(user, _QUANTIZE):
+            return True
+        if user.op == "call_function" and user.name not in layers and not _is_qdq(user, _DEQUANTIZE):
+            todo.extend(user.users)
+    return False
 
 
 def _erase_unread_qdq(graph) -> None:

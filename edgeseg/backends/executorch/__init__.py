@@ -31,6 +31,7 @@ _VULKAN_NEEDS = (
     "needs a Vulkan device and an ExecuTorch runtime built with EXECUTORCH_BUILD_VULKAN=ON (the pip wheel's "
     "runtime has no Vulkan backend; on Android: executor_runner from such a build)"
 )
+_DEFAULT_RUNNER = "/data/local/tmp/executor_runner"
 # target -> (delegate, precision, what runs it)
 _TARGETS = {
     "fp32": ("xnnpack", "fp32", _XNNPACK),
@@ -92,7 +93,7 @@ class ExecuTorchBackend(Backend):
         note="ExecuTorch XNNPACKQuantizer (PT2E): conv/linear/add/mul/cat int8; HardSwish as add/clamp/mul",
     )
     ssh_timer = None
-    device_note = "ExecuTorch programs are timed on Android over adb with executor_runner"
+    device_note = "ExecuTorch programs are timed here or on Android over adb with executor_runner"
     fusion = FusionRules(
         "executorch",
         COMMON_ACTIVATIONS,
@@ -214,6 +215,21 @@ class ExecuTorchBackend(Backend):
             )
             for accel, partitions in plan.delegate_calls.items()
         ]
+
+    def adb_command(self, reach, threads: int, runs: int) -> str | None:
+        from edgeseg.backends.executorch.adb import REMOTE_DIR, executor_runner_command
+
+        binary = reach.executor_runner or _DEFAULT_RUNNER
+        return executor_runner_command(binary, f"{REMOTE_DIR}/model{self.suffix}", threads, runs, reach.cpu_mask)
+
+    def bench_over_adb(self, transport, model_file: Path, reach, threads: int, warmup: int, runs: int) -> dict:
+        from edgeseg.backends.executorch.adb import bench_over_adb
+
+        if not reach.executor_runner:
+            raise RuntimeError(
+                "no executor_runner path in the profile (reach.executor_runner, e.g. " + _DEFAULT_RUNNER + ")"
+            )
+        return bench_over_adb(transport, model_file, reach.executor_runner, threads, warmup, runs, reach.cpu_mask)
 
     def profile(self, folder: Path, manifest: dict, threads: int, runs: int, warmup: int):
         from edgeseg.backends.executorch.profile import profile_etdump

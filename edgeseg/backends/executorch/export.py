@@ -100,7 +100,10 @@ def _quiet():
 
 
 def lower(module: nn.Module, example: torch.Tensor, delegate: str):
-    """(ExecuTorch program bytes, delegation summary) of ``module`` lowered to ``delegate``."""
+    """(ExecuTorch program bytes, delegation summary) of ``module`` lowered to ``delegate``. ExecuTorch's quantized
+    kernels are registered first: a quantize / dequantize the delegate does not take then runs on them (lint and
+    residency name it) instead of failing the lowering."""
+    import executorch.kernels.quantized  # noqa: F401  (registers quantized_decomposed's out variants)
     from executorch.exir import to_edge_transform_and_lower
 
     with _quiet(), torch.no_grad():
@@ -125,6 +128,18 @@ def xnnpack_quantizer():
     )
 
     return XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+
+
+def fold_weight_quantize(graph_module):
+    """Fold the weights' ``quantize_per_channel`` into int8 constants (what ``convert_pt2e(fold_quantize=True)``
+    does). The float switches need the unfolded graph; XNNPACK's partitioner takes a conv only with constant int8
+    weights (unfolded, the convs and their weight quantize/dequantize fall to the portable kernels)."""
+    from torchao.quantization.pt2e.constant_fold import constant_fold
+    from torchao.quantization.pt2e.quantize_pt2e import _quant_node_constraint
+
+    constant_fold(graph_module, _quant_node_constraint)
+    graph_module.recompile()
+    return graph_module
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -161,28 +176,32 @@ def export_executorch(
 
     with _quiet(), torch.no_grad():
         graph, _ = pt2e_int8(module, example, calib_inputs, False, quantizer=xnnpack_quantizer())
-    summaries: dict[frozenset, tuple[Path, dict]] = {}
+    summaries: dict[frozenset, tuple[Path, dict, list[str]]] = {}
 
     def convert_with_float(names: list[str]) -> Path:
         """The int8 program with ``names`` in float, lowered once per set."""
         key = frozenset(names)
         if key not in summaries:
             probe = path.with_name(f"{path.stem}.probe{len(summaries)}{path.suffix}")
-            graph_module = switches.graph_for_export(names) if names else graph
-            buffer, summary = lower(graph_module, example, "xnnpack")
+            graph_module, producers = graph, []
+            if switches is not None:  # producers of a float layer whose int8 output nothing else reads: float too
+                closed = switches.with_float_producers(names)
+                graph_module, producers = switches.graph_for_export(closed), sorted(closed - key)
+            buffer, summary = lower(fold_weight_quantize(graph_module), example, "xnnpack")
             write_atomic(probe, buffer)
-            summaries[key] = (probe, summary)
+            summaries[key] = (probe, summary, producers)
         return summaries[key][0]
 
     switches = Pt2eSwitches(graph, lambda x: x, lambda y: y) if choose_float is not None else None
     chosen = convert_with_float(choose_float(switches, convert_with_float) if choose_float else [])
-    summary = next(s for p, s in summaries.values() if p == chosen)
+    summary, producers = next((s, f) for p, s, f in summaries.values() if p == chosen)
     chosen.replace(path)
-    for probe, _ in summaries.values():
+    for probe, _, _ in summaries.values():
         probe.unlink(missing_ok=True)
     return {
         **info,
         "delegation": summary,
+        "float_producers": producers,  # made float beside the searched layers (with_float_producers)
         "int8": "PT2E static (XNNPACKQuantizer): int8 conv/linear/add/mul/cat, per-channel symmetric weights; "
         "matmul/softmax/div/sum float",
         "io": "float input and output (quantize/dequantize inside the program)",

@@ -8,6 +8,10 @@ timed side by side in one process.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
+import tempfile
 from pathlib import Path
 
 import torch
@@ -15,10 +19,37 @@ import torch
 from edgeseg.errors import EdgesegError
 
 
+@contextlib.contextmanager
+def native_log():
+    """Capture what the runtime's C++ code writes to file descriptor 2 (its ``[program.cpp:168] ...`` log lines and
+    cpuinfo's probing) so commands print only their own output; yields a list filled with the lines on exit."""
+    lines: list[str] = []
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield lines
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            lines.extend(sink.read().decode(errors="replace").splitlines())
+
+
+def _why(exc: Exception, log: list[str]) -> str:
+    """The runtime's own reason (its last log line, e.g. "Program identifier 'ageg' != expected 'ET12'") beside
+    the exception's text."""
+    said = (str(exc).splitlines() or [type(exc).__name__])[0]
+    last = next((line.split("] ", 1)[-1] for line in reversed(log) if line.strip()), "")
+    return f"{said} ({last})"[:240] if last and last not in said else said[:240]
+
+
 def registered_backends() -> list[str]:
     from executorch.runtime import Runtime
 
-    return list(Runtime.get().backend_registry.registered_backend_names)
+    with native_log():
+        return list(Runtime.get().backend_registry.registered_backend_names)
 
 
 def set_threads(threads: int) -> None:
@@ -26,7 +57,8 @@ def set_threads(threads: int) -> None:
     from executorch.extension.pybindings import portable_lib
 
     if portable_lib._threadpool_get_thread_count() != threads:
-        portable_lib._unsafe_reset_threadpool(threads)
+        with native_log():
+            portable_lib._unsafe_reset_threadpool(threads)
 
 
 def thread_count() -> int:
@@ -57,13 +89,17 @@ class ExecuTorchModel:
         data = read_program_bytes(self.path)
         set_threads(self.threads)
         try:
-            self.program = Runtime.get().load_program(
-                data, enable_etdump=etdump, debug_buffer_size=0 if not etdump else int(1e7)
-            )
-            self.method = self.program.load_method("forward")
+            with native_log() as log:
+                self.program = Runtime.get().load_program(
+                    data,
+                    enable_etdump=etdump,
+                    debug_buffer_size=0,  # timings only: no intermediate outputs
+                )
+                self.method = self.program.load_method("forward")
         except Exception as exc:  # the runtime raises RuntimeError / ValueError with its error code
-            why = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
-            raise EdgesegError(f"ExecuTorch cannot load {path}: {why} (re-export it with edgeseg export)") from None
+            raise EdgesegError(
+                f"ExecuTorch cannot load {path}: {_why(exc, log)}; re-export it with edgeseg export"
+            ) from None
         meta = self.method.metadata
         self.input_shape = tuple(meta.input_tensor_meta(0).sizes())
         self.etdump = etdump
