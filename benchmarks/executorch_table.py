@@ -87,10 +87,26 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=None, help="val images for mIoU (default: all)")
     ap.add_argument("--parity-images", type=int, default=10)
     ap.add_argument("--extra", nargs="*", default=["lvt", "segformer-b0"], help="exported with --weights random")
+    ap.add_argument(
+        "--time-only",
+        nargs="*",
+        default=None,
+        metavar="TARGET=FOLDER",
+        help="only time these exported artifacts side by side (labels: executorch-fp32, tflite-fp32, ...)",
+    )
     ap.add_argument("--out", type=Path, default=Path("out/executorch"))
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     started = provenance.start()
+    if args.time_only is not None:
+        folders = {label: Path(folder) for label, folder in (item.split("=", 1) for item in args.time_only)}
+        doc = {"time_only": {str(f): label for label, f in folders.items()}, "cpu_count": os.cpu_count()}
+        doc["latency"] = [time_side_by_side(folders, threads, args.runs, 3) for threads in args.threads]
+        doc["provenance"] = provenance.finish(started)
+        if args.json:
+            atomic_write_bytes(args.json, json.dumps(doc, indent=2, default=str).encode())
+        print(json.dumps(doc["latency"], indent=1, default=str))
+        return
     budget = None if args.max_miou_drop == "off" else float(args.max_miou_drop)
     common = dict(out=args.out, parity_data=args.data, parity_images=args.parity_images)
     int8 = dict(calib_data=args.data, calib_size=args.calib_size, max_miou_drop=budget)

@@ -290,6 +290,20 @@ def _ops(d: object) -> str:
 
 def render_executorch_table(doc: dict) -> list[str]:
     out: list[str] = []
+    if "time_only" in doc:  # --time-only: artifacts timed side by side, nothing else
+        out += [f"- `{label}`: `{folder}`" for folder, label in doc["time_only"].items()] + [""]
+        labels = list(doc["time_only"].values())
+        out += table(
+            doc.get("latency") or [],
+            [
+                ("threads", lambda r: r["threads"]),
+                ("runs", lambda r: r["runs"]),
+                *[(f"{t} median ms", lambda r, t=t: get(r, "median_ms", t)) for t in labels],
+                ("ET/TFLite fp32 (min-max)", lambda r: _ratio(r.get("ratio_fp32"))),
+                ("ET/TFLite int8 (min-max)", lambda r: _ratio(r.get("ratio_int8"))),
+                ("load before / after", lambda r: f"{fmt(get(r, 'load_before'))} / {fmt(get(r, 'load_after'))}"),
+            ],
+        ) + [""]
     for model, row in (doc.get("models") or {}).items():
         out += [f"### {model} ({doc.get('size')})", ""]
         ev = row.get("eval") or {}

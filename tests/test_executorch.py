@@ -106,7 +106,9 @@ def test_mixed_precision_search_respects_its_budget(tiny, camvid, tmp_path):
     scorer = HoldoutScorer(ref, small, pseudo, SIZE, 4, None)
     assert scorer.miou_reference == pytest.approx(100.0)
     inputs = calib.inputs(SIZE)
-    for budget in (0.0, 100.0):
+    # all-int8 loses 0.64 points here and even all-float XNNPACK 0.08 (its fp32 kernels round differently from
+    # PyTorch): 0.3 makes the search pick layers; 100 needs none
+    for budget in (0.3, 100.0):
         path = tmp_path / f"int8-{budget}.pte"
         results = []
 
@@ -123,6 +125,8 @@ def test_mixed_precision_search_respects_its_budget(tiny, camvid, tmp_path):
         k = len(r.float_layers)
         if k:
             assert r.probes[k - 1] > budget and all(f["why"] for f in r.float_layers)
+        if budget < 1:
+            assert r.probes[0] > budget and k > 0  # the search had work to do
     assert r.float_layers == [] and r.sensitivity is None  # 100 points: all-int8 is within budget
 
 

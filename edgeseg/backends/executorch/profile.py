@@ -27,7 +27,7 @@ _NUMBER = re.compile(r"\s+#\d+$")
 
 def op_path(name: str) -> str:
     """What a kernel's time is spent on: compute, int8 compute, layout, quantize/dequantize, or portable kernels."""
-    if name.startswith("native_call_"):
+    if name.startswith("native_call_") or name.endswith("(portable)"):
         return "portable kernels (off the delegate)"
     if name.startswith(("Transpose", "Copy", "Static Reshape", "Static Transpose")):
         return "layout"
@@ -71,10 +71,13 @@ def profile_etdump(art: LoadedArtifact, threads: int, runs: int, warmup: int):
     timed = slice(warmup, None)
     run_mean = statistics.fmean(runs_ms[timed])
     kernels, delegate_ms, partitions = [], 0.0, 0
+    per_run = [0.0] * len(runs_ms[timed])  # kernel time inside each timed execute
     for e in events:
         if not e.perf_data or e.name in ("Method::execute", "OPERATOR_CALL"):
             continue
         ms = statistics.fmean(e.perf_data.raw[timed])
+        if e.name != "DELEGATE_CALL":
+            per_run = [acc + t for acc, t in zip(per_run, e.perf_data.raw[timed])]
         if e.name == "DELEGATE_CALL":
             delegate_ms += ms
             partitions += 1
@@ -117,6 +120,7 @@ def profile_etdump(art: LoadedArtifact, threads: int, runs: int, warmup: int):
         kernels=sorted(kernels, key=lambda k: -k.ms),
         by_type=by_type,
         explained=explained,
+        explained_per_run=[k / r for k, r in zip(per_run, runs_ms[timed]) if r > 0],
         off_path=off_path,
         partitions=partitions,
         notes=["ETDump events of ExecuTorch's pip runtime (executorch.devtools.Inspector); times per execute"],
