@@ -103,6 +103,9 @@ def lower(module: nn.Module, example: torch.Tensor, delegate: str):
     """(ExecuTorch program bytes, delegation summary) of ``module`` lowered to ``delegate``. ExecuTorch's quantized
     kernels are registered first: a quantize / dequantize the delegate does not take then runs on them (lint and
     residency name it) instead of failing the lowering."""
+    from edgeseg.backends.executorch.runtime import import_executorch
+
+    import_executorch()
     import executorch.kernels.quantized  # noqa: F401  (registers quantized_decomposed's out variants)
     from executorch.exir import to_edge_transform_and_lower
 

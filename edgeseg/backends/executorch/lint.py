@@ -9,7 +9,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edgeseg.backends.executorch.runtime import read_program_bytes
+from edgeseg.backends.executorch.runtime import import_executorch, read_program_bytes
 from edgeseg.errors import EdgesegError
 from edgeseg.lint import LintReport, RuleSet
 
@@ -35,10 +35,11 @@ class PlanSummary:
 
 def read_plan(path: Path) -> PlanSummary:
     """The execution plan of ``path`` (one line error for a file that is not a readable .pte)."""
+    data = read_program_bytes(path)
+    import_executorch()
     from executorch.exir import schema
     from executorch.exir._serialize._program import deserialize_pte_binary
 
-    data = read_program_bytes(path)
     try:
         program = deserialize_pte_binary(data).program
         (plan,) = [p for p in program.execution_plan if p.name == "forward"]

@@ -37,6 +37,23 @@ def native_log():
             lines.extend(sink.read().decode(errors="replace").splitlines())
 
 
+def import_executorch() -> None:
+    """Import ExecuTorch with torchao's import-time warnings (CUDA kernels it cannot load on a CPU machine, a
+    pytree deprecation) kept off the user's terminal: they say nothing about the command being run."""
+    import logging
+
+    loggers = [logging.getLogger(n) for n in ("torchao", "torch.utils._pytree")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        import executorch.exir  # noqa: F401
+        import executorch.runtime  # noqa: F401
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
 def _why(exc: Exception, log: list[str]) -> str:
     """The runtime's own reason (its last log line, e.g. "Program identifier 'ageg' != expected 'ET12'") beside
     the exception's text."""
@@ -46,6 +63,7 @@ def _why(exc: Exception, log: list[str]) -> str:
 
 
 def registered_backends() -> list[str]:
+    import_executorch()
     from executorch.runtime import Runtime
 
     with native_log():
@@ -59,6 +77,14 @@ def set_threads(threads: int) -> None:
     if portable_lib._threadpool_get_thread_count() != threads:
         with native_log():
             portable_lib._unsafe_reset_threadpool(threads)
+
+
+def _first_use() -> None:
+    """The thread pool's first use probes the CPU (cpuinfo) and logs to fd 2: done once, quietly."""
+    from executorch.extension.pybindings import portable_lib
+
+    with native_log():
+        portable_lib._threadpool_get_thread_count()
 
 
 def thread_count() -> int:
@@ -83,10 +109,12 @@ class ExecuTorchModel:
     """One loaded program's ``forward``; ``etdump=True`` records per-op events (ETDump) for the profiler."""
 
     def __init__(self, path: Path, threads: int | None = None, etdump: bool = False):
+        import_executorch()
         from executorch.runtime import Runtime
 
         self.path, self.threads = Path(path), threads or 2
         data = read_program_bytes(self.path)
+        _first_use()
         set_threads(self.threads)
         try:
             with native_log() as log:
