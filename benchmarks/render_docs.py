@@ -376,6 +376,94 @@ def render_residency_table(doc: dict) -> list[str]:
                 },
             ]
         )
+
+
+def _ratio(r: object) -> str:
+    if not isinstance(r, dict):
+        return "-"
+    return f"{r['median']:.2f} ({r['min']:.2f}-{r['max']:.2f})"
+
+
+def _ops(d: object) -> str:
+    return ", ".join(f"{k} x{v}" for k, v in d.items()) if isinstance(d, dict) and d else "none"
+
+
+def render_executorch_table(doc: dict) -> list[str]:
+    out: list[str] = []
+    if "time_only" in doc:  # --time-only: artifacts timed side by side, nothing else
+        out += [f"- `{label}`: `{folder}`" for folder, label in doc["time_only"].items()] + [""]
+        labels = list(doc["time_only"].values())
+        out += table(
+            doc.get("latency") or [],
+            [
+                ("threads", lambda r: r["threads"]),
+                ("runs", lambda r: r["runs"]),
+                *[(f"{t} median ms", lambda r, t=t: get(r, "median_ms", t)) for t in labels],
+                ("ET/TFLite fp32 (min-max)", lambda r: _ratio(r.get("ratio_fp32"))),
+                ("ET/TFLite int8 (min-max)", lambda r: _ratio(r.get("ratio_int8"))),
+                ("load before / after", lambda r: f"{fmt(get(r, 'load_before'))} / {fmt(get(r, 'load_after'))}"),
+            ],
+        ) + [""]
+    for model, row in (doc.get("models") or {}).items():
+        out += [f"### {model} ({doc.get('size')})", ""]
+        ev = row.get("eval") or {}
+        arts = row.get("artifacts") or {}
+        ref = get(ev, "pytorch-fp32", "miou")
+        rows = [{"artifact": "PyTorch fp32", "mIoU": ref}]
+        for target, a in arts.items():
+            d = a.get("delegation") or {}
+            rows.append(
+                {
+                    "artifact": target,
+                    "mIoU": get(ev, target, "miou"),
+                    "parity": a.get("parity"),
+                    "partitions": d.get("partitions"),
+                    "left to portable kernels": _ops(d.get("non_delegated_ops")) if d else "-",
+                    "MB": a.get("bytes", 0) / 1e6,
+                }
+            )
+        out += table(
+            rows,
+            [
+                ("artifact", lambda r: r["artifact"]),
+                ("val mIoU", lambda r: pct(r["mIoU"])),
+                ("vs PyTorch", lambda r, ref=ref: f"{100 * (r['mIoU'] - ref):+.2f}" if r.get("parity") else "-"),
+                ("max abs diff", lambda r: get(r, "parity", "max_abs_diff")),
+                ("argmax agreement", lambda r: pct(get(r, "parity", "argmax_agreement"), 3)),
+                ("XNNPACK partitions", lambda r: r.get("partitions")),
+                ("left to portable kernels", lambda r: r.get("left to portable kernels")),
+                ("MB", lambda r: r.get("MB")),
+            ],
+        ) + [""]
+        lat = row.get("latency") or []
+        out += table(
+            lat,
+            [
+                ("threads", lambda r: r["threads"]),
+                *[(f"{t} ms", lambda r, t=t: get(r, "median_ms", t)) for t in (arts or {})],
+                ("ET/TFLite fp32 (min-max)", lambda r: _ratio(r.get("ratio_fp32"))),
+                ("ET/TFLite int8 (min-max)", lambda r: _ratio(r.get("ratio_int8"))),
+                ("load before / after", lambda r: f"{fmt(get(r, 'load_before'))} / {fmt(get(r, 'load_after'))}"),
+            ],
+        ) + [""]
+        for target, p in (row.get("profile") or {}).items():
+            top = "; ".join(f"{t['op_type']} x{t['count']} {100 * t['share']:.0f}%" for t in p["top_op_types"][:6])
+            off = "; ".join(f"{k} {100 * v['share']:.0f}%" for k, v in (p.get("off_path") or {}).items())
+            out += [f"- ETDump {target} (1 thread, {p['run_ms']:.1f} ms): {top}. Off the compute path: {off}.", ""]
+    extra = doc.get("extra") or {}
+    if extra:
+        rows = [{"model": k, **v} for k, v in extra.items()]
+        out += table(
+            rows,
+            [
+                ("model (random weights)", lambda r: r["model"]),
+                ("input", lambda r: "x".join(str(v) for v in r["size"])),
+                ("delegated nodes", lambda r: f"{r['delegation']['nodes_delegated']}/{r['delegation']['nodes_total']}"),
+                ("XNNPACK partitions", lambda r: r["delegation"]["partitions"]),
+                ("left to portable kernels", lambda r: _ops(r["delegation"]["non_delegated_ops"])),
+                ("argmax agreement", lambda r: pct(get(r, "parity", "argmax_agreement"), 3)),
+            ],
+        ) + [""]
     return out
 
 
@@ -404,6 +492,7 @@ RENDERERS: dict[str, Callable[[dict], list[str]]] = {
     "upsample_cost": render_upsample_cost,
     "residency_table": render_residency_table,
     "openvino_table": render_openvino_table,
+    "executorch_table": render_executorch_table,
 }
 
 
@@ -440,6 +529,7 @@ TITLES = {
     "upsample_cost": "Head upsampling cost",
     "residency_table": "Accelerator residency before and after the residency rewrites",
     "openvino_table": "OpenVINO beside edgeseg's artifacts on x86",
+    "executorch_table": "ExecuTorch vs TFLite (XNNPACK)",
     "generic": "Benchmark output",
 }
 

@@ -27,6 +27,21 @@ def test_attention_rewrite_matches_reference_fp32(hw):
     assert (a - b).abs().max() <= 1e-5 * a.abs().max()
 
 
+@pytest.mark.parametrize("hw", [(12, 15), (3, 4)])
+def test_batched_bmm_attention_matches_reference_and_has_no_4d_matmul(hw):
+    from edgeseg.models.efficientvit.rewrites import LiteMLABatched
+
+    ref = _mla()
+    new = LiteMLABatched(ref)
+    x = torch.randn(2, 64, *hw)
+    with torch.no_grad():
+        a, b = ref(x), new(x)
+    assert (a - b).abs().max() <= 1e-5 * a.abs().max()
+    assert list(new.state_dict()) == list(ref.state_dict())
+    ops = {str(n.target) for n in torch.export.export(new, (x,)).run_decompositions().graph.nodes}
+    assert "aten.bmm.default" in ops and not {"aten.expand.default", "aten.sum.dim_IntList"} & ops, ops
+
+
 def test_attention_rewrite_has_no_pad_and_keeps_keys():
     ref = _mla()
     new = LiteMLAFp32Normaliser(ref)
@@ -286,8 +301,17 @@ def test_registered_models_and_rewrites_are_todays():
     assert FAMILIES == ("efficientvit", "lvt", "segformer")
     assert {name: e.family for name, e in MODELS.items()} == _OLD_MODEL_FAMILIES
     assert list(MODELS) == list(_OLD_MODEL_FAMILIES)  # the order `edgeseg models` lists them in
-    assert {name: r.families for name, r in REWRITES.items()} == _OLD_FAMILIES
-    assert {name: r.pattern for name, r in REWRITES.items()} == _old_patterns()
+    # rewrites added since, for formats the old lists did not have (ExecuTorch)
+    since = {"attention-batched-bmm": (_EVIT, LiteMLA)}
+    assert {name: r.families for name, r in REWRITES.items()} == {
+        **_OLD_FAMILIES,
+        **{n: f for n, (f, _) in since.items()},
+    }
+    assert {name: r.pattern for name, r in REWRITES.items()} == {
+        **_old_patterns(),
+        **{n: p for n, (_, p) in since.items()},
+    }
+    assert REWRITES["attention-batched-bmm"].formats == ("executorch",)
 
 
 @pytest.mark.parametrize("model", list(_OLD_MODEL_FAMILIES))

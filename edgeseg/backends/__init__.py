@@ -25,7 +25,7 @@ from edgeseg.backends.registry import (
 )
 
 # Built-in backends, in the order the target table lists them.
-BUILTIN_BACKENDS = ("onnx", "tflite", "coreml", "tensorrt", "openvino")
+BUILTIN_BACKENDS = ("onnx", "tflite", "coreml", "tensorrt", "openvino", "executorch")
 for _name in BUILTIN_BACKENDS:
     importlib.import_module(f"edgeseg.backends.{_name}")
 

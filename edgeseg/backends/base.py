@@ -213,6 +213,16 @@ class Backend(ABC):
         accelerator, each naming the tool that measured it); [] where the backend has no way to tell."""
         return []
 
+    def adb_command(self, reach, threads: int, runs: int) -> str | None:
+        """The command that times this format's model file on an Android phone with the format's own runner
+        (``bench_over_adb``); None: TFLite's benchmark_model where ``adb_timer``, else no adb path."""
+        return None
+
+    def bench_over_adb(self, transport, model_file: Path, reach, threads: int, warmup: int, runs: int) -> dict:
+        """Push ``model_file`` over adb and time it with the format's own runner: ``stats`` (LatencyStats),
+        ``command``, ``device_state``, ``runtime``; RuntimeError says why it could not."""
+        raise RuntimeError(f"no adb runner for {self.name} artifacts")
+
     def would_be_command(self, remote_file: str, threads: int) -> str | None:
         """The command that times the model file on a device of this format's runtime; None: edgeseg's runner."""
         return None

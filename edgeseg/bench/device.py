@@ -64,6 +64,9 @@ def would_be_command(profile, reach, entry_folder: str, tgt, plan, device_thread
                 reach.python, reach.workdir, f"model{tgt.suffix}", 10, plan.max_runs, device_threads
             )
         return f"{rerun} --host USER@HOST   # runs on the device: {on_device}"
+    if reach.method == "adb" and backend.adb_command(reach, device_threads, plan.max_runs):
+        own = backend.adb_command(reach, device_threads, plan.max_runs)
+        return f"{rerun} --serial SERIAL   # runs on the phone: {own}"
     if reach.method == "adb":
         binary = reach.benchmark_model or "/data/local/tmp/benchmark_model"
         on_device = benchmark_model_command(
@@ -196,6 +199,23 @@ def device_column(conn: DeviceConnection, folder: Path, manifest: dict, tgt, pla
                 )
         except RuntimeError as exc:
             return DeviceColumn(device=name, note=f"not measured on {name}: {exc}", command=command)
+        return DeviceColumn(device=name, measured=m)
+    if reach.method == "adb" and backend.adb_command(reach, device_threads, plan.max_runs):
+        transport = conn.adb()
+        if transport is None:
+            return DeviceColumn(device=name, note=f"not measured on {name}: {conn.error}", command=command)
+        try:
+            r = backend.bench_over_adb(transport, model_file, reach, device_threads, plan.warmup, plan.max_runs)
+        except RuntimeError as exc:
+            return DeviceColumn(device=name, note=f"not measured on {name}: {exc}", command=command)
+        m = Measurement(
+            machine=f"{name} (adb {reach.serial})",
+            runtime=r["runtime"],
+            method=f"{r['runtime']} on the device",
+            stats=Stats.of(r["stats"]),
+            state=r["device_state"],
+            command=r["command"],
+        )
         return DeviceColumn(device=name, measured=m)
     if reach.method == "adb":
         if not backend.adb_timer:

@@ -36,8 +36,8 @@ class HardwareFact(_Strict):
 class Reach(_Strict):
     """How edgeseg reaches the device. ``local``: this machine. ``ssh``: ``host`` (user@host) with host keys
     checked against ``known_hosts`` (never auto-accepted). ``adb``: ``serial`` and a ``benchmark_model`` binary
-    path on the device. ``none``: no way to run there from edgeseg (e.g. an iPhone: Xcode's Core ML performance
-    report)."""
+    path on the device (``executor_runner`` for ExecuTorch programs). ``none``: no way to run there from edgeseg
+    (e.g. an iPhone: Xcode's Core ML performance report)."""
 
     method: Literal["local", "ssh", "adb", "none"]
     host: str | None = None
@@ -51,6 +51,7 @@ class Reach(_Strict):
     openvino_device: Literal["CPU", "GPU", "NPU"] = "CPU"  # the OpenVINO plugin benchmark_app runs the IR on
     serial: str | None = None
     benchmark_model: str | None = None  # TFLite benchmark_model on the device, e.g. /data/local/tmp/benchmark_model
+    executor_runner: str | None = None  # ExecuTorch's executor_runner on the device (times .pte programs)
     delegate: Literal["xnnpack", "gpu", "nnapi", "cpu"] = "xnnpack"
     cpu_mask: str | None = None  # taskset mask for the big cores, e.g. "f0"
     how: str = ""  # what to do on the device when edgeseg cannot run there

@@ -1,9 +1,10 @@
-"""PT2E static int8 shared by the TFLite and Core ML exporters.
+"""PT2E static int8 shared by the TFLite, Core ML and ExecuTorch exporters.
 
-The quantizer is litert-torch's (per-channel symmetric int8 weights, per-tensor symmetric int8 activations). Its
+The default quantizer is litert-torch's (per-channel symmetric int8 weights, per-tensor symmetric int8 activations). Its
 op set quantizes conv / linear / add / mul / cat and leaves matmul, div and sum float, so the linear-attention
 core and its normaliser stay float as the policy asks (coremltools 9's own CoreMLQuantizer imports
-``torch.ao.quantization.quantizer``, which torch 2.13 no longer has).
+``torch.ao.quantization.quantizer``, which torch 2.13 no longer has). ExecuTorch passes its own
+``XNNPACKQuantizer`` (the same scheme; its add annotator does not depend on ``source_fn_stack``).
 """
 
 from __future__ import annotations
@@ -20,15 +21,20 @@ def pt2e_int8(
     calib_inputs: list[torch.Tensor],
     fold_quantize: bool,
     to_input: Callable[[torch.Tensor], torch.Tensor] = lambda x: x,
+    quantizer=None,
 ):
     """Export ``module`` at ``example``, observe ``calib_inputs`` (NCHW, mapped by ``to_input`` to the module's
     layout) and convert; returns the quantized GraphModule and the quantizer. ``fold_quantize`` stores weights as
-    int8 constants (Core ML) instead of float weights with quantize/dequantize pairs (litert-torch's input)."""
-    from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
+    int8 constants (Core ML) instead of float weights with quantize/dequantize pairs (litert-torch's and ExecuTorch's
+    input). ``quantizer``: a PT2E quantizer to use instead of litert-torch's (with its add annotation restored)."""
     from torchao.quantization.pt2e import allow_exported_model_train_eval
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-    quantizer = _with_tensor_adds(PT2EQuantizer)().set_global(get_symmetric_quantization_config(is_per_channel=True))
+    if quantizer is None:
+        from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
+
+        config = get_symmetric_quantization_config(is_per_channel=True)
+        quantizer = _with_tensor_adds(PT2EQuantizer)().set_global(config)
     graph = prepare_pt2e(torch.export.export(module, (example,)).module(), quantizer)
     with torch.no_grad():
         for x in calib_inputs:
@@ -163,6 +169,27 @@ class Pt2eSwitches:
         with torch.no_grad():
             return self.from_output(self.simulated(self.to_input(x)))
 
+    def with_float_producers(self, names) -> set[str]:
+        """``names`` plus every layer whose int8 output only float layers among them read (its output quantize,
+        after the layer or after a ReLU, is erased in ``graph_for_export``), repeated until none is added.
+        ExecuTorch's XNNPACK partitioner takes an int8 conv only with an int8 output: one left with int8 weights
+        and a float output falls to the portable kernels, so it is made float too (TFLite's converter does the
+        same on its own)."""
+        chosen = set(names)
+        layers = {n for n, _ in self.layers}
+        original = {n.name: n for n in self.converted.graph.nodes}
+        while True:
+            graph = self.graph_for_export(chosen).graph
+            now = {n.name: n for n in graph.nodes}
+            extra = {
+                n
+                for n in layers - chosen
+                if _reaches_quantize(original[n], layers) and not _reaches_quantize(now[n], layers)
+            }
+            if not extra:
+                return chosen
+            chosen |= extra
+
     def graph_for_export(self, names):
         """A copy of the converted graph with ``names`` in float: their quantize/dequantize inputs bypassed and
         removed where nothing else reads them."""
@@ -190,6 +217,22 @@ def _is_qdq(node, kinds: tuple[str, ...]) -> bool:
 def _is_int8_input(node) -> bool:
     """``dequantize(quantize(x))``: an int8 tensor as the converter sees it."""
     return _is_qdq(node, _DEQUANTIZE) and _is_qdq(node.args[0], _QUANTIZE)
+
+
+def _reaches_quantize(node, layers: set[str]) -> bool:
+    """Whether ``node``'s output is quantized: a quantize reads it directly or through ops that are not layers
+    (the ReLU after a conv, reshapes)."""
+    todo, seen = list(node.users), set()
+    while todo:
+        user = todo.pop()
+        if user in seen:
+            continue
+        seen.add(user)
+        if _is_qdq(user, _QUANTIZE):
+            return True
+        if user.op == "call_function" and user.name not in layers and not _is_qdq(user, _DEQUANTIZE):
+            todo.extend(user.users)
+    return False
 
 
 def _erase_unread_qdq(graph) -> None:

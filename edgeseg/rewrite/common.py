@@ -180,8 +180,9 @@ HARDSWISH_AS_CLAMP = register_rewrite(
         "hardswish-as-clamp",
         nn.Hardswish,
         HardswishAsClamp,
-        "Hardswish as add/clamp/mul: XNNPACK has no int8 HARD_SWISH (keeps int8 TFLite in one partition)",
-        formats=("tflite",),
+        "Hardswish as add/clamp/mul: XNNPACK has no int8 HARD_SWISH (keeps int8 TFLite / ExecuTorch in one "
+        "partition)",
+        formats=("tflite", "executorch"),
         precisions=("int8",),
     )
 )

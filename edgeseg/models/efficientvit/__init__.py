@@ -17,6 +17,7 @@ from edgeseg.models.efficientvit.model import (
 from edgeseg.models.efficientvit.rewrites import (
     BicubicAsConv,
     BicubicAsMatmul,
+    LiteMLABatched,
     LiteMLAFp32Normaliser,
     LiteMLAOnesMatmulNormaliser,
     UpSampleFp32,
@@ -66,6 +67,15 @@ FAMILY_REWRITES = (
         "ReduceSum",
         (FAMILY,),
         formats=("onnx",),
+    ),
+    Rewrite(  # registered after attention-fp32-normaliser: supersedes it where both are wanted
+        "attention-batched-bmm",
+        LiteMLA,
+        LiteMLABatched,
+        "LiteMLA as attention-fp32-normaliser on 3-D views with bmm (no expand_copy, token sum as a bmm): one "
+        "XNNPACK partition per attention block in ExecuTorch",
+        (FAMILY,),
+        formats=("executorch",),
     ),
     # Head upsampling, one rewrite per --upsample choice. Exact bicubic as two matmuls is the default: faster than
     # the conv form in TFLite (no layout transposes) and ONNX Runtime, same numbers (README "Export").

@@ -97,6 +97,38 @@ class LiteMLAOnesMatmulNormaliser(LiteMLAFp32Normaliser):
         return self.proj(out)
 
 
+class LiteMLABatched(LiteMLAFp32Normaliser):
+    """Replaces ``LiteMLA`` (pattern: ReLU linear attention over ``(b, heads, dim, tokens)`` tensors) with
+    ``LiteMLAFp32Normaliser``'s arithmetic on 3-D ``(b * heads, dim, tokens)`` views with ``torch.bmm``.
+
+    Constraint satisfied: ExecuTorch decomposes a 4-D ``matmul`` into ``expand_copy`` + ``bmm``, and its XNNPACK
+    partitioner takes no ``expand_copy`` nor the normaliser's ``sum``: every attention block splits the delegate
+    into three partitions with portable kernels between them (B0: 13 partitions, 28 expand_copy and 4 sum left
+    out). Here the matmuls are ``bmm`` of equal batches (no expand) and the token sums are ``bmm`` with a ones
+    vector (exact to float rounding), so a block is one partition (the ones are an ``aten.full`` fed into it).
+    Wanted by: ExecuTorch (``attention-batched-bmm``), every precision (the core stays fp32 as in
+    ``LiteMLAFp32Normaliser``).
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        qkv = self.qkv(x)
+        qkv = torch.cat([qkv] + [op(qkv) for op in self.aggreg], dim=1)
+        b, _, h, w = qkv.shape
+        q, k, v = self._split_qkv_fp32(qkv)
+        batch, d, n = q.shape[0] * q.shape[1], q.shape[2], q.shape[3]
+        q, k, v = q.reshape(batch, d, n), k.reshape(batch, d, n), v.reshape(batch, d, n)
+        if n > self.dim:  # linear: (v k^T) q / ((k 1)^T q)
+            num = torch.bmm(torch.bmm(v, k.transpose(1, 2)), q)
+            k_sum = torch.bmm(k, torch.ones(batch, n, 1, dtype=k.dtype, device=k.device))
+            out = num / torch.clamp_min(torch.bmm(k_sum.transpose(1, 2), q), self.eps)
+        else:  # quadratic: v (k^T q / colsum)
+            att = torch.bmm(k.transpose(1, 2), q)
+            col_sum = torch.bmm(torch.ones(batch, 1, n, dtype=att.dtype, device=att.device), att)
+            out = torch.bmm(v, att / torch.clamp_min(col_sum, self.eps))
+        out = torch.reshape(out, (b, -1, h, w)).to(x.dtype)
+        return self.proj(out)
+
+
 class UpSampleFp32(nn.Module):
     """Replaces ``UpSampleLayer`` (pattern: integer-factor resize in the head).
 
