@@ -28,6 +28,7 @@ from edgeseg.models.registry import (
     count_macs,
     count_params,
     create_model,
+    is_user_model,
     resolve_model_name,
     upsample_choices,
 )
@@ -82,6 +83,10 @@ def load_model(
     """Build a registered model and load weights strictly: a registry tag such as ``camvid``, a file, ``random``
     (seeded, untrained) or None (the shipped weights for the model's dataset; ``notice`` is told which)."""
     name, dataset = resolve_model_name(model, dataset)
+    if not weights and is_user_model(name):  # a user's module ships no weights: it is used as its code builds it
+        weights = RANDOM_WEIGHTS
+        if notice is not None:
+            notice(f"weights: {model} as its code builds it (seed {RANDOM_SEED}); pass --weights PATH.pt for others")
     if weights == RANDOM_WEIGHTS:
         with torch.random.fork_rng():
             torch.manual_seed(RANDOM_SEED)
@@ -155,7 +160,10 @@ def _open_source(
             "weights": m["weights"],
             "untrained": bool(m.get("untrained")),
         }
-        return _Source(art.run, DATASETS[m["dataset"]], None, art.input_size, art.outputs_labels, info)
+        from edgeseg.models.user import custom_spec
+
+        spec = DATASETS.get(m["dataset"]) or custom_spec(len(m["classes"]))  # a user model's "custom" labels
+        return _Source(art.run, spec, None, art.input_size, art.outputs_labels, info)
     if not model:
         raise EdgesegError("pass --model (with --weights) or --artifact")
     loaded = load_model(model, dataset, weights, notice)
