@@ -24,14 +24,15 @@ from edgeseg.artifact import (
 )
 from edgeseg.backends import ExportJob, Int8Request, backend_for, backend_for_file, get_target
 from edgeseg.commands.evaluate import load_model, reference_upsample
-from edgeseg.data.datasets import load_split
+from edgeseg.data.datasets import DATASETS, load_split
 from edgeseg.data.transforms import check_input_size, parse_size
 from edgeseg.errors import EdgesegError
 from edgeseg.eval.evaluate import torch_predictor
 from edgeseg.export_request import EXPORT_DEFAULTS, HOLDOUT_IMAGES, PARITY_IMAGES, ExportOptions
 from edgeseg.io import output_folder
 from edgeseg.lint import lint_onnx
-from edgeseg.models.registry import DEFAULT_INPUT, MODELS, deploy_rewrites, upsample_choices
+from edgeseg.models.registry import DEFAULT_INPUT, MODELS, deploy_rewrites, is_user_model, upsample_choices
+from edgeseg.models.user import PROBE_SIZE as USER_INPUT
 from edgeseg.paths import SAMPLE_DATA
 
 # Code outside the backend and the model family that shapes every artifact's bytes: the rewrite framework and
@@ -87,7 +88,9 @@ def export(
         raise EdgesegError(f"--opset {opset} is too old: use 17 or newer (18 is the default)")
     loaded = load_model(model, dataset, weights, notice)
     rewrites = deploy_rewrites(loaded.name, tgt.format, tgt.precision, upsample)
-    input_size = check_input_size(parse_size(size)) if size else DEFAULT_INPUT[loaded.dataset]
+    user = is_user_model(loaded.name)  # a user's module: graph passes instead of a family's module swaps
+    default_size = tuple(getattr(loaded.model, "input_size", USER_INPUT)) if user else DEFAULT_INPUT[loaded.dataset]
+    input_size = check_input_size(parse_size(size)) if size else default_size
     h, w = input_size
     suffix = ("-argmax" if with_argmax else "") + ("" if upsample == EXPORT_DEFAULTS.upsample else f"-{upsample}")
     if tgt.precision == "int8" and calib_method != "percentile":
@@ -145,6 +148,12 @@ def export(
     _, images, labels = load_split(parity_root, "val")
     images, labels = images[:parity_images], labels[:parity_images]
     deploy, applied = apply_rewrites(loaded.model, rewrites)
+    graph_report = None
+    if user:
+        from edgeseg.rewrite.graph import applied_passes, rewrite_graph
+
+        deploy, graph_report = rewrite_graph(deploy, (1, 3, h, w), loaded.name, tgt.name)
+        applied = {**applied, **applied_passes(graph_report)}
     # backends that carry fp16 in the graph (strongly typed) get a half model; the others take the fp32 graph and
     # apply their own fp16 schemes with the attention core kept fp32.
     dtype = torch.float16 if tgt.precision == "fp16" and backend.graph_fp16 else torch.float32
@@ -172,7 +181,7 @@ def export(
                 images,
                 input_size,
                 with_argmax,
-                labels,
+                labels if loaded.dataset in DATASETS else None,  # a "custom" label set has no labels here
                 loaded.spec.num_classes,
                 loaded.spec.ignore_index,
             ).as_dict()
@@ -207,6 +216,7 @@ def export(
                 }
             ),
             "rewrites": applied,
+            **({} if graph_report is None else {"graph_passes": graph_report}),
             "upsample": upsample if upsample_choices(loaded.name) else reference_upsample(loaded.name),
             **built.info,
             **({} if calib is None else {"calibration": calib.manifest()}),

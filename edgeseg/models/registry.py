@@ -105,7 +105,8 @@ def _register_user_model(spec: str) -> str:
     if name in MODELS and _USER_SPECS.get(name) == spec:
         return name
     if name in MODELS:
-        raise EdgesegError(f"--model {spec!r} is named {name!r} like {_USER_SPECS.get(name, 'a built-in model')}: rename")
+        other = _USER_SPECS.get(name, "a built-in model")
+        raise EdgesegError(f"--model {spec!r} gets the name {name!r} of {other}: rename the file or function")
     fields = user_entry_fields(spec)
     register_model(ModelEntry(name, USER_FAMILY, fields["datasets"], fields["build"], fields["spec"]))
     _USER_SPECS[name] = spec

@@ -90,7 +90,8 @@ def _factory(spec: str):
         public = [n for n, v in vars(module).items() if callable(v) and not n.startswith("_")][:8]
         raise EdgesegError(
             f"--model {spec!r}: {mod_name if '/' not in spec else Path(spec.rpartition(':')[0]).name} has no "
-            f"{attr!r}: define a function {attr}() returning an nn.Module (callables there: {', '.join(public) or 'none'})"
+            f"{attr!r}: define a function {attr}() returning an nn.Module "
+            f"(callables there: {', '.join(public) or 'none'})"
         )
     if not callable(fn):
         raise EdgesegError(f"--model {spec!r}: {attr} is a {type(fn).__name__}, not a function or class")
@@ -115,7 +116,9 @@ def build_user_module(spec: str) -> nn.Module:
 
 
 def probe_output(spec: str, module: nn.Module, size: tuple[int, int] = PROBE_SIZE) -> tuple[int, int]:
-    """(num_classes, output stride) of ``module`` from one forward on a ``(1, 3, *size)`` zero image."""
+    """(num_classes, output stride) of ``module`` from one forward on a ``(1, 3, *size)`` zero image (``size``: the
+    module's ``input_size`` attribute when it has one)."""
+    size = tuple(getattr(module, "input_size", size))
     try:
         with torch.no_grad():
             out = module(torch.zeros(1, 3, *size))

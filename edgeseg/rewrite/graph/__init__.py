@@ -173,7 +173,8 @@ def rewrite_graph(
     propagate(gm, inputs[0])
     report["after"] = census(gm)
     report["max_rel_diff"] = _diff(gm, inputs, refs)
-    return gm, report
+    # a plain GraphModule: ep.module()'s own class refuses train()/eval(), which DeployWrapper and exporters call
+    return torch.fx.GraphModule(gm, gm.graph, class_name="GraphRewritten"), report
 
 
 def applied_passes(report: dict) -> dict[str, int]:

@@ -354,7 +354,7 @@ def fft_filter_to_conv(gm: fx.GraphModule) -> list[str]:
         if len(dims) != 2:
             continue
 
-        def run(t, body=body, start=start, end=end):
+        def run(t, body=body, start=start, end=end, x=x):
             env = {x: t}
             memo: dict = {}
             for n in [start, *body, end]:
