@@ -243,3 +243,24 @@ def test_family_exports(family, target, tmp_path):
     m = json.loads(manifest.read_text())
     assert m["parity"]["argmax_agreement"] == 1.0 and m["lint"]["clean"], (m["parity"], m["lint"])
     assert m["graph_passes"]["after"]["max_rank"] <= 4
+
+
+def test_user_weights_file_and_spellings(user_file, tmp_path, monkeypatch):
+    """--weights PATH loads the user's state dict strictly; a relative and an absolute path are one model."""
+    from edgeseg.commands.evaluate import load_model
+
+    spec = importlib.util.spec_from_file_location("my_net_for_weights", user_file)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    torch.manual_seed(7)
+    trained = mod.build()
+    torch.save(trained.state_dict(), tmp_path / "w.pt")
+    loaded = load_model(f"{user_file}:build", None, str(tmp_path / "w.pt"))
+    assert loaded.name == "user-my-net-build" and not loaded.untrained
+    assert torch.equal(loaded.model.head.weight, trained.head.weight)
+    monkeypatch.chdir(user_file.parent)
+    again = load_model("my_net.py:build", None, "random")
+    assert again.name == loaded.name and again.untrained
+    torch.save({"nope": torch.zeros(1)}, tmp_path / "bad.pt")
+    with pytest.raises(EdgesegError):
+        load_model(f"{user_file}:build", None, str(tmp_path / "bad.pt"))

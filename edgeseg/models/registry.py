@@ -11,6 +11,7 @@ imports no family. The CLI validates names against ``MODELS`` and ``edgeseg mode
 from __future__ import annotations
 
 import difflib
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -99,14 +100,13 @@ def create_model(name: str, dataset: str | None = None) -> tuple[nn.Module, Data
 
 def _register_user_model(spec: str) -> str:
     """Register the user's model ``spec`` (importing its code) once; its registry name."""
-    from edgeseg.models.user import USER_FAMILY, entry_name, user_entry_fields
+    from edgeseg.models.user import USER_FAMILY, canonical, entry_name, user_entry_fields
 
-    name = entry_name(spec)
+    spec, name = canonical(spec), entry_name(spec)
+    if name in MODELS and _USER_SPECS.get(name) != spec:  # another file of that name: tell them apart
+        name = f"{name}-{hashlib.sha256(spec.encode()).hexdigest()[:6]}"
     if name in MODELS and _USER_SPECS.get(name) == spec:
         return name
-    if name in MODELS:
-        other = _USER_SPECS.get(name, "a built-in model")
-        raise EdgesegError(f"--model {spec!r} gets the name {name!r} of {other}: rename the file or function")
     fields = user_entry_fields(spec)
     register_model(ModelEntry(name, USER_FAMILY, fields["datasets"], fields["build"], fields["spec"]))
     _USER_SPECS[name] = spec

@@ -35,6 +35,14 @@ def is_user_spec(name: str) -> bool:
     return ":" in name
 
 
+def canonical(spec: str) -> str:
+    """``spec`` with a file path made absolute (two spellings of one file are one model)."""
+    target, _, attr = spec.rpartition(":")
+    if target.endswith(".py") or "/" in target or "\\" in target:
+        return f"{Path(target).expanduser().resolve()}:{attr}"
+    return spec
+
+
 def custom_spec(num_classes: int) -> DatasetSpec:
     """C generic class names (``class0`` ...) and a fixed generic palette."""
     g = torch.Generator().manual_seed(0)
