@@ -31,8 +31,7 @@ from edgeseg.eval.evaluate import torch_predictor
 from edgeseg.export_request import EXPORT_DEFAULTS, HOLDOUT_IMAGES, PARITY_IMAGES, ExportOptions
 from edgeseg.io import output_folder
 from edgeseg.lint import lint_onnx
-from edgeseg.models.registry import DEFAULT_INPUT, MODELS, deploy_rewrites, is_user_model, upsample_choices
-from edgeseg.models.user import PROBE_SIZE as USER_INPUT
+from edgeseg.models.registry import MODELS, default_input, deploy_rewrites, is_user_model, upsample_choices
 from edgeseg.paths import SAMPLE_DATA
 
 # Code outside the backend and the model family that shapes every artifact's bytes: the rewrite framework and
@@ -89,8 +88,7 @@ def export(
     loaded = load_model(model, dataset, weights, notice)
     rewrites = deploy_rewrites(loaded.name, tgt.format, tgt.precision, upsample)
     user = is_user_model(loaded.name)  # a user's module: graph passes instead of a family's module swaps
-    default_size = tuple(getattr(loaded.model, "input_size", USER_INPUT)) if user else DEFAULT_INPUT[loaded.dataset]
-    input_size = check_input_size(parse_size(size)) if size else default_size
+    input_size = check_input_size(parse_size(size)) if size else default_input(loaded.name, loaded.dataset)
     h, w = input_size
     suffix = ("-argmax" if with_argmax else "") + ("" if upsample == EXPORT_DEFAULTS.upsample else f"-{upsample}")
     if tgt.precision == "int8" and calib_method != "percentile":

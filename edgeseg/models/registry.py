@@ -38,6 +38,7 @@ class ModelEntry:
     datasets: tuple[str, ...]
     build: Callable[[str, int], nn.Module]  # (dataset, num_classes) -> model
     spec: DatasetSpec | None = None  # a user model's own "custom" dataset spec (edgeseg.models.user)
+    input_size: tuple[int, int] | None = None  # a user model's export size (its ``input_size``, else the probe's)
 
 
 MODELS: dict[str, ModelEntry] = {}  # name -> entry, in registration order
@@ -108,12 +109,20 @@ def _register_user_model(spec: str) -> str:
     if name in MODELS and _USER_SPECS.get(name) == spec:
         return name
     fields = user_entry_fields(spec)
-    register_model(ModelEntry(name, USER_FAMILY, fields["datasets"], fields["build"], fields["spec"]))
+    register_model(
+        ModelEntry(name, USER_FAMILY, fields["datasets"], fields["build"], fields["spec"], fields["input_size"])
+    )
     _USER_SPECS[name] = spec
     return name
 
 
 _USER_SPECS: dict[str, str] = {}  # registry name -> the --model spec it was loaded from
+
+
+def default_input(name: str, dataset: str) -> tuple[int, int]:
+    """The input size an export of ``name`` on ``dataset`` uses when none is given: a user model's own, else the
+    dataset's."""
+    return _entry(name).input_size or DEFAULT_INPUT[dataset]
 
 
 def is_user_model(name: str) -> bool:

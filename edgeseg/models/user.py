@@ -162,6 +162,7 @@ def user_entry_fields(spec: str) -> dict:
         probe = build_user_module(spec)
     declared = getattr(probe, "num_classes", None)
     c, stride = probe_output(spec, probe)
+    input_size = tuple(int(v) for v in getattr(probe, "input_size", PROBE_SIZE))
     if isinstance(declared, int) and declared != c:
         raise EdgesegError(f"--model {spec!r}: num_classes is {declared} but the module returns {c} channels")
     datasets = (CUSTOM_DATASET, *(d for d, s in DATASETS.items() if s.num_classes == c))
@@ -173,4 +174,11 @@ def user_entry_fields(spec: str) -> dict:
         return module
 
     build.__module__ = mod_name  # the export cache hashes the user's source through this
-    return {"name": entry_name(spec), "datasets": datasets, "build": build, "spec": custom_spec(c), "factory": fn}
+    return {
+        "name": entry_name(spec),
+        "datasets": datasets,
+        "build": build,
+        "spec": custom_spec(c),
+        "factory": fn,
+        "input_size": input_size,
+    }
