@@ -6,6 +6,10 @@ on the bundled sample images (max abs diff, argmax agreement). A target whose ex
 error. A benchmark, not a test: its numbers go into docs/byom.md.
 
     python benchmarks/byom_table.py [--families swin,gfnet] [--targets onnx-fp32,tflite-fp32] [--json out.json]
+        [--no-passes]
+
+``--no-passes`` exports the unrewritten programs (the graph pass list emptied for this run): the baseline the
+passes are measured against.
 """
 
 from __future__ import annotations
@@ -65,7 +69,12 @@ def main() -> None:
     ap.add_argument("--families", default=",".join(FAMILIES))
     ap.add_argument("--targets", default=",".join(TARGETS))
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--no-passes", action="store_true", help="baseline: export without the graph passes")
     args = ap.parse_args()
+    if args.no_passes:
+        import edgeseg.rewrite.graph as graph
+
+        graph.GRAPH_PASSES = ()
     started = provenance.start()
     rows = []
     print(
@@ -79,7 +88,8 @@ def main() -> None:
                 r = row(family, target, Path(tmp))
                 rows.append(r)
                 if "error" in r:
-                    print(f"| {family} | {target} | export failed: {r['error']} | | | | | | |", flush=True)
+                    error = r["error"].replace("|", "/").replace("\n", " ")[:300]
+                    print(f"| {family} | {target} | export failed: {error} | | | | | | |", flush=True)
                     continue
                 lint = "clean" if r["lint_clean"] else f"{r['lint_errors']} errors"
                 rank = f"{r['program_max_rank_before']} -> {r['program_max_rank_after']}; {r['artifact_max_rank']}"
@@ -92,7 +102,7 @@ def main() -> None:
                     flush=True,
                 )
     if args.json:
-        doc = {"rows": rows, "provenance": provenance.finish(started)}
+        doc = {"rows": rows, "no_passes": args.no_passes, "provenance": provenance.finish(started)}
         atomic_write_bytes(args.json, json.dumps(doc, indent=2).encode())
 
 

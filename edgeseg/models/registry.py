@@ -81,7 +81,7 @@ def resolve_model_name(name: str, dataset: str | None) -> tuple[str, str]:
         else:
             raise EdgesegError(f"unknown model {name!r}.{_suggest(name, MODELS)}")
     entry = MODELS[name]
-    dataset = dataset or ("camvid" if "camvid" in entry.datasets else entry.datasets[0])
+    dataset = dataset or (entry.spec.name if entry.spec is not None else "camvid")  # a user model: "custom"
     if dataset not in DATASETS and dataset not in entry.datasets:
         raise EdgesegError(f"unknown dataset {dataset!r}.{_suggest(dataset, DATASETS)}")
     if dataset not in entry.datasets:
