@@ -122,6 +122,26 @@ def test_data_dependent_op_is_one_line_error():
     assert "\n" not in msg and "nonzero" in msg and "tflite-fp32" in msg and "torch.nonzero" in msg
 
 
+class _Branchy(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 4, 4)
+
+    def forward(self, x):
+        y = self.conv(x)
+        if y.mean() > 0:  # data-dependent control flow
+            return y
+        return -y
+
+
+def test_data_dependent_branch_is_one_line_error(capfd):
+    with pytest.raises(EdgesegError) as info:
+        rewrite_graph(_Branchy().eval(), (1, 3, 32, 32), "user-branchy", "onnx-fp32")
+    msg = str(info.value)
+    assert "\n" not in msg and "onnx-fp32" in msg and "if y.mean() > 0" in msg and "test_graph_passes.py" in msg
+    assert "def forward" not in capfd.readouterr().err  # torch's partial-graph dump is not shown
+
+
 USER_FILE = '''
 import torch
 import torch.nn as nn
@@ -264,3 +284,16 @@ def test_user_weights_file_and_spellings(user_file, tmp_path, monkeypatch):
     torch.save({"nope": torch.zeros(1)}, tmp_path / "bad.pt")
     with pytest.raises(EdgesegError):
         load_model(f"{user_file}:build", None, str(tmp_path / "bad.pt"))
+
+
+def test_export_cache_key_follows_the_user_source(user_file):
+    """An edit to the user's file changes the export code hash, so a cached artifact is not reused."""
+    from edgeseg.backends import backend_for
+    from edgeseg.commands.export import export_code_hash
+    from edgeseg.models.registry import resolve_model_name
+
+    name, dataset = resolve_model_name(f"{user_file}:build", None)
+    assert dataset == "custom"
+    before = export_code_hash(name, backend_for("onnx"))
+    user_file.write_text(user_file.read_text() + "\n# edited\n")
+    assert export_code_hash(name, backend_for("onnx")) != before

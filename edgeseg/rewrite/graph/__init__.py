@@ -11,9 +11,14 @@ rewrites``. The result is ``ep.module()``'s GraphModule, an ``nn.Module`` the ex
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import io
+import logging
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -100,16 +105,31 @@ def probe_inputs(shape: tuple[int, ...], n: int = 3) -> list[torch.Tensor]:
 
 
 def capture(model: nn.Module, example: torch.Tensor, what: str, backend: str):
-    """``torch.export`` of ``model``; a failure is one line naming the construct and the backend."""
+    """``torch.export`` of ``model``; a failure is one line naming the construct, the user's source line where the
+    traceback has one, and the backend (torch's own multi-line logs of the failure are silenced)."""
+    quiet = [logging.getLogger(n) for n in list(logging.root.manager.loggerDict) if n.startswith("torch")]
+    levels = [log.level for log in quiet]
     try:
-        with torch.no_grad():
+        for log in quiet:
+            log.setLevel(logging.CRITICAL)
+        # torch prints the partial graph of a failed capture to stderr: the one-line error below replaces it
+        with torch.no_grad(), contextlib.redirect_stderr(io.StringIO()):
             return torch.export.export(model, (example,), strict=False)
     except Exception as exc:
         first = next((ln for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
+        frames = [
+            f
+            for f in traceback.extract_tb(exc.__traceback__)
+            if "site-packages" not in f.filename and "/edgeseg/" not in f.filename
+        ]
+        where = f" at {Path(frames[-1].filename).name}:{frames[-1].lineno}: {frames[-1].line}" if frames else ""
         raise EdgesegError(
-            f"{what} cannot be captured for {backend}: {type(exc).__name__}: {first[:300]} (static graphs only: "
-            "remove data-dependent control flow / shapes, custom kernels and Python-side state from forward)"
+            f"{what} cannot be captured for {backend}{where}: {type(exc).__name__}: {first[:240]} (static graphs "
+            "only: remove data-dependent control flow / shapes, custom kernels and Python-side state from forward)"
         ) from None
+    finally:
+        for log, level in zip(quiet, levels):
+            log.setLevel(level)
 
 
 def _diff(gm: nn.Module, inputs, refs) -> float:
