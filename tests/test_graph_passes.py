@@ -297,3 +297,17 @@ def test_export_cache_key_follows_the_user_source(user_file):
     before = export_code_hash(name, backend_for("onnx"))
     user_file.write_text(user_file.read_text() + "\n# edited\n")
     assert export_code_hash(name, backend_for("onnx")) != before
+
+
+def test_as_built_weights_are_identified_by_their_values(user_file):
+    """No --weights: the module as NAME() builds it, tagged as-built with its state-dict hash (not untrained)."""
+    from edgeseg.commands.evaluate import load_model
+    from edgeseg.models.user import state_sha256
+
+    loaded = load_model(f"{user_file}:build", None, None)
+    assert loaded.weights.tag == "as-built" and not loaded.untrained
+    assert (
+        loaded.weights_sha256()
+        == state_sha256(loaded.model)
+        == state_sha256(load_model(f"{user_file}:build", None, None).model)
+    )

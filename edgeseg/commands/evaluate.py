@@ -83,10 +83,19 @@ def load_model(
     """Build a registered model and load weights strictly: a registry tag such as ``camvid``, a file, ``random``
     (seeded, untrained) or None (the shipped weights for the model's dataset; ``notice`` is told which)."""
     name, dataset = resolve_model_name(model, dataset)
-    if not weights and is_user_model(name):  # a user's module ships no weights: it is used as its code builds it
-        weights = RANDOM_WEIGHTS
+    if not weights and is_user_model(name):  # a user's module: the weights its code gives it (NAME() may load some)
+        from edgeseg.models.user import AS_BUILT, state_sha256
+
+        with torch.random.fork_rng():
+            torch.manual_seed(RANDOM_SEED)
+            net, spec = create_model(name, dataset)
+        source = weights_mod.WeightsSource(None, AS_BUILT, state_sha256(net), None)
         if notice is not None:
-            notice(f"weights: {model} as its code builds it (seed {RANDOM_SEED}); pass --weights PATH.pt for others")
+            notice(
+                f"weights: as {model} builds them (seed {RANDOM_SEED}, sha256 {source.sha256[:12]}); "
+                f"--weights {RANDOM_WEIGHTS} marks them untrained, --weights PATH.pt loads others"
+            )
+        return LoadedModel(name, dataset, spec, net.eval(), source)
     if weights == RANDOM_WEIGHTS:
         with torch.random.fork_rng():
             torch.manual_seed(RANDOM_SEED)

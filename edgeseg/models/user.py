@@ -26,8 +26,19 @@ from edgeseg.data.datasets import DATASETS, DatasetSpec
 from edgeseg.errors import EdgesegError
 
 CUSTOM_DATASET = "custom"
+AS_BUILT = "as-built"  # the weights tag of a user module used as NAME() returns it
 PROBE_SIZE = (224, 224)  # divisible by 32, 28 (Swin 4x7) and 16 (ViT patches): most models accept it
 USER_FAMILY = "custom"
+
+
+def state_sha256(module: nn.Module) -> str:
+    """sha256 of a module's state dict (names, dtypes, shapes, values): the identity of as-built weights."""
+    h = hashlib.sha256()
+    for key, value in sorted(module.state_dict().items()):
+        t = value.detach().cpu().contiguous()
+        h.update(f"{key}:{t.dtype}:{tuple(t.shape)}:".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
 
 
 def is_user_spec(name: str) -> bool:
