@@ -1,4 +1,4 @@
-"""Export each small reference model of ``examples/byom_models.py`` (Swin, MaxViT, HaloNet, SASA, GFNet) as a
+"""Export each small reference model of ``examples/byom_models.py`` (Swin, MaxViT, HaloNet, SASA, GFNet, BoTNet) as a
 user model (``--model examples/byom_models.py:NAME``) to onnx-fp32, tflite-fp32 and coreml-fp32 and print one
 markdown row per (family, target): lint clean, the artifact's largest tensor rank, hostile ops of the captured
 program before and after the graph passes, the passes applied, and parity against the user's unmodified module
@@ -26,7 +26,7 @@ from edgeseg.errors import EdgesegError
 from edgeseg.io import atomic_write_bytes
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "byom_models.py"
-FAMILIES = ("swin", "maxvit", "halonet", "sasa", "gfnet")
+FAMILIES = ("swin", "maxvit", "halonet", "sasa", "gfnet", "botnet")
 TARGETS = ("onnx-fp32", "tflite-fp32", "coreml-fp32")
 
 

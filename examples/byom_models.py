@@ -250,4 +250,49 @@ def gfnet():
     return _Seg(GFNetBlock(DIM, (INPUT[0] // 4, INPUT[1] // 4)), channels_last=True)
 
 
-FAMILIES = {"swin": swin, "maxvit": maxvit, "halonet": halonet, "sasa": sasa, "gfnet": gfnet}
+# --------------------------------------------------------------------------- BoTNet (lucidrains bottleneck-transformer)
+def rel_to_abs(x):
+    b, h, length, _ = x.shape
+    x = torch.cat((x, torch.zeros((b, h, length, 1), dtype=x.dtype)), dim=3)
+    flat_x = x.reshape(b, h, length * 2 * length)
+    flat_x = torch.cat((flat_x, torch.zeros((b, h, length - 1), dtype=x.dtype)), dim=2)
+    return flat_x.reshape(b, h, length + 1, 2 * length - 1)[:, :, :length, (length - 1) :]
+
+
+def relative_logits_1d(q, rel_k):
+    b, heads, h, w, _ = q.shape
+    logits = torch.einsum("bhxyd,rd->bhxyr", q, rel_k)
+    logits = rel_to_abs(logits.reshape(b, heads * h, w, 2 * w - 1)).reshape(b, heads, h, w, w)
+    return logits.unsqueeze(3).expand(-1, -1, -1, h, -1, -1)  # expand_dim(logits, dim=3, k=h)
+
+
+class BoTAttention(nn.Module):
+    """Multi-head self-attention over the whole map with 2-D relative position logits (BoTNet's MHSA)."""
+
+    def __init__(self, dim, fmap, heads=2):
+        super().__init__()
+        self.heads, self.d, self.fmap = heads, dim // heads, fmap
+        self.qkv = nn.Conv2d(dim, 3 * dim, 1, bias=False)
+        self.rel_height = nn.Parameter(torch.randn(2 * fmap - 1, self.d) * self.d**-0.5)
+        self.rel_width = nn.Parameter(torch.randn(2 * fmap - 1, self.d) * self.d**-0.5)
+
+    def forward(self, x):  # (B, C, H, W)
+        b, c, h, w = x.shape
+        q, k, v = self.qkv(x).chunk(3, dim=1)
+        q, k, v = (t.reshape(b, self.heads, self.d, h * w).transpose(-2, -1) for t in (q, k, v))
+        q = q * self.d**-0.5
+        sim = q @ k.transpose(-2, -1)
+        q5 = q.reshape(b, self.heads, h, w, self.d)
+        lw = relative_logits_1d(q5, self.rel_width).permute(0, 1, 2, 4, 3, 5).reshape(b, self.heads, h * w, h * w)
+        lh = relative_logits_1d(q5.permute(0, 1, 3, 2, 4), self.rel_height)
+        lh = lh.permute(0, 1, 4, 2, 5, 3).reshape(b, self.heads, h * w, h * w)
+        out = (sim + lw + lh).softmax(-1) @ v
+        return x + out.transpose(-2, -1).reshape(b, c, h, w)
+
+
+def botnet():
+    """BoTNet: relative logits (einsum on 5-D queries, rel_to_abs pad/reshape trick, 6-D expand)."""
+    return _Seg(BoTAttention(DIM, INPUT[0] // 4), channels_last=False)
+
+
+FAMILIES = {"swin": swin, "maxvit": maxvit, "halonet": halonet, "sasa": sasa, "gfnet": gfnet, "botnet": botnet}

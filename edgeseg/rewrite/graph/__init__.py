@@ -73,6 +73,13 @@ GRAPH_PASSES: tuple[GraphPass, ...] = (
         (_A.index.Tensor, _A.index_select.default, _A.gather.default, _A.take.default),
     ),
     GraphPass(
+        "einsum-region-as-matmul",
+        passes.einsum_region_to_matmul,
+        "einsum + rel_to_abs / expand chain (BoTNet rel logits) -> position-wise table + bmm",
+        (_A.einsum.default,),
+        tolerance=1e-5,
+    ),
+    GraphPass(
         "select-rank-lower",
         passes.select_rank_lower,
         "5-D qkv reshape + permute + select -> rank 4",

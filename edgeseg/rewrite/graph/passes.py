@@ -436,3 +436,82 @@ def _on_path(start: fx.Node, node: fx.Node, end: fx.Node) -> bool:
         return any(u not in seen and reaches(u, b, seen) for u in a.users)
 
     return reaches(start, node, set()) and reaches(node, end, set())
+
+
+_MAX_TABLE = 1 << 22  # elements (16 MB fp32): a larger position-wise table is refused, not built
+
+
+def _path_nodes(start: fx.Node, end: fx.Node) -> list[fx.Node]:
+    """The nodes on paths start -> end (end included, start not), in graph order."""
+    order = {n: i for i, n in enumerate(start.graph.nodes)}
+    return [n for n in start.graph.nodes if order[start] < order[n] <= order[end] and _on_path(start, n, end)]
+
+
+def einsum_region_to_matmul(gm: fx.GraphModule) -> list[str]:
+    """Pattern: an ``einsum`` with one input-dependent operand ``q`` (reached from a rank <= 4 tensor ``X`` by
+    reshapes/permutes) and constant others, followed by a chain of constant-shaped ops back to a rank <= 4 tensor
+    ``Y`` with ``X``'s leading shape: BoTNet / Attention Augmentation relative logits (``einsum('bhxyd,rd->bhxyr')``,
+    the ``rel_to_abs`` pad/reshape/slice trick, the 6-D ``expand`` over key rows).
+
+    Rewrite: ``Y`` is a position-wise affine map of ``X`` (``Y[..., n, :] = X[..., n, :] @ E[..., n] + c``), whose
+    table ``E`` is read off ``d`` probes of the region; it becomes one batched matmul of rank 3 (exact up to fp32
+    summation order, verified). Wanted by every format: no Einsum (ONNX Einsum is rarely accelerated, TFLite has
+    none), no rank-5/6 tensors. Constraint: rank <= 4, no Einsum; the table is refused above 4M elements."""
+    matches = []
+    graph = gm.graph
+    memo: dict = {}
+    for node in list(graph.nodes):
+        if node.target is not aten.einsum.default or node not in gm.graph.nodes:
+            continue
+        live = [a for a in node.args[1] if depends_on_input(a, memo)]
+        if len(live) != 1:
+            continue
+        x = live[0]
+        while rank(x) > 4 and (x.target in VIEWS or x.target is aten.permute.default):
+            x = x.args[0]
+        end, cur = None, node
+        while len(cur.users) == 1:
+            nxt = next(iter(cur.users))
+            if any(a is not cur and depends_on_input(a, memo) for a in nxt.all_input_nodes):
+                break
+            cur = nxt
+            if 0 < rank(cur) <= 4:
+                end = cur
+        if end is None and rank(node) <= 4:
+            end = node
+        xs, ys = shape(x), shape(end) if end is not None else None
+        if rank(x) > 4 or ys is None or len(xs) < 2 or xs[:-1] != ys[:-1]:
+            continue
+        body = _path_nodes(x, end)
+        if any(a not in body and a is not x and depends_on_input(a, memo) for n in body for a in n.all_input_nodes):
+            continue
+        d, m = xs[-1], ys[-1]
+        if prod(xs) * m > _MAX_TABLE:
+            continue
+
+        def run(t, body=body, x=x):
+            env, cmemo = {x: t}, {}
+            for n in body:
+                args, kwargs = fx.node.map_arg(
+                    (n.args, n.kwargs), lambda arg: env[arg] if arg in env else const_value(gm, arg, cmemo)
+                )
+                env[n] = n.target(*args, **kwargs)
+            return env[body[-1]]
+
+        dtype = x.meta["tensor_meta"].dtype
+        with torch.no_grad():
+            bias = run(torch.zeros(xs, dtype=dtype))
+            table = torch.stack(
+                [run(torch.nn.functional.one_hot(torch.full(xs[:-1], k), d).to(dtype)) - bias for k in range(d)], -2
+            )  # (..., n, d, m)
+        rows = prod(xs[:-1])
+        t = add_constant(gm, table.reshape(rows, d, m), end, "einsum_table")
+        with graph.inserting_before(end):
+            y = reshape(graph, x, (rows, 1, d))
+            y = emit(graph, aten.bmm.default, y, t)
+            y = reshape(graph, y, ys)
+            if bool(bias.abs().max() > 0):
+                y = emit(graph, aten.add.Tensor, y, add_constant(gm, bias, end, "einsum_bias"))
+        end.replace_all_uses_with(y)
+        matches.append(f"einsum {node.args[0]} on {list(xs)} -> {list(ys)}: table {[rows, d, m]} + bmm")
+    return matches
