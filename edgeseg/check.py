@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime
 import json
 import math
+import shlex
 import shutil
 import statistics
 import time
@@ -47,7 +48,11 @@ LATENCY_NOTE = (
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # inf / nan would make a gate unable to fail (nan < x is False): refused like any other bad value
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+MAX_ROWS = 256  # models or artifacts in one config: more is a generated file gone wrong, refused before any work
 
 
 class CheckModel(_Strict):
@@ -55,8 +60,8 @@ class CheckModel(_Strict):
     weights: str
     dataset: str | None = None
     size: str | None = None  # HxW, default: the dataset's
-    targets: TargetNames = Field(min_length=1)
-    devices: list[str] = ["host"]
+    targets: TargetNames = Field(min_length=1, max_length=64)
+    devices: list[str] = Field(["host"], min_length=1, max_length=64)
     export: ExportOptions = ExportOptions()
     thresholds: dict = {}  # overrides of the config's thresholds for this model's rows
 
@@ -65,14 +70,14 @@ class ArtifactEntry(_Strict):
     """An artifact folder exported elsewhere (its manifest names model, target and size)."""
 
     path: str
-    devices: list[str] = ["host"]
+    devices: list[str] = Field(["host"], min_length=1, max_length=64)
     thresholds: dict = {}
 
 
 class TimingOptions(_Strict):
-    warmup: int = Field(5, ge=0)  # untimed runs of each artifact before each round
-    runs: int = Field(20, ge=1)  # timed runs of each artifact per round, interleaved one by one
-    rounds: int = Field(3, ge=1)  # the judged ratio is the median over rounds
+    warmup: int = Field(5, ge=0, le=10_000)  # untimed runs of each artifact before each round
+    runs: int = Field(20, ge=1, le=100_000)  # timed runs of each artifact per round, interleaved one by one
+    rounds: int = Field(3, ge=1, le=1_000)  # the judged ratio is the median over rounds
 
 
 class CheckConfig(_Strict):
@@ -81,13 +86,13 @@ class CheckConfig(_Strict):
     split: str = "val"
     limit: int | None = Field(None, ge=1)  # mIoU on the first N images
     calib_data: str | None = None  # INT8 targets: train/images + train/labels
-    parity_images: int = Field(5, ge=1)
-    threads: int = Field(2, ge=1)
+    parity_images: int = Field(5, ge=1, le=100_000)
+    threads: int = Field(2, ge=1, le=1024)
     out: str = ".edgeseg/artifacts"  # artifact cache
     timing: TimingOptions = TimingOptions()
     thresholds: Thresholds = Thresholds()
-    models: list[CheckModel] = []
-    artifacts: list[ArtifactEntry] = []
+    models: list[CheckModel] = Field([], max_length=MAX_ROWS)
+    artifacts: list[ArtifactEntry] = Field([], max_length=MAX_ROWS)
 
     @field_validator("version")
     @classmethod
@@ -138,12 +143,38 @@ class Baseline:
     def artifacts_dir(self) -> Path:
         return self.path.with_name(self.path.stem + ".artifacts")
 
+    def copy_path(self, row_id: str) -> Path:
+        """Where a row's artifact copy is: its ``copy`` resolved, which must lie inside ``artifacts_dir``."""
+        from edgeseg.artifact import inside
+
+        copy = self.rows[row_id]["artifact"]["copy"]
+        folder = inside(self.path.parent, copy, f"baseline {self.path}: row {row_id!r} copy", "record it again")
+        if not folder.is_relative_to(self.artifacts_dir.resolve()):
+            raise EdgesegError(
+                f"baseline {self.path}: row {row_id!r} copy {copy!r} is not in {self.artifacts_dir.name}/ "
+                "(record the baseline again)"
+            )
+        return folder
+
     def artifact_folder(self, row_id: str) -> Path | None:
+        """The baseline's copy of a row's artifact, verified: its model file hashes to the sha256 the baseline
+        recorded (the copy's own manifest is not enough: it travels with the copy); None when there is no copy."""
+        from edgeseg.artifact import model_file_sha256, read_manifest
+
         entry = self.rows.get(row_id)
         if not entry:
             return None
-        folder = self.path.parent / entry["artifact"]["copy"]
-        return folder if (folder / "manifest.json").is_file() else None
+        folder = self.copy_path(row_id)
+        if not (folder / "manifest.json").is_file():
+            return None
+        folder, manifest = read_manifest(folder)
+        got = model_file_sha256(folder / manifest["file"])
+        if got != entry["artifact"]["sha256"]:
+            raise EdgesegError(
+                f"baseline {self.path}: the copy of row {row_id!r} in {folder} has sha256 {got[:12]}, the baseline "
+                f"records {str(entry['artifact']['sha256'])[:12]}: record the baseline again"
+            )
+        return folder
 
 
 def read_baseline(path: Path, update: bool) -> Baseline | None:
@@ -153,8 +184,8 @@ def read_baseline(path: Path, update: bool) -> Baseline | None:
         if update:
             return None
         raise EdgesegError(
-            f"baseline {path} not found: record one with `edgeseg check --config ... --baseline {path} "
-            "--update-baseline` and commit it"
+            f"baseline {path} not found: record one with `edgeseg check --config ... --baseline "
+            f"{shlex.quote(str(path))} --update-baseline` and commit it"
         )
     try:
         data = json.loads(path.read_text())
@@ -171,7 +202,12 @@ def read_baseline(path: Path, update: bool) -> Baseline | None:
             raise EdgesegError(
                 f"baseline {path}: row {row_id!r} has no artifact sha256/bytes/copy; record the baseline again"
             )
-    return Baseline(path, rows)
+        if not isinstance(art["sha256"], str) or not isinstance(art["bytes"], int) or isinstance(art["bytes"], bool):
+            raise EdgesegError(f"baseline {path}: row {row_id!r}: artifact sha256/bytes have the wrong types")
+    baseline = Baseline(path, rows)
+    for row_id in rows:
+        baseline.copy_path(row_id)  # a copy outside the baseline's folder is refused before anything runs
+    return baseline
 
 
 def write_baseline(path: Path, results: list[RowResult], edgeseg_version: str, config_path: Path) -> Path:

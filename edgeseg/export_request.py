@@ -13,6 +13,9 @@ HOLDOUT_IMAGES = 32  # 16 was too noisy to hold B1 tflite-int8 to 0.5: it said 0
 # ``--weights random``: an untrained, seeded initialisation (graph, size, lint and latency work; no mIoU)
 RANDOM_WEIGHTS = "random"
 RANDOM_SEED = 0
+# ONNX opsets an export may ask for: 17 is the oldest the deploy graphs need; 23 is torch 2.13's exporter's
+# newest (torch.onnx._constants.ONNX_MAX_OPSET; tests check the two agree).
+MIN_OPSET, MAX_OPSET = 17, 23
 
 
 class ExportOptions(BaseModel):
@@ -20,15 +23,18 @@ class ExportOptions(BaseModel):
     where the model has a choice (EfficientViT: ``matmul`` exact bicubic as two matmuls, ``conv``, ``resize``,
     ``bilinear``); ``max_miou_drop``: the INT8 budget in mIoU points on the held-out slice (None: no search)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     upsample: str = DEFAULT_UPSAMPLE
-    opset: int = Field(18, ge=17)
+    opset: int = Field(18, ge=MIN_OPSET, le=MAX_OPSET)
     with_argmax: bool = False
     calib_size: int = Field(64, ge=1)
     calib_method: str = "percentile"
-    max_miou_drop: float | None = Field(DEFAULT_MAX_MIOU_DROP, ge=0)
+    max_miou_drop: float | None = Field(DEFAULT_MAX_MIOU_DROP, ge=0, le=100)
 
 
 EXPORT_DEFAULTS = ExportOptions()
 PARITY_IMAGES = 20  # parity images of `edgeseg export` (the first N of the parity split)
+# free space an export wants in its --out filesystem: the fp32 weights this many times over (fp32 + converted
+# copies, probes of the int8 search) plus a fixed allowance for graph structure and reports
+EXPORT_SPACE_FACTOR, EXPORT_SPACE_EXTRA = 3, 16 * 2**20

@@ -23,6 +23,7 @@ This module is low in the layers: it imports nothing from ``edgeseg.commands`` o
 
 from __future__ import annotations
 
+import shlex
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -57,15 +58,16 @@ class Thresholds(BaseModel):
     """The limits the gates judge against (``thresholds:`` of check's config, overridable per model). ``None``
     turns a gate off (check's report then says "not judged" or leaves it out)."""
 
-    model_config = ConfigDict(extra="forbid")
+    # finite only: a nan or inf limit makes its gate unable to fail (every comparison with nan is False)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     miou_floor: float | None = Field(None, ge=0, le=1)  # default: the device profile's floor
-    max_miou_drop: float | None = Field(1.0, ge=0)  # mIoU points vs the PyTorch reference on the same images
+    max_miou_drop: float | None = Field(1.0, ge=0, le=100)  # mIoU points vs the PyTorch reference on the same images
     min_argmax_agreement: float | None = Field(None, ge=0, le=1)  # default: per precision (PARITY_MIN_AGREEMENT)
-    min_snr_db: float | None = None
-    max_latency_ratio: float | None = Field(1.10, gt=0)  # current / baseline, side by side
-    latency_noise: float = Field(0.05, ge=0)  # ratio margin added to max_latency_ratio (at least the spread seen)
-    max_size_growth: float | None = Field(0.05, ge=0)  # fraction of the baseline artifact's bytes
+    min_snr_db: float | None = Field(None, ge=-200, le=200)
+    max_latency_ratio: float | None = Field(1.10, gt=0, le=1000)  # current / baseline, side by side
+    latency_noise: float = Field(0.05, ge=0, le=10)  # margin added to max_latency_ratio (at least the spread seen)
+    max_size_growth: float | None = Field(0.05, ge=0, le=1000)  # fraction of the baseline artifact's bytes
     lint_clean: bool = True
 
 
@@ -199,7 +201,7 @@ class LintClean(GateRule):
             return None
         if lint["clean"]:
             return Gate(self.name, "passed", f"clean ({lint['rules']} rules)")
-        hint = f" (edgeseg lint {ev.folder})" if ev.folder else ""
+        hint = f" ({shlex.join(['edgeseg', 'lint', ev.folder])})" if ev.folder else ""
         return Gate(self.name, "failed", f"{lint['errors']} error(s) with the {lint['rules']} rules{hint}")
 
 

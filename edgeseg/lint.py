@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from edgeseg.errors import EdgesegError
+from edgeseg.errors import EdgesegError, reraise_interrupt
 
 CORE_OPS = {
     "Conv",
@@ -143,6 +143,7 @@ def lint_onnx(path_or_model, rs: RuleSet) -> LintReport:
         try:
             model = onnx.load(str(path_or_model))
         except Exception as exc:
+            reraise_interrupt(exc)
             raise EdgesegError(f"cannot read ONNX model {path_or_model}: {str(exc).splitlines()[0][:160]}") from None
     else:
         model = path_or_model

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from edgeseg import check as chk
 from edgeseg import gates
+from edgeseg.artifact import artifact_sha256
 from edgeseg.bench import stats
 from edgeseg.cli import app
 from edgeseg.paths import PACKAGE_DIR, SAMPLE_DATA
@@ -262,6 +263,7 @@ def test_eval_of_a_coreml_artifact_says_it_needs_macos(tmp_path):
         "file": "model.mlpackage",
         "input": {"shape": [1, 3, 96, 128]},
         "output": {"name": "logits"},
+        "sha256": artifact_sha256(folder / "model.mlpackage"),  # artifacts are verified before they are run
     }
     (folder / "manifest.json").write_text(json.dumps(manifest))
     r = CliRunner().invoke(app, ["eval", "--artifact", str(folder)])

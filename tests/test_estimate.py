@@ -1,6 +1,7 @@
 """The latency estimator: kernel arithmetic on a hand-built graph, calibration on synthetic measurements, and the
 "estimate" label everywhere an estimate is shown."""
 
+import hashlib
 import json
 import math
 
@@ -186,6 +187,7 @@ def tiny_setup(tmp_path):
     onnx.save(_tiny_graph(), art / "model.onnx")
     manifest = {"target": "onnx-fp32", "format": "onnx", "precision": "fp32", "file": "model.onnx"}
     manifest["input"] = {"shape": [1, 3, 8, 8]}
+    manifest["sha256"] = hashlib.sha256((art / "model.onnx").read_bytes()).hexdigest()  # artifacts are verified
     (art / "manifest.json").write_text(json.dumps(manifest))
     profiles = tmp_path / "profiles"
     profiles.mkdir()

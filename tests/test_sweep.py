@@ -163,7 +163,9 @@ def test_second_run_comes_from_the_cache(local_sweep):
     statuses = {j["label"] + str(j.get("device")): j["status"] for j in again["jobs"].values()}
     done = [s for s in statuses.values() if s != "failed" and s != "skipped"]
     assert done and all(s == "cached" for s in done), statuses
-    assert seconds < 10, f"a fully cached sweep took {seconds:.1f} s"  # no job ran: reports only
+    # no export or bench job ran: each cached artifact's mIoU is re-measured and its parity re-checked on one image
+    # (cached figures are claims the folder makes; see edgeseg.commands.recheck), then the reports are written
+    assert seconds < 30, f"a fully cached sweep took {seconds:.1f} s"
     assert again["table"] == first["table"]
     # the failed job is not cached: it is tried again (and fails again with the same reason)
     assert again["failed"] == 1

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Protocol
 
 from edgeseg.bench.stats import LatencyStats, from_summary
-from edgeseg.errors import EdgesegError
+from edgeseg.errors import EdgesegError, reraise_interrupt
 
 
 class AdbTransport(Protocol):
@@ -36,6 +36,7 @@ class AdbutilsTransport:
             self.device = adbutils.adb.device(serial=serial)
             self.device.get_state()
         except Exception as exc:  # adbutils raises AdbError / ConnectionRefused variants
+            reraise_interrupt(exc)
             why = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
             raise EdgesegError(
                 f"adb device {serial!r} not reachable ({why}); start the adb server and check `adb devices`"

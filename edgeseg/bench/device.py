@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import platform
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,7 +51,8 @@ def would_be_command(profile, reach, entry_folder: str, tgt, plan, device_thread
     from edgeseg.bench.ssh import runner_command
     from edgeseg.bench.trtexec import trtexec_bench_command
 
-    rerun = f"edgeseg bench --device {profile.name} --artifact {entry_folder}"
+    # shell-quoted: the folder name is whatever the user (or whoever made the folder) chose
+    rerun = shlex.join(["edgeseg", "bench", "--device", profile.name, "--artifact", str(entry_folder)])
     backend = backend_for(tgt.format)
     if reach.method == "ssh":
         on_device = (

@@ -20,7 +20,8 @@ DEFAULT_BUDGET_MS = 33.3  # 30 FPS
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # finite only: an inf budget or a nan floor makes the profile's gates unable to fail
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class HardwareFact(_Strict):
@@ -55,15 +56,15 @@ class Reach(_Strict):
 class DeviceProfile(_Strict):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
     title: str
-    aliases: list[str] = []
+    aliases: list[str] = Field([], max_length=64)
     kind: Literal["host", "jetson", "iphone", "android", "raspberry-pi"]
-    targets: TargetNames = Field(min_length=1)  # preferred first
+    targets: TargetNames = Field(min_length=1, max_length=64)  # preferred first
     runtime: str
     reach: Reach
     threads: int = Field(2, ge=1, le=64)
-    budget_ms: float = Field(DEFAULT_BUDGET_MS, gt=0)
+    budget_ms: float = Field(DEFAULT_BUDGET_MS, gt=0, le=3_600_000)
     miou_floor: float = Field(ge=0, le=1)
-    hardware: list[HardwareFact] = []
+    hardware: list[HardwareFact] = Field([], max_length=256)
     notes: str = ""
     # Roofline estimator data: spec-sheet peaks and bandwidth with sources, and efficiency factors that only
     # `edgeseg fit-latency` writes (fitted to measurements, with their source and validation error).

@@ -8,6 +8,7 @@ import base64
 import html
 import io
 import json
+import shlex
 from pathlib import Path
 from typing import Any, Literal
 
@@ -267,7 +268,7 @@ def markdown(report: BenchReport) -> str:
         profilable = [r for r in measured_here if r.artifact and _profilable(r.target)]
         if profilable:
             lines += ["", "Where the time goes (kernels, op types, what falls off the fast path):", "", "```"]
-            lines += [f"edgeseg op-profile {r.artifact.folder}" for r in profilable]
+            lines += [shlex.join(["edgeseg", "op-profile", r.artifact.folder]) for r in profilable]
             lines += ["```"]
     return "\n".join(lines) + "\n"
 

@@ -41,7 +41,8 @@ class SshTarget:
         if not path.is_file():
             raise EdgesegError(
                 f"no known_hosts file at {path}: check the device's host key fingerprint, then add it with "
-                f"`ssh-keyscan -p {self.port} {self.hostname} >> {path}` (edgeseg never accepts unknown keys)"
+                f"`ssh-keyscan -p {self.port} {shlex.quote(self.hostname)} >> {shlex.quote(str(path))}` "
+                "(edgeseg never accepts unknown keys)"
             )
         return path
 

@@ -78,6 +78,8 @@ class TimingPlan:
     def __post_init__(self):
         if self.warmup < 0 or self.min_runs < 1 or self.max_runs < self.min_runs:
             raise ValueError(f"bad timing plan: {self}")
+        if not self.max_seconds > 0:  # NaN too
+            raise ValueError(f"bad timing plan: max_seconds must be a positive number of seconds: {self}")
 
 
 @dataclass
@@ -88,9 +90,14 @@ class Timing:
 
 
 def measure(fn: Callable[[], object], plan: TimingPlan, timer: Callable[[], float] = time.perf_counter) -> Timing:
-    """Time ``fn`` per ``plan``; ``timer`` returns seconds."""
-    for _ in range(plan.warmup):
+    """Time ``fn`` per ``plan``; ``timer`` returns seconds. ``max_seconds`` bounds the warm-up and the timed phase
+    each, before ``min_runs`` too: a huge --runs or --warmup never outlasts the time promised."""
+    start, warm = timer(), 0
+    while warm < plan.warmup:
         fn()
+        warm += 1
+        if timer() - start >= plan.max_seconds:
+            break
     samples: list[float] = []
     start = timer()
     stop = "max-runs"
@@ -106,10 +113,10 @@ def measure(fn: Callable[[], object], plan: TimingPlan, timer: Callable[[], floa
             if (hi - lo) / 2 <= plan.rel_ci * med:
                 stop = "stable"
                 break
-            if t1 - start >= plan.max_seconds:
-                stop = "max-seconds"
-                break
-    return Timing(summarize(samples, plan.warmup), samples, stop)
+        if t1 - start >= plan.max_seconds:
+            stop = "max-seconds"
+            break
+    return Timing(summarize(samples, warm), samples, stop)
 
 
 def interleave(

@@ -4,6 +4,7 @@ traceback. One module per command group; importing them below registers their co
 
 from __future__ import annotations
 
+import signal
 import sys
 
 import typer
@@ -30,7 +31,18 @@ from edgeseg.cli import rewrites  # noqa: E402, F401  rewrites
 # isort: on
 
 
+def _raise_terminated(signum, frame) -> None:
+    from edgeseg.errors import Terminated
+
+    # a second SIGTERM ends the process at once (a later run removes what the clean-up could not finish)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    raise Terminated()
+
+
 def main() -> None:
+    # Python's default SIGTERM ends the process without unwinding: raising instead lets staging folders and
+    # temporary files be removed, and the command exit 143 with one line (cli.common.user_errors).
+    signal.signal(signal.SIGTERM, _raise_terminated)
     app()
 
 

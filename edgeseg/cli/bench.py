@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from edgeseg.cli.common import (
     DatasetOpt,
     DeviceOpt,
     ExportSizeOpt,
+    NoVerifyOpt,
     OptModelOpt,
     ParityImagesOpt,
     ProfilesOpt,
@@ -22,12 +24,13 @@ from edgeseg.cli.common import (
     WeightsOpt,
     _progress_line,
     _split_targets,
+    artifact_checks,
     console,
     notice,
     user_errors,
 )
 from edgeseg.commands import bench as bench_cmd
-from edgeseg.errors import EdgesegError
+from edgeseg.errors import EdgesegError, at_least
 from edgeseg.paths import SAMPLE_DATA
 
 
@@ -72,6 +75,7 @@ def devices(
 
 @app.command()
 @user_errors
+@artifact_checks
 def bench(
     device: DeviceOpt,
     model: OptModelOpt = None,
@@ -125,15 +129,17 @@ def bench(
         None, "--benchmark-model", help="Path of TFLite's benchmark_model on the Android device."
     ),
     examples: int = typer.Option(3, "--examples", help="Example predictions in report.html."),
+    no_verify: NoVerifyOpt = False,
 ):
     """Export what is missing, then per target: status, size, parity, mIoU, latency here and on the device."""
     from edgeseg.bench.report import STATUS_TEXT, device_cell, latency_cell, mean_std_cell
     from edgeseg.bench.stats import TimingPlan
 
-    try:
-        plan = TimingPlan(warmup=warmup, min_runs=runs, max_runs=max(max_runs, runs), max_seconds=max_seconds)
-    except ValueError:
-        raise EdgesegError(f"--warmup {warmup} --runs {runs}: use warm-up >= 0 and runs >= 1") from None
+    at_least(runs, 1, "--runs")
+    at_least(warmup, 0, "--warmup")
+    if not 0 < max_seconds < math.inf:
+        raise EdgesegError(f"--max-seconds {max_seconds}: pass a positive number of seconds")
+    plan = TimingPlan(warmup=warmup, min_runs=runs, max_runs=max(max_runs, runs), max_seconds=max_seconds)
     remote = RemoteOptions(host, port, known_hosts, identity, serial, benchmark_model)
     with _progress_line("target", "bench") as on_event:
         result = bench_cmd.bench(

@@ -9,13 +9,23 @@ from rich.markup import escape
 from rich.table import Table
 
 from edgeseg.cli import app
-from edgeseg.cli.common import _progress_line, _write_json, console, err_console, user_errors
+from edgeseg.cli.common import (
+    NoVerifyOpt,
+    _progress_line,
+    _write_json,
+    artifact_checks,
+    check_json_out,
+    console,
+    err_console,
+    user_errors,
+)
 from edgeseg.commands import check as check_cmd
 from edgeseg.io import atomic_write_bytes
 
 
 @app.command()
 @user_errors
+@artifact_checks
 def check(
     config: Path | None = typer.Option(
         None,
@@ -36,9 +46,11 @@ def check(
     markdown: Path = typer.Option(Path("check.md"), "--markdown", help="Markdown summary (a pull-request comment)."),
     junit: Path | None = typer.Option(None, "--junit", help="JUnit XML: one test case per row (CI test reports)."),
     json_out: Path | None = typer.Option(None, "--json", help="Full report as JSON."),
+    no_verify: NoVerifyOpt = False,
 ):
     """CI regression gate: export (cached) or take artifacts, evaluate, compare with the baseline; exit 1 on any
     failing row."""
+    check_json_out(json_out)
     from edgeseg import check as chk
 
     with _progress_line("row", "check") as on_event:

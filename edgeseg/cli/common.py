@@ -13,9 +13,10 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
-from edgeseg.errors import EdgesegError
-from edgeseg.io import atomic_write_bytes
+from edgeseg.errors import EdgesegError, Terminated
+from edgeseg.io import atomic_write_bytes, describe_os_error, writable_file
 
 # Piped output (CI logs, `| tee`) gets rich's 80-column default, which truncates model names in tables; a log is
 # read later, so give it room. A terminal keeps its own width.
@@ -25,17 +26,37 @@ err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 
 def user_errors(fn):
-    """Turn an EdgesegError into ``error: ...`` on stderr and exit code 2."""
+    """Turn a user error into one line on stderr: an EdgesegError, an OSError (a path that cannot be read or
+    written: the path and the fix) or an image over the pixel limit exit 2; SIGINT exits 130 and SIGTERM 143 (both
+    after ``staging`` and the atomic writers removed their unfinished files)."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
         except EdgesegError as exc:
-            err_console.print(f"[bold red]error:[/] {exc}", soft_wrap=True, highlight=False)
+            _error_line(str(exc))
             raise typer.Exit(exc.exit_code) from None
+        except OSError as exc:
+            _error_line(describe_os_error(exc))
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            _error_line("interrupted (SIGINT): stopped; unfinished outputs were removed")
+            raise typer.Exit(130) from None
+        except Terminated:
+            _error_line("terminated (SIGTERM): stopped; unfinished outputs were removed")
+            raise typer.Exit(143) from None
+        except Exception as exc:
+            if type(exc).__name__ != "DecompressionBombError":  # PIL's, for an image file it will not decode
+                raise
+            _error_line(f"{exc} (edgeseg refuses images this large)")
+            raise typer.Exit(2) from None
 
     return wrapper
+
+
+def _error_line(text: str) -> None:
+    err_console.print(f"[bold red]error:[/] {escape(text)}", soft_wrap=True, highlight=False)
 
 
 @contextlib.contextmanager
@@ -83,7 +104,28 @@ def notice(text: str) -> None:
 
 
 def _write_json(path: Path, obj: dict) -> None:
-    atomic_write_bytes(Path(path), (json.dumps(obj, indent=2) + "\n").encode())
+    """A JSON report (``--json``), written atomically (``check_json_out`` checked the path)."""
+    atomic_write_bytes(check_json_out(path), (json.dumps(obj, indent=2) + "\n").encode())
+
+
+def check_json_out(path: Path | None) -> Path | None:
+    """Check a ``--json`` path before the command works: a file path (not a folder, not under a file); an existing
+    file is replaced only when it is a JSON object (an earlier report), never an input given by mistake."""
+    if path is None:
+        return None
+    path = writable_file(Path(path), "--json")
+    if path.is_file() and not _is_json_object(path):
+        raise EdgesegError(f"--json {path} exists and is not a JSON report: pass a new .json path (it is not replaced)")
+    return path
+
+
+def _is_json_object(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            head = f.read(1 << 16).lstrip()
+        return head.startswith(b"{") and isinstance(json.loads(path.read_text()), dict)
+    except (OSError, ValueError):
+        return False
 
 
 def _fmt(value, spec: str, none: str = "-") -> str:
@@ -170,3 +212,25 @@ CalibDataOpt = Annotated[
 ParityImagesOpt = Annotated[int, typer.Option("--parity-images", help="How many parity images.")]
 DeviceOpt = Annotated[str, typer.Option("--device", "-D", help="A device profile or alias (see `edgeseg devices`).")]
 ProfilesOpt = Annotated[Path | None, typer.Option("--profiles", help="Also read <name>.yaml device profiles from DIR.")]
+NoVerifyOpt = Annotated[
+    bool,
+    typer.Option(
+        "--no-verify",
+        help="Use artifacts whose model file no longer hashes to its manifest's sha256 (edited on purpose). The "
+        "manifest's fields and paths are still checked.",
+    ),
+]
+
+
+def artifact_checks(fn):
+    """A command that reads artifacts and declares ``no_verify: NoVerifyOpt = False``: every artifact it reads
+    (``edgeseg.artifact.read_manifest``, ``load_artifact``) has its model file's sha256 checked unless
+    ``--no-verify`` is given. One switch for the whole command, not one argument threaded through every call."""
+    from edgeseg.artifact import artifact_verification
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with artifact_verification(not kwargs.get("no_verify", False)):
+            return fn(*args, **kwargs)
+
+    return wrapper

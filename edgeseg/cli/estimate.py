@@ -17,6 +17,7 @@ from edgeseg.cli.common import (
     ProfilesOpt,
     UpsampleOpt,
     _write_json,
+    check_json_out,
     console,
     deprecated_alias,
     user_errors,
@@ -38,6 +39,7 @@ def estimate(
     json_out: Path | None = typer.Option(None, "--json", help="Also write the estimate as JSON."),
 ):
     """Estimate (not measure) latency on a device from the exported graph and the device's calibrated roofline."""
+    check_json_out(json_out)
     result = estimate_cmd.estimate_latency(
         device,
         model=model,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import Annotated
 
@@ -16,6 +17,7 @@ from edgeseg.cli.common import (
     DatasetOpt,
     ExportSizeOpt,
     ModelOpt,
+    NoVerifyOpt,
     ParityImagesOpt,
     UpsampleOpt,
     WeightsOpt,
@@ -23,6 +25,8 @@ from edgeseg.cli.common import (
     _parse_budget,
     _pct,
     _write_json,
+    artifact_checks,
+    check_json_out,
     console,
     deprecated_alias,
     err_console,
@@ -182,7 +186,9 @@ def _print_export_summary(m: dict) -> None:
     table.add_row("export time", f"{m['export_seconds']:.1f} s")
     console.print(table)
     if not lint["clean"]:
-        err_console.print(f"lint failed: see {m['folder']}/lint.json or `edgeseg lint {m['folder']}`")
+        err_console.print(
+            f"lint failed: see {m['folder']}/lint.json or `{shlex.join(['edgeseg', 'lint', str(m['folder'])])}`"
+        )
         raise typer.Exit(1)
 
 
@@ -230,14 +236,17 @@ def quantize(
 
 @app.command()
 @user_errors
+@artifact_checks
 def lint(
     artifact: Path = typer.Argument(..., help="An .onnx file or an artifact folder."),
     target: str | None = typer.Option(
         None, "--target", "-t", help="Rule set of this target (default: the artifact's own)."
     ),
     json_out: Path | None = typer.Option(None, "--json"),
+    no_verify: NoVerifyOpt = False,
 ):
     """Check an exported graph against a backend's conformance rules; exit 1 on errors."""
+    check_json_out(json_out)
     report = export_cmd.lint(artifact, target)
     if report["findings"]:
         table = Table(title=f"lint {report['artifact']} ({report['rules']} rules)")
@@ -258,6 +267,7 @@ def lint(
 
 @app.command("op-profile")
 @user_errors
+@artifact_checks
 def op_profile(
     artifact: Path = typer.Argument(..., help="An artifact folder written by `edgeseg export` (or its model file)."),
     threads: int = typer.Option(2, "--threads", help="Intra-op threads, as bench uses them."),
@@ -265,9 +275,11 @@ def op_profile(
     warmup: int = typer.Option(5, "--warmup", help="Untimed runs first."),
     top: int = typer.Option(15, "--top", help="Kernels to list."),
     json_out: Path | None = typer.Option(None, "--json", help="Write the full profile as JSON."),
+    no_verify: NoVerifyOpt = False,
 ):
     """Where an artifact's time goes here, per op: top kernels, share per op type, and what falls off the fast
     path."""
+    check_json_out(json_out)
     p = export_cmd.op_profile(artifact, threads=threads, runs=runs, warmup=warmup)
     title = f"{p['target']}: {p['runtime']}, {p['threads']} threads, mean of {p['runs']} runs"
     if p["kernels"]:

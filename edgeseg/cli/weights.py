@@ -17,18 +17,22 @@ from edgeseg.commands import weights as weights_cmd
 def weights_list(
     markdown: bool = typer.Option(False, "--markdown", help="Print the README's markdown table instead."),
 ):
-    """Shipped weights with their recorded val mIoU (and rare-class IoU), training time and hardware."""
+    """Shipped weights: held-out and val mIoU (val marked where it shares sequences with training), rare-class IoU,
+    training time, file, and the command that reproduces each."""
     if markdown:
         typer.echo(weights_cmd.shipped_weights_markdown())
         return
-    table = Table(title="shipped weights (val mIoU measured on the published fp16 file)")
-    for col in ("model", "tag", "val mIoU", *weights_cmd.RARE_CAMVID_CLASSES, "epochs", "train min", "file", "sha256"):
+    table = Table(title="shipped weights (mIoU measured on the published fp16 file)")
+    cols = ("model", "tag", "held-out mIoU", "val mIoU", *weights_cmd.RARE_CAMVID_CLASSES, "epochs", "train min")
+    for col in (*cols, "file", "sha256"):
         table.add_column(col)
-    for r in weights_cmd.shipped_weights_rows():
+    rows = weights_cmd.shipped_weights_rows()
+    for r in rows:
         table.add_row(
             r["model"],
             r["tag"],
-            _pct(r["val_miou"], 2),
+            weights_cmd.held_out_text(r),
+            weights_cmd.val_text(r),
             *(_pct(r["rare_iou"].get(c)) for c in weights_cmd.RARE_CAMVID_CLASSES),
             str(r["epochs"]),
             f"{r['train_minutes']:.0f}",
@@ -36,6 +40,9 @@ def weights_list(
             r["sha256"][:12],
         )
     console.print(table)
+    for r in rows:
+        if r["command"]:
+            console.print(f"{r['model']} {r['tag']}: {r['command']}", soft_wrap=True, highlight=False)
 
 
 @weights_app.command("publish")

@@ -24,9 +24,10 @@ from edgeseg.commands import Progress
 from edgeseg.commands.estimate import _artifact_cost, _estimator_data
 from edgeseg.commands.evaluate import colorize, evaluate, load_model
 from edgeseg.commands.export import export
+from edgeseg.commands.recheck import recheck_parity
 from edgeseg.data.datasets import DATASETS, list_split, read_image
 from edgeseg.data.transforms import parse_size
-from edgeseg.errors import EdgesegError
+from edgeseg.errors import EdgesegError, at_least, reraise_interrupt
 from edgeseg.eval.evaluate import plan_for, predict_label_map
 from edgeseg.gates import Evidence, judge_absolute
 from edgeseg.io import output_folder
@@ -92,6 +93,7 @@ def _bench_estimate(profile, profiles: Path | None, folder: Path, manifest: dict
     except EdgesegError as exc:
         return None, str(exc)
     except Exception as exc:  # an estimator failure is this column's note, not the end of the bench
+        reraise_interrupt(exc)
         return None, f"estimate failed: {type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]}"
     est = estimate(cost, hw, profile.name, manifest["target"], manifest["precision"], desc)
     return est.model_copy(update={"notes": notes}), None
@@ -343,6 +345,8 @@ def bench(
     list_split(data, split)  # a bad --data fails here, with its one-line reason, before any export
     if threads < 1:
         raise EdgesegError(f"--threads {threads}: use 1 or more")
+    at_least(limit, 1, "--limit")
+    at_least(parity_images, 1, "--parity-images")
     if size:
         from edgeseg.data.transforms import check_input_size
 
@@ -356,7 +360,7 @@ def bench(
     report("start", total=len(entries))
 
     conn = DeviceConnection(profile, reach)
-    results, miou_images = [], None
+    results, miou_images, probe = [], None, None
     try:
         for entry in entries:
             tgt = get_target(entry["target"])
@@ -384,6 +388,7 @@ def bench(
                         calib_data=calib_data,
                     )
                 except Exception as exc:  # an exporter crash is this target's result, not the end of the bench
+                    reraise_interrupt(exc)
                     results.append(failed_target_result(tgt.name, profile.name, failure_reason(exc)))
                     report("advance")
                     continue
@@ -393,6 +398,12 @@ def bench(
                 report("target", target=tgt.name, step="mIoU")
                 ev = evaluate(None, None, None, data, split, limit=limit, threads=threads, artifact=folder)
                 miou, miou_images = ev["miou"], ev["images"]
+            if artifact_runs_here(tgt.name) and manifest.get("cached", True):
+                # a parity this run did not measure (a given artifact, a cache hit) is re-checked on one image
+                report("target", target=tgt.name, step="parity re-check")
+                if probe is None:
+                    probe = read_image(list_split(data, split)[0].image)
+                manifest = {**manifest, "parity": recheck_parity(folder, manifest, probe, threads)}
             results.append(
                 bench_artifact(
                     folder,

@@ -51,7 +51,8 @@ def estimation_graph(
     key = hashlib.sha256(repr((rewrites, torch.__version__, __version__)).encode()).hexdigest()[:10]
     path = Path(cache) / f"{name}-{dataset}-{h}x{w}-{key}.onnx"
     desc = f"{name} ({dataset} head) {h}x{w}, rewrites {', '.join(rewrites)}; ONNX opset 18, structure only"
-    if path.is_file():
+    identity = f"{name}/{dataset}/{h}x{w}/{key}"
+    if path.is_file() and _cached_graph_holds(path, identity, (h, w)):
         return path, desc
     net, _ = create_model(name, dataset)
     deploy, _ = apply_rewrites(net, rewrites)
@@ -59,10 +60,45 @@ def estimation_graph(
     tmp = path.with_suffix(".partial.onnx")
     try:
         export_onnx(DeployWrapper(deploy).eval(), torch.zeros(1, 3, h, w), tmp, 18, "logits")
+        _seal_graph(tmp, identity)
         tmp.replace(path)
     finally:
         tmp.unlink(missing_ok=True)
     return path, desc
+
+
+# A cached estimation graph is a file in the working directory, so it is not served on its name alone: edgeseg
+# writes into its metadata what it is (model, head, size, rewrite key) and the sha256 of its graph, and serves it
+# only when both still hold (a stray, renamed or edited file is rebuilt).
+_GRAPH_ID, _GRAPH_SHA = "edgeseg.estimation_graph", "edgeseg.graph_sha256"
+
+
+def _graph_digest(model) -> str:
+    import hashlib
+
+    return hashlib.sha256(model.graph.SerializeToString(deterministic=True)).hexdigest()
+
+
+def _seal_graph(path: Path, identity: str) -> None:
+    import onnx
+
+    model = onnx.load(str(path))
+    del model.metadata_props[:]
+    for k, v in ((_GRAPH_ID, identity), (_GRAPH_SHA, _graph_digest(model))):
+        model.metadata_props.add(key=k, value=v)
+    onnx.save(model, str(path))
+
+
+def _cached_graph_holds(path: Path, identity: str, size: tuple[int, int]) -> bool:
+    import onnx
+
+    try:
+        model = onnx.load(str(path))
+        meta = {p.key: p.value for p in model.metadata_props}
+        dims = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+    except Exception:  # not ONNX, truncated, no input: rebuilt
+        return False
+    return meta.get(_GRAPH_ID) == identity and meta.get(_GRAPH_SHA) == _graph_digest(model) and dims == [1, 3, *size]
 
 
 def graph_cost_for(target: str, onnx_path: Path, from_float: bool):

@@ -15,12 +15,22 @@ import torch
 from PIL import Image
 
 from edgeseg.commands import Progress
-from edgeseg.data.datasets import DATASETS, DatasetSpec, list_images, load_split, read_image
+from edgeseg.data.datasets import (
+    DATASETS,
+    DatasetSpec,
+    check_image_header,
+    check_labels,
+    list_images,
+    list_split,
+    load_split,
+    read_image,
+)
+from edgeseg.data.groups import group_rule, groups_of, overlap_warning, shared_groups
 from edgeseg.data.transforms import parse_size
-from edgeseg.errors import EdgesegError
+from edgeseg.errors import EdgesegError, at_least
 from edgeseg.eval.evaluate import evaluate_arrays, plan_for, predict_label_map, torch_predictor
 from edgeseg.export_request import RANDOM_SEED, RANDOM_WEIGHTS
-from edgeseg.io import atomic_write_bytes, sha256_file
+from edgeseg.io import atomic_write_bytes, output_folder, sha256_file
 from edgeseg.models import weights as weights_mod
 from edgeseg.models.registry import (
     DEFAULT_INPUT,
@@ -146,6 +156,7 @@ def _open_source(
     threads: int | None,
     notice: Callable[[str], None] | None = None,
 ) -> _Source:
+    at_least(threads, 1, "--threads")
     if threads:
         torch.set_num_threads(threads)
     if artifact is not None:
@@ -210,18 +221,34 @@ def evaluate(
     upsample: str | None = None,
     artifact: Path | None = None,
     notice: Callable[[str], None] | None = None,
+    groups: list[str] | None = None,
+    ignore_invalid_labels: bool = False,
 ) -> dict:
-    """mIoU, pixel accuracy and per-class IoU over a labelled split, of a model (optionally with a deploy head
+    """mIoU, pixel accuracy and per-class IoU over a labelled split (comma-separated splits are pooled; ``groups``
+    keeps only the images of those groups, e.g. one held-out CamVid sequence), of a model (optionally with a deploy head
     ``upsample`` rewrite: ``bilinear`` measures what the approximation costs) or of an exported ``artifact`` run
-    with its runtime here; returns the JSON report."""
+    with its runtime here; returns the JSON report. Label values outside the model's classes and ignore index are
+    an error, or with ``ignore_invalid_labels`` counted as unlabelled (``notice`` is told how many)."""
+    at_least(limit, 1, "--limit")
     src = _open_source(model, dataset, weights, artifact, fit, size, upsample, threads, notice)
     if src.info["weights"].get("untrained") or (artifact is not None and src.info.get("untrained")):
         raise EdgesegError(
             "these weights are untrained (--weights random): mIoU means nothing for them; evaluate trained weights"
         )
-    samples, images, labels = load_split(Path(data), split)
+    samples, images, labels = _load_pooled(Path(data), split, groups)
     if limit:
         samples, images, labels = samples[:limit], images[:limit], labels[:limit]
+    stems = [s.stem for s in samples]
+    seen = training_groups(src.info.get("model"), src.info.get("weights") or {}, Path(data))
+    shared = None if seen is None else shared_groups(seen, stems, Path(data))
+    if shared and notice:
+        notice(overlap_warning(split, shared))
+    invalid_pixels, invalid_files = check_labels(samples, labels, src.spec, ignore_invalid_labels)
+    if invalid_pixels and notice is not None:
+        notice(
+            f"warning: {invalid_pixels:,} label pixels in {invalid_files} file(s) hold values outside the "
+            f"{src.spec.name} classes: counted as unlabelled (--ignore-invalid-labels)"
+        )
     fit_plan = plan_for(images[0], src.fit, src.size)
     report = progress or (lambda *a, **k: None)
     report("start", total=len(images), fit=fit_plan.describe())
@@ -240,13 +267,66 @@ def evaluate(
     return {
         **src.info,
         "data": str(data),
-        "split": split,
+        "split": split + (f" (groups {','.join(groups)})" if groups else ""),
+        "groups": groups_of(stems, Path(data)),
+        # groups of these images the weights were trained on (None: the weights do not say what they saw)
+        "shares_training_groups": shared,
         "images": len(images),
         "input": fit_plan.describe(),
         **metrics.as_dict(src.spec.classes),
         "seconds": seconds,
+        "invalid_label_pixels": invalid_pixels,
         "machine": {"platform": platform.platform(), "torch": torch.__version__, "threads": torch.get_num_threads()},
     }
+
+
+def _load_pooled(data: Path, split: str, groups: list[str] | None):
+    samples, images, labels = [], [], []
+    for name in [n.strip() for n in split.split(",") if n.strip()]:
+        s, i, lb = load_split(data, name)
+        samples, images, labels = samples + s, images + i, labels + lb
+    if groups:
+        present = groups_of([s.stem for s in samples], data)
+        missing = sorted(set(groups) - set(present))
+        if missing:
+            raise EdgesegError(
+                f"group(s) {', '.join(missing)} not in split {split!r}: its groups are {', '.join(present)}"
+            )
+        rule = group_rule(data)
+        keep = [k for k, s in enumerate(samples) if rule(s.stem) in set(groups)]
+        samples, images, labels = [samples[k] for k in keep], [images[k] for k in keep], [labels[k] for k in keep]
+    if not samples:
+        raise EdgesegError(f"no images in split {split!r} of {data}")
+    return samples, images, labels
+
+
+def training_groups(model: str | None, weights: dict, data: Path) -> list[str] | None:
+    """The groups (sequences) the weights were trained on: recorded by ``edgeseg train`` in the checkpoint and by
+    ``weights publish`` in the registry; for a registry entry trained on named splits without a record, the groups
+    of those splits in ``data``. None when nothing says (a foreign checkpoint)."""
+    record = None
+    if model and weights.get("tag"):
+        record = weights_mod.registered_tags(model).get(weights["tag"])
+    if record is None and weights.get("path") and Path(weights["path"]).is_file():
+        try:
+            record = torch.load(weights["path"], map_location="cpu", weights_only=True)
+        except Exception:  # a file edgeseg cannot read as a checkpoint says nothing about its training data
+            return None
+        if not isinstance(record, dict):
+            return None
+    if not record:
+        return None
+    split = record.get("split") or {}
+    if split.get("train_groups"):
+        return sorted(split["train_groups"])
+    config = record.get("train_config") or record.get("config") or {}
+    names = [n.strip() for n in str(config.get("train_split", "")).split(",") if n.strip()]
+    if not names or config.get("limit_train"):
+        return None
+    try:
+        return sorted({g for n in names for g in groups_of([s.stem for s in list_split(data, n)], data)})
+    except EdgesegError:
+        return None  # the training split is not in this data folder: nothing to compare against
 
 
 def colorize(labels: np.ndarray, spec: DatasetSpec) -> np.ndarray:
@@ -255,10 +335,57 @@ def colorize(labels: np.ndarray, spec: DatasetSpec) -> np.ndarray:
     return palette[labels]
 
 
+# A tEXt chunk in every PNG predict writes: a later run may replace the file (it is edgeseg's output), while any
+# other file at that path is somebody's input and is left alone unless --force.
+_PNG_MARK = ("Software", "edgeseg predict")
+
+
 def _png_bytes(array: np.ndarray) -> bytes:
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    info.add_text(*_PNG_MARK)
     buf = io.BytesIO()
-    Image.fromarray(array).save(buf, format="PNG")
+    Image.fromarray(array).save(buf, format="PNG", pnginfo=info)
     return buf.getvalue()
+
+
+def _written_by_predict(path: Path) -> bool:
+    try:
+        with Image.open(path) as im:
+            return im.format == "PNG" and im.info.get(_PNG_MARK[0]) == _PNG_MARK[1]
+    except Exception:  # not an image at all: certainly not ours
+        return False
+
+
+def _check_predict_outputs(images: Path, out: Path, files: list[Path], overlay: bool, force: bool) -> None:
+    """Refuse an --out that is, contains or lies inside the --images folder, and files in --out that predict did
+    not write (unless ``force``), before anything is written: edgeseg never writes over its inputs."""
+    src, dst = images.resolve(), out.resolve()
+    relation = None
+    if dst == src:
+        relation = "is"
+    elif dst.is_relative_to(src):
+        relation = "lies inside"
+    elif src.is_relative_to(dst):
+        relation = "contains"
+    if relation:
+        raise EdgesegError(
+            f"--out {out} {relation} the --images folder {images}: pass a separate output folder (predict never "
+            "writes where its inputs are)"
+        )
+    if force:
+        return
+    targets = [out / f"{f.stem}.png" for f in files]
+    if overlay:
+        targets += [out / "overlay" / f"{f.stem}.png" for f in files]
+    foreign = [t for t in targets if t.exists() and (t.is_dir() or not _written_by_predict(t))]
+    if foreign:
+        more = f" (+{len(foreign) - 1} more)" if len(foreign) > 1 else ""
+        raise EdgesegError(
+            f"--out would overwrite {foreign[0]}{more}, which predict did not write: pass an empty output folder, "
+            "or --force to replace it"
+        )
 
 
 def predict(
@@ -272,14 +399,19 @@ def predict(
     size: str | None = None,
     progress: Progress | None = None,
     artifact: Path | None = None,
+    force: bool = False,
 ) -> list[Path]:
     """One 8-bit class-index PNG per image (same stem and size as the input) in ``out``; with ``overlay``, a colour
-    overlay in ``out/overlay``. Runs a model or an exported artifact. Each file is written atomically."""
+    overlay in ``out/overlay``. Runs a model or an exported artifact. Each file is written atomically. ``out``
+    may not be or overlap the ``images`` folder, nor replace files predict did not write (unless ``force``)."""
     src = _open_source(model, dataset, weights, artifact, fit, size, None, None)
     files = list_images(Path(images))
+    out = output_folder(Path(out), "--out")
+    _check_predict_outputs(Path(images), out, files, overlay, force)
+    for path in files:  # an unreadable or oversized image is refused before the first label map is written
+        check_image_header(path)
     report = progress or (lambda *a, **k: None)
     report("start", total=len(files))
-    out = Path(out)
     written = []
     for path in files:
         image = read_image(path)
@@ -322,4 +454,14 @@ def models_table(size: str | None = None) -> list[dict]:
 
 def train(cfg: TrainConfig, progress: Progress | None = None, resume: bool = False) -> TrainResult:
     resolve_model_name(cfg.model, cfg.dataset)  # fail fast on a bad name, before loading data
+    for option, value in (
+        ("--epochs", cfg.epochs),
+        ("--batch-size", cfg.batch_size),
+        ("--eval-every", cfg.eval_every),
+        ("--threads", cfg.threads),
+        ("--max-steps", cfg.max_steps),
+        ("--limit-train", cfg.limit_train),
+        ("--limit-val", cfg.limit_val),
+    ):
+        at_least(value, 1, option)
     return run_training(cfg, progress=progress, resume=resume)

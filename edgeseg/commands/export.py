@@ -24,12 +24,21 @@ from edgeseg.artifact import (
 )
 from edgeseg.backends import ExportJob, Int8Request, backend_for, backend_for_file, get_target
 from edgeseg.commands.evaluate import load_model, reference_upsample
-from edgeseg.data.datasets import DATASETS, load_split
+from edgeseg.data.datasets import DATASETS, check_labels, load_split
 from edgeseg.data.transforms import check_input_size, parse_size
-from edgeseg.errors import EdgesegError
+from edgeseg.errors import EdgesegError, at_least
 from edgeseg.eval.evaluate import torch_predictor
-from edgeseg.export_request import EXPORT_DEFAULTS, HOLDOUT_IMAGES, PARITY_IMAGES, ExportOptions
-from edgeseg.io import output_folder
+from edgeseg.export_request import (
+    EXPORT_DEFAULTS,
+    EXPORT_SPACE_EXTRA,
+    EXPORT_SPACE_FACTOR,
+    HOLDOUT_IMAGES,
+    MAX_OPSET,
+    MIN_OPSET,
+    PARITY_IMAGES,
+    ExportOptions,
+)
+from edgeseg.io import output_folder, require_free_space
 from edgeseg.lint import lint_onnx
 from edgeseg.models.registry import MODELS, default_input, deploy_rewrites, is_user_model, upsample_choices
 from edgeseg.paths import SAMPLE_DATA
@@ -83,8 +92,11 @@ def export(
     tgt = get_target(target)
     backend = backend_for(tgt.format)
     backend.require(tgt)
-    if opset < 17:
-        raise EdgesegError(f"--opset {opset} is too old: use 17 or newer (18 is the default)")
+    if not MIN_OPSET <= opset <= MAX_OPSET:
+        raise EdgesegError(
+            f"--opset {opset} is not supported: use {MIN_OPSET} to {MAX_OPSET} ({EXPORT_DEFAULTS.opset} is the default)"
+        )
+    at_least(parity_images, 1, "--parity-images")
     loaded = load_model(model, dataset, weights, notice)
     rewrites = deploy_rewrites(loaded.name, tgt.format, tgt.precision, upsample)
     user = is_user_model(loaded.name)  # a user's module: graph passes instead of a family's module swaps
@@ -143,8 +155,12 @@ def export(
         if cached is not None:
             return {**cached, "cached": True, "folder": str(folder)}
 
-    _, images, labels = load_split(parity_root, "val")
-    images, labels = images[:parity_images], labels[:parity_images]
+    params = sum(p.numel() for p in loaded.model.parameters())
+    require_free_space(folder.parent, EXPORT_SPACE_FACTOR * 4 * params + EXPORT_SPACE_EXTRA, f"the {tgt.name} export")
+    samples, images, labels = load_split(parity_root, "val")
+    samples, images, labels = samples[:parity_images], images[:parity_images], labels[:parity_images]
+    if loaded.dataset in DATASETS:  # a user model's "custom" label set scores no labels: nothing to check
+        check_labels(samples, labels, loaded.spec)
     deploy, applied = apply_rewrites(loaded.model, rewrites)
     graph_report = None
     if user:
@@ -255,12 +271,20 @@ def _backends_calibrating(method: str):
     return [b for b in BACKENDS.values() if method in b.calib_methods and b.int8_policy is not None]
 
 
+MAX_PROFILE_RUNS = 2000
+
+
 def op_profile(artifact: Path, threads: int = 2, runs: int = 20, warmup: int = 5) -> dict:
     """Per-kernel and per-op-type time of an exported artifact with its runtime here (``edgeseg.bench.opprofile``)."""
     from edgeseg.bench.opprofile import profile_artifact
 
     if threads < 1 or runs < 1 or warmup < 0:
         raise EdgesegError("--threads and --runs must be at least 1 and --warmup at least 0")
+    if warmup + runs > MAX_PROFILE_RUNS:  # ONNX Runtime's profiler keeps every kernel event of every run
+        raise EdgesegError(
+            f"--warmup {warmup} + --runs {runs} is over {MAX_PROFILE_RUNS:,} profiled runs: kernel shares settle "
+            "within a few dozen; pass fewer"
+        )
     folder, manifest = read_manifest(Path(artifact))
     report = profile_artifact(folder, manifest, threads, runs, warmup).as_dict()
     report["target"] = manifest["target"]

@@ -55,6 +55,12 @@ def sweep_artifact_job(job, data: str, split: str, limit, calib_data, parity_ima
         if artifact_runs_here(job.target):
             ev = evaluate(None, None, None, data, split, limit=limit, threads=threads, artifact=folder)
             miou, images = ev["miou"], ev["images"]
+            if manifest.get("cached"):  # the export cache's parity is the folder's claim: re-checked on one image
+                from edgeseg.commands.recheck import recheck_parity
+                from edgeseg.data.datasets import read_image
+
+                probe = read_image(list_split(data, split)[0].image)
+                manifest = {**manifest, "parity": recheck_parity(folder, manifest, probe, threads)}
         result = {
             "manifest": {k: v for k, v in manifest.items() if k != "folder"},
             "folder": folder.name,
@@ -113,6 +119,51 @@ def sweep_bench_job(job, profile, profiles, entry: dict, folder, archive, plan, 
     finally:
         if work is not None:
             shutil.rmtree(work, ignore_errors=True)
+
+
+def revalidate_cached_artifact(job, entry: dict, store, data: Path, matrix, references: dict | None = None) -> dict:
+    """A cache hit's claims checked by content before they are judged: the artifact folder was verified by the
+    store (manifest, paths, sha256); its mIoU is measured again here (the expensive part of the job, the export,
+    stays cached) and its parity re-checked on one image. A claim that does not hold is replaced (and the entry
+    rewritten), so a forged figure never reaches a gate."""
+    from edgeseg.commands.recheck import recheck_parity
+    from edgeseg.data.datasets import read_image
+
+    if not artifact_runs_here(job.target):
+        return entry
+    folder = store.artifacts / entry["folder"]
+    ev = evaluate(None, None, None, data, matrix.split, limit=matrix.limit, threads=matrix.threads, artifact=folder)
+    probe = read_image(list_split(data, matrix.split)[0].image)
+    references = {} if references is None else references
+    ref_key = (job.model, job.dataset, job.weights)
+    if ref_key not in references:  # one PyTorch reference per model and weights, however many targets
+        references[ref_key] = load_model(job.model, job.dataset, job.weights).model
+    parity = recheck_parity(folder, entry["manifest"], probe, matrix.threads, references[ref_key])
+    recorded = entry.get("miou")
+    same_miou = (ev["miou"] is None and recorded is None) or (
+        isinstance(recorded, float) and ev["miou"] is not None and abs(ev["miou"] - recorded) <= 1e-6
+    )
+    if same_miou and ev["images"] == entry.get("miou_images") and not (parity or {}).get("rechecked"):
+        return entry
+    fresh = {**entry, "miou": ev["miou"], "miou_images": ev["images"]}
+    fresh["manifest"] = {**entry["manifest"], "parity": parity}
+    store.put_artifact(job.key, fresh)  # the claim did not hold: the cache now says what was measured
+    return fresh
+
+
+def bench_row_matches(cached: dict, entry: dict) -> bool:
+    """Whether a cached bench row belongs to the (re-validated) artifact entry: same model file sha256, the same
+    mIoU and parity agreement; a forged or stale row is not served."""
+    try:
+        row, manifest = cached["result"], entry["manifest"]
+        return (
+            row["artifact"]["sha256"] == manifest["sha256"]
+            and row.get("miou") == entry.get("miou")
+            and (row.get("parity") or {}).get("argmax_agreement")
+            == (manifest.get("parity") or {}).get("argmax_agreement")
+        )
+    except (KeyError, TypeError):
+        return False
 
 
 def _sweep_jobs(matrix, base: Path, profiles_dir, data: Path, calib: Path | None, plan):
@@ -231,9 +282,12 @@ def sweep(
         cells=[(b.artifact.label, b.device) for b in benches],
     )
 
-    def record(key: str, **fields) -> None:
+    # sweep.json is rewritten when a job starts or ends, not for every job queued: queueing N jobs one write each
+    # would rewrite an O(N) file N times. ``flush=False`` records are written with the next flushed one.
+    def record(key: str, flush: bool = True, **fields) -> None:
         jobs[key] = {**jobs.get(key, {}), **fields}
-        store.write_state(state)
+        if flush:
+            store.write_state(state)
         report("job", **jobs[key])
 
     if executor is not None:
@@ -253,6 +307,7 @@ def sweep(
     driver_queue: list = []
     archives: dict[str, object] = {}
     by_artifact: dict[str, list] = {}
+    references: dict[tuple, object] = {}  # PyTorch references of cache hits' parity re-checks
     for b in benches:
         by_artifact.setdefault(b.artifact.key, []).append(b)
 
@@ -261,14 +316,18 @@ def sweep(
         for b in by_artifact[a.key]:
             base_fields = {"type": "bench", "label": a.label, "device": b.device}
             cached = store.cached_bench(b.key)
+            if cached is not None and not bench_row_matches(cached, entry):
+                cached = None  # a row that is not this artifact's (sha256, mIoU, parity): the bench job runs again
             if cached is not None:
                 rows[b.key] = cached["result"]
-                record(b.key, **base_fields, status="cached", node=cached.get("node"), seconds=cached.get("seconds"))
+                record(
+                    b.key, False, **base_fields, status="cached", node=cached.get("node"), seconds=cached.get("seconds")
+                )
             elif "failed" in entry:
                 rows[b.key] = failed_target_result(a.target, b.device, entry["failed"], a.model, a.size).model_dump(
                     mode="json"
                 )
-                record(b.key, **base_fields, status="skipped", reason="its artifact failed")
+                record(b.key, False, **base_fields, status="skipped", reason="its artifact failed")
             elif cluster is not None and b.device in ex().device_resources():
                 if a.key not in archives:
                     archive, sha = pack_artifact(store.artifacts / entry["folder"])
@@ -290,10 +349,10 @@ def sweep(
                     device=b.device,
                 )
                 pending[handle] = ("bench", b)
-                record(b.key, **base_fields, status="queued", where=f"node advertising {b.device}")
+                record(b.key, False, **base_fields, status="queued", where=f"node advertising {b.device}")
             else:
                 driver_queue.append(b)
-                record(b.key, **base_fields, status="queued", where="this process")
+                record(b.key, False, **base_fields, status="queued", where="this process")
 
     def finish_artifact(a, result, error) -> None:
         fields = {"type": "artifact", "label": a.label}
@@ -330,9 +389,11 @@ def sweep(
         for a in artifacts:
             cached = store.cached_artifact(a.key)
             if cached is not None:
+                cached = revalidate_cached_artifact(a, cached, store, data, matrix, references)
                 entries[a.key] = cached
                 record(
                     a.key,
+                    False,
                     type="artifact",
                     label=a.label,
                     status="cached",
@@ -344,7 +405,10 @@ def sweep(
                 local_out = str(store.artifacts) if cluster is None else None
                 handle = ex().submit(sweep_artifact_job, a, *args, out=local_out)
                 pending[handle] = ("artifact", a)
-                record(a.key, type="artifact", label=a.label, status="queued")
+                refused = store.refused.get(a.key)
+                extra = {"cache_refused": refused} if refused else {}
+                record(a.key, False, type="artifact", label=a.label, status="queued", **extra)
+        store.write_state(state)  # every job queued: one write
         while pending or driver_queue:
             exporting = any(kind == "artifact" for kind, _ in pending.values())
             if driver_queue and not exporting:
@@ -373,6 +437,13 @@ def sweep(
                 finish_artifact(job, result, error)
             else:
                 finish_bench(job, result, error)
+    except BaseException as exc:  # sweep.json never stays "running" after this process stopped
+        state.update(
+            status="failed" if isinstance(exc, Exception) else "interrupted",
+            reason=failure_reason(exc, "sweep stopped"),
+        )
+        store.write_state(state)
+        raise
     finally:
         if executor is not None:
             executor.close()

@@ -1,10 +1,13 @@
 """weights list / publish: the shipped-weights registry (``edgeseg.models.weights``) as tables, and publishing a
-finished training run into it with its val mIoU measured again on the published file."""
+finished training run into it with its figures measured again on the published file: the selection split's (whole
+held-out groups, when the run selected on groups) and the val split's, each with the groups it shares with the
+training data."""
 
 from __future__ import annotations
 
 import json
 import platform
+import shlex
 from pathlib import Path
 
 from edgeseg.commands.evaluate import evaluate
@@ -28,10 +31,11 @@ def publish_weights(run: Path, tag: str, command: str | None = None, hardware: s
     cfg = log["config"]
     model_name, dataset = resolve_model_name(cfg["model"], cfg["dataset"])
     curve = [
-        {"epoch": h["epoch"], "loss": round(h["loss"], 4), "val_miou": round(h["val_miou"], 4)}
+        {"epoch": h["epoch"], "loss": round(h["loss"], 4), "select_miou": round(h["val_miou"], 4)}
         for h in log["history"]
         if "val_miou" in h
     ]
+    split = log.get("split") or {}
     record = {
         "dataset": dataset,
         "epochs": len(log["history"]),
@@ -42,17 +46,30 @@ def publish_weights(run: Path, tag: str, command: str | None = None, hardware: s
         "hardware": hardware
         or f"{platform.processor() or platform.machine()}, {log['threads']} threads, {log['device']}",
         "curve": curve,
+        "split": split,
     }
     target = weights_mod.publish(run / "best.pt", model_name, tag, record)
-    result = evaluate(model_name, dataset, tag, Path(cfg["data"]), split=cfg["val_split"])
-    record = weights_mod.update_record(
-        model_name,
-        tag,
-        val_miou=result["miou"],
-        val_split=cfg["val_split"],
-        val_pixel_accuracy=result["pixel_accuracy"],
-        val_iou=result["iou"],
-    )
+    data = Path(cfg["data"])
+    figures = {}
+    if cfg.get("select_groups"):
+        pooled = ",".join(s for s in dict.fromkeys([*cfg["train_split"].split(","), cfg["val_split"]]) if s != "none")
+        sel = evaluate(model_name, dataset, tag, data, split=pooled, groups=list(cfg["select_groups"]))
+        figures.update(
+            select_miou=sel["miou"],
+            select_split=sel["split"],
+            select_iou=sel["iou"],
+            select_shares_training_groups=sel["shares_training_groups"],
+        )
+    if cfg["val_split"] != "none":
+        result = evaluate(model_name, dataset, tag, data, split=cfg["val_split"])
+        figures.update(
+            val_miou=result["miou"],
+            val_split=cfg["val_split"],
+            val_pixel_accuracy=result["pixel_accuracy"],
+            val_iou=result["iou"],
+            val_shares_training_groups=result["shares_training_groups"],
+        )
+    record = weights_mod.update_record(model_name, tag, **figures)
     return {"file": str(target), **record}
 
 
@@ -74,6 +91,11 @@ def shipped_weights_rows() -> list[dict]:
                     "model": model_name,
                     "tag": tag,
                     "val_miou": rec.get("val_miou"),
+                    "val_shares": (rec.get("split") or {}).get("select_shares_groups")
+                    if rec.get("val_split", "val") == (rec.get("split") or {}).get("select")
+                    else rec.get("val_shares_training_groups"),
+                    "select_miou": rec.get("select_miou"),
+                    "select_split": rec.get("select_split"),
                     "rare_iou": {c: iou.get(c) for c in RARE_CAMVID_CLASSES if c in spec.classes},
                     "epochs": rec["epochs"],
                     "best_epoch": rec.get("best_epoch"),
@@ -82,6 +104,7 @@ def shipped_weights_rows() -> list[dict]:
                     "file": rec["file"],
                     "bytes": rec.get("bytes"),
                     "sha256": rec["sha256"],
+                    "command": rec.get("command"),
                 }
             )
     return rows
@@ -94,25 +117,53 @@ def _pct(x: float | None) -> str:
 def shipped_weights_markdown() -> str:
     """The README's shipped-weights table, generated from the registry (a test keeps the README in sync)."""
     lines = [
-        "| model | tag | val mIoU | pole | sign | pedestrian | bicyclist | epochs (best) | training time | hardware |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| model | tag | held-out mIoU | val mIoU | pole | sign | pedestrian | bicyclist | epochs (best) "
+        "| training time | hardware |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in shipped_weights_rows():
         rare = [_pct(r["rare_iou"].get(c)) for c in RARE_CAMVID_CLASSES]
         lines.append(
-            f"| {r['model']} | {r['tag']} | {_pct(r['val_miou'])} | " + " | ".join(rare) + " | "
+            f"| {r['model']} | {r['tag']} | {held_out_text(r)} | {val_text(r)} | " + " | ".join(rare) + " | "
             f"{r['epochs']} ({r['best_epoch']}) | {r['train_minutes']:.0f} min | {r['hardware']} |"
         )
     return "\n".join(lines)
 
 
+def held_out_text(row: dict) -> str:
+    """The selection figure on whole held-out groups, or a dash where the weights were selected on a shared split."""
+    if row.get("select_miou") is None:
+        return "-"
+    return f"{_pct(row['select_miou'])} ({row['select_split']})"
+
+
+def val_text(row: dict) -> str:
+    """The val figure, marked when val shares groups with the training data (it then overstates generalisation)."""
+    shared = row.get("val_shares")
+    return _pct(row["val_miou"]) + (f" (shares {', '.join(shared)} with training)" if shared else "")
+
+
 def _train_command(cfg: dict) -> str:
-    return (
-        f"edgeseg train --model {cfg['model']} --dataset {cfg['dataset']} --data {cfg['data']} "
-        f"--epochs {cfg['epochs']} --batch-size {cfg['batch_size']} --crop {cfg['crop'][0]}x{cfg['crop'][1]} "
-        f"--lr {cfg['lr']} "
-        + (f"--warmup-epochs {cfg['warmup_epochs']} " if cfg.get("warmup_epochs", 3.0) != 3.0 else "")
-        + f"--loss {cfg['loss']} --eval-every {cfg['eval_every']} --seed {cfg['seed']} "
-        + (f"--threads {cfg['threads']} " if cfg.get("threads") else "")
-        + f"--out {cfg['out']}"
-    )
+    args = ["edgeseg", "train", "--model", cfg["model"], "--dataset", cfg["dataset"], "--data", cfg["data"]]
+    args += ["--epochs", cfg["epochs"], "--batch-size", cfg["batch_size"]]
+    args += ["--crop", f"{cfg['crop'][0]}x{cfg['crop'][1]}"]
+    args += ["--lr", cfg["lr"]]
+    if cfg.get("warmup_epochs", 3.0) != 3.0:
+        args += ["--warmup-epochs", cfg["warmup_epochs"]]
+    args += ["--loss", cfg["loss"], "--eval-every", cfg["eval_every"], "--seed", cfg["seed"]]
+    if cfg.get("threads"):
+        args += ["--threads", cfg["threads"]]
+    if cfg.get("train_split", "train") != "train":
+        args += ["--train-split", cfg["train_split"]]
+    if cfg.get("val_split", "val") != "val":
+        args += ["--val-split", cfg["val_split"]]
+    if cfg.get("select_groups"):
+        args += ["--select-groups", ",".join(cfg["select_groups"])]
+    if cfg.get("precision", "fp32") != "fp32":
+        args += ["--precision", cfg["precision"]]
+    if cfg.get("channels_last"):
+        args += ["--channels-last"]
+    if cfg.get("ema_decay"):
+        args += ["--ema", cfg["ema_decay"]]
+    args += ["--out", cfg["out"]]
+    return shlex.join(str(a) for a in args)  # shell-quoted: it is printed to be pasted

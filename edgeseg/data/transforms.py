@@ -14,6 +14,9 @@ from edgeseg.errors import EdgesegError
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 STRIDE = 32  # EfficientViT-Seg downsamples 32x and its head adds stride-32/16/8 maps: H, W must divide by 32
+# The largest network input accepted: 4096x4096 (a 4K frame fits). Activations grow with the pixel count (B1 at
+# 4096x4096 holds several GB of them), so a typo such as 100000x100000 is refused instead of exhausting memory.
+MAX_INPUT_PIXELS = 4096 * 4096
 
 
 def normalize(images_uint8: torch.Tensor) -> torch.Tensor:
@@ -60,6 +63,10 @@ def parse_size(text: str) -> tuple[int, int]:
         raise EdgesegError(f"size {text!r} is not HxW (e.g. 384x480)") from None
     if h <= 0 or w <= 0:
         raise EdgesegError(f"size {text!r} must be positive")
+    if h * w > MAX_INPUT_PIXELS:
+        raise EdgesegError(
+            f"size {text!r} is {h * w:,} pixels: the limit is {MAX_INPUT_PIXELS:,} (e.g. 4096x4096); pass a smaller HxW"
+        )
     return h, w
 
 

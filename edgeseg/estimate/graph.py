@@ -520,11 +520,12 @@ def _kernel(group, s: _Shapes, int8_anchor: set[int], producer, weight_source) -
 
 def graph_cost(path: Path, runtime: FusionRules | str) -> GraphCost:
     """Parse the ONNX file at ``path`` into ``runtime``'s kernels."""
-    from edgeseg.errors import EdgesegError
+    from edgeseg.errors import EdgesegError, reraise_interrupt
 
     try:
         model = load_graph(Path(path))
     except Exception as exc:  # onnx raises several types for unreadable / invalid files
+        reraise_interrupt(exc)
         raise EdgesegError(f"cannot read ONNX graph {path}: {str(exc).splitlines()[0][:200]}") from None
     try:
         return graph_kernels(model, runtime, source=str(path))

@@ -20,19 +20,25 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class SourcedValue(_Strict):
+class _Input(_Strict):
+    """A schema of user-edited YAML (a profile's ``estimator:``): finite numbers only."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+class SourcedValue(_Input):
     value: float = Field(gt=0)
     source: str = Field(min_length=3)  # spec sheet / data sheet, or how it follows from one
 
 
-class Validation(_Strict):
+class Validation(_Input):
     method: str  # e.g. "leave-one-out over the 6 calibration points"
     points: int = Field(ge=1)
     median_abs_pct_error: float = Field(ge=0)
     max_abs_pct_error: float = Field(ge=0)
 
 
-class Calibration(_Strict):
+class Calibration(_Input):
     efficiency: dict[str, float]  # op class -> fraction of peak throughput reached
     memory_efficiency: float = Field(gt=0, le=4)  # > 1: caches serve more than the DRAM bandwidth
     launch_us: float = Field(ge=0)  # per kernel
@@ -54,7 +60,7 @@ class Calibration(_Strict):
         return value
 
 
-class EstimatorData(_Strict):
+class EstimatorData(_Input):
     """The ``estimator:`` section of a device profile."""
 
     peak_gflops: dict[str, SourcedValue]  # precision -> peak (GFLOP/s; GOP/s for int8)

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from edgeseg.data.transforms import auto_fit, fit_input, labels_to_source, logits_to_source, to_tensor
+from edgeseg.errors import EdgesegError
 from edgeseg.eval.evaluate import Predictor
 from edgeseg.eval.metrics import ConfusionMatrix
 
@@ -27,6 +28,17 @@ class Parity:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+def _require_finite(logits: torch.Tensor, who: str, index: int, count: int) -> None:
+    """NaN logits would "pass": max(0.0, nan) is 0.0 and the argmax of all-NaN logits is 0 on both sides."""
+    bad = int((~torch.isfinite(logits)).sum())
+    if bad:
+        raise EdgesegError(
+            f"parity failed: {who} outputs NaN or infinite logits ({bad:,} of {logits.numel():,} values, parity "
+            f"image {index + 1} of {count}): its numerics are broken (overflow, or non-finite weights); the "
+            "artifact is not kept"
+        )
 
 
 def compare(
@@ -51,11 +63,13 @@ def compare(
         with torch.inference_mode():
             ref = reference(x).float()
             out = candidate(x)
+        _require_finite(ref, "the PyTorch reference", i, len(images))
         ref_labels = F.interpolate(ref, size=size, mode="bilinear", align_corners=False).argmax(1)
         if candidate_outputs_labels:
             out_labels = out.long()
         else:
             out = out.float()
+            _require_finite(out, "the exported model", i, len(images))
             max_diff = max(max_diff, float((out - ref).abs().max()))
             sig += float((ref.double() ** 2).sum())
             noise += float(((out.double() - ref.double()) ** 2).sum())

@@ -82,7 +82,8 @@ def _short(keys: list[str], n: int = 4) -> str:
 
 
 def load_state_dict_strict(model: nn.Module, state: dict[str, torch.Tensor], path: Path | str) -> None:
-    """``load_state_dict(strict=True)`` with a one-line error naming the offending keys and shapes.
+    """``load_state_dict(strict=True)`` with a one-line error naming the offending keys and shapes, or the tensors
+    holding NaN / inf.
 
     Half-precision tensors (the shipped fp16 files) are cast to the model's dtype.
     """
@@ -106,6 +107,12 @@ def load_state_dict_strict(model: nn.Module, state: dict[str, torch.Tensor], pat
             f"state dict in {path} does not match the model: "
             + "; ".join(problems)
             + " (check --model and --dataset match the weights)"
+        )
+    nonfinite = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if nonfinite:
+        raise EdgesegError(
+            f"weights {path} hold NaN or infinite values in {len(nonfinite)} tensor(s): {_short(nonfinite)} (a "
+            "diverged or corrupt training run: use another checkpoint)"
         )
     cast = {k: (v.to(own[k].dtype) if v.is_floating_point() else v) for k, v in state.items()}
     model.load_state_dict(cast, strict=True)

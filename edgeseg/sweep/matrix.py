@@ -22,7 +22,14 @@ from edgeseg.io import load_yaml_schema
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # finite only: a nan floor or an inf time limit makes a verdict or a bound meaningless
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+# Cells (models x sizes x targets x devices) one matrix may ask for: each is an export or a bench run, so a
+# generated matrix gone wrong is refused with its count before anything is queued.
+MAX_CELLS = 5000
+MAX_LIST = 256  # items in any one list of the matrix
 
 
 class SweepModel(_Strict):
@@ -32,22 +39,23 @@ class SweepModel(_Strict):
 
 
 class TimingSpec(_Strict):
-    warmup: int = Field(10, ge=0)
-    runs: int = Field(30, ge=1)
-    max_runs: int = Field(300, ge=1)
-    max_seconds: float = Field(20.0, gt=0)
+    warmup: int = Field(10, ge=0, le=10_000)
+    runs: int = Field(30, ge=1, le=100_000)
+    max_runs: int = Field(300, ge=1, le=100_000)
+    max_seconds: float = Field(20.0, gt=0, le=86_400)
 
 
 class SweepMatrix(_Strict):
-    models: list[SweepModel] = Field(min_length=1)
-    targets: TargetNames = Field(min_length=1)
-    devices: list[str] = Field(min_length=1)
-    sizes: list[str | None] = [None]  # "HxW" (multiples of 32); null: the model's default export size
+    models: list[SweepModel] = Field(min_length=1, max_length=MAX_LIST)
+    targets: TargetNames = Field(min_length=1, max_length=MAX_LIST)
+    devices: list[str] = Field(min_length=1, max_length=MAX_LIST)
+    # "HxW" (multiples of 32); null: the model's default export size
+    sizes: list[str | None] = Field([None], min_length=1, max_length=MAX_LIST)
     data: str | None = None  # labelled data (SPLIT/images, SPLIT/labels; train/ calibrates int8); default: sample
     split: str = "val"
     limit: int | None = Field(None, ge=1)  # mIoU on the first N images only
     calib_data: str | None = None  # default: ``data`` when it has train/
-    parity_images: int = Field(20, ge=1)
+    parity_images: int = Field(20, ge=1, le=100_000)
     threads: int = Field(2, ge=1, le=64)
     # mIoU floor (0-1) for every device; null: each profile's own floor. Profiles' floors are for their working
     # resolution: a sweep at a smaller size sets its own so the verdicts judge what it measures.
@@ -79,6 +87,12 @@ class SweepMatrix(_Strict):
         for name, items in (("targets", self.targets), ("devices", self.devices), ("sizes", self.sizes)):
             if len(set(items)) != len(items):
                 raise ValueError(f"{name} lists an item twice")
+        cells = len(self.models) * len(self.sizes) * len(self.targets) * len(self.devices)
+        if cells > MAX_CELLS:
+            raise ValueError(
+                f"{cells} cells ({len(self.models)} models x {len(self.sizes)} sizes x {len(self.targets)} targets x "
+                f"{len(self.devices)} devices) is more than the limit of {MAX_CELLS}: split the matrix"
+            )
         return self
 
 

@@ -37,6 +37,7 @@ class SweepStore:
     def __init__(self, root: Path):
         self.root = Path(root)
         self.artifacts = self.root / "artifacts"
+        self.refused: dict[str, str] = {}  # cache key -> why its entry was not served
 
     # ------------------------------------------------------------------ state
     def read_state(self) -> dict | None:
@@ -79,20 +80,36 @@ class SweepStore:
         return self.root / "cache" / kind / f"{key}.json"
 
     def cached_artifact(self, key: str) -> dict | None:
-        """A cached artifact job whose artifact folder is still intact (model file hash as recorded)."""
+        """A cached artifact job whose artifact folder is intact: inside ``artifacts/``, its manifest verified
+        (``read_manifest``: schema, model file inside the folder, sha256) and the same as the entry's. Anything
+        else is a miss (the job is redone and the entry rewritten), its reason kept in ``refused``. The entry's
+        mIoU is a claim: the sweep re-measures it before it is judged."""
+        from edgeseg.artifact import inside, read_manifest
+
         path = self._cache_path("artifact", key)
         if not path.is_file():
             return None
         try:
             entry = json.loads(path.read_text())
-            manifest = entry["manifest"]
-            folder = self.artifacts / entry["folder"]
-            model_file = folder / manifest["file"]
-            if not model_file.exists() or artifact_digest(model_file) != manifest["sha256"]:
-                return None
-        except (OSError, KeyError, ValueError):
+            if not isinstance(entry, dict) or not isinstance(entry.get("manifest"), dict):
+                raise EdgesegError(f"sweep cache {path}: not an artifact entry")
+            folder = inside(self.artifacts, entry.get("folder"), f"sweep cache {path}: field 'folder'", "redone")
+            _, manifest = read_manifest(folder)
+            # a parity the sweep re-measured (``rechecked``) differs from the folder's claim on purpose; it is
+            # re-checked again on every hit
+            rechecked = (entry["manifest"].get("parity") or {}).get("rechecked")
+            drop = ("cached", "folder", "parity") if rechecked else ("cached", "folder")
+            if {k: v for k, v in entry["manifest"].items() if k not in drop} != {
+                k: v for k, v in manifest.items() if k not in drop
+            }:
+                raise EdgesegError(f"sweep cache {path}: its manifest is not the one in {folder}")
+        except (OSError, ValueError) as exc:
+            self.refused[key] = f"sweep cache {path}: {exc}"
             return None
-        return entry
+        except EdgesegError as exc:
+            self.refused[key] = str(exc)
+            return None
+        return {**entry, "folder": str(folder.relative_to(self.artifacts.resolve()))}
 
     def put_artifact(self, key: str, entry: dict) -> None:
         _write_json(self._cache_path("artifact", key), entry)
@@ -140,11 +157,26 @@ def unpack_artifact(archive: bytes, archive_sha256: str, manifest: dict, into: P
     into.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".incoming.", dir=into))
     try:
-        with tarfile.open(fileobj=io.BytesIO(archive), mode="r") as tar:
-            tar.extractall(tmp, filter="data")  # "data": no absolute paths, links out of the folder or devices
-        (name,) = [p.name for p in tmp.iterdir()]
+        try:
+            with tarfile.open(fileobj=io.BytesIO(archive), mode="r") as tar:
+                tar.extractall(tmp, filter="data")  # "data": no absolute paths, links out of the folder or devices
+        except (tarfile.TarError, OSError) as exc:  # FilterError (.., absolute, links out) is a TarError
+            raise EdgesegError(f"artifact archive refused: {type(exc).__name__}: {exc}") from None
+        top = list(tmp.iterdir())
+        if len(top) != 1 or not top[0].is_dir() or top[0].is_symlink():
+            raise EdgesegError(
+                f"artifact archive refused: it holds {len(top)} top-level entries, not one artifact folder"
+            )
+        name = top[0].name
         unpacked = tmp / name
-        digest = artifact_digest(unpacked / manifest["file"])
+        from edgeseg.artifact import inside
+
+        if not isinstance(manifest, dict) or "file" not in manifest or "sha256" not in manifest:
+            raise EdgesegError("artifact archive refused: its manifest names no file and sha256")
+        model_file = inside(unpacked, manifest["file"], f"artifact {name}: manifest field 'file'", "refused")
+        if not model_file.exists():
+            raise EdgesegError(f"artifact {name}: the archive holds no {manifest['file']}")
+        digest = artifact_digest(model_file)
         if digest != manifest["sha256"]:
             raise EdgesegError(
                 f"artifact {name}: model file sha256 {digest[:12]} does not match its manifest's "

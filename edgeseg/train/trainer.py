@@ -3,6 +3,12 @@
 Random scale, crop, flip and photometric jitter; AdamW with linear warm-up and cosine decay; cross-entropy with
 the dataset's ignore index and optional class weighting or OHEM for rare classes; periodic validation with the
 same mIoU code as ``edgeseg eval``; atomic best/last checkpoints; ``resume``; a ``train.json`` log.
+
+Model selection is honest by construction when ``select_groups`` is set: the pooled splits are cut by whole groups
+(video sequences, ``edgeseg.data.groups``) and the best epoch is chosen on groups the model never trains on. A
+selection split that shares groups with training is allowed (CamVid's own val does) but is reported as such.
+On CPU, bf16 autocast (AVX-512 BF16 / AMX run bf16 matmuls about twice as fast as fp32), channels_last and a
+prefetch thread for augmentation are the throughput levers; EMA weights are optional.
 """
 
 from __future__ import annotations
@@ -13,6 +19,8 @@ import os
 import random
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -21,7 +29,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from edgeseg.data.datasets import DatasetSpec, load_split
+from edgeseg.data.datasets import DatasetSpec, check_labels, load_split
+from edgeseg.data.groups import groups_of, overlap_warning, shared_groups, split_by_groups
 from edgeseg.data.transforms import AugmentConfig, augment_pair, normalize
 from edgeseg.errors import EdgesegError
 from edgeseg.eval.evaluate import evaluate_arrays, torch_predictor
@@ -49,8 +58,13 @@ class TrainConfig:
     seed: int = 0
     threads: int | None = None
     max_steps: int | None = None  # stop early (smoke tests)
-    train_split: str = "train"
-    val_split: str = "val"
+    train_split: str = "train"  # comma-separated splits are pooled ("train,val")
+    val_split: str = "val"  # "none": no selection (a fixed schedule; best.pt is the last epoch)
+    select_groups: tuple[str, ...] = ()  # hold these whole groups out of the pooled splits and select on them
+    precision: str = "fp32"  # "fp32" | "bf16" (autocast; the loss and the optimizer stay fp32)
+    channels_last: bool = False
+    ema_decay: float | None = None  # keep an exponential moving average of the weights; evaluate and ship it
+    prefetch: bool = True  # augment the next batch in a thread while the current one trains
     limit_train: int | None = None  # first N training images only (smoke tests)
     limit_val: int | None = None
     extra: dict = field(default_factory=dict)
@@ -118,36 +132,113 @@ def _batches(n: int, batch_size: int, gen: torch.Generator) -> list[list[int]]:
     return [order[i : i + batch_size] for i in range(0, n - batch_size + 1, batch_size)] or [order]
 
 
+@dataclass
+class TrainingData:
+    """What a run trains and selects on, and which groups each side holds."""
+
+    train_images: list
+    train_labels: list
+    val_images: list
+    val_labels: list
+    split: dict  # train/selection splits, their groups and any group shared between them
+
+
+def load_training_data(cfg: TrainConfig, spec: DatasetSpec | None = None) -> TrainingData:
+    """The training and selection images of ``cfg``: the named splits, or the pooled splits cut by whole groups.
+    With ``spec``, every label value must be one of its classes or its ignore index (a stray value breaks the
+    loss)."""
+    root = Path(cfg.data)
+    splits = [s.strip() for s in cfg.train_split.split(",") if s.strip()]
+    stems, images, labels = [], [], []
+    pool = splits + ([cfg.val_split] if cfg.select_groups and cfg.val_split not in ("none", *splits) else [])
+    for name in pool:
+        samples, ims, lbs = load_split(root, name)
+        if spec is not None:
+            check_labels(samples, lbs, spec)
+        stems += [s.stem for s in samples]
+        images += ims
+        labels += lbs
+    if cfg.select_groups:
+        cut = split_by_groups(stems, root, cfg.select_groups)
+        train_idx, val_idx = cut.train, cut.select
+        val_name = "groups " + ",".join(sorted(cut.select_groups))
+    else:
+        train_idx, val_idx = list(range(len(stems))), []
+        val_name = cfg.val_split
+    val_stems = [stems[i] for i in val_idx]
+    val_images, val_labels = [images[i] for i in val_idx], [labels[i] for i in val_idx]
+    if not cfg.select_groups and cfg.val_split != "none":
+        samples, val_images, val_labels = load_split(root, cfg.val_split)
+        if spec is not None:
+            check_labels(samples, val_labels, spec)
+        val_stems = [s.stem for s in samples]
+    train_images, train_labels = [images[i] for i in train_idx], [labels[i] for i in train_idx]
+    train_stems = [stems[i] for i in train_idx]
+    if cfg.limit_train:
+        train_images, train_labels = train_images[: cfg.limit_train], train_labels[: cfg.limit_train]
+        train_stems = train_stems[: cfg.limit_train]
+    if cfg.limit_val:
+        val_images, val_labels = val_images[: cfg.limit_val], val_labels[: cfg.limit_val]
+        val_stems = val_stems[: cfg.limit_val]
+    train_groups = groups_of(train_stems, root)
+    split = {
+        "train": ",".join(splits),
+        "train_groups": train_groups,
+        "select": val_name if val_stems else "none",
+        "select_groups": groups_of(val_stems, root),
+        "select_shares_groups": shared_groups(train_groups, val_stems, root),
+    }
+    return TrainingData(train_images, train_labels, val_images, val_labels, split)
+
+
+def _autocast(device: torch.device, precision: str):
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def _ema(model: nn.Module, decay: float | None):
+    if decay is None:
+        return None
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+
 def train(cfg: TrainConfig, progress: Callable[..., object] | None = None, resume: bool = False) -> TrainResult:
     """Train ``cfg.model`` and write ``last.pt``, ``best.pt`` and ``train.json`` to ``cfg.out``.
 
-    ``progress(kind, **fields)`` is called with kind "start", "step", "eval" and "end" (the CLI draws a rich bar).
+    ``progress(kind, **fields)`` is called with kind "start", "warning", "step", "eval" and "end" (the CLI draws a
+    rich bar). Resuming continues the same schedule: the same order, augmentations and learning rates as an
+    uninterrupted run (each epoch's randomness is seeded by (seed, epoch)).
     """
     if cfg.loss not in ("ce", "wce", "ohem"):
         raise EdgesegError(f"unknown loss {cfg.loss!r}: use ce, wce or ohem")
+    if cfg.precision not in ("fp32", "bf16"):
+        raise EdgesegError(f"unknown precision {cfg.precision!r}: use fp32 or bf16")
+    if cfg.ema_decay is not None and not 0.0 < cfg.ema_decay < 1.0:
+        raise EdgesegError(f"--ema {cfg.ema_decay} must lie in (0, 1), e.g. 0.999")
     if cfg.crop[0] % 32 or cfg.crop[1] % 32:
         raise EdgesegError(f"crop {cfg.crop[0]}x{cfg.crop[1]} must be a multiple of 32")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     report = progress or (lambda kind, **kw: None)
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
     seed_everything(cfg.seed)
     model, spec = create_model(cfg.model, cfg.dataset)
-    model.to(device)
-    _, train_images, train_labels = load_split(Path(cfg.data), cfg.train_split)
-    _, val_images, val_labels = load_split(Path(cfg.data), cfg.val_split)
-    if cfg.limit_train:
-        train_images, train_labels = train_images[: cfg.limit_train], train_labels[: cfg.limit_train]
-    if cfg.limit_val:
-        val_images, val_labels = val_images[: cfg.limit_val], val_labels[: cfg.limit_val]
-    weight = class_weights(train_labels, spec).to(device) if cfg.loss == "wce" else None
+    data = load_training_data(cfg, spec)
+    out.mkdir(parents=True, exist_ok=True)
+    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    model.to(device, memory_format=memory_format)
+    ema = _ema(model, cfg.ema_decay)
+    weight = class_weights(data.train_labels, spec).to(device) if cfg.loss == "wce" else None
 
     optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.999))
-    batch_size = min(cfg.batch_size, len(train_images))
-    steps_per_epoch = max(1, len(train_images) // batch_size)
+    n_train = len(data.train_images)
+    batch_size = min(cfg.batch_size, n_train)
+    steps_per_epoch = max(1, n_train // batch_size)
     total_steps = cfg.epochs * steps_per_epoch
     warmup_steps = int(cfg.warmup_epochs * steps_per_epoch)
 
@@ -155,12 +246,15 @@ def train(cfg: TrainConfig, progress: Callable[..., object] | None = None, resum
     start_epoch, best_miou, best_epoch = 0, -1.0, -1
     if resume and (out / "last.pt").is_file():
         state = load_checkpoint(out / "last.pt")
+        for text in _check_resumable(state.get("config", {}), cfg):
+            report("warning", text=text)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
+        if ema is not None and "ema" in state:
+            ema.load_state_dict(state["ema"])
         start_epoch = state["epoch"]
         best_miou, best_epoch = state["best_miou"], state["best_epoch"]
         history = state.get("history", [])
-    # Deterministic given (seed, epoch): resuming replays the same order and augmentations.
     aug = AugmentConfig(crop=tuple(cfg.crop), scale=tuple(cfg.scale))
     report(
         "start",
@@ -168,64 +262,84 @@ def train(cfg: TrainConfig, progress: Callable[..., object] | None = None, resum
         done_steps=start_epoch * steps_per_epoch,
         epochs=cfg.epochs,
         device=str(device),
-        images=len(train_images),
+        images=n_train,
+        split=data.split,
     )
+    if data.split["select_shares_groups"]:
+        report("warning", text=overlap_warning(data.split["select"], data.split["select_shares_groups"]))
+
+    def batch(idx: list[int], gen: torch.Generator):
+        pairs = [augment_pair(data.train_images[i], data.train_labels[i], aug, gen, spec.ignore_index) for i in idx]
+        x = normalize(torch.stack([p[0] for p in pairs])).contiguous(memory_format=memory_format)
+        return x, torch.stack([p[1] for p in pairs])
 
     step = start_epoch * steps_per_epoch
-    for epoch in range(start_epoch, cfg.epochs):
-        gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
-        model.train()
-        t0, seen, loss_sum = time.perf_counter(), 0, 0.0
-        for idx in _batches(len(train_images), batch_size, gen):
-            pairs = [augment_pair(train_images[i], train_labels[i], aug, gen, spec.ignore_index) for i in idx]
-            x = normalize(torch.stack([p[0] for p in pairs])).to(device)
-            y = torch.stack([p[1] for p in pairs]).to(device)
-            for g in optimizer.param_groups:
-                g["lr"] = cfg.lr * lr_factor(step, total_steps, warmup_steps, cfg.min_lr_ratio)
-            loss = segmentation_loss(model(x), y, cfg, spec.ignore_index, weight)
-            if not torch.isfinite(loss):
-                raise EdgesegError(f"loss became {loss.item()} at step {step}: lower --lr")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            step += 1
-            seen += len(idx)
-            loss_sum += loss.item() * len(idx)
-            report(
-                "step",
-                step=step,
-                epoch=epoch + 1,
-                loss=loss.item(),
-                lr=optimizer.param_groups[0]["lr"],
-                ips=seen / (time.perf_counter() - t0),
-            )
-            if cfg.max_steps is not None and step >= cfg.max_steps:
-                break
-        record = {
-            "epoch": epoch + 1,
-            "loss": loss_sum / max(seen, 1),
-            "lr": optimizer.param_groups[0]["lr"],
-            "images_per_s": seen / (time.perf_counter() - t0),
-            "seconds": time.perf_counter() - t0,
-        }
-        last_epoch = epoch + 1 == cfg.epochs or (cfg.max_steps is not None and step >= cfg.max_steps)
-        if (epoch + 1) % cfg.eval_every == 0 or last_epoch:
-            metrics = evaluate_arrays(torch_predictor(model, device), val_images, val_labels, spec)
-            record.update(
-                val_miou=metrics.miou,
-                val_pixel_accuracy=metrics.pixel_accuracy,
-                val_iou=dict(zip(spec.classes, metrics.iou)),
-            )
-            if metrics.miou > best_miou:
-                best_miou, best_epoch = metrics.miou, epoch + 1
-                atomic_save(
-                    {"model": model.state_dict(), "epoch": epoch + 1, "miou": metrics.miou, "config": asdict(cfg)},
-                    out / "best.pt",
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        for epoch in range(start_epoch, cfg.epochs):
+            # Deterministic given (seed, epoch): resuming replays the same order and augmentations. Only one thread
+            # (the prefetcher, or this one) draws from ``gen``, in batch order, so prefetching keeps the sequence.
+            gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
+            model.train()
+            t0, seen, loss_sum = time.perf_counter(), 0, 0.0
+            order = _batches(n_train, batch_size, gen)
+            pending = pool.submit(batch, order[0], gen) if cfg.prefetch else None
+            for k, idx in enumerate(order):
+                x, y = pending.result() if pending is not None else batch(idx, gen)
+                if cfg.prefetch and k + 1 < len(order):
+                    pending = pool.submit(batch, order[k + 1], gen)
+                x, y = x.to(device), y.to(device)
+                for g in optimizer.param_groups:
+                    g["lr"] = cfg.lr * lr_factor(step, total_steps, warmup_steps, cfg.min_lr_ratio)
+                with _autocast(device, cfg.precision):
+                    logits = model(x)
+                loss = segmentation_loss(logits.float(), y, cfg, spec.ignore_index, weight)
+                if not torch.isfinite(loss):
+                    raise EdgesegError(f"loss became {loss.item()} at step {step}: lower --lr")
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                if ema is not None:
+                    ema.update_parameters(model)
+                step += 1
+                seen += len(idx)
+                loss_sum += loss.item() * len(idx)
+                report(
+                    "step",
+                    step=step,
+                    epoch=epoch + 1,
+                    loss=loss.item(),
+                    lr=optimizer.param_groups[0]["lr"],
+                    ips=seen / (time.perf_counter() - t0),
                 )
-            report("eval", epoch=epoch + 1, miou=metrics.miou, best=best_miou)
-        history.append(record)
-        atomic_save(
-            {
+                if cfg.max_steps is not None and step >= cfg.max_steps:
+                    break
+            if pending is not None:
+                pending.cancel()
+            record = {
+                "epoch": epoch + 1,
+                "loss": loss_sum / max(seen, 1),
+                "lr": optimizer.param_groups[0]["lr"],
+                "images_per_s": seen / (time.perf_counter() - t0),
+                "seconds": time.perf_counter() - t0,
+            }
+            shipped = ema.module if ema is not None else model
+            last_epoch = epoch + 1 == cfg.epochs or (cfg.max_steps is not None and step >= cfg.max_steps)
+            if data.val_images and ((epoch + 1) % cfg.eval_every == 0 or last_epoch):
+                metrics = evaluate_arrays(torch_predictor(shipped, device), data.val_images, data.val_labels, spec)
+                record.update(
+                    val_miou=metrics.miou,
+                    val_pixel_accuracy=metrics.pixel_accuracy,
+                    val_iou=dict(zip(spec.classes, metrics.iou)),
+                )
+                if metrics.miou > best_miou:
+                    best_miou, best_epoch = metrics.miou, epoch + 1
+                    _save_best(out, shipped, epoch + 1, metrics.miou, cfg, data.split)
+                report("eval", epoch=epoch + 1, miou=metrics.miou, best=best_miou)
+            elif not data.val_images and last_epoch:
+                best_epoch = epoch + 1  # a fixed schedule: the last epoch is the one shipped
+                _save_best(out, shipped, epoch + 1, None, cfg, data.split)
+            history.append(record)
+            checkpoint = {
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
                 "epoch": epoch + 1,
@@ -233,19 +347,56 @@ def train(cfg: TrainConfig, progress: Callable[..., object] | None = None, resum
                 "best_epoch": best_epoch,
                 "history": history,
                 "config": asdict(cfg),
-            },
-            out / "last.pt",
-        )
-        _write_log(out / "train.json", cfg, history, best_miou, best_epoch, str(device))
-        if last_epoch:
-            break
+                "split": data.split,
+            }
+            if ema is not None:
+                checkpoint["ema"] = ema.state_dict()
+            atomic_save(checkpoint, out / "last.pt")
+            _write_log(out / "train.json", cfg, history, best_miou, best_epoch, str(device), data.split)
+            if last_epoch:
+                break
     report("end", best=best_miou, best_epoch=best_epoch)
     return TrainResult(best_miou, best_epoch, len(history), out, history)
 
 
-def _write_log(path: Path, cfg: TrainConfig, history: list[dict], best: float, best_epoch: int, device: str) -> None:
+# what may differ between an interrupted run and its resumption (everything else shapes the schedule)
+_RESUME_FREE = {"out", "threads", "max_steps", "prefetch", "eval_every", "epochs"}
+
+
+def _check_resumable(saved: dict, cfg: TrainConfig) -> list[str]:
+    """Refuse a resumption whose options would change what the interrupted run was doing; a longer (or shorter)
+    run is allowed, with a warning, since it stretches the learning-rate schedule."""
+    now = asdict(cfg)
+    changed = sorted(k for k in saved if k not in _RESUME_FREE and k in now and _norm(saved[k]) != _norm(now[k]))
+    if changed:
+        k = changed[0]
+        raise EdgesegError(
+            f"cannot resume: {k} was {saved[k]!r} in the interrupted run and is {now[k]!r} now (resume with the same "
+            "options, or train into a new --out)"
+        )
+    if "epochs" in saved and saved["epochs"] != cfg.epochs:
+        return [
+            f"warning: resuming a {saved['epochs']}-epoch run as a {cfg.epochs}-epoch run: the learning-rate "
+            "schedule is stretched from here on, so the result differs from either uninterrupted run"
+        ]
+    return []
+
+
+def _norm(value):
+    return list(value) if isinstance(value, tuple | list) else value
+
+
+def _save_best(out: Path, model: nn.Module, epoch: int, miou: float | None, cfg: TrainConfig, split: dict) -> None:
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}  # channels_last tensors: a plain layout
+    atomic_save({"model": state, "epoch": epoch, "miou": miou, "config": asdict(cfg), "split": split}, out / "best.pt")
+
+
+def _write_log(
+    path: Path, cfg: TrainConfig, history: list[dict], best: float, best_epoch: int, device: str, split: dict
+) -> None:
     log = {
         "config": asdict(cfg),
+        "split": split,
         "device": device,
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),

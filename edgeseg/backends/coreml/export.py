@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from edgeseg.errors import EdgesegError
+from edgeseg.errors import EdgesegError, reraise_interrupt
 
 FP32_OPS = frozenset({"matmul", "real_div", "reduce_sum", "maximum", "softmax", "layer_norm"})
 
@@ -72,6 +72,7 @@ def export_coreml(
                 compute_precision=compute,
             )
         except Exception as exc:
+            reraise_interrupt(exc)
             raise EdgesegError(
                 f"Core ML conversion failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
             ) from None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgeseg.errors import EdgesegError
+from edgeseg.errors import EdgesegError, reraise_interrupt
 from edgeseg.lint import LintReport, RuleSet
 
 # Core ML MIL ops edgeseg's graphs use that run on the Neural Engine / GPU.
@@ -70,6 +70,7 @@ def lint_coreml(spec_path_or_model, rs: RuleSet) -> LintReport:
         try:
             spec = ct.models.MLModel(str(spec_path_or_model), skip_model_load=True).get_spec()
         except Exception as exc:
+            reraise_interrupt(exc)
             raise EdgesegError(f"cannot read Core ML model {spec_path_or_model}: {str(exc)[:160]}") from None
     else:
         spec = spec_path_or_model.get_spec()

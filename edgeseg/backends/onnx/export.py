@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from edgeseg.errors import EdgesegError
+from edgeseg.errors import EdgesegError, reraise_interrupt
 
 
 def export_onnx(module: nn.Module, example: torch.Tensor, path: Path, opset: int, output_name: str) -> dict:
@@ -42,6 +42,7 @@ def export_onnx(module: nn.Module, example: torch.Tensor, path: Path, opset: int
                 verbose=False,
             )
         except Exception as exc:  # the exporter raises many types; fall back once, then report both
+            reraise_interrupt(exc)  # Ctrl-C during torch's lazy imports arrives wrapped: stop, never fall back
             first = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
             exporter = f"torchscript (legacy fallback; torch.export failed: {first[:200]})"
             try:
@@ -56,15 +57,18 @@ def export_onnx(module: nn.Module, example: torch.Tensor, path: Path, opset: int
                     do_constant_folding=True,
                 )
             except Exception as exc2:
+                reraise_interrupt(exc2)
                 raise EdgesegError(f"ONNX export failed with both exporters: {first}; legacy: {exc2}") from None
     model = onnx.load(str(path))
     nodes_before = len(model.graph.node)
     model = onnxslim.slim(model)
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
+    # what the file holds, not what was asked for: an exporter may settle on another opset than requested
+    actual = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), opset)
     return {
         "exporter": exporter,
-        "opset": opset,
+        "opset": actual,
         "nodes": len(model.graph.node),
         "nodes_before_slim": nodes_before,
         "simplifier": f"onnxslim {onnxslim.__version__}",

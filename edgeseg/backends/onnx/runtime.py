@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edgeseg.errors import EdgesegError
+from edgeseg.errors import EdgesegError, reraise_interrupt
 
 
 class OnnxRuntimeModel:
@@ -24,9 +24,14 @@ class OnnxRuntimeModel:
         if profile_prefix:  # ORT's own per-kernel profiler (edgeseg op-profile); end_profiling() returns the JSON
             opts.enable_profiling = True
             opts.profile_file_prefix = profile_prefix
+            # A model that fails to load makes the session's destructor log "Could not write a profile because no
+            # model was loaded" at error level, straight to stderr beside edgeseg's own one-line error: the load
+            # failure itself is raised (and reported) below, so the session logs only fatal errors.
+            opts.log_severity_level = 4
         try:
             self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         except Exception as exc:
+            reraise_interrupt(exc)
             raise EdgesegError(f"ONNX Runtime cannot load {path}: {str(exc).splitlines()[0][:200]}") from None
         inp = self.session.get_inputs()[0]
         self.input_name, self.input_shape = inp.name, tuple(inp.shape)

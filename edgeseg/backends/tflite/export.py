@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from edgeseg.errors import EdgesegError
+from edgeseg.errors import EdgesegError, reraise_interrupt
 
 _FP16_RECIPE = [
     {
@@ -103,6 +103,7 @@ def export_tflite(
         except EdgesegError:
             raise
         except Exception as exc:
+            reraise_interrupt(exc)
             raise EdgesegError(
                 f"TFLite conversion failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
             ) from None
