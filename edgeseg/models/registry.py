@@ -101,22 +101,28 @@ def create_model(name: str, dataset: str | None = None) -> tuple[nn.Module, Data
 
 def _register_user_model(spec: str) -> str:
     """Register the user's model ``spec`` (importing its code) once; its registry name."""
-    from edgeseg.models.user import USER_FAMILY, canonical, entry_name, user_entry_fields
-
-    spec, name = canonical(spec), entry_name(spec)
+    loader = _USER_LOADER[0]  # edgeseg.models.user: installed by edgeseg/models/__init__.py, imported before this
+    spec, name = loader.canonical(spec), loader.entry_name(spec)
     if name in MODELS and _USER_SPECS.get(name) != spec:  # another file of that name: tell them apart
         name = f"{name}-{hashlib.sha256(spec.encode()).hexdigest()[:6]}"
     if name in MODELS and _USER_SPECS.get(name) == spec:
         return name
-    fields = user_entry_fields(spec)
+    fields = loader.user_entry_fields(spec)
     register_model(
-        ModelEntry(name, USER_FAMILY, fields["datasets"], fields["build"], fields["spec"], fields["input_size"])
+        ModelEntry(name, loader.USER_FAMILY, fields["datasets"], fields["build"], fields["spec"], fields["input_size"])
     )
     _USER_SPECS[name] = spec
     return name
 
 
 _USER_SPECS: dict[str, str] = {}  # registry name -> the --model spec it was loaded from
+_USER_LOADER: list = []  # the module that turns a spec into entry fields (this module imports none)
+
+
+def install_user_loader(loader) -> None:
+    """Set the loader of user models (``edgeseg.models.user``: ``canonical``, ``entry_name``,
+    ``user_entry_fields``, ``USER_FAMILY``)."""
+    _USER_LOADER[:] = [loader]
 
 
 def default_input(name: str, dataset: str) -> tuple[int, int]:
