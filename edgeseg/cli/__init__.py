@@ -27,6 +27,7 @@ from edgeseg.cli import sweep  # noqa: E402, F401  sweep
 from edgeseg.cli import check  # noqa: E402, F401  check
 from edgeseg.cli import estimate  # noqa: E402, F401  estimate, fit-latency
 from edgeseg.cli import weights  # noqa: E402, F401  weights list, weights publish
+from edgeseg.cli import rewrites  # noqa: E402, F401  rewrites
 # isort: on
 
 

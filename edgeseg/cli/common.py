@@ -166,7 +166,12 @@ def _pct(x: float | None, digits: int = 1) -> str:
 # ---------------------------------------------------------------------------------------------- shared options
 # Annotated aliases: `model: ModelOpt` is required, `model: OptModelOpt = None` optional, the same --model both ways.
 
-_model_option = typer.Option("--model", "-m", help="Model name, e.g. efficientvit-b0 (see `edgeseg models`).")
+_model_option = typer.Option(
+    "--model",
+    "-m",
+    help="Model name, e.g. efficientvit-b0 (see `edgeseg models`), or your own: PATH.py:NAME or package.module:NAME, "
+    "NAME() returning an nn.Module from (1,3,H,W) images to (1,C,h,w) logits (this imports and runs that code).",
+)
 ModelOpt = Annotated[str, _model_option]
 OptModelOpt = Annotated[str | None, _model_option]
 DatasetOpt = Annotated[

@@ -21,7 +21,7 @@ from edgeseg.eval.evaluate import evaluate_arrays, torch_predictor
 from edgeseg.eval.stats import ImageScores, load_state, paired_difference
 from edgeseg.gates import Evidence, judge_absolute
 from edgeseg.io import output_folder, relative_to_file
-from edgeseg.models.registry import DEFAULT_INPUT, resolve_model_name
+from edgeseg.models.registry import default_input, resolve_model_name
 from edgeseg.paths import SAMPLE_DATA
 
 
@@ -35,7 +35,7 @@ def _row_plan(config, config_path: Path) -> list[dict]:
     plan = []
     for i, m in enumerate(config.models):
         name, dataset = resolve_model_name(m.name, m.dataset)
-        size = check_input_size(parse_size(m.size)) if m.size else DEFAULT_INPUT[dataset]
+        size = check_input_size(parse_size(m.size)) if m.size else default_input(name, dataset)
         th = thresholds_for(config, m.thresholds, f"models.{i}", config_path)
         for target in m.targets:
             for device in m.devices:

@@ -39,6 +39,7 @@ from edgeseg.models.registry import (
     count_macs,
     count_params,
     create_model,
+    is_user_model,
     resolve_model_name,
     upsample_choices,
 )
@@ -93,6 +94,19 @@ def load_model(
     """Build a registered model and load weights strictly: a registry tag such as ``camvid``, a file, ``random``
     (seeded, untrained) or None (the shipped weights for the model's dataset; ``notice`` is told which)."""
     name, dataset = resolve_model_name(model, dataset)
+    if not weights and is_user_model(name):  # a user's module: the weights its code gives it (NAME() may load some)
+        from edgeseg.models.user import AS_BUILT, state_sha256
+
+        with torch.random.fork_rng():
+            torch.manual_seed(RANDOM_SEED)
+            net, spec = create_model(name, dataset)
+        source = weights_mod.WeightsSource(None, AS_BUILT, state_sha256(net), None)
+        if notice is not None:
+            notice(
+                f"weights: as {model} builds them (seed {RANDOM_SEED}, sha256 {source.sha256[:12]}); "
+                f"--weights {RANDOM_WEIGHTS} marks them untrained, --weights PATH.pt loads others"
+            )
+        return LoadedModel(name, dataset, spec, net.eval(), source)
     if weights == RANDOM_WEIGHTS:
         with torch.random.fork_rng():
             torch.manual_seed(RANDOM_SEED)
@@ -167,7 +181,10 @@ def _open_source(
             "weights": m["weights"],
             "untrained": bool(m.get("untrained")),
         }
-        return _Source(art.run, DATASETS[m["dataset"]], None, art.input_size, art.outputs_labels, info)
+        from edgeseg.models.user import custom_spec
+
+        spec = DATASETS.get(m["dataset"]) or custom_spec(len(m["classes"]))  # a user model's "custom" labels
+        return _Source(art.run, spec, None, art.input_size, art.outputs_labels, info)
     if not model:
         raise EdgesegError("pass --model (with --weights) or --artifact")
     loaded = load_model(model, dataset, weights, notice)

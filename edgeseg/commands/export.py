@@ -24,7 +24,7 @@ from edgeseg.artifact import (
 )
 from edgeseg.backends import ExportJob, Int8Request, backend_for, backend_for_file, get_target
 from edgeseg.commands.evaluate import load_model, reference_upsample
-from edgeseg.data.datasets import check_labels, load_split
+from edgeseg.data.datasets import DATASETS, check_labels, load_split
 from edgeseg.data.transforms import check_input_size, parse_size
 from edgeseg.errors import EdgesegError, at_least
 from edgeseg.eval.evaluate import torch_predictor
@@ -40,7 +40,7 @@ from edgeseg.export_request import (
 )
 from edgeseg.io import output_folder, require_free_space
 from edgeseg.lint import lint_onnx
-from edgeseg.models.registry import DEFAULT_INPUT, MODELS, deploy_rewrites, upsample_choices
+from edgeseg.models.registry import MODELS, default_input, deploy_rewrites, is_user_model, upsample_choices
 from edgeseg.paths import SAMPLE_DATA
 from edgeseg.residency import measure
 
@@ -102,7 +102,8 @@ def export(
     at_least(parity_images, 1, "--parity-images")
     loaded = load_model(model, dataset, weights, notice)
     rewrites = deploy_rewrites(loaded.name, tgt.format, tgt.precision, upsample)
-    input_size = check_input_size(parse_size(size)) if size else DEFAULT_INPUT[loaded.dataset]
+    user = is_user_model(loaded.name)  # a user's module: graph passes instead of a family's module swaps
+    input_size = check_input_size(parse_size(size)) if size else default_input(loaded.name, loaded.dataset)
     h, w = input_size
     suffix = ("-argmax" if with_argmax else "") + ("" if upsample == EXPORT_DEFAULTS.upsample else f"-{upsample}")
     if tgt.precision == "int8" and calib_method != "percentile":
@@ -167,8 +168,15 @@ def export(
     require_free_space(folder.parent, EXPORT_SPACE_FACTOR * 4 * params + EXPORT_SPACE_EXTRA, f"the {tgt.name} export")
     samples, images, labels = load_split(parity_root, "val")
     samples, images, labels = samples[:parity_images], images[:parity_images], labels[:parity_images]
-    check_labels(samples, labels, loaded.spec)
+    if loaded.dataset in DATASETS:  # a user model's "custom" label set scores no labels: nothing to check
+        check_labels(samples, labels, loaded.spec)
     deploy, applied = apply_rewrites(loaded.model, rewrites)
+    graph_report = None
+    if user:
+        from edgeseg.rewrite.graph import applied_passes, rewrite_graph
+
+        deploy, graph_report = rewrite_graph(deploy, (1, 3, h, w), loaded.name, tgt.name)
+        applied = {**applied, **applied_passes(graph_report)}
     # backends that carry fp16 in the graph (strongly typed) get a half model; the others take the fp32 graph and
     # apply their own fp16 schemes with the attention core kept fp32.
     dtype = torch.float16 if tgt.precision == "fp16" and backend.graph_fp16 else torch.float32
@@ -196,7 +204,7 @@ def export(
                 images,
                 input_size,
                 with_argmax,
-                labels,
+                labels if loaded.dataset in DATASETS else None,  # a "custom" label set has no labels here
                 loaded.spec.num_classes,
                 loaded.spec.ignore_index,
             ).as_dict()
@@ -232,6 +240,7 @@ def export(
                 }
             ),
             "rewrites": applied,
+            **({} if graph_report is None else {"graph_passes": graph_report}),
             "upsample": upsample if upsample_choices(loaded.name) else reference_upsample(loaded.name),
             **built.info,
             **({} if calib is None else {"calibration": calib.manifest()}),

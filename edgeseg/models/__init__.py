@@ -19,3 +19,6 @@ FAMILIES = (
 
 for _family in FAMILIES:
     importlib.import_module(f"edgeseg.models.{_family}").register()
+
+# --model PATH.py:NAME / package.module:NAME: the registry reaches the user-model loader through this hook
+importlib.import_module("edgeseg.models.registry").install_user_loader(importlib.import_module("edgeseg.models.user"))

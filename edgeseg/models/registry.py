@@ -11,6 +11,7 @@ imports no family. The CLI validates names against ``MODELS`` and ``edgeseg mode
 from __future__ import annotations
 
 import difflib
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -36,6 +37,8 @@ class ModelEntry:
     family: str  # the family package it comes from (efficientvit | lvt | segformer): picks the deploy rewrites
     datasets: tuple[str, ...]
     build: Callable[[str, int], nn.Module]  # (dataset, num_classes) -> model
+    spec: DatasetSpec | None = None  # a user model's own "custom" dataset spec (edgeseg.models.user)
+    input_size: tuple[int, int] | None = None  # a user model's export size (its ``input_size``, else the probe's)
 
 
 MODELS: dict[str, ModelEntry] = {}  # name -> entry, in registration order
@@ -65,7 +68,10 @@ def _suggest(name: str, choices) -> str:
 
 
 def resolve_model_name(name: str, dataset: str | None) -> tuple[str, str]:
-    """Accept ``efficientvit-b1`` + dataset or ``efficientvit-b1-camvid``; return (model, dataset)."""
+    """Accept ``efficientvit-b1`` + dataset or ``efficientvit-b1-camvid``; return (model, dataset). A user model
+    (``PATH.py:NAME``, ``package.module:NAME``) is registered on first use as ``user-<stem>-<name>``."""
+    if ":" in name:
+        name = _register_user_model(name)
     if name not in MODELS:
         base, _, suffix = name.rpartition("-")
         if base in MODELS and suffix in DATASETS:
@@ -75,8 +81,8 @@ def resolve_model_name(name: str, dataset: str | None) -> tuple[str, str]:
         else:
             raise EdgesegError(f"unknown model {name!r}.{_suggest(name, MODELS)}")
     entry = MODELS[name]
-    dataset = dataset or "camvid"
-    if dataset not in DATASETS:
+    dataset = dataset or (entry.spec.name if entry.spec is not None else "camvid")  # a user model: "custom"
+    if dataset not in DATASETS and dataset not in entry.datasets:
         raise EdgesegError(f"unknown dataset {dataset!r}.{_suggest(dataset, DATASETS)}")
     if dataset not in entry.datasets:
         raise EdgesegError(
@@ -88,9 +94,46 @@ def resolve_model_name(name: str, dataset: str | None) -> tuple[str, str]:
 def create_model(name: str, dataset: str | None = None) -> tuple[nn.Module, DatasetSpec]:
     """A freshly initialised model (eval mode) and the dataset spec its head is built for."""
     name, dataset = resolve_model_name(name, dataset)
-    spec = DATASETS[dataset]
+    spec = DATASETS.get(dataset) or MODELS[name].spec
     model = MODELS[name].build(dataset, spec.num_classes)
     return model.eval(), spec
+
+
+def _register_user_model(spec: str) -> str:
+    """Register the user's model ``spec`` (importing its code) once; its registry name."""
+    loader = _USER_LOADER[0]  # edgeseg.models.user: installed by edgeseg/models/__init__.py, imported before this
+    spec, name = loader.canonical(spec), loader.entry_name(spec)
+    if name in MODELS and _USER_SPECS.get(name) != spec:  # another file of that name: tell them apart
+        name = f"{name}-{hashlib.sha256(spec.encode()).hexdigest()[:6]}"
+    if name in MODELS and _USER_SPECS.get(name) == spec:
+        return name
+    fields = loader.user_entry_fields(spec)
+    register_model(
+        ModelEntry(name, loader.USER_FAMILY, fields["datasets"], fields["build"], fields["spec"], fields["input_size"])
+    )
+    _USER_SPECS[name] = spec
+    return name
+
+
+_USER_SPECS: dict[str, str] = {}  # registry name -> the --model spec it was loaded from
+_USER_LOADER: list = []  # the module that turns a spec into entry fields (this module imports none)
+
+
+def install_user_loader(loader) -> None:
+    """Set the loader of user models (``edgeseg.models.user``: ``canonical``, ``entry_name``,
+    ``user_entry_fields``, ``USER_FAMILY``)."""
+    _USER_LOADER[:] = [loader]
+
+
+def default_input(name: str, dataset: str) -> tuple[int, int]:
+    """The input size an export of ``name`` on ``dataset`` uses when none is given: a user model's own, else the
+    dataset's."""
+    return _entry(name).input_size or DEFAULT_INPUT[dataset]
+
+
+def is_user_model(name: str) -> bool:
+    """Whether ``name`` (a registry name) is a user's model (``--model PATH.py:NAME``)."""
+    return name in _USER_SPECS
 
 
 def count_params(model: nn.Module) -> int:
@@ -106,7 +149,7 @@ def count_macs(name: str, dataset: str, size: tuple[int, int]) -> int:
 
     name, dataset = resolve_model_name(name, dataset)
     with torch.device("meta"):
-        model = MODELS[name].build(dataset, DATASETS[dataset].num_classes).eval()
+        model = MODELS[name].build(dataset, (DATASETS.get(dataset) or MODELS[name].spec).num_classes).eval()
         x = torch.empty(1, 3, *size)
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         model(x)

@@ -1,0 +1,110 @@
+"""Export each small reference model of ``examples/byom_models.py`` (Swin, MaxViT, HaloNet, SASA, GFNet, BoTNet) as a
+user model (``--model examples/byom_models.py:NAME``) to onnx-fp32, tflite-fp32 and coreml-fp32 and print one
+markdown row per (family, target): lint clean, the artifact's largest tensor rank, hostile ops of the captured
+program before and after the graph passes, the passes applied, and parity against the user's unmodified module
+on the bundled sample images (max abs diff, argmax agreement). A target whose export fails is listed with its
+error. A benchmark, not a test: its numbers go into docs/byom.md.
+
+    python benchmarks/byom_table.py [--families swin,gfnet] [--targets onnx-fp32,tflite-fp32] [--json out.json]
+        [--no-passes]
+
+``--no-passes`` exports the unrewritten programs (the graph pass list emptied for this run): the baseline the
+passes are measured against.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+import provenance  # benchmarks/provenance.py (this script's folder is on sys.path)
+
+from edgeseg.commands import export as export_cmd
+from edgeseg.errors import EdgesegError
+from edgeseg.io import atomic_write_bytes
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "byom_models.py"
+FAMILIES = ("swin", "maxvit", "halonet", "sasa", "gfnet", "botnet")
+TARGETS = ("onnx-fp32", "tflite-fp32", "coreml-fp32")
+
+
+def _ops(census: dict) -> str:
+    parts = [f"{k.split('.')[0]} x{v}" for k, v in census["hostile_ops"].items()]
+    if census["rank_over_4"]:
+        parts.append(f"rank>4 x{len(census['rank_over_4'])}")
+    return ", ".join(parts) or "none"
+
+
+def row(family: str, target: str, out: Path) -> dict:
+    try:
+        m = export_cmd.export(f"{EXAMPLES}:{family}", None, None, target, out=out, parity_images=5, force=True)
+    except EdgesegError as exc:
+        return {"family": family, "target": target, "error": str(exc)}
+    lint_file = Path(m["folder"]) / "lint.json"
+    lint = json.loads(lint_file.read_text()) if lint_file.is_file() else {}
+    g = m["graph_passes"]
+    return {
+        "family": family,
+        "target": target,
+        "lint_clean": m["lint"]["clean"],
+        "lint_errors": m["lint"]["errors"],
+        "artifact_max_rank": lint.get("max_rank"),
+        "program_max_rank_before": g["before"]["max_rank"],
+        "program_max_rank_after": g["after"]["max_rank"],
+        "hostile_before": _ops(g["before"]),
+        "hostile_after": _ops(g["after"]),
+        "passes": {p["name"]: len(p["matches"]) for p in g["passes"] if p["applied"]},
+        "max_abs_diff": m["parity"]["max_abs_diff"],
+        "argmax_agreement": m["parity"]["argmax_agreement"],
+        "parity_runtime": m["parity"]["runtime"],
+        "parity_images": m["parity"]["images"],
+        "export_seconds": m["export_seconds"],
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--families", default=",".join(FAMILIES))
+    ap.add_argument("--targets", default=",".join(TARGETS))
+    ap.add_argument("--json", type=Path)
+    ap.add_argument("--no-passes", action="store_true", help="baseline: export without the graph passes")
+    args = ap.parse_args()
+    if args.no_passes:
+        import edgeseg.rewrite.graph as graph
+
+        graph.GRAPH_PASSES = ()
+    started = provenance.start()
+    rows = []
+    print(
+        "| family | target | lint | rank (program before -> after; artifact) | hostile ops before | after | "
+        "passes | max abs diff | argmax agree |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    with tempfile.TemporaryDirectory() as tmp:
+        for family in args.families.split(","):
+            for target in args.targets.split(","):
+                r = row(family, target, Path(tmp))
+                rows.append(r)
+                if "error" in r:
+                    error = r["error"].replace("|", "/").replace("\n", " ")[:300]
+                    print(f"| {family} | {target} | export failed: {error} | | | | | | |", flush=True)
+                    continue
+                lint = "clean" if r["lint_clean"] else f"{r['lint_errors']} errors"
+                rank = f"{r['program_max_rank_before']} -> {r['program_max_rank_after']}; {r['artifact_max_rank']}"
+                passes = ", ".join(f"{k} x{v}" for k, v in r["passes"].items())
+                diff = "-" if r["max_abs_diff"] is None else f"{r['max_abs_diff']:.2e}"
+                agree = "-" if r["argmax_agreement"] is None else f"{100 * r['argmax_agreement']:.2f} %"
+                print(
+                    f"| {family} | {target} | {lint} | {rank} | {r['hostile_before']} | {r['hostile_after']} | "
+                    f"{passes} | {diff} | {agree} |",
+                    flush=True,
+                )
+    if args.json:
+        doc = {"rows": rows, "no_passes": args.no_passes, "provenance": provenance.finish(started)}
+        atomic_write_bytes(args.json, json.dumps(doc, indent=2).encode())
+
+
+if __name__ == "__main__":
+    main()
