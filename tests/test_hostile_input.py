@@ -466,3 +466,30 @@ def test_artifact_folders_get_umask_permissions_like_their_files(tmp_path):
     finally:
         os.umask(mask)
     assert (tmp_path / "art").stat().st_mode & 0o777 == 0o755
+
+
+def test_calibration_refuses_a_huge_non_image_before_reading_it_whole(tmp_path):
+    """A 1 GB sparse file named .jpg among the calibration images: one line, and the file is never read into memory
+    (it used to be hashed with read_bytes before anything decoded it)."""
+    import tracemalloc
+
+    from edgeseg.data.datasets import CAMVID
+    from edgeseg.quantize.calibration import select_calibration
+
+    images, labels = tmp_path / "train" / "images", tmp_path / "train" / "labels"
+    images.mkdir(parents=True)
+    labels.mkdir(parents=True)
+    for i in range(3):
+        Image.fromarray(np.full((32, 48, 3), 40 * i, np.uint8)).save(images / f"a_{i}.png")
+        Image.fromarray(np.full((32, 48), i, np.uint8)).save(labels / f"a_{i}.png")
+    with open(images / "huge.jpg", "wb") as f:
+        f.truncate(1 << 30)
+    Image.fromarray(np.zeros((32, 48), np.uint8)).save(labels / "huge.png")
+    tracemalloc.start()
+    try:
+        with pytest.raises(EdgesegError, match="huge.jpg"):
+            select_calibration(tmp_path, CAMVID, size=4)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 << 20, f"peak {peak / 2**20:.0f} MiB"

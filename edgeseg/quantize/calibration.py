@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edgeseg.data.datasets import DatasetSpec, Sample, list_split, read_image, read_label
+from edgeseg.data.datasets import DatasetSpec, Sample, check_image_header, list_split, read_image, read_label
 from edgeseg.data.transforms import auto_fit, fit_input, to_tensor
 from edgeseg.errors import EdgesegError
 
@@ -120,8 +120,8 @@ def select_calibration(
     samples = list_split(root, split)
     if not samples:
         raise EdgesegError(f"no images in {root / split / 'images'}: calibration needs labelled {split} images")
-    labels = [read_label(s.label) for s in samples]
-    hist = label_histograms(labels, spec.num_classes)
+    # one label at a time: only its class histogram is kept (a large data set never sits in memory at once)
+    hist = np.concatenate([label_histograms([read_label(s.label)], spec.num_classes) for s in samples])
     if size + holdout > len(samples):
         raise EdgesegError(
             f"--calib-size {size} plus a held-out slice of {holdout} needs {size + holdout} images; "
@@ -132,10 +132,14 @@ def select_calibration(
     rest = [i for i in range(len(samples)) if i not in picked]
     held = [rest[j] for j in class_balanced_pick(hist[rest], holdout, seed)] if holdout else []
     chosen = [samples[i] for i in order]
+    for s in chosen + [samples[i] for i in held]:
+        check_image_header(s.image)  # unreadable or over the pixel limit: one line, before anything is hashed
     digest = hashlib.sha256()
     for s in chosen:
         digest.update(s.image.name.encode())
-        digest.update(s.image.read_bytes())
+        with open(s.image, "rb") as f:  # streamed: the file's size never decides the memory used
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
     return CalibrationSet(
         root,
         split,
@@ -147,7 +151,7 @@ def select_calibration(
         digest.hexdigest(),
         [samples[i] for i in held],
         [read_image(samples[i].image) for i in held],
-        [labels[i] for i in held],
+        [read_label(samples[i].label) for i in held],
     )
 
 
