@@ -493,3 +493,26 @@ def test_calibration_refuses_a_huge_non_image_before_reading_it_whole(tmp_path):
     finally:
         tracemalloc.stop()
     assert peak < 64 << 20, f"peak {peak / 2**20:.0f} MiB"
+
+
+def test_train_never_restarts_over_an_earlier_run_and_json_never_replaces_a_manifest(camvid, tmp_path):
+    from edgeseg.cli.common import check_json_out
+    from edgeseg.train.trainer import TrainConfig, train
+
+    run = tmp_path / "run"
+    run.mkdir()
+    torch.save({"model": {}}, run / "last.pt")
+    before = (run / "last.pt").read_bytes()
+    cfg = TrainConfig(model="efficientvit-b0", dataset="camvid", data=str(camvid), out=str(run), epochs=1)
+    with pytest.raises(EdgesegError, match="holds a training run already .* pass --resume"):
+        train(cfg)
+    assert (run / "last.pt").read_bytes() == before
+
+    manifest = tmp_path / "art" / "manifest.json"
+    manifest.parent.mkdir()
+    manifest.write_text(json.dumps({"target": "onnx-fp32", "sha256": "ab" * 32, "file": "model.onnx"}))
+    with pytest.raises(EdgesegError, match="is an artifact's manifest"):
+        check_json_out(manifest)
+    report = tmp_path / "r.json"
+    report.write_text(json.dumps({"miou": 0.5}))
+    assert check_json_out(report) == report  # an earlier report is replaced

@@ -116,7 +116,18 @@ def check_json_out(path: Path | None) -> Path | None:
     path = writable_file(Path(path), "--json")
     if path.is_file() and not _is_json_object(path):
         raise EdgesegError(f"--json {path} exists and is not a JSON report: pass a new .json path (it is not replaced)")
+    if path.is_file() and _is_manifest(path):
+        raise EdgesegError(f"--json {path} is an artifact's manifest: pass a new .json path (it is not replaced)")
     return path
+
+
+def _is_manifest(path: Path) -> bool:
+    """An artifact's manifest.json (a JSON object, but the artifact's identity, never a report to replace)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and {"target", "sha256", "file"} <= set(data)
 
 
 def _is_json_object(path: Path) -> bool:

@@ -226,6 +226,11 @@ def train(cfg: TrainConfig, progress: Callable[..., object] | None = None, resum
     out = Path(cfg.out)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
+    if not resume and (out / "last.pt").is_file():
+        raise EdgesegError(
+            f"{out} holds a training run already (last.pt): pass --resume to continue it, or a new --out (its "
+            "checkpoints are not replaced)"
+        )
     seed_everything(cfg.seed)
     model, spec = create_model(cfg.model, cfg.dataset)
     data = load_training_data(cfg, spec)
