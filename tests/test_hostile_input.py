@@ -516,3 +516,21 @@ def test_train_never_restarts_over_an_earlier_run_and_json_never_replaces_a_mani
     report = tmp_path / "r.json"
     report.write_text(json.dumps({"miou": 0.5}))
     assert check_json_out(report) == report  # an earlier report is replaced
+
+
+def test_bench_never_replaces_a_report_it_did_not_write(tmp_path):
+    """A user's own report.html in the --report folder is refused before any timing; an earlier edgeseg report in
+    the same folder is replaced."""
+    from edgeseg.bench.report import refuse_foreign_reports
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "report.html").write_text("<html><body>quarterly numbers</body></html>")
+    result = CliRunner().invoke(app, ["bench", "--device", "host", "--artifact", str(tmp_path), "--report", str(mine)])
+    assert result.exit_code == 2 and "report.html, which edgeseg bench did not write" in result.output
+    assert (mine / "report.html").read_text() == "<html><body>quarterly numbers</body></html>"
+    earlier = tmp_path / "earlier"
+    earlier.mkdir()
+    (earlier / "bench.md").write_text("# edgeseg bench: efficientvit-b0 on host\n")
+    (earlier / "bench.json").write_text('{"schema_version": 4}')
+    refuse_foreign_reports(earlier)  # replaced without a word

@@ -14,6 +14,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from edgeseg.bench.stats import LatencyStats
+from edgeseg.errors import EdgesegError
 from edgeseg.estimate.schema import Estimate
 from edgeseg.io import atomic_write_bytes
 from edgeseg.residency import cell as residency_cell
@@ -520,8 +521,29 @@ def compact_json(doc: dict) -> str:
     return _NUMBER_LIST.sub(lambda m: "[" + ", ".join(x.strip() for x in m.group(0)[1:-1].split(",")) + "]", text)
 
 
+REPORT_FILES = {"bench.json": b'"schema_version"', "bench.md": b"# edgeseg bench", "report.html": b"edgeseg bench"}
+
+
+def refuse_foreign_reports(folder: Path) -> None:
+    """A report folder may hold an earlier edgeseg report (replaced), never a file of the same name that edgeseg did
+    not write: a user's own report.html or bench.md is an input, not an output to overwrite."""
+    for name, mark in REPORT_FILES.items():
+        path = Path(folder) / name
+        if path.is_dir():
+            raise EdgesegError(f"--report {folder}: {path} is a folder: pass another --report folder")
+        if path.is_file():
+            with open(path, "rb") as f:
+                head = f.read(4096)
+            if mark not in head:
+                raise EdgesegError(
+                    f"--report {folder} holds {name}, which edgeseg bench did not write: pass another --report "
+                    "folder (it is not replaced)"
+                )
+
+
 def write_reports(folder: Path, report: BenchReport, examples: list[dict], examples_note: str) -> dict[str, Path]:
     folder = Path(folder)
+    refuse_foreign_reports(folder)
     paths = {"json": folder / "bench.json", "md": folder / "bench.md", "html": folder / "report.html"}
     atomic_write_bytes(paths["json"], (compact_json(report.model_dump(mode="json")) + "\n").encode())
     atomic_write_bytes(paths["md"], markdown(report).encode())

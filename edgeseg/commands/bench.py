@@ -353,6 +353,7 @@ def bench(
         DataInfo,
         ModelInfo,
         TimingInfo,
+        refuse_foreign_reports,
         write_reports,
     )
     from edgeseg.bench.stats import TimingPlan
@@ -367,6 +368,7 @@ def bench(
     output_folder(out, "--artifacts-dir")
     if report_dir is not None:
         output_folder(report_dir, "--report")
+        refuse_foreign_reports(report_dir)  # before any timing, not after it
     if not model and not artifacts:
         wanted = targets or profile.targets
         for name in wanted:
