@@ -326,3 +326,18 @@ def test_as_built_weights_are_identified_by_their_values(user_file):
         == state_sha256(loaded.model)
         == state_sha256(load_model(f"{user_file}:build", None, None).model)
     )
+
+
+def test_byom_artifact_benches_and_checks_without_labels(user_file, tmp_path, monkeypatch):
+    """A user model's artifact ("custom" classes: no labels to score) goes through bench and check: timed, parity
+    re-checked, no mIoU, no example predictions, no crash."""
+    r = _run("export", "--model", f"{user_file}:build", "--target", "onnx-fp32", "--out", tmp_path / "artifacts")
+    assert r.exit_code == 0, r.output
+    (folder,) = (tmp_path / "artifacts").glob("*/")
+    r = _run("bench", "--device", "host", "--artifact", folder, "--report", tmp_path / "rep", "--max-seconds", "1")
+    assert r.exit_code == 0, r.output
+    row = json.loads((tmp_path / "rep" / "bench.json").read_text())["results"][0]
+    assert row["miou"] is None and row["host"]["stats"]["median_ms"] > 0
+    monkeypatch.chdir(tmp_path)
+    r = _run("check")
+    assert r.exit_code == 0, r.output

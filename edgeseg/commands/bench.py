@@ -263,6 +263,8 @@ def _example_predictions(folder: Path, data: Path, split: str, count: int, threa
     from edgeseg.data.datasets import list_split, read_label
 
     art = load_artifact(folder, threads)
+    if art.manifest["dataset"] not in DATASETS:  # a user model's "custom" label set: no labels to show beside
+        return []
     spec = DATASETS[art.manifest["dataset"]]
     out = []
     samples = list_split(data, split)
@@ -433,7 +435,8 @@ def bench(
                     continue
                 folder = Path(manifest["folder"])
             miou = acc = None
-            if artifact_runs_here(tgt.name) and not manifest.get("untrained"):
+            # mIoU needs trained weights and labels of the model's classes (a user model's "custom" set has none)
+            if artifact_runs_here(tgt.name) and not manifest.get("untrained") and manifest["dataset"] in DATASETS:
                 report("target", target=tgt.name, step="mIoU")
                 ev = evaluate(
                     None, None, None, data, split, limit=limit, threads=threads, artifact=folder, per_image=True

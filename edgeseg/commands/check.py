@@ -231,7 +231,7 @@ def check(
                 evaluations[str(folder)] = (None, None, str(exc))
             else:
                 miou_here = None  # untrained weights: it runs here, but its mIoU would mean nothing
-                if not untrained:
+                if not untrained and row["dataset"] in DATASETS:  # a user model's "custom" labels: nothing to score
                     spec, fixed = DATASETS[row["dataset"]], art.input_size
                     counts[str(folder)] = ImageScores(spec.num_classes, spec.ignore_index, boundary=False)
                     metrics = evaluate_arrays(

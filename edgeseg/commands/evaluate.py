@@ -94,9 +94,10 @@ def load_model(
     """Build a registered model and load weights strictly: a registry tag such as ``camvid``, a file, ``random``
     (seeded, untrained) or None (the shipped weights for the model's dataset; ``notice`` is told which)."""
     name, dataset = resolve_model_name(model, dataset)
-    if not weights and is_user_model(name):  # a user's module: the weights its code gives it (NAME() may load some)
-        from edgeseg.models.user import AS_BUILT, state_sha256
+    from edgeseg.models.user import AS_BUILT, state_sha256
 
+    # a user's module: the weights its code gives it (NAME() may load some); an artifact's manifest says "as-built"
+    if (not weights or weights == AS_BUILT) and is_user_model(name):
         with torch.random.fork_rng():
             torch.manual_seed(RANDOM_SEED)
             net, spec = create_model(name, dataset)
