@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib.util
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -98,6 +98,50 @@ class ExportJob:
     @property
     def size(self) -> tuple[int, int]:
         return tuple(self.example.shape[-2:])
+
+    def pt2e_int8(self, realize: Callable, sensitivity_on: str, probes_on: str) -> Pt2eInt8:
+        """What a PT2E backend's export (TFLite, ExecuTorch) takes from an INT8 request: the calibration inputs
+        and, under an mIoU budget, the float chooser that runs the mixed-precision search, each budget probe
+        realized by ``realize(converted_module)`` (the backend's runtime). Float targets get neither."""
+        if self.target.precision != "int8":
+            return Pt2eInt8(None, None, sensitivity_on, probes_on)
+        int8 = self.int8
+        out = Pt2eInt8(int8.calib.inputs(self.size), None, sensitivity_on, probes_on)
+        if int8.max_miou_drop is not None:
+            from edgeseg.quantize.search import search_pt2e
+
+            scorer = int8.holdout_scorer(self.module, self.size)
+
+            def choose_float(switches, convert) -> list[str]:
+                probe = lambda names: realize(convert(names))  # noqa: E731
+                out.searched.append(search_pt2e(switches, scorer, int8.max_miou_drop, probe, int8.progress))
+                return out.searched[0].nodes_to_exclude
+
+            out.choose_float = choose_float
+        return out
+
+
+@dataclass
+class Pt2eInt8:
+    """A PT2E INT8 export's inputs (calibration, the search's float chooser) and, after it, the search's result."""
+
+    calib_inputs: list | None
+    choose_float: Callable | None
+    sensitivity_on: str  # what the per-layer sensitivity was scored on
+    probes_on: str  # what the budget probes were scored on
+    searched: list = field(default_factory=list)
+
+    def search_report(self) -> dict | None:
+        """The manifest's ``mixed_precision`` entry (None: no search ran)."""
+        if not self.searched:
+            return None
+        result = self.searched[0]
+        return {
+            **result.as_dict(),
+            "within_budget": result.drop_final <= result.budget,
+            "sensitivity_scored_on": self.sensitivity_on,
+            "probes_scored_on": self.probes_on,
+        }
 
 
 @dataclass

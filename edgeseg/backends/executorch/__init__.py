@@ -54,15 +54,6 @@ README_IOS = """\
 """
 
 
-def _search_report(result) -> dict:
-    return {
-        **result.as_dict(),
-        "within_budget": result.drop_final <= result.budget,
-        "sensitivity_scored_on": "the PT2E int8 graph run by PyTorch (the numerics the lowering is given)",
-        "probes_scored_on": "lowered .pte programs run by ExecuTorch's runtime; the last is this artifact",
-    }
-
-
 def residency_of(delegate: str, delegation: dict) -> Residency:
     """The residency record of a lowered program's delegation summary (``export.delegation``)."""
     return Residency(
@@ -125,24 +116,18 @@ class ExecuTorchBackend(Backend):
         from edgeseg.backends.executorch.export import export_executorch
         from edgeseg.backends.executorch.runtime import ExecuTorchModel, registered_backends
 
-        file, int8 = "model.pte", job.int8
+        file = "model.pte"
         delegate = self.delegate_of(job.target.name)
         int8_target = job.target.precision == "int8"
-        calib_inputs = int8.calib.inputs(job.size) if int8_target else None
-        searched, choose_float = [], None
-        if int8_target and int8.max_miou_drop is not None:
-            from edgeseg.quantize.search import search_pt2e
-
-            scorer = int8.holdout_scorer(job.module, job.size)
-
-            def choose_float(switches, convert) -> list[str]:
-                realize = lambda names: ExecuTorchModel(convert(names), threads=2)  # noqa: E731
-                searched.append(search_pt2e(switches, scorer, int8.max_miou_drop, realize, int8.progress))
-                return searched[0].nodes_to_exclude
+        pt2e = job.pt2e_int8(
+            lambda program: ExecuTorchModel(program, threads=2),
+            "the PT2E int8 graph run by PyTorch (the numerics the lowering is given)",
+            "lowered .pte programs run by ExecuTorch's runtime; the last is this artifact",
+        )
 
         path = job.folder / file
         info = export_executorch(
-            job.module, job.example, path, delegate, job.target.precision, calib_inputs, choose_float
+            job.module, job.example, path, delegate, job.target.precision, pt2e.calib_inputs, pt2e.choose_float
         )
         info["residency"] = [residency_of(delegate, info["delegation"]).model_dump()]
         runner, note = None, f"none: {self.precisions[job.target.name.removeprefix('executorch-')].runtime}"
@@ -152,7 +137,7 @@ class ExecuTorchBackend(Backend):
         if int8_target:
             info["quantization"] = {
                 "policy": self.int8_policy.as_dict(),
-                "mixed_precision": _search_report(searched[0]) if searched else None,
+                "mixed_precision": pt2e.search_report(),
             }
         if delegate == "coreml":
             (job.folder / "README.md").write_text(

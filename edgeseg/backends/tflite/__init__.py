@@ -18,15 +18,6 @@ from edgeseg.residency import Residency
 _XNNPACK = "ai-edge-litert (XNNPACK)"
 
 
-def _search_report(result) -> dict:
-    return {
-        **result.as_dict(),
-        "within_budget": result.drop_final <= result.budget,
-        "sensitivity_scored_on": "the PT2E int8 graph run by PyTorch (the numerics the converter is given)",
-        "probes_scored_on": "converted .tflite artifacts run by ai-edge-litert; the last is this artifact",
-    }
-
-
 class TFLiteBackend(Backend):
     name = "tflite"
     suffix = ".tflite"
@@ -58,30 +49,28 @@ class TFLiteBackend(Backend):
         from edgeseg.backends.tflite.export import export_tflite
         from edgeseg.backends.tflite.runtime import LiteRtModel
 
-        file, int8 = "model.tflite", job.int8
-        int8_target = job.target.precision == "int8"
-        calib_inputs = int8.calib.inputs(job.size) if int8_target else None
-        searched, choose_float = [], None
-        if int8_target and int8.max_miou_drop is not None:
-            from edgeseg.quantize.search import search_pt2e
-
-            scorer = int8.holdout_scorer(job.module, job.size)
-
-            def choose_float(switches, convert) -> list[str]:
-                realize = lambda names: LiteRtModel(convert(names))  # noqa: E731
-                searched.append(search_pt2e(switches, scorer, int8.max_miou_drop, realize, int8.progress))
-                return searched[0].nodes_to_exclude
-
+        file = "model.tflite"
+        pt2e = job.pt2e_int8(
+            LiteRtModel,
+            "the PT2E int8 graph run by PyTorch (the numerics the converter is given)",
+            "converted .tflite artifacts run by ai-edge-litert; the last is this artifact",
+        )
         path = job.folder / file
         info = export_tflite(
-            job.module, job.example, path, job.target.precision, job.output_name == "logits", calib_inputs, choose_float
+            job.module,
+            job.example,
+            path,
+            job.target.precision,
+            job.output_name == "logits",
+            pt2e.calib_inputs,
+            pt2e.choose_float,
         )
         runner = LiteRtModel(path)
-        if int8_target:
+        if job.target.precision == "int8":
             info["quantization"] = {
                 "policy": self.int8_policy.as_dict(),
                 "int8_nodes": runner.int8_ops(),
-                "mixed_precision": _search_report(searched[0]) if searched else None,
+                "mixed_precision": pt2e.search_report(),
             }
         return Built(file, info, runner, f"ai-edge-litert {version('ai-edge-litert')} (XNNPACK)", self.lint(path))
 
