@@ -298,8 +298,13 @@ def test_a_signal_during_export_exits_with_its_code_and_leaves_no_staging(tmp_pa
     stderr = (tmp_path / "stderr.txt").open("w")
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     args = [*B0, "--weights", "random", "-t", "onnx-fp32", "--size", "64x64", "--parity-images", "1", "--out", out]
+    # started as a shell starts a background job: SIGINT ignored (edgeseg must still stop on it)
     proc = subprocess.Popen(
-        [sys.executable, str(script), "export", *map(str, args)], stdout=subprocess.DEVNULL, stderr=stderr, env=env
+        [sys.executable, str(script), "export", *map(str, args)],
+        stdout=subprocess.DEVNULL,
+        stderr=stderr,
+        env=env,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
     )
     try:
         deadline = time.monotonic() + 120

@@ -43,6 +43,9 @@ def main() -> None:
     # Python's default SIGTERM ends the process without unwinding: raising instead lets staging folders and
     # temporary files be removed, and the command exit 143 with one line (cli.common.user_errors).
     signal.signal(signal.SIGTERM, _raise_terminated)
+    # A command started as a background job inherits SIGINT ignored, and Python then never raises
+    # KeyboardInterrupt: an explicit `kill -INT` would be lost. Ctrl-C / SIGINT always stops edgeseg (exit 130).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     app()
 
 
