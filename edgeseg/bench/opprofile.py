@@ -86,6 +86,18 @@ def _path_of(op_type: str) -> str:
     return "compute"
 
 
+def off_path_summary(by_type: list, mean_ms: float, notes: dict[str, str]) -> dict[str, dict]:
+    """Time off the compute path, per kind (``notes``: kind -> why it costs): count, ms and share of the run, from
+    op-type rows whose ``path`` names the kind. Every runtime's profiler reports the same summary."""
+    out = {}
+    for kind, note in notes.items():
+        rows = [r for r in by_type if r.path == kind]
+        if rows:
+            ms = sum(r.ms for r in rows)
+            out[kind] = {"count": sum(r.count for r in rows), "ms": ms, "share": ms / mean_ms, "note": note}
+    return out
+
+
 def _group(kernels: list[Kernel], total_ms: float) -> list[OpTypeRow]:
     acc: dict[str, list[float]] = defaultdict(list)
     for k in kernels:
@@ -134,15 +146,14 @@ def _parse_ort_events(events: list[dict], artifact: str, runtime: str, threads: 
     for k in kernels:
         k.share = k.ms / mean_ms
     by_type = _group(kernels, mean_ms)
-    off_path = {}
-    for kind, note in (
-        ("layout", "NCHW <-> NCHWc reorders and transposes: data movement, no arithmetic"),
-        ("quantize/dequantize", "int8 <-> float conversions around ops that run in float"),
-    ):
-        rows = [r for r in by_type if r.path == kind]
-        if rows:
-            ms = sum(r.ms for r in rows)
-            off_path[kind] = {"count": sum(r.count for r in rows), "ms": ms, "share": ms / mean_ms, "note": note}
+    off_path = off_path_summary(
+        by_type,
+        mean_ms,
+        {
+            "layout": "NCHW <-> NCHWc reorders and transposes: data movement, no arithmetic",
+            "quantize/dequantize": "int8 <-> float conversions around ops that run in float",
+        },
+    )
     int8 = [r for r in by_type if r.path == "int8 compute"]
     if int8 or "quantize/dequantize" in off_path:
         floats = [r for r in by_type if r.path == "compute"]

@@ -51,7 +51,7 @@ def profile_etdump(art: LoadedArtifact, threads: int, runs: int, warmup: int):
 
     from edgeseg.backends.executorch.runtime import ExecuTorchModel
     from edgeseg.bench.host import inference_call
-    from edgeseg.bench.opprofile import Kernel, OpProfile, OpTypeRow
+    from edgeseg.bench.opprofile import Kernel, OpProfile, OpTypeRow, off_path_summary
 
     model = ExecuTorchModel(art.path, threads, etdump=True)
     traced = LoadedArtifact(art.path, art.manifest, model, art.runtime)
@@ -90,16 +90,15 @@ def profile_etdump(art: LoadedArtifact, threads: int, runs: int, warmup: int):
     by_type = sorted(
         (OpTypeRow(t, len(v), sum(v), sum(v) / run_mean, op_path(t)) for t, v in acc.items()), key=lambda r: -r.ms
     )
-    off_path: dict[str, dict] = {}
-    for kind, note in (
-        ("layout", "XNNPACK transposes between NCHW and NHWC at partition edges"),
-        ("quantize/dequantize", "conversions between float and int8 inside the delegate"),
-        ("portable kernels (off the delegate)", "ops no delegate took, on ExecuTorch's portable kernels"),
-    ):
-        rows = [r for r in by_type if r.path == kind]
-        if rows:
-            ms = sum(r.ms for r in rows)
-            off_path[kind] = {"count": sum(r.count for r in rows), "ms": ms, "share": ms / run_mean, "note": note}
+    off_path = off_path_summary(
+        by_type,
+        run_mean,
+        {
+            "layout": "XNNPACK transposes between NCHW and NHWC at partition edges",
+            "quantize/dequantize": "conversions between float and int8 inside the delegate",
+            "portable kernels (off the delegate)": "ops no delegate took, on ExecuTorch's portable kernels",
+        },
+    )
     handover = delegate_ms - in_delegate
     if partitions:
         off_path["delegate hand-over"] = {

@@ -40,7 +40,7 @@ def _path(op_type: str, exec_type: str) -> str:
 
 def profile_openvino(folder: Path, manifest: dict, threads: int, runs: int, warmup: int):
     from edgeseg.backends.openvino.runtime import OpenVinoModel
-    from edgeseg.bench.opprofile import Kernel, OpProfile, OpTypeRow
+    from edgeseg.bench.opprofile import Kernel, OpProfile, OpTypeRow, off_path_summary
 
     model = OpenVinoModel(folder / manifest["file"], manifest["precision"], threads, manifest["target"], True)
     x = torch.from_numpy(np.random.default_rng(0).standard_normal(model.input_shape).astype(np.float32))
@@ -72,16 +72,15 @@ def profile_openvino(folder: Path, manifest: dict, threads: int, runs: int, warm
         groups[(t, _path(t, e))].append(sum(v) / runs)
     by_type = [OpTypeRow(t, len(v), sum(v), sum(v) / mean_ms, path) for (t, path), v in groups.items()]
     by_type.sort(key=lambda r: -r.ms)
-    off_path = {}
-    for kind, note in (
-        ("layout", "Reorder nodes: layout conversions between kernels (blocked <-> planar), no arithmetic"),
-        ("quantize/dequantize", "FakeQuantize nodes that did not fold into a neighbouring kernel"),
-        ("reference kernel", "nodes on the CPU plugin's reference implementation (no JIT kernel for them here)"),
-    ):
-        rows = [r for r in by_type if r.path == kind]
-        if rows:
-            ms = sum(r.ms for r in rows)
-            off_path[kind] = {"count": sum(r.count for r in rows), "ms": ms, "share": ms / mean_ms, "note": note}
+    off_path = off_path_summary(
+        by_type,
+        mean_ms,
+        {
+            "layout": "Reorder nodes: layout conversions between kernels (blocked <-> planar), no arithmetic",
+            "quantize/dequantize": "FakeQuantize nodes that did not fold into a neighbouring kernel",
+            "reference kernel": "nodes on the CPU plugin's reference implementation (no JIT kernel for them here)",
+        },
+    )
     effective = ", ".join(f"{k}={v}" for k, v in model.effective.items())
     return OpProfile(
         artifact=str(folder / manifest["file"]),
