@@ -507,6 +507,24 @@ def render_train_throughput(doc: dict) -> list[str]:
     return out
 
 
+def render_train_equal_epochs(doc: dict) -> list[str]:
+    """benchmarks/train_equal_epochs.py: fp32 against bf16+channels_last trained with everything else equal."""
+    results = doc.get("results") or {}
+    evals = sorted({e for r in results.values() for e, _ in r.get("select_miou_per_eval", [])})
+    cols: list[Column] = [("configuration", lambda r: r["configuration"])]
+    cols += [(f"epoch {e}", lambda r, e=e: dict(map(tuple, r.get("select_miou_per_eval", []))).get(e)) for e in evals]
+    cols += [
+        ("best", lambda r: r.get("best_select_miou")),
+        ("images/s (median epoch)", lambda r: r.get("images_per_s_median")),
+    ]
+    rows = [{"configuration": k, **v} for k, v in results.items()]
+    head = (
+        f"{doc.get('model')}, {doc.get('epochs')} epochs, {doc.get('threads')} thread(s) per run; mIoU (%) on the "
+        f"held-out groups {doc.get('select_groups')} at each evaluation."
+    )
+    return [head, ""] + table(rows, cols)
+
+
 RENDERERS: dict[str, Callable[[dict], list[str]]] = {
     "export_table": render_export_table,
     "int8_table": render_int8_table,
@@ -518,6 +536,7 @@ RENDERERS: dict[str, Callable[[dict], list[str]]] = {
     "openvino_table": render_openvino_table,
     "executorch_table": render_executorch_table,
     "train_throughput": render_train_throughput,
+    "train_equal_epochs": render_train_equal_epochs,
 }
 
 
@@ -556,6 +575,7 @@ TITLES = {
     "openvino_table": "OpenVINO beside edgeseg's artifacts on x86",
     "executorch_table": "ExecuTorch vs TFLite (XNNPACK)",
     "train_throughput": "Training throughput on the CPU",
+    "train_equal_epochs": "fp32 against bf16 + channels_last at equal epochs",
     "generic": "Benchmark output",
 }
 
