@@ -1,5 +1,5 @@
 """Export each small reference model of ``examples/byom_models.py`` (Swin, MaxViT, HaloNet, SASA, GFNet, BoTNet) and
-``examples/byom_hier_models.py`` (MViTv2, LeViT, CvT, GCNet, HorNet-GF, BoTNet at 14x14) as a user model
+``examples/byom_hier_models.py`` (MViTv2, LeViT, CvT, GCNet, HorNet-GF, BoTNet at 16x16) as a user model
 (``--model examples/byom_models.py:NAME``) to onnx-fp32, tflite-fp32 and coreml-fp32 and print one
 markdown row per (family, target): lint clean, the artifact's largest tensor rank, hostile ops of the captured
 program before and after the graph passes, the passes applied, and parity against the user's unmodified module
@@ -29,7 +29,7 @@ from edgeseg.io import atomic_write_bytes
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 FAMILIES = {  # family -> the example file defining it
     **dict.fromkeys(("swin", "maxvit", "halonet", "sasa", "gfnet", "botnet"), "byom_models.py"),
-    **dict.fromkeys(("mvit", "levit", "cvt", "gcnet", "hornet", "botnet14"), "byom_hier_models.py"),
+    **dict.fromkeys(("mvit", "levit", "cvt", "gcnet", "hornet", "botnet16"), "byom_hier_models.py"),
 }
 TARGETS = ("onnx-fp32", "tflite-fp32", "coreml-fp32")
 

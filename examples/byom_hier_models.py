@@ -15,7 +15,7 @@ written out (no einops here). Their export-hostile constructs are listed in ``do
 - ``gcnet``: GCNet global context block (xvjiarui/GCNet ``ContextBlock``): softmax over HW and a matmul.
 - ``hornet``: HorNet-GF (raoyongming/HorNet ``hornet.py``): recursive gated convolution ``gnconv`` whose
   depthwise branch is the global-local filter (``rfft2`` * an interpolated complex weight -> ``irfft2``).
-- ``botnet14``: BoTNet's relative-logit MHSA (``examples/byom_models.py``) at a real size: a 14x14 map, 4 heads
+- ``botnet16``: BoTNet's relative-logit MHSA (``examples/byom_models.py``) at a real size: a 16x16 map, 4 heads
   of 128 channels.
 """
 
@@ -498,10 +498,11 @@ def _byom_models():
     return module
 
 
-def botnet14():
-    """BoTNet MHSA at BoTNet-50's c5 size: a 14x14 map, 4 heads of d=128 (relative logits tables of 27 x 128)."""
+def botnet16():
+    """BoTNet MHSA at a real size: a 16x16 map (64x64 input), 4 heads of d=128, as in BoTNet-50's c5 blocks
+    (14x14 there; export sizes are multiples of 32)."""
     dim = 512
-    return _Seg(_byom_models().BoTAttention(dim, 14, heads=4), dim=dim, input_size=(56, 56))
+    return _Seg(_byom_models().BoTAttention(dim, 16, heads=4), dim=dim, input_size=(64, 64))
 
 
-FAMILIES = {"mvit": mvit, "levit": levit, "cvt": cvt, "gcnet": gcnet, "hornet": hornet, "botnet14": botnet14}
+FAMILIES = {"mvit": mvit, "levit": levit, "cvt": cvt, "gcnet": gcnet, "hornet": hornet, "botnet16": botnet16}

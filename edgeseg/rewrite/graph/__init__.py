@@ -129,6 +129,14 @@ GRAPH_PASSES: tuple[GraphPass, ...] = (
         "rank > 4 cat / stack of views -> rank-3 cat",
         (_A.cat.default, _A.stack.default),
     ),
+    GraphPass("alias-drop", hier_passes.alias_drop, "alias (full slices) -> its input", (_A.alias.default,)),
+    GraphPass(
+        "matvec-as-row-matmul",
+        hier_passes.matvec_to_row_matmul,
+        "matrix x column matmul -> row x matrix (TFLite)",
+        (_A.matmul.default, _A.bmm.default),
+        tolerance=1e-5,
+    ),
 )
 
 

@@ -452,3 +452,51 @@ def cat_rank_lower(gm: fx.GraphModule) -> list[str]:
             end.replace_all_uses_with(out)
         matches.append(f"{len(full)}-D {node.target.__name__.split('.')[0]} of {len(pieces)} on dim {k} -> rank 3")
     return matches
+
+
+def alias_drop(gm: fx.GraphModule) -> list[str]:
+    """Pattern: ``aten.alias`` (what ``torch.export`` records for a full slice such as ``q[:, :, 0:]`` or
+    ``attn[:, :, 0:, 0:]`` in MViTv2's relative-position code) in a program with no in-place write left on an
+    input-dependent tensor.
+
+    Rewrite: the alias is its input (exact: the same tensor; without in-place writes an alias cannot observe a
+    difference). Wanted by Core ML (its converter has no ``alias`` op); harmless elsewhere. Constraint: no alias."""
+    graph = gm.graph
+    memo: dict = {}
+    if any(n.target in INPLACE and depends_on_input(n, memo) for n in graph.nodes):
+        return []  # an alias may still be written through: slice-assign-as-cat refused something
+    matches = []
+    for node in list(graph.nodes):
+        if node.target is aten.alias.default:
+            node.replace_all_uses_with(node.args[0])
+            graph.erase_node(node)
+            matches.append(f"alias of {list(shape(node) or ())} -> its input")
+    return matches
+
+
+def matvec_to_row_matmul(gm: fx.GraphModule) -> list[str]:
+    """Pattern: ``matmul(A, B)`` / ``bmm(A, B)`` with ``B`` a column (last dim 1, ``A``'s not): a batched
+    matrix-vector product, GCNet's attention pooling ``torch.matmul(x.view(N, C, HW).unsqueeze(1),
+    softmax(mask).unsqueeze(-1))``.
+
+    Rewrite: the row form ``(B^T @ A^T)`` (``B`` reshaped to a row: the same elements in order, ``A`` transposed),
+    reshaped to the column result (exact up to fp32 summation order, verified). Wanted by TFLite: its converter
+    fails on a column ``batch_matmul`` followed by a reshape (``'tfl.batch_matmul' op found invalid output
+    rank``). Constraint: no matrix-vector ``batch_matmul`` with a column result."""
+    matches = []
+    graph = gm.graph
+    for node in list(graph.nodes):
+        if node.target not in (aten.matmul.default, aten.bmm.default) or len(node.args) != 2:
+            continue
+        a, b = node.args
+        sa, sb = shape(a), shape(b)
+        if sa is None or sb is None or min(len(sa), len(sb)) < 2 or sb[-1] != 1 or sa[-1] == 1:
+            continue
+        with graph.inserting_before(node):
+            row = reshape(graph, b, (*sb[:-2], 1, sb[-2]))
+            at = emit(graph, aten.transpose.int, a, -2, -1)
+            y = reshape(graph, emit(graph, node.target, row, at), shape(node))
+        node.replace_all_uses_with(y)
+        graph.erase_node(node)
+        matches.append(f"{node.target.__name__.split('.')[0]} {list(sa)} x {list(sb)} -> row form")
+    return matches
