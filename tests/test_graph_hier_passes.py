@@ -169,6 +169,31 @@ def test_cat_rank_lower_exact_rank4():
     assert len(report["passes"][0]["matches"]) == 2
 
 
+class _ContextPool(nn.Module):
+    """GCNet's attention pooling: a matrix times a column (softmax over HW), then a view to (N, C, 1, 1)."""
+
+    def forward(self, x):  # (N, C, H, W)
+        n, c, h, w = x.shape
+        mask = x.mean(1, keepdim=True).view(n, 1, h * w).softmax(2).unsqueeze(-1)
+        return x + torch.matmul(x.view(n, c, h * w).unsqueeze(1), mask).view(n, c, 1, 1)
+
+
+def test_matvec_as_row_matmul_exact():
+    gm, _ = _check(_ContextPool(), (2, 3, 5, 6), "matvec-as-row-matmul", tol=1e-5)
+    mms = [n for n in gm.graph.nodes if n.target is torch.ops.aten.matmul.default]
+    assert mms and all(n.args[1].meta["tensor_meta"].shape[-1] != 1 for n in mms)
+
+
+class _FullSlices(nn.Module):
+    def forward(self, x):
+        return x[:, :, 0:] * 2 + x[:, 0:, :, 0:]
+
+
+def test_alias_drop_exact():
+    gm, report = _check(_FullSlices(), (1, 2, 4, 4), "alias-drop")
+    assert not any(n.target is torch.ops.aten.alias.default for n in gm.graph.nodes)
+
+
 # --------------------------------------------------------------------------- per family
 EXPECTED = {  # family -> the passes its captured program needs
     "mvit": {
