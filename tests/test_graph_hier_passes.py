@@ -276,3 +276,18 @@ def test_family_exports(family, target, tmp_path):
     assert set(m["rewrites"]) == EXPECTED[family]
     lint = json.loads((manifest.parent / "lint.json").read_text())
     assert 0 < lint["max_rank"] <= 4
+
+
+def test_levit_uncached_attention_biases_are_folded():
+    """LeViT's bias gather ``attention_biases[:, attention_bias_idxs]`` where the eval-mode cache is not used: a
+    gather of constants, folded to the gathered table."""
+    torch.manual_seed(0)
+    model = hier.levit().eval()
+    model.block.block.attn.training = True  # the uncached branch; BatchNorm layers stay in eval mode
+    gm, report = rewrite_graph(model, _shape("levit"), "levit", "tflite-fp32")
+    fold = next(p for p in report["passes"] if p["name"] == "constant-gather-fold")
+    assert fold["applied"] and fold["matches"] == ["index.Tensor -> constant [2, 256, 256]"]
+    assert not any(n.target is torch.ops.aten.index.Tensor for n in gm.graph.nodes)
+    with torch.no_grad():
+        for x in _inputs(_shape("levit")):
+            assert torch.equal(gm(x), model(x))
