@@ -1,5 +1,6 @@
-"""Export each small reference model of ``examples/byom_models.py`` (Swin, MaxViT, HaloNet, SASA, GFNet, BoTNet) as a
-user model (``--model examples/byom_models.py:NAME``) to onnx-fp32, tflite-fp32 and coreml-fp32 and print one
+"""Export each small reference model of ``examples/byom_models.py`` (Swin, MaxViT, HaloNet, SASA, GFNet, BoTNet) and
+``examples/byom_hier_models.py`` (MViTv2, LeViT, CvT, GCNet, HorNet-GF, BoTNet at 16x16) as a user model
+(``--model examples/byom_models.py:NAME``) to onnx-fp32, tflite-fp32 and coreml-fp32 and print one
 markdown row per (family, target): lint clean, the artifact's largest tensor rank, hostile ops of the captured
 program before and after the graph passes, the passes applied, and parity against the user's unmodified module
 on the bundled sample images (max abs diff, argmax agreement). A target whose export fails is listed with its
@@ -25,8 +26,11 @@ from edgeseg.commands import export as export_cmd
 from edgeseg.errors import EdgesegError
 from edgeseg.io import atomic_write_bytes
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "byom_models.py"
-FAMILIES = ("swin", "maxvit", "halonet", "sasa", "gfnet", "botnet")
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+FAMILIES = {  # family -> the example file defining it
+    **dict.fromkeys(("swin", "maxvit", "halonet", "sasa", "gfnet", "botnet"), "byom_models.py"),
+    **dict.fromkeys(("mvit", "levit", "cvt", "gcnet", "hornet", "botnet16"), "byom_hier_models.py"),
+}
 TARGETS = ("onnx-fp32", "tflite-fp32", "coreml-fp32")
 
 
@@ -39,7 +43,8 @@ def _ops(census: dict) -> str:
 
 def row(family: str, target: str, out: Path) -> dict:
     try:
-        m = export_cmd.export(f"{EXAMPLES}:{family}", None, None, target, out=out, parity_images=5, force=True)
+        spec = f"{EXAMPLES / FAMILIES[family]}:{family}"
+        m = export_cmd.export(spec, None, None, target, out=out, parity_images=5, force=True)
     except EdgesegError as exc:
         return {"family": family, "target": target, "error": str(exc)}
     lint_file = Path(m["folder"]) / "lint.json"
