@@ -177,7 +177,9 @@ def export(
     if user:
         from edgeseg.rewrite.graph import applied_passes, rewrite_graph
 
-        deploy, graph_report = rewrite_graph(deploy, (1, 3, h, w), loaded.name, tgt.name)
+        deploy, graph_report = rewrite_graph(
+            deploy, (1, 3, h, w), loaded.name, tgt.name, fmt=tgt.format, precision=tgt.precision
+        )
         applied = {**applied, **applied_passes(graph_report)}
     # backends that carry fp16 in the graph (strongly typed) get a half model; the others take the fp32 graph and
     # apply their own fp16 schemes with the attention core kept fp32.
