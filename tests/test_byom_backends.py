@@ -106,3 +106,43 @@ def test_user_file_to_new_backends(tmp_path, target):
 def test_families_to_new_backends(tmp_path, family, target):
     folder, m = _export(f"{EXAMPLES}:{family}", target, tmp_path / "a")
     _check(folder, m)
+
+
+FFT_FILE = '''
+import torch
+import torch.nn as nn
+
+class Filter(nn.Module):
+    """GFNet's global filter in miniature: rfft2 * W -> irfft2."""
+    def __init__(self):
+        super().__init__()
+        self.input_size = (32, 32)
+        self.embed, self.head = nn.Conv2d(3, 4, 4, 4), nn.Conv2d(4, 3, 1)
+        self.weight = nn.Parameter(torch.randn(4, 8, 5, 2) * 0.1)
+
+    def forward(self, x):
+        y = torch.fft.rfft2(self.embed(x), norm="ortho") * torch.view_as_complex(self.weight)
+        return self.head(torch.fft.irfft2(y, s=(8, 8), norm="ortho"))
+
+def build():
+    return Filter()
+'''
+
+
+@pytest.mark.slow  # the ONNX export with a DFT and OpenVINO's failed conversion: ~30 s here
+def test_openvino_conversion_failure_is_one_line(tmp_path, monkeypatch):
+    """Without the graph passes, an FFT filter reaches OpenVINO's ONNX frontend, which cannot convert it: the export
+    fails with one line naming the op, not a traceback (with the passes it converts, see above)."""
+    pytest.importorskip("openvino")
+    import edgeseg.rewrite.graph as graph
+
+    monkeypatch.setattr(graph, "GRAPH_PASSES", ())
+    path = tmp_path / "fft_net.py"
+    path.write_text(FFT_FILE)
+    r = CliRunner().invoke(
+        app, ["export", "--model", f"{path}:build", "--target", "openvino-fp32", "--out", str(tmp_path / "a")]
+    )
+    assert r.exit_code == 2 and "Traceback" not in r.output, r.output
+    errors = [ln for ln in r.output.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith("error: OpenVINO conversion failed: OpConversionFailure: ")
+    assert not list((tmp_path / "a").glob("*/manifest.json"))
