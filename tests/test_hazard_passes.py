@@ -254,3 +254,30 @@ def test_onnx_fp16_export_casts_the_hazards(tmp_path):
         nodes = [n for n in graph.node if n.op_type == op]
         assert nodes and all(elem.get(n.input[0]) == onnx.TensorProto.FLOAT for n in nodes), op
     assert onnx.TensorProto.FLOAT16 in {elem[n.input[0]] for n in graph.node if n.op_type == "Conv"}  # a half graph
+
+
+def test_folded_layernorm_keeps_its_statistics_out_of_pt2e_int8():
+    """INT8 (PT2E, as TFLite / Core ML / ExecuTorch quantize): the written-out LayerNorm's mean, variance, eps add
+    and quotient get int8 outputs; once folded into one layer_norm, none of them is quantized (the op is float, as
+    the policy keeps LayerNorm)."""
+    pytest.importorskip("litert_torch")
+    from edgeseg.quantize.pt2e import pt2e_int8
+
+    def quantized_producers(module) -> dict[str, int]:
+        q, _ = pt2e_int8(module, torch.zeros(SHAPE), _inputs(), fold_quantize=False)
+        out: dict[str, int] = {}
+        for n in q.graph.nodes:
+            name = str(n.target)
+            if n.op == "call_function" and "quantize_per_tensor" in name and "dequantize" not in name:
+                src = n.args[0]
+                key = str(getattr(src, "target", src)).replace("aten.", "")
+                out[key] = out.get(key, 0) + 1
+        return out
+
+    torch.manual_seed(0)
+    model = WrittenOutLayerNorm().eval()
+    gm, report = rewrite_graph(model, SHAPE, "user-ln", "tflite-int8", fmt="tflite", precision="int8")
+    assert _applied(report) == {"layernorm-fold": 1}
+    before, after = quantized_producers(model), quantized_producers(gm)
+    assert before.get("mean.dim", 0) >= 2 and before.get("add.Tensor", 0) >= 2, before
+    assert "mean.dim" not in after and "add.Tensor" not in after and after.get("layer_norm.default") == 1, after
