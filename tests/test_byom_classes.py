@@ -265,3 +265,13 @@ def test_every_command_taking_model_takes_the_class_options():
     with_model = {name: opts for name, opts in commands(typer.main.get_command(app)) if "--model" in opts}
     assert {"export", "eval", "predict", "bench", "rewrites"} <= set(with_model)
     assert all({"--num-classes", "--classes"} <= opts for opts in with_model.values()), with_model
+
+
+def test_the_example_families_take_num_classes():
+    from edgeseg.commands.evaluate import load_model
+
+    examples = Path(__file__).resolve().parent.parent / "examples" / "byom_models.py"
+    with user_model_options(parse_model_options(3, "road,car,person")):
+        loaded = load_model(f"{examples}:swin", None, None)
+    assert loaded.name == "user-byom-models-swin-c3" and loaded.spec.classes == ("road", "car", "person")
+    assert loaded.model(torch.zeros(1, 3, 64, 64)).shape == (1, 3, 16, 16)

@@ -175,11 +175,11 @@ def test_gelu_and_hardswish_by_target():
     torch.manual_seed(0)
     model = GeluHardswish().eval()
     gm, report = rewrite_graph(model, SHAPE, "user-act", "onnx-fp16", fmt="onnx", precision="fp16")
-    assert {"gelu-erfc-rational", "hardswish-as-clamp"} <= set(_applied(report))
+    assert {"gelu-erfc-rational", "hardswish-to-clamp"} <= set(_applied(report))
     assert not {aten.gelu.default, aten.hardswish.default} & set(_targets(gm))
     assert report["max_rel_diff"] <= 1e-5
     gm, report = rewrite_graph(model, SHAPE, "user-act", "tflite-int8", fmt="tflite", precision="int8")
-    assert set(_applied(report)) == {"hardswish-as-clamp"}
+    assert set(_applied(report)) == {"hardswish-to-clamp"}
     _, report = rewrite_graph(model, SHAPE, "user-act", "onnx-fp32", fmt="onnx", precision="fp32")
     assert _applied(report) == {}
     skipped = {p["name"]: p.get("skipped", "") for p in report["passes"]}

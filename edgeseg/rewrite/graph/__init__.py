@@ -154,8 +154,8 @@ GRAPH_PASSES += (
         wants=("onnx-fp16",),
     ),
     GraphPass(
-        "hardswish-as-clamp",
-        hazard_passes.hardswish_as_clamp,
+        "hardswish-to-clamp",
+        hazard_passes.hardswish_to_clamp,
         "Hardswish as add/clamp/mul: XNNPACK has no int8 HARD_SWISH, ORT mobile EPs lack HardSwish",
         (_A.hardswish.default,),
         formats=("tflite", "executorch", "onnx"),

@@ -392,8 +392,9 @@ def gelu_erfc_rational(gm: fx.GraphModule) -> list[str]:
     return matches
 
 
-def hardswish_as_clamp(gm: fx.GraphModule) -> list[str]:
-    """Pattern: ``aten.hardswish(x)`` (``nn.Hardswish``, ``F.hardswish``: MobileNetV3 / EfficientViT-style stems).
+def hardswish_to_clamp(gm: fx.GraphModule) -> list[str]:
+    """Pattern: ``aten.hardswish(x)`` (``F.hardswish`` in MobileNetV3 / EfficientViT-style stems; an ``nn.Hardswish``
+    module is swapped before capture by the module rewrites for any model, ``hardswish-as-clamp`` / ``-clip``).
 
     Rewrite: ``edgeseg.rewrite.common.HardswishAsClamp``, ``x * clamp(x + 3, 0, 6) * (1/6)`` with rank-matched
     constants (the same function to fp32 rounding, verified). Wanted by ``tflite-int8`` and ``executorch-int8``
