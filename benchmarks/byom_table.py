@@ -78,6 +78,11 @@ def row(family: str, target: str, out: Path, calib_data: Path | None = None) -> 
         "parity_runtime": m["parity"]["runtime"],
         "parity_images": m["parity"]["images"],
         "export_seconds": m["export_seconds"],
+        "residency": [
+            f"{r['accelerator']} {r['nodes_supported']}/{r['nodes_total']}"
+            + (f" {r['partitions']}p" if r.get("partitions") else "")
+            for r in m.get("residency", [])
+        ],
     }
 
 

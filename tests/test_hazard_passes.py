@@ -143,12 +143,24 @@ def test_layernorm_fold_is_one_op_and_exact(variance):
 def test_layernorm_fp32_keeps_the_variance_out_of_fp16():
     torch.manual_seed(0)
     for model, expect in ((WrittenOutLayerNorm().eval(), 1), (ChannelsFirstLayerNorm().eval(), 1)):
-        gm, report = rewrite_graph(model, SHAPE, "user-ln", "onnx-fp16", fmt="onnx", precision="fp16")
+        gm, report = rewrite_graph(model, SHAPE, "user-ln", "trt-fp16", fmt="tensorrt", precision="fp16")
         applied = _applied(report)
         assert applied["layernorm-fp32"] == expect, report["passes"]
         assert report["max_rel_diff"] <= 1e-5
         plain, fixed = _half_errors(model, gm, _inputs()[0])
         assert plain > 0.1 and fixed < 1e-2, (type(model).__name__, plain, fixed)
+
+
+def test_layernorm_to_matmul_for_onnx_fp16():
+    """onnx-fp16: the LayerNorm (here folded from its written-out form) becomes fp32 matmul means, no
+    layer_norm op left, exact to fp32 rounding, and fp16-safe."""
+    torch.manual_seed(0)
+    model = WrittenOutLayerNorm().eval()
+    gm, report = rewrite_graph(model, SHAPE, "user-ln", "onnx-fp16", fmt="onnx", precision="fp16")
+    assert _applied(report) == {"layernorm-fold": 1, "layernorm-to-matmul": 1}
+    assert aten.layer_norm.default not in _targets(gm) and report["max_rel_diff"] <= 1e-5
+    plain, fixed = _half_errors(model, gm, _inputs()[0])
+    assert plain > 0.1 and fixed < 1e-2, (plain, fixed)
 
 
 def test_softmax_fp32_region_from_scores_to_values():
@@ -198,13 +210,14 @@ def test_swin_fp16_passes_match_by_pattern():
     model = byom.swin().eval()
     gm, report = rewrite_graph(model, SHAPE, "swin", "onnx-fp16", fmt="onnx", precision="fp16")
     applied = _applied(report)
-    assert applied["layernorm-fp32"] >= 2 and applied["softmax-fp32"] >= 1 and applied["gelu-erfc-rational"] >= 1
+    assert applied["layernorm-to-matmul"] >= 2 and applied["softmax-fp32"] >= 1 and applied["gelu-erfc-rational"] >= 1
     assert report["after"]["max_rank"] <= 4 and report["max_rel_diff"] <= 1e-5
 
 
 def test_onnx_fp16_export_casts_the_hazards(tmp_path):
-    """A user file through `edgeseg export --target onnx-fp16`: LayerNormalization and Softmax run on fp32 inputs
-    (Cast nodes), no Erf, parity against the user's module."""
+    """A user file through `edgeseg export --target onnx-fp16`: the LayerNorm as fp32 matmul means and the softmax
+    on fp32 inputs (Cast nodes) in a half graph, no Erf or LayerNormalization (one NNAPI partition), parity against
+    the user's module."""
     import onnx
 
     user = tmp_path / "act_net.py"
@@ -242,15 +255,17 @@ def test_onnx_fp16_export_casts_the_hazards(tmp_path):
     assert r.exit_code == 0, r.output
     (manifest,) = (tmp_path / "a").glob("*/manifest.json")
     m = json.loads(manifest.read_text())
-    for name in ("layernorm-fp32", "softmax-fp32", "gelu-erfc-rational"):
+    for name in ("layernorm-to-matmul", "softmax-fp32", "gelu-erfc-rational"):
         assert m["rewrites"].get(name, 0) >= 1, m["rewrites"]
+    nnapi = next(r for r in m["residency"] if r["accelerator"] == "nnapi")
+    assert nnapi["unsupported_ops"] == {} and nnapi["partitions"] == 1, nnapi
     assert m["parity"]["argmax_agreement"] >= 0.99 and m["lint"]["clean"], (m["parity"], m["lint"])
     graph = onnx.shape_inference.infer_shapes(onnx.load(manifest.parent / m["file"])).graph
     ops = [n.op_type for n in graph.node]
-    assert "Erf" not in ops and "Gelu" not in ops
+    assert not {"Erf", "Gelu", "LayerNormalization"} & set(ops)
     elem = {v.name: v.type.tensor_type.elem_type for v in [*graph.value_info, *graph.input, *graph.output]}
     elem.update({t.name: t.data_type for t in graph.initializer})
-    for op in ("LayerNormalization", "Softmax"):
+    for op in ("Softmax", "Sqrt"):  # the attention softmax, the LayerNorm's variance root
         nodes = [n for n in graph.node if n.op_type == op]
         assert nodes and all(elem.get(n.input[0]) == onnx.TensorProto.FLOAT for n in nodes), op
     assert onnx.TensorProto.FLOAT16 in {elem[n.input[0]] for n in graph.node if n.op_type == "Conv"}  # a half graph

@@ -121,6 +121,15 @@ GRAPH_PASSES += (
         tolerance=1e-5,
     ),
     GraphPass(
+        "layernorm-to-matmul",
+        hazard_passes.layernorm_to_matmul,
+        "layer_norm over the last dim -> fp32 matmul means: NNAPI and Core ML NeuralNetwork lack LayerNormalization",
+        (_A.layer_norm.default,),
+        formats=("onnx",),
+        tolerance=1e-5,
+        wants=("onnx-fp16",),
+    ),
+    GraphPass(
         "layernorm-fp32",
         hazard_passes.layernorm_fp32,
         "LayerNorm (op or decomposed) computed in fp32 in half-precision graphs",

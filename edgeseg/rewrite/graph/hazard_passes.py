@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 import torch.fx as fx
 
-from edgeseg.rewrite.common import GeluErfcRational, HardswishAsClamp
+from edgeseg.rewrite.common import GeluErfcRational, HardswishAsClamp, LayerNormMatmulFp32
 from edgeseg.rewrite.graph.core import add_constant, aten, const_value, depends_on_input, emit, rank, shape
 
 _counter = [0]
@@ -219,6 +219,36 @@ def layernorm_fp32(gm: fx.GraphModule) -> list[str]:
         order = {n: i for i, n in enumerate(gm.graph.nodes)}
         _fp32_region(gm, sorted(set(ln["nodes"]), key=order.__getitem__))
         matches.append(f"written-out LayerNorm over dims {ln['dims']} of {list(shape(ln['x']) or ())} in fp32")
+    return matches
+
+
+def layernorm_to_matmul(gm: fx.GraphModule) -> list[str]:
+    """Pattern: ``aten.layer_norm`` over the last dim with constant (or no) weight and bias (``nn.LayerNorm``, or one
+    ``layernorm-fold`` made), in any transformer block.
+
+    Rewrite: ``edgeseg.rewrite.common.LayerNormMatmulFp32``: mean and variance as matmuls with a constant ``1/C``
+    column, then sub / mul / sqrt / div, all in fp32 and cast back (the same function to fp32 rounding, verified).
+    Wanted by ``onnx-fp16``, the accelerators' ONNX: ``LayerNormalization`` is in none of the NNAPI and Core ML
+    NeuralNetwork EP op tables, so every LayerNorm is a CPU hop between accelerator partitions, as
+    ``layernorm-matmul-fp32`` fixes by module class for edgeseg's families. Constraint: no LayerNormalization, no
+    fp16 variance."""
+    matches = []
+    for node in list(gm.graph.nodes):
+        if node.target is not aten.layer_norm.default or not _is_float(node):
+            continue
+        x, normalized = node.args[0], list(node.args[1])
+        weight, bias = (list(node.args[2:4]) + [None, None])[:2]
+        eps = node.args[4] if len(node.args) > 4 else node.kwargs.get("eps", 1e-5)
+        if len(normalized) != 1 or any(isinstance(t, fx.Node) and depends_on_input(t) for t in (weight, bias)):
+            continue
+        ref = torch.nn.LayerNorm(normalized[0], eps, elementwise_affine=weight is not None, bias=bias is not None)
+        with torch.no_grad():
+            if weight is not None:
+                ref.weight.copy_(const_value(gm, weight))
+            if bias is not None:
+                ref.bias.copy_(const_value(gm, bias))
+        _swap_for_module(gm, node, LayerNormMatmulFp32(ref), "layernorm")
+        matches.append(f"layer_norm over {normalized} of {list(shape(x) or ())} -> fp32 matmul means")
     return matches
 
 
