@@ -7,10 +7,12 @@ on the bundled sample images (max abs diff, argmax agreement). A target whose ex
 error. A benchmark, not a test: its numbers go into docs/byom.md.
 
     python benchmarks/byom_table.py [--families swin,gfnet] [--targets onnx-fp32,tflite-fp32] [--json out.json]
-        [--no-passes]
+        [--no-passes] [--drop-passes NAME,...] [--new-backends] [--calib-data DIR]
 
 ``--no-passes`` exports the unrewritten programs (the graph pass list emptied for this run): the baseline the
-passes are measured against.
+passes are measured against. ``--new-backends`` adds openvino-fp32 and executorch-fp32 to the targets;
+``--targets`` takes any target (int8 ones calibrate on ``--calib-data``, 8 images, no mixed-precision search).
+``--drop-passes`` leaves the named passes out (e.g. the fp16 hazard passes, for a with / without comparison).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ FAMILIES = {  # family -> the example file defining it
     **dict.fromkeys(("mvit", "levit", "cvt", "gcnet", "hornet", "botnet16"), "byom_hier_models.py"),
 }
 TARGETS = ("onnx-fp32", "tflite-fp32", "coreml-fp32")
+NEW_BACKEND_TARGETS = ("openvino-fp32", "executorch-fp32")
 
 
 def _ops(census: dict) -> str:
@@ -41,10 +44,23 @@ def _ops(census: dict) -> str:
     return ", ".join(parts) or "none"
 
 
-def row(family: str, target: str, out: Path) -> dict:
+def activation_max_rank(folder: Path, m: dict) -> int | None:
+    """An OpenVINO IR's largest rank over its non-constant outputs: GroupConvolution holds its weights as a 5-D
+    constant (groups, out, in, kh, kw) whatever the model, which the linter's max rank counts."""
+    if m["format"] != "openvino":
+        return None
+    import openvino as ov
+
+    model = ov.Core().read_model(str(folder / m["file"]))
+    ops = [op for op in model.get_ordered_ops() if op.get_type_name() != "Constant"]
+    return max(len(op.get_output_partial_shape(i)) for op in ops for i in range(op.get_output_size()))
+
+
+def row(family: str, target: str, out: Path, calib_data: Path | None = None) -> dict:
+    int8 = {"calib_data": calib_data, "calib_size": 8, "max_miou_drop": None} if target.endswith("int8") else {}
     try:
         spec = f"{EXAMPLES / FAMILIES[family]}:{family}"
-        m = export_cmd.export(spec, None, None, target, out=out, parity_images=5, force=True)
+        m = export_cmd.export(spec, None, None, target, out=out, parity_images=5, force=True, **int8)
     except EdgesegError as exc:
         return {"family": family, "target": target, "error": str(exc)}
     lint_file = Path(m["folder"]) / "lint.json"
@@ -56,6 +72,7 @@ def row(family: str, target: str, out: Path) -> dict:
         "lint_clean": m["lint"]["clean"],
         "lint_errors": m["lint"]["errors"],
         "artifact_max_rank": lint.get("max_rank"),
+        "artifact_activation_max_rank": activation_max_rank(Path(m["folder"]), m),
         "program_max_rank_before": g["before"]["max_rank"],
         "program_max_rank_after": g["after"]["max_rank"],
         "hostile_before": _ops(g["before"]),
@@ -66,6 +83,11 @@ def row(family: str, target: str, out: Path) -> dict:
         "parity_runtime": m["parity"]["runtime"],
         "parity_images": m["parity"]["images"],
         "export_seconds": m["export_seconds"],
+        "residency": [
+            f"{r['accelerator']} {r['nodes_supported']}/{r['nodes_total']}"
+            + (f" {r['partitions']}p" if r.get("partitions") else "")
+            for r in m.get("residency", [])
+        ],
     }
 
 
@@ -75,11 +97,20 @@ def main() -> None:
     ap.add_argument("--targets", default=",".join(TARGETS))
     ap.add_argument("--json", type=Path)
     ap.add_argument("--no-passes", action="store_true", help="baseline: export without the graph passes")
+    ap.add_argument("--drop-passes", default="", help="export without these graph passes (comma-separated)")
+    ap.add_argument("--new-backends", action="store_true", help=f"also {', '.join(NEW_BACKEND_TARGETS)}")
+    ap.add_argument("--calib-data", type=Path, help="calibration images for int8 targets (train/images, labels)")
     args = ap.parse_args()
-    if args.no_passes:
-        import edgeseg.rewrite.graph as graph
+    targets = [t for t in args.targets.split(",") if t]
+    if args.new_backends:
+        targets += [t for t in NEW_BACKEND_TARGETS if t not in targets]
+    import edgeseg.rewrite.graph as graph
 
+    if args.no_passes:
         graph.GRAPH_PASSES = ()
+    if args.drop_passes:  # e.g. the fp16 hazard passes, for a with / without comparison
+        dropped = set(args.drop_passes.split(","))
+        graph.GRAPH_PASSES = tuple(p for p in graph.GRAPH_PASSES if p.name not in dropped)
     started = provenance.start()
     rows = []
     print(
@@ -89,8 +120,8 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         for family in args.families.split(","):
-            for target in args.targets.split(","):
-                r = row(family, target, Path(tmp))
+            for target in targets:
+                r = row(family, target, Path(tmp), args.calib_data)
                 rows.append(r)
                 if "error" in r:
                     error = r["error"].replace("|", "/").replace("\n", " ")[:300]
@@ -98,6 +129,8 @@ def main() -> None:
                     continue
                 lint = "clean" if r["lint_clean"] else f"{r['lint_errors']} errors"
                 rank = f"{r['program_max_rank_before']} -> {r['program_max_rank_after']}; {r['artifact_max_rank']}"
+                if r["artifact_activation_max_rank"] is not None:
+                    rank += f" (activations {r['artifact_activation_max_rank']})"
                 passes = ", ".join(f"{k} x{v}" for k, v in r["passes"].items())
                 diff = "-" if r["max_abs_diff"] is None else f"{r['max_abs_diff']:.2e}"
                 agree = "-" if r["argmax_agreement"] is None else f"{100 * r['argmax_agreement']:.2f} %"

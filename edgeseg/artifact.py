@@ -98,6 +98,8 @@ class ManifestSchema(_ManifestPart):
     lint: _LintSpec | None = None
     weights: dict | None = None
     quantization: dict | None = None
+    classes: list[str] | None = None  # the class names (a user model's --classes for its "custom" label set)
+    palette: list[list[int]] | None = None  # a "custom" label set's colours, one [r, g, b] per class
 
 
 _VERIFY: ContextVar[bool] = ContextVar("edgeseg_verify_artifacts", default=True)

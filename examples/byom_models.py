@@ -1,10 +1,11 @@
 """Small segmentation models built from the attention mechanisms of the survey, written after the papers' public
 code, for ``edgeseg export --model examples/byom_models.py:NAME``.
 
-Each NAME is a zero-argument function returning an ``nn.Module`` that maps a ``(1, 3, H, W)`` image to
-``(1, C, H/4, W/4)`` logits: a stride-4 patch embedding, one block of the family, a 1x1 classifier. Their
-reference code is export-hostile in the ways ``docs/byom.md`` lists (6-D window partitions, ``torch.roll``,
-5-D head reshapes, ``F.unfold`` / ``Tensor.unfold`` windows, relative-position gathers, ``torch.fft``).
+Each NAME is a function (of ``num_classes``, default 11: ``--num-classes N``) returning an ``nn.Module`` that maps
+a ``(1, 3, H, W)`` image to ``(1, C, H/4, W/4)`` logits: a stride-4 patch embedding, one block of the family, a 1x1
+classifier. Their reference code is export-hostile in the ways ``docs/byom.md`` lists (6-D window partitions,
+``torch.roll``, 5-D head reshapes, ``F.unfold`` / ``Tensor.unfold`` windows, relative-position gathers,
+``torch.fft``).
 """
 
 from __future__ import annotations
@@ -98,12 +99,12 @@ class SwinBlock(nn.Module):
 class _Seg(nn.Module):
     """Patch embedding (stride 4) -> block on (B, H, W, C) or (B, C, H, W) -> 1x1 classifier."""
 
-    def __init__(self, block, channels_last: bool):
+    def __init__(self, block, channels_last: bool, num_classes: int = NUM_CLASSES):
         super().__init__()
         self.input_size = INPUT
         self.embed = nn.Conv2d(3, DIM, 4, 4)
         self.block, self.channels_last = block, channels_last
-        self.head = nn.Conv2d(DIM, NUM_CLASSES, 1)
+        self.head = nn.Conv2d(DIM, num_classes, 1)
 
     def forward(self, x):
         x = self.embed(x)
@@ -114,9 +115,9 @@ class _Seg(nn.Module):
         return self.head(x)
 
 
-def swin():
+def swin(num_classes: int = NUM_CLASSES):
     """Swin: shifted-window attention (roll, 6-D window partition/reverse, 5-D qkv, rel-pos bias, 5-D mask)."""
-    return _Seg(SwinBlock(DIM, (INPUT[0] // 4, INPUT[1] // 4)), channels_last=True)
+    return _Seg(SwinBlock(DIM, (INPUT[0] // 4, INPUT[1] // 4)), channels_last=True, num_classes=num_classes)
 
 
 # --------------------------------------------------------------------------- MaxViT (timm maxxvit.py)
@@ -149,9 +150,9 @@ class MaxVitBlock(nn.Module):
         return x + grid_reverse(self.grid_attn(grid).view(-1, self.ws, self.ws, c), self.ws, h, w)
 
 
-def maxvit():
+def maxvit(num_classes: int = NUM_CLASSES):
     """MaxViT: block + grid attention (two 6-D partitions and their reverses, 5-D qkv, rel-pos bias)."""
-    return _Seg(MaxVitBlock(DIM), channels_last=True)
+    return _Seg(MaxVitBlock(DIM), channels_last=True, num_classes=num_classes)
 
 
 # --------------------------------------------------------------------------- HaloNet (lucidrains halonet-pytorch)
@@ -190,9 +191,9 @@ class HaloAttention(nn.Module):
         return out.permute(0, 5, 1, 3, 2, 4).reshape(b, c, h, w)
 
 
-def halonet():
+def halonet(num_classes: int = NUM_CLASSES):
     """HaloNet: blocked halo attention (6-D block partition/merge, F.unfold windows, rel-pos gather)."""
-    return _Seg(HaloAttention(DIM), channels_last=False)
+    return _Seg(HaloAttention(DIM), channels_last=False, num_classes=num_classes)
 
 
 # --------------------------------------------------------------------------- timm HaloAttn-style Tensor.unfold
@@ -216,9 +217,9 @@ class UnfoldLocalAttention(nn.Module):
         return out.view(b, h // blk, w // blk, blk, blk, c).permute(0, 5, 1, 3, 2, 4).reshape(b, c, h, w)
 
 
-def sasa():
+def sasa(num_classes: int = NUM_CLASSES):
     """SASA / timm HaloAttn: Tensor.unfold pair (6-D) local windows, 6-D block partition/merge."""
-    return _Seg(UnfoldLocalAttention(DIM), channels_last=False)
+    return _Seg(UnfoldLocalAttention(DIM), channels_last=False, num_classes=num_classes)
 
 
 # --------------------------------------------------------------------------- GFNet (raoyongming/GFNet)
@@ -245,9 +246,9 @@ class GFNetBlock(nn.Module):
         return x + self.mlp(self.norm2(self.filter(self.norm1(x))))
 
 
-def gfnet():
+def gfnet(num_classes: int = NUM_CLASSES):
     """GFNet: rfft2 * learned filter -> irfft2 global filter."""
-    return _Seg(GFNetBlock(DIM, (INPUT[0] // 4, INPUT[1] // 4)), channels_last=True)
+    return _Seg(GFNetBlock(DIM, (INPUT[0] // 4, INPUT[1] // 4)), channels_last=True, num_classes=num_classes)
 
 
 # --------------------------------------------------------------------------- BoTNet (lucidrains bottleneck-transformer)
@@ -290,9 +291,9 @@ class BoTAttention(nn.Module):
         return x + out.transpose(-2, -1).reshape(b, c, h, w)
 
 
-def botnet():
+def botnet(num_classes: int = NUM_CLASSES):
     """BoTNet: relative logits (einsum on 5-D queries, rel_to_abs pad/reshape trick, 6-D expand)."""
-    return _Seg(BoTAttention(DIM, INPUT[0] // 4), channels_last=False)
+    return _Seg(BoTAttention(DIM, INPUT[0] // 4), channels_last=False, num_classes=num_classes)
 
 
 FAMILIES = {"swin": swin, "maxvit": maxvit, "halonet": halonet, "sasa": sasa, "gfnet": gfnet, "botnet": botnet}

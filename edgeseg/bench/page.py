@@ -242,16 +242,19 @@ def examples_png(examples: list[dict], title: str = "") -> str | None:
         plt.close(fig)
 
 
-def class_legend(dataset: str | None) -> str:
-    """The dataset's class colours as HTML swatches (black: ignored / unlabelled pixels)."""
+def class_legend(dataset: str | None, classes=None, palette=None) -> str:
+    """The dataset's class colours as HTML swatches (black: ignored / unlabelled pixels); a user model's "custom"
+    label set gives its ``classes`` and ``palette``."""
     from edgeseg.data.datasets import DATASETS
 
     spec = DATASETS.get(dataset) if dataset else None
-    if spec is None:
+    if spec is not None:
+        classes, palette = spec.classes, spec.palette
+    if not classes or not palette or len(classes) != len(palette):
         return ""
     items = [
-        f"<span><i class='sw' style='background:rgb{tuple(c)}'></i>{html.escape(n)}</span>"
-        for n, c in zip(spec.classes, spec.palette)
+        f"<span><i class='sw' style='background:rgb{tuple(int(v) for v in c)}'></i>{html.escape(str(n))}</span>"
+        for n, c in zip(classes, palette)
     ]
     items.append("<span><i class='sw' style='background:#000'></i>ignored / unlabelled</span>")
     return "<div class='legend'>" + "".join(items) + "</div>"
@@ -353,6 +356,9 @@ def html_report(report: BenchReport, pareto: str | None, examples: list[dict] | 
         parts.append(f"<p>{esc(examples_note)}</p>")
         parts.append(class_legend(report.model.dataset if report.model else None))
         parts.append(f"<img alt='image, label, prediction' src='data:image/png;base64,{png}'>")
+    elif report.model is not None and report.model.classes:  # a user model's named classes, without examples
+        parts.append("<h2>Classes</h2>")
+        parts.append(class_legend(None, report.model.classes, report.model.palette))
     facts = artifact_facts(report)
     if facts:
         parts.append("<h2>Artifacts</h2>")

@@ -173,6 +173,8 @@ class ModelInfo(_M):
     name: str
     dataset: str
     weights: dict[str, Any]
+    classes: list[str] | None = None  # a user model's "custom" class names (--classes), with their colours
+    palette: list[list[int]] | None = None
 
 
 class DataInfo(_M):

@@ -27,6 +27,7 @@ from edgeseg.cli.common import (
     artifact_checks,
     console,
     err_console,
+    model_options,
     notice,
     user_errors,
 )
@@ -77,6 +78,7 @@ def devices(
 
 @app.command()
 @user_errors
+@model_options
 @artifact_checks
 def bench(
     device: DeviceOpt,

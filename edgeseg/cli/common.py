@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 import json
 import sys
 from pathlib import Path
@@ -185,6 +186,21 @@ _model_option = typer.Option(
 )
 ModelOpt = Annotated[str, _model_option]
 OptModelOpt = Annotated[str | None, _model_option]
+NumClassesOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--num-classes",
+        help="Your own model only: build it as NAME(num_classes=N); its output must then have N channels.",
+    ),
+]
+ClassesOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--classes",
+        help="Your own model only: the names of its classes, as a,b,c or a file (.txt, one name per line; .yaml, a "
+        "list or {names, colors}); shown in legends and per-class IoU, recorded in the artifact's manifest.",
+    ),
+]
 DatasetOpt = Annotated[
     str | None, typer.Option("--dataset", "-d", help="Head/label set: camvid (default), cityscapes, ade20k.")
 ]
@@ -244,4 +260,39 @@ def artifact_checks(fn):
         with artifact_verification(not kwargs.get("no_verify", False)):
             return fn(*args, **kwargs)
 
+    return wrapper
+
+
+def model_options(fn):
+    """A command that takes ``--model`` also takes ``--num-classes`` and ``--classes`` (one definition, the same in
+    every command): checked here, then in force for the whole command (``edgeseg.models.user.user_model_options``),
+    so the user model is registered with them wherever the command resolves it. Either needs ``--model
+    PATH.py:NAME`` (or ``package.module:NAME``): edgeseg's own models have fixed heads per ``--dataset``."""
+    signature = inspect.signature(fn, eval_str=True)  # typer reads the annotations as objects
+    extra = [
+        inspect.Parameter("num_classes", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=NumClassesOpt),
+        inspect.Parameter("classes", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=ClassesOpt),
+    ]
+
+    @functools.wraps(fn)
+    def wrapper(*args, num_classes: int | None = None, classes: str | None = None, **kwargs):
+        from edgeseg.models.user import is_user_spec, parse_model_options, user_model_options
+
+        options = parse_model_options(num_classes, classes)
+        model = kwargs.get("model")
+        if options and not (isinstance(model, str) and is_user_spec(model)):
+            given = " and ".join(
+                o for o, v in (("--num-classes", num_classes), ("--classes", classes)) if v is not None
+            )
+            what = (
+                f"{model}'s heads are fixed per --dataset"
+                if model
+                else "an artifact keeps the classes it was exported with"
+            )
+            raise EdgesegError(f"{given} apply to your own model (--model PATH.py:NAME): {what}; drop {given}")
+        with user_model_options(options):
+            return fn(*args, **kwargs)
+
+    wrapper.__signature__ = signature.replace(parameters=[*signature.parameters.values(), *extra])
+    wrapper.__annotations__ = {**fn.__annotations__, "num_classes": NumClassesOpt, "classes": ClassesOpt}
     return wrapper

@@ -20,6 +20,7 @@ from edgeseg.cli.common import (
     check_json_out,
     console,
     deprecated_alias,
+    model_options,
     user_errors,
 )
 from edgeseg.commands import estimate as estimate_cmd
@@ -27,6 +28,7 @@ from edgeseg.commands import estimate as estimate_cmd
 
 @app.command()
 @user_errors
+@model_options
 def estimate(
     device: DeviceOpt,
     model: OptModelOpt = None,

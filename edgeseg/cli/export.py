@@ -30,6 +30,7 @@ from edgeseg.cli.common import (
     console,
     deprecated_alias,
     err_console,
+    model_options,
     notice,
     user_errors,
 )
@@ -91,6 +92,7 @@ def targets():
 
 @app.command()
 @user_errors
+@model_options
 def export(
     model: ModelOpt,
     target: str = typer.Option(..., "--target", "-t", help="See `edgeseg targets`, e.g. onnx-fp32."),
@@ -214,6 +216,7 @@ def _print_export_summary(m: dict) -> None:
 
 @app.command()
 @user_errors
+@model_options
 def quantize(
     model: ModelOpt,
     target: str = typer.Option("onnx-int8", "--target", "-t", help="An INT8 target (see `edgeseg targets`)."),

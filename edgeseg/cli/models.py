@@ -23,6 +23,7 @@ from edgeseg.cli.common import (
     check_json_out,
     console,
     err_console,
+    model_options,
     notice,
     user_errors,
 )
@@ -123,6 +124,7 @@ def _metrics_table(report: dict) -> Table:
 
 @app.command("eval")
 @user_errors
+@model_options
 @artifact_checks
 def eval_cmd(
     model: OptModelOpt = None,
@@ -186,6 +188,7 @@ def eval_cmd(
 
 @app.command()
 @user_errors
+@model_options
 @artifact_checks
 def predict(
     model: OptModelOpt = None,
@@ -206,7 +209,8 @@ def predict(
             model, dataset, weights, images, out, overlay, fit, size, progress=bar, artifact=artifact, force=force
         )
     console.print(
-        f"wrote {len(written)} label map(s) to {out}" + (f" and overlays to {out / 'overlay'}" if overlay else "")
+        f"wrote {len(written)} label map(s) to {out}"
+        + (f" and overlays to {out / 'overlay'} (class colours: legend.png there)" if overlay else "")
     )
 
 
@@ -216,6 +220,7 @@ def _groups_text(groups: dict[str, int]) -> str:
 
 @app.command()
 @user_errors
+@model_options
 def train(
     model: ModelOpt,
     dataset: str = typer.Option("camvid", "--dataset", "-d"),

@@ -9,11 +9,12 @@ from rich.markup import escape
 from rich.table import Table
 
 from edgeseg.cli import app
-from edgeseg.cli.common import DatasetOpt, OptModelOpt, WeightsOpt, _write_json, console, user_errors
+from edgeseg.cli.common import DatasetOpt, OptModelOpt, WeightsOpt, _write_json, console, model_options, user_errors
 
 
 @app.command()
 @user_errors
+@model_options
 def rewrites(
     model: OptModelOpt = None,
     dataset: DatasetOpt = None,
@@ -46,7 +47,7 @@ def rewrites(
         if model is None:
             table.add_row(p["name"], escape(p["summary"]))
         else:
-            status = "yes" if p["applied"] else ("no: " + p["refused"] if p.get("refused") else "-")
+            status = "yes" if p["applied"] else ("no: " + p["refused"] if p.get("refused") else p.get("skipped", "-"))
             diff = "-" if p["max_rel_diff"] is None else f"{p['max_rel_diff']:.2g}"
             table.add_row(p["name"], escape(status), diff, escape("\n".join(p["matches"]) or "no match"))
     console.print(table)

@@ -258,6 +258,13 @@ def bench_artifact(
     )
 
 
+def _custom_classes(spec) -> dict:
+    """A user model's "custom" class names and colours for the report (a built-in dataset's are its own)."""
+    if spec.name in DATASETS:
+        return {}
+    return {"classes": list(spec.classes), "palette": [list(c) for c in spec.palette]}
+
+
 def _example_predictions(folder: Path, data: Path, split: str, count: int, threads: int) -> list[dict]:
     from edgeseg.backends import load_artifact
     from edgeseg.data.datasets import list_split, read_label
@@ -473,10 +480,18 @@ def bench(
     examples_list, examples_note = [], ""
     first_manifest = next((e["manifest"] for e in entries if e["manifest"]), None)
     if loaded is not None:
-        model_info = ModelInfo(name=loaded.name, dataset=loaded.dataset, weights=loaded.weights_info())
-    elif first_manifest is not None:
         model_info = ModelInfo(
-            name=first_manifest["model"], dataset=first_manifest["dataset"], weights=first_manifest["weights"]
+            name=loaded.name, dataset=loaded.dataset, weights=loaded.weights_info(), **_custom_classes(loaded.spec)
+        )
+    elif first_manifest is not None:
+        from edgeseg.models.user import manifest_spec
+
+        custom = {} if first_manifest["dataset"] in DATASETS else _custom_classes(manifest_spec(first_manifest))
+        model_info = ModelInfo(
+            name=first_manifest["model"],
+            dataset=first_manifest["dataset"],
+            weights=first_manifest["weights"],
+            **custom,
         )
     else:
         model_info = None

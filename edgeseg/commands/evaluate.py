@@ -182,9 +182,9 @@ def _open_source(
             "weights": m["weights"],
             "untrained": bool(m.get("untrained")),
         }
-        from edgeseg.models.user import custom_spec
+        from edgeseg.models.user import manifest_spec
 
-        spec = DATASETS.get(m["dataset"]) or custom_spec(len(m["classes"]))  # a user model's "custom" labels
+        spec = DATASETS.get(m["dataset"]) or manifest_spec(m)  # a user model's "custom" labels, as exported
         return _Source(art.run, spec, None, art.input_size, art.outputs_labels, info)
     if not model:
         raise EdgesegError("pass --model (with --weights) or --artifact")
@@ -392,6 +392,8 @@ def _check_predict_outputs(images: Path, out: Path, files: list[Path], overlay: 
     targets = [out / f"{f.stem}.png" for f in files]
     if overlay:
         targets += [out / "overlay" / f"{f.stem}.png" for f in files]
+        if _legend_path(out, files) is not None:
+            targets.append(_legend_path(out, files))
     foreign = [t for t in targets if t.exists() and (t.is_dir() or not _written_by_predict(t))]
     if foreign:
         more = f" (+{len(foreign) - 1} more)" if len(foreign) > 1 else ""
@@ -399,6 +401,32 @@ def _check_predict_outputs(images: Path, out: Path, files: list[Path], overlay: 
             f"--out would overwrite {foreign[0]}{more}, which predict did not write: pass an empty output folder, "
             "or --force to replace it"
         )
+
+
+LEGEND = "legend.png"
+
+
+def _legend_path(out: Path, files: list[Path]) -> Path | None:
+    """Where the overlays' legend goes: ``OUT/overlay/legend.png``, unless an input image's overlay has that name."""
+    return None if any(f"{f.stem}.png" == LEGEND for f in files) else out / "overlay" / LEGEND
+
+
+def legend_png(spec: DatasetSpec) -> bytes:
+    """The overlays' legend: one row per class with its colour, its index (the label maps' pixel value) and its
+    name."""
+    from PIL import ImageDraw, ImageFont
+
+    font = ImageFont.load_default()
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    row, swatch = 22, 16
+    width = 12 + swatch + 8 + max(int(probe.textlength(f"{i} {n}", font=font)) for i, n in enumerate(spec.classes))
+    image = Image.new("RGB", (max(width, 64), 8 + row * spec.num_classes), (255, 255, 255))
+    draw = ImageDraw.Draw(image)
+    for i, (name, color) in enumerate(zip(spec.classes, spec.palette)):
+        y = 4 + row * i
+        draw.rectangle([6, y + 2, 6 + swatch, y + 2 + swatch], fill=tuple(color), outline=(0, 0, 0))
+        draw.text((6 + swatch + 8, y + 4), f"{i} {name}", fill=(0, 0, 0), font=font)
+    return _png_bytes(np.asarray(image))
 
 
 def predict(
@@ -437,6 +465,9 @@ def predict(
             blend = (0.5 * image + 0.5 * colorize(labels, src.spec)).astype(np.uint8)
             atomic_write_bytes(out / "overlay" / f"{path.stem}.png", _png_bytes(blend))
         report("advance", file=path.name, input=plan.describe())
+    legend = _legend_path(out, files) if overlay else None
+    if legend is not None:  # the class names (a user model's --classes, or its artifact's manifest) and colours
+        atomic_write_bytes(legend, legend_png(src.spec))
     return written
 
 

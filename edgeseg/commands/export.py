@@ -158,6 +158,8 @@ def export(
         calibration=None if calib is None else (calib.sha256, calib.method),
         max_miou_drop=None if calib is None else max_miou_drop,
         **({"int8_objective": int8_objective} if searched_worst else {}),  # default: keys of earlier exports hold
+        # a user model's class names and colours (--classes) are the manifest's: other names, another artifact
+        **({"classes": [loaded.spec.classes, loaded.spec.palette]} if user else {}),
     )
     if not force:
         cached = cached_manifest(folder, key)
@@ -175,7 +177,9 @@ def export(
     if user:
         from edgeseg.rewrite.graph import applied_passes, rewrite_graph
 
-        deploy, graph_report = rewrite_graph(deploy, (1, 3, h, w), loaded.name, tgt.name)
+        deploy, graph_report = rewrite_graph(
+            deploy, (1, 3, h, w), loaded.name, tgt.name, fmt=tgt.format, precision=tgt.precision
+        )
         applied = {**applied, **applied_passes(graph_report)}
     # backends that carry fp16 in the graph (strongly typed) get a half model; the others take the fp32 graph and
     # apply their own fp16 schemes with the attention core kept fp32.
@@ -218,6 +222,8 @@ def export(
             "model": loaded.name,
             "dataset": loaded.dataset,
             "classes": list(loaded.spec.classes),
+            # a "custom" label set's colours (--classes FILE may give them): predict / eval / bench on the artifact
+            **({} if loaded.dataset in DATASETS else {"palette": [list(c) for c in loaded.spec.palette]}),
             "weights": {**loaded.weights_info(), "sha256": weights_sha},
             "untrained": loaded.untrained,
             "target": tgt.name,

@@ -25,7 +25,14 @@ def catalogue() -> dict:
             for r in REWRITES.values()
         ],
         "graph_passes": [
-            {"name": p.name, "summary": p.summary, "formats": list(p.formats), "tolerance": p.tolerance, "doc": p.doc}
+            {
+                "name": p.name,
+                "summary": p.summary,
+                "formats": list(p.formats),
+                "targets": list(p.wants or ["all"]),
+                "tolerance": p.tolerance,
+                "doc": p.doc,
+            }
             for p in GRAPH_PASSES
         ],
     }
@@ -48,7 +55,7 @@ def rewrites(
     loaded = load_model(model, dataset, weights or ("random" if ":" not in model else None))
     user = is_user_model(loaded.name)
     h, w = check_input_size(parse_size(size)) if size else default_input(loaded.name, loaded.dataset)
-    _, graph = rewrite_graph(loaded.model, (1, 3, h, w), loaded.name, tgt.name)
+    _, graph = rewrite_graph(loaded.model, (1, 3, h, w), loaded.name, tgt.name, fmt=tgt.format, precision=tgt.precision)
     report.update(
         model=loaded.name,
         dataset=loaded.dataset,

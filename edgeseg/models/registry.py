@@ -82,6 +82,10 @@ def resolve_model_name(name: str, dataset: str | None) -> tuple[str, str]:
             raise EdgesegError(f"unknown model {name!r}.{_suggest(name, MODELS)}")
     entry = MODELS[name]
     dataset = dataset or (entry.spec.name if entry.spec is not None else "camvid")  # a user model: "custom"
+    if _USER_LOADER and _USER_LOADER[0].current_options().classes is not None and dataset in DATASETS:
+        raise EdgesegError(
+            f"--classes names the classes of a 'custom' label set; --dataset {dataset} has its own: drop one of them"
+        )
     if dataset not in DATASETS and dataset not in entry.datasets:
         raise EdgesegError(f"unknown dataset {dataset!r}.{_suggest(dataset, DATASETS)}")
     if dataset not in entry.datasets:
@@ -102,26 +106,28 @@ def create_model(name: str, dataset: str | None = None) -> tuple[nn.Module, Data
 def _register_user_model(spec: str) -> str:
     """Register the user's model ``spec`` (importing its code) once; its registry name."""
     loader = _USER_LOADER[0]  # edgeseg.models.user: installed by edgeseg/models/__init__.py, imported before this
-    spec, name = loader.canonical(spec), loader.entry_name(spec)
-    if name in MODELS and _USER_SPECS.get(name) != spec:  # another file of that name: tell them apart
-        name = f"{name}-{hashlib.sha256(spec.encode()).hexdigest()[:6]}"
-    if name in MODELS and _USER_SPECS.get(name) == spec:
+    options = loader.current_options()  # --num-classes / --classes of this command
+    spec = loader.canonical(spec)
+    name, identity = loader.entry_name(spec, options), spec + options.key()
+    if name in MODELS and _USER_SPECS.get(name) != identity:  # another file (or class names) of that name
+        name = f"{name}-{hashlib.sha256(identity.encode()).hexdigest()[:6]}"
+    if name in MODELS and _USER_SPECS.get(name) == identity:
         return name
-    fields = loader.user_entry_fields(spec)
+    fields = loader.user_entry_fields(spec, options)
     register_model(
         ModelEntry(name, loader.USER_FAMILY, fields["datasets"], fields["build"], fields["spec"], fields["input_size"])
     )
-    _USER_SPECS[name] = spec
+    _USER_SPECS[name] = identity
     return name
 
 
-_USER_SPECS: dict[str, str] = {}  # registry name -> the --model spec it was loaded from
+_USER_SPECS: dict[str, str] = {}  # registry name -> the --model spec it was loaded from (+ its options' key)
 _USER_LOADER: list = []  # the module that turns a spec into entry fields (this module imports none)
 
 
 def install_user_loader(loader) -> None:
     """Set the loader of user models (``edgeseg.models.user``: ``canonical``, ``entry_name``,
-    ``user_entry_fields``, ``USER_FAMILY``)."""
+    ``user_entry_fields``, ``current_options``, ``USER_FAMILY``)."""
     _USER_LOADER[:] = [loader]
 
 

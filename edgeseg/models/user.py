@@ -7,16 +7,24 @@ under ``user-<file stem>-<name>``; its dataset is ``custom`` (C generic class na
 any built-in dataset with C classes (``--dataset camvid`` for an 11-class model). C is the module's
 ``num_classes`` attribute when it has one, else it is read off one forward at ``PROBE_SIZE``.
 
+``--num-classes N`` builds ``NAME(num_classes=N)`` (the entry is then ``user-<stem>-<name>-c<N>``) and
+``--classes`` names the ``custom`` classes (``UserModelOptions``, set for one command by ``user_model_options``).
+
 Loading the spec imports (executes) the user's file: only load code you trust.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import importlib.util
+import inspect
 import re
 import sys
+from collections.abc import Iterator
+from contextvars import ContextVar
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -54,15 +62,158 @@ def canonical(spec: str) -> str:
     return spec
 
 
-def custom_spec(num_classes: int) -> DatasetSpec:
-    """C generic class names (``class0`` ...) and a fixed generic palette."""
+def custom_spec(num_classes: int, names=None, palette=None) -> DatasetSpec:
+    """The ``custom`` label set: ``names`` (else generic ``class0`` ...) and ``palette`` (else a fixed generic one)."""
     g = torch.Generator().manual_seed(0)
     colors = torch.randint(0, 256, (num_classes, 3), generator=g).tolist()
     return DatasetSpec(
         name=CUSTOM_DATASET,
-        classes=tuple(f"class{i}" for i in range(num_classes)),
-        palette=tuple(tuple(int(v) for v in c) for c in colors),
+        classes=tuple(names) if names is not None else tuple(f"class{i}" for i in range(num_classes)),
+        palette=tuple(tuple(int(v) for v in c) for c in (palette if palette is not None else colors)),
     )
+
+
+def manifest_spec(manifest: dict) -> DatasetSpec:
+    """The ``custom`` label set an artifact's manifest records (its class names, and its palette when it has a valid
+    one), so every command on the artifact shows the names the export was given."""
+    names = [str(n) for n in manifest.get("classes") or []]
+    palette = manifest.get("palette")
+    valid = (
+        isinstance(palette, list)
+        and len(palette) == len(names)
+        and all(
+            isinstance(c, list) and len(c) == 3 and all(isinstance(v, int) and 0 <= v <= 255 for v in c)
+            for c in palette
+        )
+    )
+    return custom_spec(len(names), names, palette if valid else None)
+
+
+@dataclass(frozen=True)
+class UserModelOptions:
+    """What ``--num-classes`` and ``--classes`` ask of a user model: ``NAME(num_classes=N)`` and the names (and
+    colours) of its ``custom`` classes. The empty record asks nothing."""
+
+    num_classes: int | None = None
+    classes: tuple[str, ...] | None = None
+    palette: tuple[tuple[int, int, int], ...] | None = None
+
+    def __bool__(self) -> bool:
+        return self.num_classes is not None or self.classes is not None
+
+    def key(self) -> str:
+        """The options' identity (a registry entry is one spec with one set of options)."""
+        return repr((self.num_classes, self.classes, self.palette)) if self else ""
+
+
+_NO_OPTIONS = UserModelOptions()
+_OPTIONS: ContextVar[UserModelOptions | None] = ContextVar("edgeseg_user_model_options", default=None)
+
+
+@contextlib.contextmanager
+def user_model_options(options: UserModelOptions) -> Iterator[None]:
+    """Within the block, a user model is registered with ``options`` (set by the CLI for one command)."""
+    token = _OPTIONS.set(options)
+    try:
+        yield
+    finally:
+        _OPTIONS.reset(token)
+
+
+def current_options() -> UserModelOptions:
+    return _OPTIONS.get() or _NO_OPTIONS
+
+
+_CLASS_FILES = (".txt", ".yaml", ".yml")
+
+
+def parse_model_options(num_classes: int | None, classes: str | None) -> UserModelOptions:
+    """``--num-classes`` and ``--classes`` (``a,b,c``, or a .txt file with one name per line, or a YAML list /
+    ``{names: [...], colors: [[r, g, b], ...]}``) checked; a problem is one EdgesegError naming it and the fix."""
+    if num_classes is not None and num_classes < 1:
+        raise EdgesegError(f"--num-classes must be at least 1 (got {num_classes})")
+    if classes is None:
+        return UserModelOptions(num_classes)
+    text = classes.strip()
+    palette = None
+    looks_like_path = "," not in text and (text.lower().endswith(_CLASS_FILES) or "/" in text or "\\" in text)
+    if looks_like_path or Path(text).expanduser().is_file():
+        names, palette = _read_class_file(Path(text).expanduser())
+        where = f"--classes {text}"
+    else:
+        names = [n.strip() for n in text.split(",")]
+        where = f"--classes {classes!r}"
+        if len(names) > 1 and not names[-1]:
+            names = names[:-1]  # a trailing comma
+    empty = [i for i, n in enumerate(names) if not n]
+    if not names or empty:
+        at = f" (name {empty[0] + 1} is empty)" if names and empty else ""
+        raise EdgesegError(f"{where}: class names must be non-empty{at}: write e.g. --classes road,car,person")
+    seen: dict[str, int] = {}
+    for i, n in enumerate(names):
+        if n in seen:
+            raise EdgesegError(
+                f"{where}: class {n!r} is named twice (positions {seen[n] + 1} and {i + 1}): names must be unique"
+            )
+        seen[n] = i
+    if num_classes is not None and len(names) != num_classes:
+        raise EdgesegError(
+            f"{where} names {len(names)} classes but --num-classes is {num_classes}: give {num_classes} names"
+        )
+    return UserModelOptions(num_classes, tuple(names), palette)
+
+
+def _read_class_file(path: Path) -> tuple[list[str], tuple | None]:
+    if not path.is_file():
+        raise EdgesegError(
+            f"--classes {path}: file not found (pass a .txt with one name per line, a YAML list, or names as a,b,c)"
+        )
+    text = path.read_text(encoding="utf-8", errors="replace")
+    if path.suffix.lower() not in (".yaml", ".yml"):  # one name per line
+        lines = [ln.strip() for ln in text.splitlines()]
+        while lines and not lines[-1]:
+            lines.pop()
+        return lines, None
+    import yaml
+
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise EdgesegError(f"--classes {path}: not valid YAML ({first})") from None
+    colors = None
+    if isinstance(data, dict):
+        unknown = set(data) - {"names", "colors"}
+        if unknown or "names" not in data:
+            raise EdgesegError(
+                f"--classes {path}: a mapping holds 'names' (a list) and optionally 'colors' (one [r, g, b] per name)"
+                + (f"; unknown key(s): {', '.join(sorted(map(str, unknown)))}" if unknown else "")
+            )
+        data, colors = data["names"], data.get("colors")
+    if not isinstance(data, list) or not all(
+        isinstance(n, (str, int, float)) and not isinstance(n, bool) for n in data
+    ):
+        raise EdgesegError(
+            f"--classes {path}: expected a YAML list of class names (or {{names: [...], colors: [...]}})"
+        )
+    names = [str(n).strip() for n in data]
+    if colors is None:
+        return names, None
+    ok = (
+        isinstance(colors, list)
+        and len(colors) == len(names)
+        and all(
+            isinstance(c, list)
+            and len(c) == 3
+            and all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 255 for v in c)
+            for c in colors
+        )
+    )
+    if not ok:
+        raise EdgesegError(
+            f"--classes {path}: 'colors' must hold one [r, g, b] (integers 0-255) per name ({len(names)} names)"
+        )
+    return names, tuple(tuple(c) for c in colors)
 
 
 def _import(spec: str):
@@ -117,19 +268,40 @@ def _factory(spec: str):
     return fn, mod_name, stem
 
 
-def build_user_module(spec: str) -> nn.Module:
-    """Call the user's NAME() and check it returns an nn.Module (one-line errors otherwise)."""
+def accepts_num_classes(fn) -> bool:
+    """Whether ``fn`` (a function or class) takes a ``num_classes`` keyword (or ``**kwargs``); True when its
+    signature cannot be read (the call then says)."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return True
+    return any(
+        (p.name == "num_classes" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)) or p.kind is p.VAR_KEYWORD
+        for p in params
+    )
+
+
+def build_user_module(spec: str, num_classes: int | None = None) -> nn.Module:
+    """Call the user's NAME() (``NAME(num_classes=N)`` with ``num_classes``) and check it returns an nn.Module
+    (one-line errors otherwise)."""
     fn, _, _ = _factory(spec)
     name = spec.rpartition(":")[2]
+    call = f"{name}()" if num_classes is None else f"{name}(num_classes={num_classes})"
+    if num_classes is not None and not accepts_num_classes(fn):
+        raise EdgesegError(
+            f"--num-classes {num_classes}: {name} takes no num_classes argument: add a num_classes parameter to "
+            f"{name} (the classifier's output channels), or drop --num-classes"
+        )
     try:
-        module = fn()
+        module = fn() if num_classes is None else fn(num_classes=num_classes)
     except TypeError as exc:
-        raise EdgesegError(f"--model {spec!r}: {name}() failed: {exc} (NAME must take no arguments)") from None
+        hint = "NAME must take no arguments" if num_classes is None else "NAME must accept num_classes=N"
+        raise EdgesegError(f"--model {spec!r}: {call} failed: {exc} ({hint})") from None
     except Exception as exc:
-        raise EdgesegError(f"--model {spec!r}: {name}() failed: {type(exc).__name__}: {exc}") from None
+        raise EdgesegError(f"--model {spec!r}: {call} failed: {type(exc).__name__}: {exc}") from None
     if not isinstance(module, nn.Module):
         raise EdgesegError(
-            f"--model {spec!r}: {name}() returned a {type(module).__name__}, not an nn.Module: return the model"
+            f"--model {spec!r}: {call} returned a {type(module).__name__}, not an nn.Module: return the model"
         )
     return module.eval()
 
@@ -155,31 +327,49 @@ def probe_output(spec: str, module: nn.Module, size: tuple[int, int] = PROBE_SIZ
     return c, max(1, size[0] // h)
 
 
-def entry_name(spec: str) -> str:
-    """``user-<stem>-<name>``: safe in folder names, never a built-in model's name."""
+def entry_name(spec: str, options: UserModelOptions | None = None) -> str:
+    """``user-<stem>-<name>`` (``-c<N>`` with ``--num-classes N``): safe in folder names, never a built-in model's
+    name."""
     stem = spec.rpartition(":")[0]
     stem = Path(stem).stem if stem.endswith(".py") or "/" in stem else stem.rsplit(".", 1)[-1]
     name = spec.rpartition(":")[2]
-    return re.sub(r"[^0-9a-zA-Z_]+", "_", f"user-{stem}-{name}").replace("_", "-").lower().strip("-")
+    base = re.sub(r"[^0-9a-zA-Z_]+", "_", f"user-{stem}-{name}").replace("_", "-").lower().strip("-")
+    return base if options is None or options.num_classes is None else f"{base}-c{options.num_classes}"
 
 
-def user_entry_fields(spec: str) -> dict:
-    """What ``edgeseg.models.registry`` needs to register ``spec``: name, datasets, build, custom spec, stride."""
+def user_entry_fields(spec: str, options: UserModelOptions | None = None) -> dict:
+    """What ``edgeseg.models.registry`` needs to register ``spec`` with ``options``: name, datasets, build, custom
+    spec, stride."""
+    options = options or UserModelOptions()
     fn, mod_name, _ = _factory(spec)
     from edgeseg.export_request import RANDOM_SEED
 
+    n = options.num_classes
     with torch.random.fork_rng():
         torch.manual_seed(RANDOM_SEED)
-        probe = build_user_module(spec)
+        probe = build_user_module(spec, n)
     declared = getattr(probe, "num_classes", None)
     c, stride = probe_output(spec, probe)
     input_size = tuple(int(v) for v in getattr(probe, "input_size", PROBE_SIZE))
+    name = spec.rpartition(":")[2]
+    if n is not None and c != n:
+        raise EdgesegError(
+            f"--num-classes {n}: {name}(num_classes={n}) returns {c} output channels: build its classifier with "
+            "num_classes outputs"
+        )
     if isinstance(declared, int) and declared != c:
         raise EdgesegError(f"--model {spec!r}: num_classes is {declared} but the module returns {c} channels")
+    if options.classes is not None and len(options.classes) != c:
+        fix = f"give {c} names"
+        if n is None and accepts_num_classes(fn):
+            fix += f", or pass --num-classes {len(options.classes)} ({name} takes num_classes)"
+        raise EdgesegError(
+            f"--classes names {len(options.classes)} classes but {name} returns {c} output channels: {fix}"
+        )
     datasets = (CUSTOM_DATASET, *(d for d, s in DATASETS.items() if s.num_classes == c))
 
     def build(dataset: str, num_classes: int) -> nn.Module:
-        module = build_user_module(spec)
+        module = build_user_module(spec, n)
         if not hasattr(module, "output_stride"):
             module.output_stride = stride  # read by export for the manifest's output shape
         return module
@@ -189,7 +379,7 @@ def user_entry_fields(spec: str) -> dict:
         "name": entry_name(spec),
         "datasets": datasets,
         "build": build,
-        "spec": custom_spec(c),
+        "spec": custom_spec(c, options.classes, options.palette),
         "factory": fn,
         "input_size": input_size,
     }

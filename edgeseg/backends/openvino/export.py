@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from edgeseg.errors import EdgesegError, reraise_interrupt
 from edgeseg.io import sha256_file
 
 CONVERTER = "openvino.convert_model from edgeseg's ONNX (torch.export -> onnxslim)"
@@ -23,8 +24,25 @@ def convert_from_onnx(job, onnx_file: Path):
     from edgeseg.backends.onnx.export import export_onnx
 
     info = export_onnx(job.module, job.example, onnx_file, job.opset, job.output_name)
-    model = ov.convert_model(str(onnx_file))
+    try:
+        model = ov.convert_model(str(onnx_file))
+    except Exception as exc:  # the ONNX frontend's failures (an op it cannot convert) are the target's result
+        reraise_interrupt(exc)
+        raise EdgesegError(f"OpenVINO conversion failed: {conversion_failure(exc)}") from None
     return model, {"exporter": f"{info['exporter']} -> ONNX -> OpenVINO IR", "opset": info["opset"], "onnx": info}
+
+
+def conversion_failure(exc: Exception) -> str:
+    """One line from an OpenVINO frontend error: the first op it could not convert and why (its report opens with a
+    C++ check location, then lists ``-- <op> with a message:`` blocks), else the first line."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    op = next((i for i, ln in enumerate(lines) if ln.startswith("-- ")), None)
+    if op is None:
+        return f"{type(exc).__name__}: {(lines or [''])[0][:240]}"
+    why = [ln for ln in lines[op + 1 : op + 6] if not ln.startswith("[")]
+    reason = next((ln for ln in reversed(why) if not ln.startswith(("While validating", "Summary", "--"))), "")
+    name = lines[op][3:].split(" with a message")[0]
+    return f"{type(exc).__name__}: {name}: {reason or (why[0] if why else '')}"[:300]
 
 
 def save_ir(model, path: Path, compress_to_fp16: bool) -> dict:

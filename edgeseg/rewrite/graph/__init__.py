@@ -3,11 +3,12 @@
 Where ``edgeseg.rewrite`` swaps modules of edgeseg's own families by class, these passes match ATen patterns
 wherever they occur in a captured program (in the spirit of ai-edge-torch's FX passes): window partitions,
 head reshapes, rolls, unfolds, constant gathers and FFT filters (``passes``); einsums, slice assignments and rank > 4
-broadcasts, expands and concatenations (``hier_passes``), whatever the module that wrote them is called.
-``rewrite_graph`` captures the model, applies each pass to a copy, verifies the copy against the unmodified model
-on random inputs (zero borders and large values included) and keeps it only when it is exact within the pass's
-tolerance; every match, every refusal and the max abs diff are recorded for the manifest and ``edgeseg
-rewrites``. The result is ``ep.module()``'s GraphModule, an ``nn.Module`` the exporters re-export.
+broadcasts, expands and concatenations (``hier_passes``); the fp16 / int8 hazards (``hazard_passes``), whatever the
+module that wrote them is called. ``rewrite_graph`` captures the model, applies each pass to a copy, verifies the
+copy against the program before the pass on random inputs (zero borders and large values included) and keeps it
+only when it is exact within the pass's tolerance; every match, every refusal, each pass's diff and the final
+program's max abs diff against the unmodified model are recorded for the manifest and ``edgeseg rewrites``. The
+result is ``ep.module()``'s GraphModule, an ``nn.Module`` the exporters re-export.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import torch
 import torch.nn as nn
 
 from edgeseg.errors import EdgesegError
-from edgeseg.rewrite.graph import hier_passes, passes
+from edgeseg.rewrite.graph import hazard_passes, hier_passes, passes
 from edgeseg.rewrite.graph.core import DATA_DEPENDENT, census, finish, op_name, propagate, source_line
 
 
@@ -34,7 +35,9 @@ class GraphPass:
     """A graph pass: ``run(gm)`` rewrites every match of its pattern in place and describes each match.
 
     ``tolerance``: the max abs diff allowed against the unmodified model, relative to its largest output value
-    (0 for pure data movement, which must be bit-exact). ``formats``: the export formats that want it."""
+    (0 for pure data movement, which must be bit-exact). ``formats``: the export formats that want it.
+    ``wants``: the exports, as ``format-precision`` (``onnx-fp16``), it is applied for; None: every export (an
+    export names its format and precision to ``rewrite_graph``; a pass it does not want is recorded as skipped)."""
 
     name: str
     run: Callable
@@ -42,6 +45,12 @@ class GraphPass:
     triggers: tuple = ()  # ATen ops its pattern starts at: a graph without any is skipped without a copy
     formats: tuple[str, ...] = ("onnx", "tensorrt", "tflite", "coreml")
     tolerance: float = 0.0
+    wants: tuple[str, ...] | None = None
+
+    def wanted(self, fmt: str | None, precision: str | None) -> bool:
+        """Whether an export to ``fmt`` at ``precision`` wants it (no format or precision: only passes for every
+        export)."""
+        return self.wants is None or (fmt is not None and precision is not None and f"{fmt}-{precision}" in self.wants)
 
     @property
     def doc(self) -> str:
@@ -140,6 +149,71 @@ GRAPH_PASSES: tuple[GraphPass, ...] = (
 )
 
 
+# The fp16 / int8 hazards edgeseg's module swaps fix in its own families (``edgeseg.rewrite.common``), found by
+# pattern: after the rank passes, so they see the final graph; LayerNorm is folded before it is kept in fp32.
+_FP16_GRAPHS = ("onnx-fp16", "tensorrt-fp16")  # the targets whose graph itself is half precision
+GRAPH_PASSES += (
+    GraphPass(
+        "layernorm-fold",
+        hazard_passes.fold_layernorms,
+        "decomposed LayerNorm (x-mean)/sqrt(var+eps)*w+b -> one layer_norm",
+        (_A.mean.dim,),
+        tolerance=1e-5,
+    ),
+    GraphPass(
+        "layernorm-to-matmul",
+        hazard_passes.layernorm_to_matmul,
+        "layer_norm over the last dim -> fp32 matmul means: NNAPI and Core ML NeuralNetwork lack LayerNormalization",
+        (_A.layer_norm.default,),
+        formats=("onnx",),
+        tolerance=1e-5,
+        wants=("onnx-fp16",),
+    ),
+    GraphPass(
+        "layernorm-fp32",
+        hazard_passes.layernorm_fp32,
+        "LayerNorm (op or decomposed) computed in fp32 in half-precision graphs",
+        (_A.layer_norm.default, _A.mean.dim),
+        formats=("onnx", "tensorrt"),
+        wants=_FP16_GRAPHS,
+    ),
+    GraphPass(
+        "softmax-fp32",
+        hazard_passes.softmax_fp32,
+        "attention scores -> softmax -> @ v computed in fp32 in half-precision graphs",
+        (_A.softmax.int, _A._softmax.default),
+        formats=("onnx", "tensorrt"),
+        wants=_FP16_GRAPHS,
+    ),
+    GraphPass(
+        "normaliser-fp32",
+        hazard_passes.normaliser_fp32,
+        "x / x.sum(dim, keepdim=True) normalisers computed in fp32 in half-precision graphs",
+        (_A.div.Tensor, _A.reciprocal.default),
+        formats=("onnx", "tensorrt"),
+        wants=_FP16_GRAPHS,
+    ),
+    GraphPass(
+        "gelu-erfc-rational",
+        hazard_passes.gelu_erfc_rational,
+        "erf GELU from relu/mul/add/div/sigmoid (exact to fp32): NNAPI and Core ML NeuralNetwork lack Erf",
+        (_A.gelu.default,),
+        formats=("onnx",),
+        tolerance=1e-5,
+        wants=("onnx-fp16",),
+    ),
+    GraphPass(
+        "hardswish-to-clamp",
+        hazard_passes.hardswish_to_clamp,
+        "Hardswish as add/clamp/mul: XNNPACK has no int8 HARD_SWISH, ORT mobile EPs lack HardSwish",
+        (_A.hardswish.default,),
+        formats=("tflite", "executorch", "onnx"),
+        tolerance=1e-5,
+        wants=("tflite-int8", "executorch-int8", "onnx-fp16"),
+    ),
+)
+
+
 def probe_inputs(shape: tuple[int, ...], n: int = 3) -> list[torch.Tensor]:
     """Random inputs with borders: normal noise, a large-valued image with a zero border (padding), uniform."""
     g = torch.Generator().manual_seed(0)
@@ -196,10 +270,13 @@ def rewrite_graph(
     what: str = "the model",
     backend: str = "any",
     only: tuple[str, ...] | None = None,
+    fmt: str | None = None,
+    precision: str | None = None,
 ) -> tuple[nn.Module, dict]:
-    """Capture ``model`` at input ``shape``, apply the graph passes that keep it exact; the rewritten module and a
-    report: per pass its matches, whether it was applied and the relative max abs diff; the census (max rank,
-    rank > 4 nodes, hostile ops) before and after. A data-dependent op is an EdgesegError naming it."""
+    """Capture ``model`` at input ``shape``, apply the graph passes that keep it exact (those an export to ``fmt`` at
+    ``precision`` wants; both None: every pass); the rewritten module and a report: per pass its matches, whether
+    it was applied and the relative max abs diff; the census (max rank, rank > 4 nodes, hostile ops) before and
+    after. A data-dependent op is an EdgesegError naming it."""
     inputs = probe_inputs(shape)
     with torch.no_grad():
         refs = [model(x) for x in inputs]
@@ -215,13 +292,15 @@ def rewrite_graph(
                 f"exported to {backend} with static shapes: compute it with fixed-size ops (masks, where) instead"
             )
     report = {"before": census(gm), "passes": []}
-    # each pass is judged by its own change (against the program before it): a bit-exact pass after an fp32-exact
-    # one is still held to 0; the result against the unmodified model is reported as max_rel_diff
-    current = refs
+    stage = refs  # the outputs of the program as the passes so far left it: each pass is judged on its own change
     for gp in GRAPH_PASSES:
         if only is not None and gp.name not in only:
             continue
         record = {"name": gp.name, "matches": [], "applied": False, "max_rel_diff": None}
+        if not gp.wanted(fmt, precision):
+            record["skipped"] = f"not for {f'{fmt}-{precision}' if fmt else 'this report'} (for {', '.join(gp.wants)})"
+            report["passes"].append(record)
+            continue
         if not any(n.target in gp.triggers for n in gm.graph.nodes):
             report["passes"].append(record)
             continue
@@ -231,12 +310,13 @@ def rewrite_graph(
             record["matches"] = gp.run(candidate)
             if record["matches"]:
                 finish(candidate)
-                diff = _diff(candidate, inputs, current)
+                diff = _diff(candidate, inputs, stage)
                 record["max_rel_diff"] = diff
                 if diff <= gp.tolerance:
                     gm, record["applied"] = candidate, True
-                    with torch.no_grad():
-                        current = [gm(x) for x in inputs]
+                    if diff > 0:
+                        with torch.no_grad():
+                            stage = [gm(x) for x in inputs]
                 else:
                     record["refused"] = f"not exact: max relative diff {diff:.3g} > {gp.tolerance:g}"
         except Exception as exc:  # a pass that cannot handle a match is not applied, and says why
