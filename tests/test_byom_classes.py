@@ -275,3 +275,15 @@ def test_the_example_families_take_num_classes():
         loaded = load_model(f"{examples}:swin", None, None)
     assert loaded.name == "user-byom-models-swin-c3" and loaded.spec.classes == ("road", "car", "person")
     assert loaded.model(torch.zeros(1, 3, 64, 64)).shape == (1, 3, 16, 16)
+
+
+def test_export_size_is_a_multiple_of_the_user_models_stride(user_file):
+    """A stride-4 user model takes 36x44 (not a multiple of 32, which only edgeseg's own models need); 38x44 is a
+    one-line error naming its stride and the nearest sizes."""
+    r = _run("rewrites", "--model", f"{user_file}:fixed", "--size", "36x44")
+    assert r.exit_code == 0, r.output
+    r = _run("rewrites", "--model", f"{user_file}:fixed", "--size", "38x44")
+    _one_line_error(r, "38x44 is not a multiple of 4 (the output stride of")
+    assert "use 40x44 or 36x44" in r.output
+    r = _run("rewrites", "--model", "efficientvit-b0", "--size", "36x44")
+    _one_line_error(r, "36x44 is not a multiple of 32 (edgeseg's models downsample 32x)")

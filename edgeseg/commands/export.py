@@ -40,7 +40,14 @@ from edgeseg.export_request import (
 )
 from edgeseg.io import output_folder, require_free_space
 from edgeseg.lint import lint_onnx
-from edgeseg.models.registry import MODELS, default_input, deploy_rewrites, is_user_model, upsample_choices
+from edgeseg.models.registry import (
+    MODELS,
+    default_input,
+    deploy_rewrites,
+    is_user_model,
+    size_multiple,
+    upsample_choices,
+)
 from edgeseg.paths import SAMPLE_DATA
 from edgeseg.residency import measure
 
@@ -103,7 +110,11 @@ def export(
     loaded = load_model(model, dataset, weights, notice)
     rewrites = deploy_rewrites(loaded.name, tgt.format, tgt.precision, upsample)
     user = is_user_model(loaded.name)  # a user's module: graph passes instead of a family's module swaps
-    input_size = check_input_size(parse_size(size)) if size else default_input(loaded.name, loaded.dataset)
+    input_size = (
+        check_input_size(parse_size(size), *size_multiple(loaded.name))
+        if size
+        else default_input(loaded.name, loaded.dataset)
+    )
     h, w = input_size
     suffix = ("-argmax" if with_argmax else "") + ("" if upsample == EXPORT_DEFAULTS.upsample else f"-{upsample}")
     if tgt.precision == "int8" and calib_method != "percentile":

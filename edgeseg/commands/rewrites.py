@@ -6,7 +6,7 @@ from __future__ import annotations
 from edgeseg.backends import get_target
 from edgeseg.commands.evaluate import load_model
 from edgeseg.data.transforms import check_input_size, parse_size
-from edgeseg.models.registry import default_input, deploy_rewrites, is_user_model
+from edgeseg.models.registry import default_input, deploy_rewrites, is_user_model, size_multiple
 from edgeseg.rewrite import REWRITES
 from edgeseg.rewrite.graph import GRAPH_PASSES, rewrite_graph
 
@@ -54,7 +54,11 @@ def rewrites(
     tgt = get_target(target)
     loaded = load_model(model, dataset, weights or ("random" if ":" not in model else None))
     user = is_user_model(loaded.name)
-    h, w = check_input_size(parse_size(size)) if size else default_input(loaded.name, loaded.dataset)
+    h, w = (
+        check_input_size(parse_size(size), *size_multiple(loaded.name))
+        if size
+        else default_input(loaded.name, loaded.dataset)
+    )
     _, graph = rewrite_graph(loaded.model, (1, 3, h, w), loaded.name, tgt.name, fmt=tgt.format, precision=tgt.precision)
     report.update(
         model=loaded.name,

@@ -70,14 +70,17 @@ def parse_size(text: str) -> tuple[int, int]:
     return h, w
 
 
-def check_input_size(size: tuple[int, int]) -> tuple[int, int]:
-    """A fixed network input size (export, bench) must be a multiple of 32; the error names the nearest fix."""
+def check_input_size(
+    size: tuple[int, int], multiple: int = STRIDE, why: str = "edgeseg's models downsample 32x"
+) -> tuple[int, int]:
+    """A fixed network input size (export, bench) must be a multiple of the model's stride (32 for edgeseg's own
+    models; a user model's output stride); the error names the nearest fix."""
     h, w = size
-    if h % STRIDE or w % STRIDE:
-        down_h, down_w = max(STRIDE, h // STRIDE * STRIDE), max(STRIDE, w // STRIDE * STRIDE)
+    if h % multiple or w % multiple:
+        down_h, down_w = max(multiple, h // multiple * multiple), max(multiple, w // multiple * multiple)
+        up_h, up_w = -(-h // multiple) * multiple, -(-w // multiple) * multiple
         raise EdgesegError(
-            f"input size {h}x{w} is not a multiple of {STRIDE} (EfficientViT-Seg's head needs it): "
-            f"use {round_up(h)}x{round_up(w)} or {down_h}x{down_w}"
+            f"input size {h}x{w} is not a multiple of {multiple} ({why}): use {up_h}x{up_w} or {down_h}x{down_w}"
         )
     return size
 

@@ -39,6 +39,7 @@ class ModelEntry:
     build: Callable[[str, int], nn.Module]  # (dataset, num_classes) -> model
     spec: DatasetSpec | None = None  # a user model's own "custom" dataset spec (edgeseg.models.user)
     input_size: tuple[int, int] | None = None  # a user model's export size (its ``input_size``, else the probe's)
+    size_multiple: int | None = None  # a user model's input H, W multiple (its output stride); None: edgeseg's 32
 
 
 MODELS: dict[str, ModelEntry] = {}  # name -> entry, in registration order
@@ -115,7 +116,15 @@ def _register_user_model(spec: str) -> str:
         return name
     fields = loader.user_entry_fields(spec, options)
     register_model(
-        ModelEntry(name, loader.USER_FAMILY, fields["datasets"], fields["build"], fields["spec"], fields["input_size"])
+        ModelEntry(
+            name,
+            loader.USER_FAMILY,
+            fields["datasets"],
+            fields["build"],
+            fields["spec"],
+            fields["input_size"],
+            fields["size_multiple"],
+        )
     )
     _USER_SPECS[name] = identity
     return name
@@ -135,6 +144,14 @@ def default_input(name: str, dataset: str) -> tuple[int, int]:
     """The input size an export of ``name`` on ``dataset`` uses when none is given: a user model's own, else the
     dataset's."""
     return _entry(name).input_size or DEFAULT_INPUT[dataset]
+
+
+def size_multiple(name: str) -> tuple[int, str]:
+    """What an export size of ``name`` must be a multiple of, and why: a user model's output stride, else 32."""
+    entry = _entry(name)
+    if entry.size_multiple is not None:
+        return entry.size_multiple, f"the output stride of {name}"
+    return 32, "edgeseg's models downsample 32x"
 
 
 def is_user_model(name: str) -> bool:

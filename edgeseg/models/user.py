@@ -382,4 +382,5 @@ def user_entry_fields(spec: str, options: UserModelOptions | None = None) -> dic
         "spec": custom_spec(c, options.classes, options.palette),
         "factory": fn,
         "input_size": input_size,
+        "size_multiple": stride,
     }
