@@ -24,7 +24,7 @@ import torch
 import torch.nn as nn
 
 from edgeseg.errors import EdgesegError
-from edgeseg.rewrite.graph import passes
+from edgeseg.rewrite.graph import local_passes, passes
 from edgeseg.rewrite.graph.core import DATA_DEPENDENT, census, finish, op_name, propagate, source_line
 
 
@@ -96,6 +96,33 @@ GRAPH_PASSES: tuple[GraphPass, ...] = (
         passes.unit_dims_rank_lower,
         "5-D broadcast op with unit dims -> rank 4",
         (_A.add.Tensor, _A.sub.Tensor, _A.mul.Tensor, _A.div.Tensor),
+    ),
+    # local-window families (NAT, QnA, ELSA): after the passes above, the general case of what they leave
+    GraphPass(
+        "constant-subgraph-fold",
+        local_passes.fold_constant_subgraphs,
+        "constant computations with rank > 4 or hostile ops -> constants",
+        (_A.einsum.default, _A.expand.default, _A.view.default, _A.reshape.default, _A.permute.default),
+    ),
+    GraphPass(
+        "pad-as-slices",
+        local_passes.pad_to_slices,
+        "replicate / reflect / circular pad (NAT clamped windows) -> slices + concat",
+        tuple(local_passes.PAD_OPS) + (_A.pad.default,),
+    ),
+    GraphPass(
+        "einsum-as-bmm",
+        local_passes.einsum_to_bmm,
+        "two-operand contraction einsum (QnA scores) -> permute + reshape + bmm",
+        (_A.einsum.default,),
+        tolerance=1e-5,
+    ),
+    GraphPass(
+        "rank-lower",
+        local_passes.rank_lower,
+        "rank > 4 data movement, elementwise ops, reductions, softmax, matmul (NAT 5-D attention) -> rank <= 4",
+        (_A.view.default, _A.reshape.default, _A._unsafe_view.default, _A.permute.default, _A.unsqueeze.default),
+        tolerance=1e-5,
     ),
 )
 
