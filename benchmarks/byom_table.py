@@ -1,9 +1,10 @@
-"""Export each small reference model of ``examples/byom_models.py`` (Swin, MaxViT, HaloNet, SASA, GFNet, BoTNet) as a
-user model (``--model examples/byom_models.py:NAME``) to onnx-fp32, tflite-fp32 and coreml-fp32 and print one
-markdown row per (family, target): lint clean, the artifact's largest tensor rank, hostile ops of the captured
-program before and after the graph passes, the passes applied, and parity against the user's unmodified module
-on the bundled sample images (max abs diff, argmax agreement). A target whose export fails is listed with its
-error. A benchmark, not a test: its numbers go into docs/byom.md.
+"""Export each small reference model of ``examples/byom_models.py`` (Swin, MaxViT, HaloNet, SASA, GFNet, BoTNet) and
+``examples/byom_local_models.py`` (NAT, QnA, ELSA) as a user model (``--model examples/byom_models.py:NAME``) to
+onnx-fp32, tflite-fp32 and coreml-fp32 and print one markdown row per (family, target): lint clean, the
+artifact's largest tensor rank, hostile ops of the captured program before and after the graph passes, the passes
+applied, and parity against the user's unmodified module on the bundled sample images (max abs diff, argmax
+agreement). A target whose export fails is listed with its error. A benchmark, not a test: its numbers go into
+docs/byom.md.
 
     python benchmarks/byom_table.py [--families swin,gfnet] [--targets onnx-fp32,tflite-fp32] [--json out.json]
         [--no-passes]
@@ -26,7 +27,12 @@ from edgeseg.errors import EdgesegError
 from edgeseg.io import atomic_write_bytes
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "byom_models.py"
-FAMILIES = ("swin", "maxvit", "halonet", "sasa", "gfnet", "botnet")
+LOCAL_EXAMPLES = EXAMPLES.with_name("byom_local_models.py")
+SOURCES = {  # family -> the file that defines it
+    **{f: EXAMPLES for f in ("swin", "maxvit", "halonet", "sasa", "gfnet", "botnet")},
+    **{f: LOCAL_EXAMPLES for f in ("nat", "qna", "elsa")},
+}
+FAMILIES = tuple(SOURCES)
 TARGETS = ("onnx-fp32", "tflite-fp32", "coreml-fp32")
 
 
@@ -39,7 +45,7 @@ def _ops(census: dict) -> str:
 
 def row(family: str, target: str, out: Path) -> dict:
     try:
-        m = export_cmd.export(f"{EXAMPLES}:{family}", None, None, target, out=out, parity_images=5, force=True)
+        m = export_cmd.export(f"{SOURCES[family]}:{family}", None, None, target, out=out, parity_images=5, force=True)
     except EdgesegError as exc:
         return {"family": family, "target": target, "error": str(exc)}
     lint_file = Path(m["folder"]) / "lint.json"
