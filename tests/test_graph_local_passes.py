@@ -227,12 +227,40 @@ def _run(*args):
     return CliRunner().invoke(app, [str(a) for a in args])
 
 
+def _disagreements(folder: Path, manifest: dict, family: str, count: int) -> list[tuple[float, float]]:
+    """Rerun the artifact and the unmodified module on the parity images: (reference top-2 margin, max abs diff)
+    at every pixel whose class differs."""
+    from edgeseg.backends import backend_for
+    from edgeseg.commands.evaluate import load_model
+    from edgeseg.data.datasets import load_split
+    from edgeseg.data.transforms import auto_fit, fit_input, to_tensor
+    from edgeseg.paths import SAMPLE_DATA
+
+    reference = load_model(f"{EXAMPLES}:{family}", None, None).model.eval()
+    artifact = backend_for(manifest["format"]).load(folder, manifest, 1)
+    size = tuple(manifest["input"]["shape"][2:])
+    found = []
+    for image in load_split(SAMPLE_DATA, "val")[1][:count]:
+        x = fit_input(to_tensor(image), auto_fit(image.shape[:2], size))
+        with torch.no_grad():
+            ref, out = reference(x).float(), artifact.run(x).float()
+        ref_up = F.interpolate(ref, size=size, mode="bilinear", align_corners=False)
+        out_up = F.interpolate(out, size=size, mode="bilinear", align_corners=False)
+        top2 = ref_up.topk(2, dim=1).values
+        flips = ref_up.argmax(1) != out_up.argmax(1)
+        diff = float((out - ref).abs().max())
+        found += [(float(m), diff) for m in (top2[:, 0] - top2[:, 1])[flips]]
+    return found
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("family", sorted(EXPECTED))
 @pytest.mark.parametrize("target", ["onnx-fp32", "tflite-fp32"])
 def test_family_exports(family, target, tmp_path):
     """The user-model path end to end: lint clean, rank <= 4, parity against the unmodified module on the
-    sample images within 1e-4 relative, 100 % argmax agreement."""
+    sample images within 1e-4 relative, every pixel's class the same, except where the reference itself has
+    a tie at fp32 resolution (its two best classes closer than the artifact's max abs diff: no fp32 runtime
+    decides those the same way; seen once, ELSA on ONNX Runtime, top-2 margin 3e-8)."""
     r = _run(
         "export", "--model", f"{EXAMPLES}:{family}", "--target", target, "--out", tmp_path / "a", "--parity-images", "2"
     )
@@ -242,10 +270,12 @@ def test_family_exports(family, target, tmp_path):
     assert m["lint"]["clean"], m["lint"]
     assert m["graph_passes"]["after"]["max_rank"] <= 4 and m["graph_passes"]["after"]["hostile_ops"] == {}
     assert set(m["rewrites"]) == EXPECTED[family]
-    assert m["parity"]["argmax_agreement"] == 1.0
     lint = json.loads((manifest.parent / "lint.json").read_text())
     assert lint["max_rank"] <= 4
     torch.manual_seed(0)
     with torch.no_grad():
         scale = float(local.FAMILIES[family]().eval()(torch.randn(SHAPE)).abs().max())
     assert m["parity"]["max_abs_diff"] <= 1e-4 * max(1.0, scale), m["parity"]
+    if m["parity"]["argmax_agreement"] < 1.0:
+        flips = _disagreements(manifest.parent, m, family, 2)
+        assert flips and all(margin <= diff for margin, diff in flips), flips
