@@ -279,3 +279,38 @@ def test_family_exports(family, target, tmp_path):
     if m["parity"]["argmax_agreement"] < 1.0:
         flips = _disagreements(manifest.parent, m, family, 2)
         assert flips and all(margin <= diff for margin, diff in flips), flips
+
+
+class _NattenGather(nn.Module):
+    """Neighborhood attention after NATTEN's semantics written with gathers: keys and values read by the clamped
+    window index ``clamp(i - k // 2, 0, L - k) + j`` along rows, then columns (``x[:, :, idx]``,
+    ``index_select``)."""
+
+    def __init__(self, h=7, w=9, k=3):
+        super().__init__()
+        self.k = k
+
+        def window(n):
+            starts = (torch.arange(n) - k // 2).clamp(0, n - k)
+            return (starts[:, None] + torch.arange(k)).reshape(-1)
+
+        self.register_buffer("rows", window(h))
+        self.register_buffer("cols", window(w))
+
+    def forward(self, x):  # (B, C, H, W) -> per position the mean-free sum over its clamped k x k window
+        b, c, h, w = x.shape
+        win = x[:, :, self.rows].index_select(3, self.cols)  # (B, C, H * k, W * k)
+        win = win.reshape(b * c, h, self.k, w * self.k).transpose(1, 2).reshape(b * c * self.k, h, w, self.k)
+        return (win * win.softmax(-1)).sum(-1).reshape(b, c * self.k, h, w)
+
+
+def test_constant_index_as_slices_exact_no_gather():
+    model = _NattenGather()
+    gm, report = _check(model, (1, 3, 7, 9), ("constant-index-as-slices",))
+    (record,) = [p for p in report["passes"] if p["name"] == "constant-index-as-slices"]
+    assert len(record["matches"]) == 2
+    assert report["before"]["hostile_ops"] and report["after"]["hostile_ops"] == {}
+    assert not any("index" in op for op in _ops(gm))
+    # clamped border windows: the first two rows read the same window (one slice used twice)
+    x = torch.randn(1, 3, 7, 9)
+    assert torch.equal(x[:, :, model.rows][:, :, :3], x[:, :, model.rows][:, :, 3:6])

@@ -111,6 +111,12 @@ GRAPH_PASSES: tuple[GraphPass, ...] = (
         tuple(local_passes.PAD_OPS) + (_A.pad.default,),
     ),
     GraphPass(
+        "constant-index-as-slices",
+        local_passes.constant_index_to_slices,
+        "gathers of activations by a constant index (NATTEN-style clamped windows) -> slices + concat",
+        (_A.index.Tensor, _A.index_select.default),
+    ),
+    GraphPass(
         "einsum-as-bmm",
         local_passes.einsum_to_bmm,
         "two-operand contraction einsum (QnA scores) -> permute + reshape + bmm",

@@ -158,6 +158,69 @@ def pad_to_slices(gm: fx.GraphModule) -> list[str]:
     return matches
 
 
+# --------------------------------------------------------------------------- gathers by a constant index
+_MAX_RUNS = 512  # slices: a constant index with more runs of consecutive positions is left as a gather
+
+
+def constant_index_to_slices(gm: fx.GraphModule) -> list[str]:
+    """Pattern: ``x[..., idx, ...]`` (``aten.index.Tensor`` with one tensor index) or ``index_select(x, d, idx)``
+    where ``x`` depends on the input and ``idx`` is a constant: neighborhood attention written after NATTEN's
+    semantics, keys and values gathered by the clamped window indices ``clamp(i - k // 2, 0, H - k) + j``
+    along each axis; fixed token selections.
+
+    Rewrite: the index is read once at export and split into runs of consecutive positions; each run is a
+    static slice of ``x`` (a repeated run is one slice used again), concatenated along the gathered dim and
+    reshaped to the index's shape (exact: data movement only). Wanted by every format: a Gather of activations
+    runs off the TFLite GPU delegate and the ANE, and TensorRT/ONNX gathers cost a copy through an index tensor.
+    Constraint: no data-dependent Gather; refused (left as is) above 512 runs."""
+    matches = []
+    graph = gm.graph
+    memo: dict = {}
+    for node in list(graph.nodes):
+        if node.target is aten.index.Tensor:
+            x, indices = node.args[:2]
+            live = [i for i, t in enumerate(indices) if t is not None]
+            if len(live) != 1:
+                continue
+            d, index_node = live[0], indices[live[0]]
+        elif node.target is aten.index_select.default:
+            x, d, index_node = node.args[:3]
+        else:
+            continue
+        xs = shape(x)
+        if xs is None or not depends_on_input(x, memo) or depends_on_input(index_node, memo):
+            continue
+        d %= len(xs)
+        index = const_value(gm, index_node)
+        if index.dtype == torch.bool:
+            continue  # a mask: its shape depends on its values
+        flat = [int(i) % xs[d] for i in index.reshape(-1).tolist()]
+        runs: list[list[int]] = []
+        for i in flat:
+            if runs and i == runs[-1][0] + runs[-1][1]:
+                runs[-1][1] += 1
+            else:
+                runs.append([i, 1])
+        if not runs or len(runs) > _MAX_RUNS:
+            continue
+        pieces: dict = {}
+        with graph.inserting_before(node):
+            for start, length in runs:
+                if (start, length) not in pieces:
+                    s = list(xs)
+                    s[d] = length
+                    pieces[start, length] = _emit(graph, x, s, aten.slice.Tensor, x, d, start, start + length)
+            parts = [pieces[start, length] for start, length in runs]
+            joined = list(xs)
+            joined[d] = len(flat)
+            y = parts[0] if len(parts) == 1 else _emit(graph, x, joined, aten.cat.default, parts, d)
+            y = _reshape(graph, y, shape(node))
+        node.replace_all_uses_with(y)
+        graph.erase_node(node)
+        matches.append(f"gather of {len(flat)} along dim {d} of {list(xs)} -> {len(pieces)} slices + concat")
+    return matches
+
+
 # --------------------------------------------------------------------------- einsum with a matmul form
 def _parse_einsum(equation: str):
     eq = equation.replace(" ", "")
