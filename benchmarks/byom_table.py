@@ -1,4 +1,5 @@
 """Export each small reference model of ``examples/byom_models.py`` (Swin, MaxViT, HaloNet, SASA, GFNet, BoTNet) and
+``examples/byom_hier_models.py`` (MViTv2, LeViT, CvT, GCNet, HorNet-GF, BoTNet at 16x16) and
 ``examples/byom_local_models.py`` (NAT, QnA, ELSA) as a user model (``--model examples/byom_models.py:NAME``) to
 onnx-fp32, tflite-fp32 and coreml-fp32 and print one markdown row per (family, target): lint clean, the
 artifact's largest tensor rank, hostile ops of the captured program before and after the graph passes, the passes
@@ -26,13 +27,12 @@ from edgeseg.commands import export as export_cmd
 from edgeseg.errors import EdgesegError
 from edgeseg.io import atomic_write_bytes
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "byom_models.py"
-LOCAL_EXAMPLES = EXAMPLES.with_name("byom_local_models.py")
-SOURCES = {  # family -> the file that defines it
-    **{f: EXAMPLES for f in ("swin", "maxvit", "halonet", "sasa", "gfnet", "botnet")},
-    **{f: LOCAL_EXAMPLES for f in ("nat", "qna", "elsa")},
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+FAMILIES = {  # family -> the example file defining it
+    **dict.fromkeys(("swin", "maxvit", "halonet", "sasa", "gfnet", "botnet"), "byom_models.py"),
+    **dict.fromkeys(("mvit", "levit", "cvt", "gcnet", "hornet", "botnet16"), "byom_hier_models.py"),
+    **dict.fromkeys(("nat", "qna", "elsa"), "byom_local_models.py"),
 }
-FAMILIES = tuple(SOURCES)
 TARGETS = ("onnx-fp32", "tflite-fp32", "coreml-fp32")
 
 
@@ -45,7 +45,8 @@ def _ops(census: dict) -> str:
 
 def row(family: str, target: str, out: Path) -> dict:
     try:
-        m = export_cmd.export(f"{SOURCES[family]}:{family}", None, None, target, out=out, parity_images=5, force=True)
+        spec = f"{EXAMPLES / FAMILIES[family]}:{family}"
+        m = export_cmd.export(spec, None, None, target, out=out, parity_images=5, force=True)
     except EdgesegError as exc:
         return {"family": family, "target": target, "error": str(exc)}
     lint_file = Path(m["folder"]) / "lint.json"

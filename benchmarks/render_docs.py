@@ -483,6 +483,48 @@ def render_generic(doc: dict) -> list[str]:
     return out or ["(nothing tabular in this file)"]
 
 
+def render_train_throughput(doc: dict) -> list[str]:
+    """benchmarks/train_throughput.py: per model, each configuration's training images/s and its ratio to fp32
+    (median of per-round ratios [range]), with the load average of each round."""
+    out = [f"Augmenting one batch: {doc.get('augment_ms_per_batch')} ms (prefetched in a thread by the trainer).", ""]
+    for r in doc.get("results") or []:
+        configs = [k for k, v in r.items() if isinstance(v, dict) and "images_per_s" in v]
+        out += [
+            f"### {r.get('model')} (batch {r.get('batch_size')}, crop {r.get('crop')}, {r.get('threads')} threads)",
+            "",
+        ]
+        rows = [
+            {
+                "configuration": c,
+                "images/s": r[c]["images_per_s"],
+                "vs fp32": f"{r[c]['vs_fp32']:.2f}x [{r[c]['vs_fp32_range'][0]:.2f}-{r[c]['vs_fp32_range'][1]:.2f}]",
+                "first step, s": (r.get("first_step_s") or {}).get(c, "-"),
+            }
+            for c in configs
+        ]
+        out += table(rows)
+        out += ["", f"- 1-minute load average per round: {r.get('load_1min')}", ""]
+    return out
+
+
+def render_train_equal_epochs(doc: dict) -> list[str]:
+    """benchmarks/train_equal_epochs.py: fp32 against bf16+channels_last trained with everything else equal."""
+    results = doc.get("results") or {}
+    evals = sorted({e for r in results.values() for e, _ in r.get("select_miou_per_eval", [])})
+    cols: list[Column] = [("configuration", lambda r: r["configuration"])]
+    cols += [(f"epoch {e}", lambda r, e=e: dict(map(tuple, r.get("select_miou_per_eval", []))).get(e)) for e in evals]
+    cols += [
+        ("best", lambda r: r.get("best_select_miou")),
+        ("images/s (median epoch)", lambda r: r.get("images_per_s_median")),
+    ]
+    rows = [{"configuration": k, **v} for k, v in results.items()]
+    head = (
+        f"{doc.get('model')}, {doc.get('epochs')} epochs, {doc.get('threads')} thread(s) per run; mIoU (%) on the "
+        f"held-out groups {doc.get('select_groups')} at each evaluation."
+    )
+    return [head, ""] + table(rows, cols)
+
+
 RENDERERS: dict[str, Callable[[dict], list[str]]] = {
     "export_table": render_export_table,
     "int8_table": render_int8_table,
@@ -493,6 +535,8 @@ RENDERERS: dict[str, Callable[[dict], list[str]]] = {
     "residency_table": render_residency_table,
     "openvino_table": render_openvino_table,
     "executorch_table": render_executorch_table,
+    "train_throughput": render_train_throughput,
+    "train_equal_epochs": render_train_equal_epochs,
 }
 
 
@@ -530,6 +574,8 @@ TITLES = {
     "residency_table": "Accelerator residency before and after the residency rewrites",
     "openvino_table": "OpenVINO beside edgeseg's artifacts on x86",
     "executorch_table": "ExecuTorch vs TFLite (XNNPACK)",
+    "train_throughput": "Training throughput on the CPU",
+    "train_equal_epochs": "fp32 against bf16 + channels_last at equal epochs",
     "generic": "Benchmark output",
 }
 

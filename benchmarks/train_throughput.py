@@ -2,6 +2,9 @@
 
     python benchmarks/train_throughput.py --models efficientvit-b0 efficientvit-b1 --json out/train-throughput.json
 
+``--compile`` adds bf16 + channels_last under ``torch.compile`` (inductor); its compilation time is reported
+separately and excluded from its images/s.
+
 Each configuration owns its model and optimizer; one training step (forward, loss, backward, AdamW) of a batch of
 ``--batch-size`` crops is timed per configuration in turn, round robin, so that the machine's load hits all of them
 alike. Reported per model: median images/s of each configuration and the median (min-max) of the per-round ratio to
@@ -62,6 +65,7 @@ def batches(data: Path | None, crop: tuple[int, int], batch_size: int, n: int):
 
 
 def step(run: tuple, batch: tuple) -> None:
+    """One training step: forward under the configuration's autocast, loss, backward, AdamW."""
     model, opt, cfg, fmt = run
     x, y = batch
     with _autocast(torch.device("cpu"), cfg.precision):
@@ -81,6 +85,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--steps", type=int, default=2, help="timed steps per configuration per round")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--compile", action="store_true", help="also time bf16+channels_last under torch.compile")
     ap.add_argument("--json", type=Path, required=True)
     args = ap.parse_args()
     started = provenance.start()
@@ -89,18 +94,23 @@ def main() -> None:
     data, aug_ms = batches(args.data, crop, args.batch_size, 4)
     results = []
     for name in args.models:
-        runs = {}
-        for label, opts in CONFIGS.items():
+        runs, compile_s = {}, {}
+        configs = dict(CONFIGS)
+        if args.compile:
+            configs["bf16+channels_last+compile"] = dict(precision="bf16", channels_last=True)
+        for label, opts in configs.items():
             torch.manual_seed(0)
             model, _ = create_model(name, "camvid")
             fmt = torch.channels_last if opts["channels_last"] else torch.contiguous_format
             model.to(memory_format=fmt).train()
             opt = torch.optim.AdamW(param_groups(model, 0.05), lr=1e-3)
             cfg = TrainConfig(model=name, dataset="camvid", data="", out="", loss="ce", **opts)
-            runs[label] = (model, opt, cfg, fmt)
+            runs[label] = (torch.compile(model) if label.endswith("+compile") else model, opt, cfg, fmt)
 
-        for label in runs:  # warm-up: first-call allocations and oneDNN primitive creation
+        for label in runs:  # warm-up: first-call allocations, oneDNN primitive creation, compilation
+            t0 = time.perf_counter()
             step(runs[label], data[0])
+            compile_s[label] = round(time.perf_counter() - t0, 1)
         per_round = {label: [] for label in runs}
         loads = []
         for r in range(args.rounds):
@@ -116,6 +126,7 @@ def main() -> None:
             "batch_size": args.batch_size,
             "threads": args.threads,
             "load_1min": loads,
+            "first_step_s": compile_s,
         }
         for label, ips in per_round.items():
             ratios = [a / b for a, b in zip(ips, per_round["fp32"])]

@@ -66,3 +66,32 @@ def test_same_seed_same_first_step(camvid, tmp_path):
 
     a, b = run(tmp_path / "a"), run(tmp_path / "b")
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_ema_warms_up_and_tracks_batchnorm_statistics():
+    """The average follows min(decay, (1+n)/(10+n)) per update, BatchNorm statistics included, and integer buffers
+    follow the model: a plain 0.999 average would still be mostly the initialisation after these 30 updates."""
+    from edgeseg.train.trainer import _ema, ema_decay_at
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+    ema = _ema(model, 0.999)
+    init = model[0].weight.detach().clone()
+    expected = {k: v.clone().float() for k, v in model.state_dict().items() if v.is_floating_point()}
+    for n in range(30):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn_like(p))
+        model.train()(torch.randn(2, 3, 8, 8))  # moves running_mean / running_var / num_batches_tracked
+        ema.update_parameters(model)
+        d = 0.0 if n == 0 else ema_decay_at(0.999, n)  # the first update copies the model
+        for k, v in model.state_dict().items():
+            if k in expected:
+                expected[k] = d * expected[k] + (1 - d) * v.float()
+    averaged = ema.module.state_dict()
+    for k, v in expected.items():
+        assert torch.allclose(averaged[k], v, atol=1e-5), k
+    assert int(averaged["1.num_batches_tracked"]) == 30
+    assert ema_decay_at(0.999, 0) == 0.1 and ema_decay_at(0.999, 10**6) == 0.999
+    to_model = (averaged["0.weight"] - model[0].weight).norm()
+    assert to_model < (averaged["0.weight"] - init).norm()  # a plain 0.999 average would sit near the initialisation

@@ -197,12 +197,29 @@ def _autocast(device: torch.device, precision: str):
     return nullcontext()
 
 
+def ema_decay_at(decay: float, updates: int) -> float:
+    """The EMA decay used for the update after ``updates`` earlier ones: ``min(decay, (1 + n) / (10 + n))``.
+
+    Without the warm-up a 0.999 average still holds 35 % of the random initialisation after 1,000 steps (20 CamVid
+    epochs), and its BatchNorm statistics (averaged with the weights) no longer match its weights: such an average
+    scored 1.9 mIoU where the model itself scored 37.5."""
+    return min(decay, (1.0 + updates) / (10.0 + updates))
+
+
 def _ema(model: nn.Module, decay: float | None):
     if decay is None:
         return None
-    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+    from torch.optim.swa_utils import AveragedModel
 
-    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+    @torch.no_grad()
+    def warmed_ema(averaged: list, current: list, num_averaged) -> None:
+        if averaged[0].is_floating_point():
+            torch._foreach_lerp_(averaged, current, 1.0 - ema_decay_at(decay, int(num_averaged)))
+        else:  # integer buffers (BatchNorm's num_batches_tracked) follow the model
+            torch._foreach_copy_(averaged, current)
+
+    # buffers (BatchNorm statistics) are averaged with the weights they belong to
+    return AveragedModel(model, multi_avg_fn=warmed_ema, use_buffers=True)
 
 
 def train(cfg: TrainConfig, progress: Callable[..., object] | None = None, resume: bool = False) -> TrainResult:
