@@ -1,10 +1,11 @@
 """Export each small reference model of ``examples/byom_models.py`` (Swin, MaxViT, HaloNet, SASA, GFNet, BoTNet) and
-``examples/byom_hier_models.py`` (MViTv2, LeViT, CvT, GCNet, HorNet-GF, BoTNet at 16x16) as a user model
-(``--model examples/byom_models.py:NAME``) to onnx-fp32, tflite-fp32 and coreml-fp32 and print one
-markdown row per (family, target): lint clean, the artifact's largest tensor rank, hostile ops of the captured
-program before and after the graph passes, the passes applied, and parity against the user's unmodified module
-on the bundled sample images (max abs diff, argmax agreement). A target whose export fails is listed with its
-error. A benchmark, not a test: its numbers go into docs/byom.md.
+``examples/byom_hier_models.py`` (MViTv2, LeViT, CvT, GCNet, HorNet-GF, BoTNet at 16x16) and
+``examples/byom_local_models.py`` (NAT, QnA, ELSA) as a user model (``--model examples/byom_models.py:NAME``) to
+onnx-fp32, tflite-fp32 and coreml-fp32 and print one markdown row per (family, target): lint clean, the
+artifact's largest tensor rank, hostile ops of the captured program before and after the graph passes, the passes
+applied, and parity against the user's unmodified module on the bundled sample images (max abs diff, argmax
+agreement). A target whose export fails is listed with its error. A benchmark, not a test: its numbers go into
+docs/byom.md.
 
     python benchmarks/byom_table.py [--families swin,gfnet] [--targets onnx-fp32,tflite-fp32] [--json out.json]
         [--no-passes] [--drop-passes NAME,...] [--new-backends] [--calib-data DIR]
@@ -32,6 +33,7 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 FAMILIES = {  # family -> the example file defining it
     **dict.fromkeys(("swin", "maxvit", "halonet", "sasa", "gfnet", "botnet"), "byom_models.py"),
     **dict.fromkeys(("mvit", "levit", "cvt", "gcnet", "hornet", "botnet16"), "byom_hier_models.py"),
+    **dict.fromkeys(("nat", "qna", "elsa"), "byom_local_models.py"),
 }
 TARGETS = ("onnx-fp32", "tflite-fp32", "coreml-fp32")
 NEW_BACKEND_TARGETS = ("openvino-fp32", "executorch-fp32")

@@ -3,8 +3,9 @@
 Where ``edgeseg.rewrite`` swaps modules of edgeseg's own families by class, these passes match ATen patterns
 wherever they occur in a captured program (in the spirit of ai-edge-torch's FX passes): window partitions,
 head reshapes, rolls, unfolds, constant gathers and FFT filters (``passes``); einsums, slice assignments and rank > 4
-broadcasts, expands and concatenations (``hier_passes``); the fp16 / int8 hazards (``hazard_passes``), whatever the
-module that wrote them is called. ``rewrite_graph`` captures the model, applies each pass to a copy, verifies the
+broadcasts, expands and concatenations (``hier_passes``); constant subgraphs, padded and clamped local windows and
+rank > 4 chains (``local_passes``); the fp16 / int8 hazards (``hazard_passes``), whatever the module that wrote
+them is called. ``rewrite_graph`` captures the model, applies each pass to a copy, verifies the
 copy against the program before the pass on random inputs (zero borders and large values included) and keeps it
 only when it is exact within the pass's tolerance; every match, every refusal, each pass's diff and the final
 program's max abs diff against the unmodified model are recorded for the manifest and ``edgeseg rewrites``. The
@@ -26,7 +27,7 @@ import torch
 import torch.nn as nn
 
 from edgeseg.errors import EdgesegError
-from edgeseg.rewrite.graph import hazard_passes, hier_passes, passes
+from edgeseg.rewrite.graph import hazard_passes, hier_passes, local_passes, passes
 from edgeseg.rewrite.graph.core import DATA_DEPENDENT, census, finish, op_name, propagate, source_line
 
 
@@ -107,6 +108,12 @@ GRAPH_PASSES: tuple[GraphPass, ...] = (
         "5-D broadcast op with unit dims -> rank 4",
         (_A.add.Tensor, _A.sub.Tensor, _A.mul.Tensor, _A.div.Tensor),
     ),
+    GraphPass(  # before einsum-as-bmm: an einsum of constants becomes a constant, not a bmm at run time
+        "constant-subgraph-fold",
+        local_passes.fold_constant_subgraphs,
+        "constant computations with rank > 4 or hostile ops -> constants",
+        (_A.einsum.default, _A.expand.default, _A.view.default, _A.reshape.default, _A.permute.default),
+    ),
     GraphPass(
         "einsum-as-bmm",
         hier_passes.einsum_to_bmm,
@@ -137,6 +144,26 @@ GRAPH_PASSES: tuple[GraphPass, ...] = (
         hier_passes.cat_rank_lower,
         "rank > 4 cat / stack of views -> rank-3 cat",
         (_A.cat.default, _A.stack.default),
+    ),
+    # local-window families (NAT, QnA, ELSA): the general case of what the passes above leave
+    GraphPass(
+        "pad-as-slices",
+        local_passes.pad_to_slices,
+        "replicate / reflect / circular pad (NAT clamped windows) -> slices + concat",
+        tuple(local_passes.PAD_OPS) + (_A.pad.default,),
+    ),
+    GraphPass(
+        "constant-index-as-slices",
+        local_passes.constant_index_to_slices,
+        "gathers of activations by a constant index (NATTEN-style clamped windows) -> slices + concat",
+        (_A.index.Tensor, _A.index_select.default),
+    ),
+    GraphPass(
+        "rank-lower",
+        local_passes.rank_lower,
+        "rank > 4 data movement, elementwise ops, reductions, softmax, matmul (NAT 5-D attention) -> rank <= 4",
+        (_A.view.default, _A.reshape.default, _A._unsafe_view.default, _A.permute.default, _A.unsqueeze.default),
+        tolerance=1e-5,
     ),
     GraphPass("alias-drop", hier_passes.alias_drop, "alias (full slices) -> its input", (_A.alias.default,)),
     GraphPass(
