@@ -102,18 +102,33 @@ def _quiet():
 def lower(module: nn.Module, example: torch.Tensor, delegate: str):
     """(ExecuTorch program bytes, delegation summary) of ``module`` lowered to ``delegate``. ExecuTorch's quantized
     kernels are registered first: a quantize / dequantize the delegate does not take then runs on them (lint and
-    residency name it) instead of failing the lowering."""
+    residency name it) instead of failing the lowering. Before partitioning, ``passes.delegate_passes`` folds
+    constants and rewrites constant broadcasts (every delegate) and, for XNNPACK, ``passes.decompose_layer_norm``
+    writes LayerNorm with ops it takes; the summary's ``graph_passes`` counts what they changed."""
     from edgeseg.backends.executorch.runtime import import_executorch
 
     import_executorch()
     import executorch.kernels.quantized  # noqa: F401  (registers quantized_decomposed's out variants)
     from executorch.exir import to_edge_transform_and_lower
+    from executorch.exir.pass_manager import ExportedProgramPassManager
 
+    from edgeseg.backends.executorch.passes import decompose_layer_norm, delegate_passes
+
+    record: dict[str, int] = {}
     with _quiet(), torch.no_grad():
         try:
             program = torch.export.export(module, (example,))
-            edge = to_edge_transform_and_lower(program, partitioner=[partitioner(delegate)])
+            if delegate == "xnnpack":
+                program, decomposed = decompose_layer_norm(program)
+                if decomposed:
+                    record["decompose_layer_norm"] = decomposed
+            edge = to_edge_transform_and_lower(
+                program,
+                transform_passes=ExportedProgramPassManager([delegate_passes(record)]),
+                partitioner=[partitioner(delegate)],
+            )
             summary = delegation(edge.exported_program().graph_module)
+            summary["graph_passes"] = dict(sorted(record.items()))
             buffer = edge.to_executorch().buffer
         except EdgesegError:
             raise
