@@ -136,6 +136,7 @@ class ExecuTorchBackend(Backend):
             note = f"executorch {version('executorch')} runtime ({delegate})"
         if int8_target:
             info["quantization"] = {
+                "int8_nodes": info.pop("int8_nodes"),
                 "policy": self.int8_policy.as_dict(),
                 "mixed_precision": pt2e.search_report(),
             }

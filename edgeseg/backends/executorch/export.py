@@ -160,6 +160,20 @@ def fold_weight_quantize(graph_module):
     return graph_module
 
 
+def int8_ops(graph_module) -> dict[str, int]:
+    """Op types of a converted PT2E graph that read an int8 tensor (a ``dequantize``), e.g. ``{"conv2d": 21}``:
+    what the program runs in int8 (the manifest's ``quantization.int8_nodes``, as every backend reports it)."""
+    counts: dict[str, int] = {}
+    for node in graph_module.graph.nodes:
+        name = getattr(node.target, "__name__", str(node.target)).split(".")[0]
+        if node.op != "call_function" or "quantize" in name:
+            continue
+        if any(getattr(a, "op", None) == "call_function" and "dequantize" in getattr(a.target, "__name__", "")
+               for a in node.args):  # fmt: skip
+            counts[name] = counts.get(name, 0) + 1
+    return dict(sorted(counts.items()))
+
+
 def write_atomic(path: Path, data: bytes) -> None:
     tmp = path.with_name(path.name + ".partial")
     tmp.write_bytes(data)
@@ -194,7 +208,7 @@ def export_executorch(
 
     with _quiet(), torch.no_grad():
         graph, _ = pt2e_int8(module, example, calib_inputs, False, quantizer=xnnpack_quantizer())
-    summaries: dict[frozenset, tuple[Path, dict, list[str]]] = {}
+    summaries: dict[frozenset, tuple[Path, dict, list[str], dict[str, int]]] = {}
 
     def convert_with_float(names: list[str]) -> Path:
         """The int8 program with ``names`` in float, lowered once per set."""
@@ -207,19 +221,20 @@ def export_executorch(
                 graph_module, producers = switches.graph_for_export(closed), sorted(closed - key)
             buffer, summary = lower(fold_weight_quantize(graph_module), example, "xnnpack")
             write_atomic(probe, buffer)
-            summaries[key] = (probe, summary, producers)
+            summaries[key] = (probe, summary, producers, int8_ops(graph_module))
         return summaries[key][0]
 
     switches = Pt2eSwitches(graph, lambda x: x, lambda y: y) if choose_float is not None else None
     chosen = convert_with_float(choose_float(switches, convert_with_float) if choose_float else [])
-    summary, producers = next((s, f) for p, s, f in summaries.values() if p == chosen)
+    summary, producers, int8_counts = next((s, f, n) for p, s, f, n in summaries.values() if p == chosen)
     chosen.replace(path)
-    for probe, _, _ in summaries.values():
+    for probe, *_ in summaries.values():
         probe.unlink(missing_ok=True)
     return {
         **info,
         "delegation": summary,
         "float_producers": producers,  # made float beside the searched layers (with_float_producers)
+        "int8_nodes": int8_counts,
         "int8": "PT2E static (XNNPACKQuantizer): int8 conv/linear/add/mul/cat, per-channel symmetric weights; "
         "matmul/softmax/div/sum float",
         "io": "float input and output (quantize/dequantize inside the program)",

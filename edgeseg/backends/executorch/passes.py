@@ -6,14 +6,14 @@ a quantize of such a constant, a transpose of a weight). ExecuTorch's own ``cons
 ``to_edge_transform_and_lower`` and skips ``aten.full`` by default, so these ops stay in the program and run on the
 portable kernels at every execute, outside the delegate, feeding it their results as runtime inputs:
 
-- EfficientViT int8: each ``hardswish-as-clamp`` writes its 3 and 1/6 as ``full`` tensors, which PT2E quantizes
-  (``full -> quantize -> dequantize -> add``): B0's 54 ``full`` left to the portable kernels.
-- the attention's token sums (``attention-batched-bmm``): a ``bmm`` with a ``full`` ones tensor.
+- constants a rewrite writes with ``torch.full`` and PT2E quantizes (``full -> quantize -> dequantize -> add``):
+  ``HardswishAsClamp``'s 3 and 1/6 (an int8 B0 with it had 54 ``full`` on the portable kernels);
+- the attention's token sums (``attention-batched-bmm``): a ``bmm`` with a ``full`` ones tensor;
 - a linear decomposed to ``addmm`` / ``mm`` reads its weight through ``permute_copy``; XNNPACK takes a GEMM only
   with a static weight, so the permute of the parameter must itself be a constant.
 
 Folded here, each becomes a constant of the program (the quantize of a constant an int8 constant), which the
-delegate receives as static data. Constraint kept: a dequantize is never folded (XNNPACK recognises an int8 weight
+delegate receives as constant data. Constraint kept: a dequantize is never folded (XNNPACK recognises an int8 weight
 or constant as ``dequantize(int8 constant)``), and no folded constant may be larger than both
 ``MAX_NEW_ELEMENTS`` and its largest input: a broadcast (``expand_copy`` of an interpolation matrix) stays an op
 instead of multiplying the program's size. Exact: each op runs once, at export, on the same values.
