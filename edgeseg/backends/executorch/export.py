@@ -163,10 +163,12 @@ def fold_weight_quantize(graph_module):
 def int8_ops(graph_module) -> dict[str, int]:
     """Op types of a converted PT2E graph that read an int8 tensor (a ``dequantize``), e.g. ``{"conv2d": 21}``:
     what the program runs in int8 (the manifest's ``quantization.int8_nodes``, as every backend reports it)."""
+    from edgeseg.quantize.pt2e import _NOT_LAYERS
+
     counts: dict[str, int] = {}
     for node in graph_module.graph.nodes:
         name = getattr(node.target, "__name__", str(node.target)).split(".")[0]
-        if node.op != "call_function" or "quantize" in name:
+        if node.op != "call_function" or "quantize" in name or name in _NOT_LAYERS:  # shape bookkeeping, asserts
             continue
         if any(getattr(a, "op", None) == "call_function" and "dequantize" in getattr(a.target, "__name__", "")
                for a in node.args):  # fmt: skip
