@@ -36,8 +36,14 @@ def _load() -> list[float] | None:
     return provenance.load_average()
 
 
+def _per_pass(num: list[float], den: list[float]) -> dict:
+    ratios = [a / b for a, b in zip(num, den)]
+    return {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios)}
+
+
 def time_side_by_side(folders: dict[str, Path], threads: int, runs: int, warmup: int) -> dict:
-    """Medians per artifact and the ExecuTorch / TFLite ratio of each pass (same round, same load)."""
+    """Medians and ranges per artifact, and per pass (same round, same load) the ExecuTorch / TFLite ratio of each
+    precision and ExecuTorch's int8 / fp32 ratio."""
     calls = {}
     for label, folder in folders.items():
         calls[label] = inference_call(load_artifact(folder, threads=threads))
@@ -47,15 +53,17 @@ def time_side_by_side(folders: dict[str, Path], threads: int, runs: int, warmup:
     by = dict(zip(calls, samples))
     out = {"threads": threads, "runs": runs, "warmup": warmup, "load_before": before, "load_after": after}
     out["median_ms"] = {k: statistics.median(v) for k, v in by.items()}
+    out["range_ms"] = {k: [min(v), max(v)] for k, v in by.items()}
     for precision in ("fp32", "int8"):
         et, tfl = by.get(f"executorch-{precision}"), by.get(f"tflite-{precision}")
         if et and tfl:
-            ratios = [a / b for a, b in zip(et, tfl)]
-            out[f"ratio_{precision}"] = {
-                "median": statistics.median(ratios),
-                "min": min(ratios),
-                "max": max(ratios),
-            }
+            out[f"ratio_{precision}"] = _per_pass(et, tfl)
+    first = next(iter(by))  # every artifact against the first one given, pass by pass
+    out["ratio_to_first"] = {k: _per_pass(v, by[first]) for k, v in by.items() if k != first}
+    for label in by:  # "executorch-int8<suffix>" against "executorch-fp32<suffix>" (e.g. two builds side by side)
+        suffix = label.removeprefix("executorch-int8")
+        if label.startswith("executorch-int8") and by.get(f"executorch-fp32{suffix}"):
+            out[f"ratio_et_int8_fp32{suffix}"] = _per_pass(by[label], by[f"executorch-fp32{suffix}"])
     return out
 
 

@@ -384,6 +384,14 @@ def _ratio(r: object) -> str:
     return f"{r['median']:.2f} ({r['min']:.2f}-{r['max']:.2f})"
 
 
+def _median_range(r: dict, label: str) -> str:
+    """``34.10 (30.2-41.9)``: an artifact's median and range in one timing row (a range only where recorded)."""
+    median, span = (r.get("median_ms") or {}).get(label), (r.get("range_ms") or {}).get(label)
+    if median is None:
+        return "-"
+    return f"{median:.2f}" + (f" ({span[0]:.1f}-{span[1]:.1f})" if span else "")
+
+
 def _ops(d: object) -> str:
     return ", ".join(f"{k} x{v}" for k, v in d.items()) if isinstance(d, dict) and d else "none"
 
@@ -398,9 +406,10 @@ def render_executorch_table(doc: dict) -> list[str]:
             [
                 ("threads", lambda r: r["threads"]),
                 ("runs", lambda r: r["runs"]),
-                *[(f"{t} median ms", lambda r, t=t: get(r, "median_ms", t)) for t in labels],
+                *[(f"{t} median ms (min-max)", lambda r, t=t: _median_range(r, t)) for t in labels],
                 ("ET/TFLite fp32 (min-max)", lambda r: _ratio(r.get("ratio_fp32"))),
                 ("ET/TFLite int8 (min-max)", lambda r: _ratio(r.get("ratio_int8"))),
+                ("ET int8/fp32 (min-max)", lambda r: _ratio(r.get("ratio_et_int8_fp32"))),
                 ("load before / after", lambda r: f"{fmt(get(r, 'load_before'))} / {fmt(get(r, 'load_after'))}"),
             ],
         ) + [""]

@@ -86,6 +86,8 @@ def test_int8_exports_runs_and_agrees_with_fp32(tiny, camvid, tmp_path):
     assert snr > 15, f"int8 SNR {snr:.1f} dB"
     assert (out.argmax(1) == ref.argmax(1)).float().mean() > 0.8
     assert "int8" in built.info and built.info["quantization"]["policy"]["backend"] == "executorch"
+    int8_nodes = built.info["quantization"]["int8_nodes"]  # what the CLI summary lists
+    assert int8_nodes.get("conv2d", 0) >= 2 and not {"to", "_assert_tensor_metadata", "reshape"} & set(int8_nodes)
     # XNNPACK runs the quantized convs: int8 kernels in the ETDump profile
     assert built.lint.clean
 

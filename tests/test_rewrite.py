@@ -397,7 +397,7 @@ def test_upsample_choices_and_their_errors():
 def test_rewrites_declare_the_exports_that_want_them():
     assert REWRITES["hardswish-as-clamp"].families == ()  # family-agnostic
     assert (REWRITES["hardswish-as-clamp"].formats, REWRITES["hardswish-as-clamp"].precisions) == (
-        ("tflite", "executorch"),
+        ("tflite",),
         ("int8",),
     )
     assert REWRITES["sra-single-head-batch2"].wants("tflite", "fp16")

@@ -52,6 +52,9 @@ class HardswishAsClamp(nn.Module):
     for accelerators (ORT's CPU EP has no native fp16). Not fp32 ONNX, the CPU artifact: ORT's CPU EP fuses
     HardSwish into the preceding conv (Conv + HardSigmoid, then one Mul), while add/clip/mul/mul are four passes
     over each activation; B0 onnx-fp32 measured +30 % median latency at 1 thread (``docs/residency.md``).
+    Not ExecuTorch int8: its XNNPACK delegate takes ``nn.Hardswish`` between a dequantize and a quantize and runs
+    it as one int8 kernel, while add/clamp/mul/mul were four int8 passes over each activation (B0
+    executorch-int8: 1.22x executorch-fp32's latency with this rewrite, 0.69x without, ``docs/executorch.md``).
     """
 
     def __init__(self, original: nn.Module | None = None):
@@ -180,9 +183,9 @@ HARDSWISH_AS_CLAMP = register_rewrite(
         "hardswish-as-clamp",
         nn.Hardswish,
         HardswishAsClamp,
-        "Hardswish as add/clamp/mul: XNNPACK has no int8 HARD_SWISH (keeps int8 TFLite / ExecuTorch in one "
+        "Hardswish as add/clamp/mul: TFLite's XNNPACK delegate has no int8 HARD_SWISH (keeps int8 TFLite in one "
         "partition)",
-        formats=("tflite", "executorch"),
+        formats=("tflite",),
         precisions=("int8",),
     )
 )

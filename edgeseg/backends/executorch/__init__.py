@@ -81,7 +81,7 @@ class ExecuTorchBackend(Backend):
         (*PT2E_INT8_OPS, "Gemm"),
         True,
         "int8",
-        note="ExecuTorch XNNPACKQuantizer (PT2E): conv/linear/add/mul/cat int8; HardSwish as add/clamp/mul",
+        note="ExecuTorch XNNPACKQuantizer (PT2E): conv/linear/add/mul/cat int8; HardSwish on XNNPACK's int8 kernel",
     )
     ssh_timer = None
     device_note = "ExecuTorch programs are timed here or on Android over adb with executor_runner"
@@ -136,6 +136,7 @@ class ExecuTorchBackend(Backend):
             note = f"executorch {version('executorch')} runtime ({delegate})"
         if int8_target:
             info["quantization"] = {
+                "int8_nodes": info.pop("int8_nodes"),
                 "policy": self.int8_policy.as_dict(),
                 "mixed_precision": pt2e.search_report(),
             }

@@ -102,18 +102,33 @@ def _quiet():
 def lower(module: nn.Module, example: torch.Tensor, delegate: str):
     """(ExecuTorch program bytes, delegation summary) of ``module`` lowered to ``delegate``. ExecuTorch's quantized
     kernels are registered first: a quantize / dequantize the delegate does not take then runs on them (lint and
-    residency name it) instead of failing the lowering."""
+    residency name it) instead of failing the lowering. Before partitioning, ``passes.delegate_passes`` folds
+    constants and rewrites constant broadcasts (every delegate) and, for XNNPACK, ``passes.decompose_layer_norm``
+    writes LayerNorm with ops it takes; the summary's ``graph_passes`` counts what they changed."""
     from edgeseg.backends.executorch.runtime import import_executorch
 
     import_executorch()
     import executorch.kernels.quantized  # noqa: F401  (registers quantized_decomposed's out variants)
     from executorch.exir import to_edge_transform_and_lower
+    from executorch.exir.pass_manager import ExportedProgramPassManager
 
+    from edgeseg.backends.executorch.passes import decompose_layer_norm, delegate_passes
+
+    record: dict[str, int] = {}
     with _quiet(), torch.no_grad():
         try:
             program = torch.export.export(module, (example,))
-            edge = to_edge_transform_and_lower(program, partitioner=[partitioner(delegate)])
+            if delegate == "xnnpack":
+                program, decomposed = decompose_layer_norm(program)
+                if decomposed:
+                    record["decompose_layer_norm"] = decomposed
+            edge = to_edge_transform_and_lower(
+                program,
+                transform_passes=ExportedProgramPassManager([delegate_passes(record)]),
+                partitioner=[partitioner(delegate)],
+            )
             summary = delegation(edge.exported_program().graph_module)
+            summary["graph_passes"] = dict(sorted(record.items()))
             buffer = edge.to_executorch().buffer
         except EdgesegError:
             raise
@@ -143,6 +158,22 @@ def fold_weight_quantize(graph_module):
     constant_fold(graph_module, _quant_node_constraint)
     graph_module.recompile()
     return graph_module
+
+
+def int8_ops(graph_module) -> dict[str, int]:
+    """Op types of a converted PT2E graph that read an int8 tensor (a ``dequantize``), e.g. ``{"conv2d": 21}``:
+    what the program runs in int8 (the manifest's ``quantization.int8_nodes``, as every backend reports it)."""
+    from edgeseg.quantize.pt2e import _NOT_LAYERS
+
+    counts: dict[str, int] = {}
+    for node in graph_module.graph.nodes:
+        name = getattr(node.target, "__name__", str(node.target)).split(".")[0]
+        if node.op != "call_function" or "quantize" in name or name in _NOT_LAYERS:  # shape bookkeeping, asserts
+            continue
+        if any(getattr(a, "op", None) == "call_function" and "dequantize" in getattr(a.target, "__name__", "")
+               for a in node.args):  # fmt: skip
+            counts[name] = counts.get(name, 0) + 1
+    return dict(sorted(counts.items()))
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -179,7 +210,7 @@ def export_executorch(
 
     with _quiet(), torch.no_grad():
         graph, _ = pt2e_int8(module, example, calib_inputs, False, quantizer=xnnpack_quantizer())
-    summaries: dict[frozenset, tuple[Path, dict, list[str]]] = {}
+    summaries: dict[frozenset, tuple[Path, dict, list[str], dict[str, int]]] = {}
 
     def convert_with_float(names: list[str]) -> Path:
         """The int8 program with ``names`` in float, lowered once per set."""
@@ -192,19 +223,20 @@ def export_executorch(
                 graph_module, producers = switches.graph_for_export(closed), sorted(closed - key)
             buffer, summary = lower(fold_weight_quantize(graph_module), example, "xnnpack")
             write_atomic(probe, buffer)
-            summaries[key] = (probe, summary, producers)
+            summaries[key] = (probe, summary, producers, int8_ops(graph_module))
         return summaries[key][0]
 
     switches = Pt2eSwitches(graph, lambda x: x, lambda y: y) if choose_float is not None else None
     chosen = convert_with_float(choose_float(switches, convert_with_float) if choose_float else [])
-    summary, producers = next((s, f) for p, s, f in summaries.values() if p == chosen)
+    summary, producers, int8_counts = next((s, f, n) for p, s, f, n in summaries.values() if p == chosen)
     chosen.replace(path)
-    for probe, _, _ in summaries.values():
+    for probe, *_ in summaries.values():
         probe.unlink(missing_ok=True)
     return {
         **info,
         "delegation": summary,
         "float_producers": producers,  # made float beside the searched layers (with_float_producers)
+        "int8_nodes": int8_counts,
         "int8": "PT2E static (XNNPACKQuantizer): int8 conv/linear/add/mul/cat, per-channel symmetric weights; "
         "matmul/softmax/div/sum float",
         "io": "float input and output (quantize/dequantize inside the program)",
