@@ -11,6 +11,20 @@ CAMVID = Path(os.environ.get("EDGESEG_CAMVID", REPO.parent / "shared" / "data" /
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 
+@pytest.fixture(autouse=True)
+def _forget_user_models():
+    """User models a test registers (``--model PATH.py:NAME``) leave the registry afterwards: other tests list
+    ``MODELS`` and expect edgeseg's own."""
+    from edgeseg.models import registry
+
+    models, specs = dict(registry.MODELS), dict(registry._USER_SPECS)
+    yield
+    registry.MODELS.clear()
+    registry.MODELS.update(models)
+    registry._USER_SPECS.clear()
+    registry._USER_SPECS.update(specs)
+
+
 @pytest.fixture(scope="session")
 def camvid() -> Path:
     if not (CAMVID / "train" / "images").is_dir():

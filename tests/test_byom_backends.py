@@ -43,17 +43,6 @@ def build():
 _NEEDS = {"openvino-fp32": "openvino", "executorch-fp32": "executorch"}
 
 
-@pytest.fixture(autouse=True)
-def _forget_user_models():
-    from edgeseg.models import registry
-
-    models, specs = dict(registry.MODELS), dict(registry._USER_SPECS)
-    yield
-    registry.MODELS.clear()
-    registry.MODELS.update(models)
-    registry._USER_SPECS.clear()
-    registry._USER_SPECS.update(specs)
-
 
 def activation_max_rank(folder: Path, m: dict) -> int:
     """The artifact's largest activation rank: the linter's, except in an OpenVINO IR, whose GroupConvolution keeps

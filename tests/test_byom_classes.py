@@ -40,18 +40,6 @@ def ignores(num_classes=4):
 """
 
 
-@pytest.fixture(autouse=True)
-def _forget_user_models():
-    """User models registered by a test leave the registry afterwards (other tests list MODELS)."""
-    from edgeseg.models import registry
-
-    models, specs = dict(registry.MODELS), dict(registry._USER_SPECS)
-    yield
-    registry.MODELS.clear()
-    registry.MODELS.update(models)
-    registry._USER_SPECS.clear()
-    registry._USER_SPECS.update(specs)
-
 
 @pytest.fixture
 def user_file(tmp_path):

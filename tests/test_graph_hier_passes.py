@@ -26,18 +26,6 @@ hier = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(hier)
 
 
-@pytest.fixture(autouse=True)
-def _forget_user_models():
-    """User models registered by a test leave the registry afterwards (other tests list MODELS)."""
-    from edgeseg.models import registry
-
-    models, specs = dict(registry.MODELS), dict(registry._USER_SPECS)
-    yield
-    registry.MODELS.clear()
-    registry.MODELS.update(models)
-    registry._USER_SPECS.clear()
-    registry._USER_SPECS.update(specs)
-
 
 def _inputs(shape, n=2):
     """Fresh inputs (not the ones rewrite_graph verified on): noise, and a large-valued one with borders."""

@@ -28,18 +28,6 @@ _spec.loader.exec_module(local)
 SHAPE = (1, 3, 64, 64)
 
 
-@pytest.fixture(autouse=True)
-def _forget_user_models():
-    """User models registered by a test leave the registry afterwards (other tests list MODELS)."""
-    from edgeseg.models import registry
-
-    models, specs = dict(registry.MODELS), dict(registry._USER_SPECS)
-    yield
-    registry.MODELS.clear()
-    registry.MODELS.update(models)
-    registry._USER_SPECS.clear()
-    registry._USER_SPECS.update(specs)
-
 
 def _fresh(shape, seed=123):
     """Inputs the passes were not verified on: normal noise, and large values with a zero and a constant border."""

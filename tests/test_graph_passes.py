@@ -28,18 +28,6 @@ _spec.loader.exec_module(byom)
 SHAPE = (1, 3, 64, 64)
 
 
-@pytest.fixture(autouse=True)
-def _forget_user_models():
-    """User models registered by a test leave the registry afterwards (other tests list MODELS)."""
-    from edgeseg.models import registry
-
-    models, specs = dict(registry.MODELS), dict(registry._USER_SPECS)
-    yield
-    registry.MODELS.clear()
-    registry.MODELS.update(models)
-    registry._USER_SPECS.clear()
-    registry._USER_SPECS.update(specs)
-
 EXPECTED = {  # family -> the passes its hostile constructs need
     "swin": {
         "roll-as-slices",

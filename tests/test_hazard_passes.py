@@ -192,6 +192,8 @@ def test_gelu_and_hardswish_by_target():
     assert report["max_rel_diff"] <= 1e-5
     gm, report = rewrite_graph(model, SHAPE, "user-act", "tflite-int8", fmt="tflite", precision="int8")
     assert set(_applied(report)) == {"hardswish-to-clamp"}
+    _, report = rewrite_graph(model, SHAPE, "user-act", "executorch-int8", fmt="executorch", precision="int8")
+    assert _applied(report) == {}  # ExecuTorch's XNNPACK runs int8 Hardswish as one kernel
     _, report = rewrite_graph(model, SHAPE, "user-act", "onnx-fp32", fmt="onnx", precision="fp32")
     assert _applied(report) == {}
     skipped = {p["name"]: p.get("skipped", "") for p in report["passes"]}
