@@ -1,3 +1,4 @@
+import json
 import os
 from pathlib import Path
 
@@ -23,6 +24,25 @@ def _forget_user_models():
     registry.MODELS.update(models)
     registry._USER_SPECS.clear()
     registry._USER_SPECS.update(specs)
+
+
+@pytest.fixture
+def export_manifest():
+    """``run(model, target, out, *options)``: ``edgeseg export`` through the CLI with 2 parity images; the export
+    must succeed; returns the artifact's manifest."""
+
+    def run(model, target: str, out: Path, *options) -> dict:
+        from typer.testing import CliRunner
+
+        from edgeseg.cli import app
+
+        args = ["export", "--model", str(model), "--target", target, "--out", str(out), "--parity-images", "2"]
+        r = CliRunner().invoke(app, args + [str(o) for o in options])
+        assert r.exit_code == 0, r.output
+        (manifest,) = Path(out).glob("*/manifest.json")
+        return json.loads(manifest.read_text())
+
+    return run
 
 
 @pytest.fixture(scope="session")

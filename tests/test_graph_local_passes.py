@@ -28,7 +28,6 @@ _spec.loader.exec_module(local)
 SHAPE = (1, 3, 64, 64)
 
 
-
 def _fresh(shape, seed=123):
     """Inputs the passes were not verified on: normal noise, and large values with a zero and a constant border."""
     g = torch.Generator().manual_seed(seed)
@@ -252,28 +251,23 @@ def _disagreements(folder: Path, manifest: dict, family: str, count: int) -> lis
 @pytest.mark.slow
 @pytest.mark.parametrize("family", sorted(EXPECTED))
 @pytest.mark.parametrize("target", ["onnx-fp32", "tflite-fp32"])
-def test_family_exports(family, target, tmp_path):
+def test_family_exports(family, target, tmp_path, export_manifest):
     """The user-model path end to end: lint clean, rank <= 4, parity against the unmodified module on the
     sample images within 1e-4 relative, every pixel's class the same, except where the reference itself has
     a tie at fp32 resolution (its two best classes closer than the artifact's max abs diff: no fp32 runtime
     decides those the same way; seen once, ELSA on ONNX Runtime, top-2 margin 3e-8)."""
-    r = _run(
-        "export", "--model", f"{EXAMPLES}:{family}", "--target", target, "--out", tmp_path / "a", "--parity-images", "2"
-    )
-    assert r.exit_code == 0, r.output
-    (manifest,) = (tmp_path / "a").glob("*/manifest.json")
-    m = json.loads(manifest.read_text())
+    m = export_manifest(f"{EXAMPLES}:{family}", target, tmp_path / "a")
     assert m["lint"]["clean"], m["lint"]
     assert m["graph_passes"]["after"]["max_rank"] <= 4 and m["graph_passes"]["after"]["hostile_ops"] == {}
     assert set(m["rewrites"]) == EXPECTED[family]
-    lint = json.loads((manifest.parent / "lint.json").read_text())
+    lint = json.loads((next((tmp_path / "a").glob("*/manifest.json")).parent / "lint.json").read_text())
     assert lint["max_rank"] <= 4
     torch.manual_seed(0)
     with torch.no_grad():
         scale = float(local.FAMILIES[family]().eval()(torch.randn(SHAPE)).abs().max())
     assert m["parity"]["max_abs_diff"] <= 1e-4 * max(1.0, scale), m["parity"]
     if m["parity"]["argmax_agreement"] < 1.0:
-        flips = _disagreements(manifest.parent, m, family, 2)
+        flips = _disagreements(next((tmp_path / "a").glob("*/manifest.json")).parent, m, family, 2)
         assert flips and all(margin <= diff for margin, diff in flips), flips
 
 

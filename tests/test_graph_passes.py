@@ -257,13 +257,8 @@ def test_byom_export_onnx_parity_lint_rank4(user_file, tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("family", sorted(EXPECTED))
 @pytest.mark.parametrize("target", ["onnx-fp32", "tflite-fp32"])
-def test_family_exports(family, target, tmp_path):
-    r = _run(
-        "export", "--model", f"{EXAMPLES}:{family}", "--target", target, "--out", tmp_path / "a", "--parity-images", "2"
-    )
-    assert r.exit_code == 0, r.output
-    (manifest,) = (tmp_path / "a").glob("*/manifest.json")
-    m = json.loads(manifest.read_text())
+def test_family_exports(family, target, tmp_path, export_manifest):
+    m = export_manifest(f"{EXAMPLES}:{family}", target, tmp_path / "a")
     assert m["parity"]["argmax_agreement"] == 1.0 and m["lint"]["clean"], (m["parity"], m["lint"])
     assert m["graph_passes"]["after"]["max_rank"] <= 4
 
