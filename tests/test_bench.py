@@ -455,11 +455,11 @@ def test_adbutils_missing_is_a_user_error(monkeypatch):
 
 # The bench.json contract, object by object. Renaming, adding or removing a key breaks readers: bump
 # report.SCHEMA_VERSION and update this table in the same change.
-BENCH_JSON_V4 = {
+BENCH_JSON_V5 = {
     "BenchReport": {"schema_version", "edgeseg", "created", "command", "device", "model", "data", "host", "timing",
                     "results", "recommendation", "warnings"},
     "DeviceInfo": {"name", "title", "kind", "runtime", "reach", "budget_ms", "miou_floor"},
-    "ModelInfo": {"name", "dataset", "weights"},
+    "ModelInfo": {"name", "dataset", "weights", "classes", "palette"},
     "DataInfo": {"path", "split", "images"},
     "TimingInfo": {"threads", "warmup", "min_runs", "max_runs", "max_seconds", "rel_ci"},
     "TargetResult": {"target", "model", "size", "status", "reasons", "artifact", "parity", "miou", "miou_images",
@@ -486,27 +486,27 @@ BENCH_JSON_V4 = {
 def test_bench_json_schema_is_pinned():
     schema = BenchReport.model_json_schema()
     objects = {"BenchReport": schema, **schema["$defs"]}
-    assert {k: set(v["properties"]) for k, v in objects.items()} == BENCH_JSON_V4, (
-        "bench.json keys changed: bump edgeseg.bench.report.SCHEMA_VERSION and update BENCH_JSON_V4"
+    assert {k: set(v["properties"]) for k, v in objects.items()} == BENCH_JSON_V5, (
+        "bench.json keys changed: bump edgeseg.bench.report.SCHEMA_VERSION and update BENCH_JSON_V5"
     )
-    assert SCHEMA_VERSION == 4 and schema["properties"]["schema_version"]["enum"] == [3, 4]  # v3 files still read
+    assert SCHEMA_VERSION == 5 and schema["properties"]["schema_version"]["enum"] == [3, 4, 5]  # v3, v4 still read
     # every key is always written (null where unknown), so readers can rely on them
-    assert set(schema["required"]) >= BENCH_JSON_V4["BenchReport"] - {"schema_version", "recommendation", "warnings"}
-    assert set(objects["Stats"]["required"]) == BENCH_JSON_V4["Stats"]
+    assert set(schema["required"]) >= BENCH_JSON_V5["BenchReport"] - {"schema_version", "recommendation", "warnings"}
+    assert set(objects["Stats"]["required"]) == BENCH_JSON_V5["Stats"]
 
 
 def check_bench_json(path: Path) -> dict:
     """A written bench.json parses back into the schema and has every pinned key at each level."""
     doc = json.loads(path.read_text())
     BenchReport.model_validate(doc)
-    assert doc["schema_version"] == 4
-    assert set(doc) == BENCH_JSON_V4["BenchReport"]
+    assert doc["schema_version"] == 5
+    assert set(doc) == BENCH_JSON_V5["BenchReport"]
     for r in doc["results"]:
-        assert set(r) == BENCH_JSON_V4["TargetResult"]
-        assert set(r["device"]) == BENCH_JSON_V4["DeviceColumn"]
+        assert set(r) == BENCH_JSON_V5["TargetResult"]
+        assert set(r["device"]) == BENCH_JSON_V5["DeviceColumn"]
         if r["host"]:
-            assert set(r["host"]) == BENCH_JSON_V4["Measurement"]
-            assert set(r["host"]["stats"]) == BENCH_JSON_V4["Stats"]
+            assert set(r["host"]) == BENCH_JSON_V5["Measurement"]
+            assert set(r["host"]["stats"]) == BENCH_JSON_V5["Stats"]
     return doc
 
 

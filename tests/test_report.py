@@ -225,7 +225,7 @@ def test_report_html_renders_self_contained_and_phone_ready(tmp_path):
     md = paths["md"].read_text()
     assert "## Accuracy" in md and "Boundary IoU" in md and "**recommended**: onnx-fp32" in md
     doc = json.loads(paths["json"].read_text())
-    assert doc["schema_version"] == 4 and doc["recommendation"]["target"] == "onnx-fp32"
+    assert doc["schema_version"] == 5 and doc["recommendation"]["target"] == "onnx-fp32"
 
 
 def test_paths_are_shown_relative_to_the_users_folder(tmp_path, monkeypatch):

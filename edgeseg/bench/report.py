@@ -24,8 +24,9 @@ from edgeseg.residency import cell as residency_cell
 # 4: TargetResult.accuracy (mIoU/per-class/Boundary IoU intervals, per-image counts, comparison with the fp32
 #    reference), ArtifactInfo.weights_sha256 and .runtime, BenchReport.recommendation and .warnings. Version 3
 #    files still read (the new keys are optional). TargetResult.residency (the artifact's accelerator residency).
-SCHEMA_VERSION = 4
-READS = (3, 4)
+# 5: ModelInfo.classes and .palette (a user model's class names, --classes). Versions 3 and 4 still read.
+SCHEMA_VERSION = 5
+READS = (3, 4, 5)
 
 
 class _M(BaseModel):
@@ -205,7 +206,7 @@ class TimingInfo(_M):
 
 
 class BenchReport(_M):
-    schema_version: Literal[3, 4] = SCHEMA_VERSION
+    schema_version: Literal[3, 4, 5] = SCHEMA_VERSION
     edgeseg: str
     created: str
     command: str | None
