@@ -4,60 +4,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from edgeseg.backends.coreml.residency import ANE_OPS
 from edgeseg.errors import EdgesegError, reraise_interrupt
 from edgeseg.lint import LintReport, RuleSet
 
-# Core ML MIL ops edgeseg's graphs use that run on the Neural Engine / GPU.
-_COREML_VERIFIED = frozenset(
+# Core ML MIL ops edgeseg's graphs use that run on the Neural Engine / GPU: the Neural Engine's table plus the ops
+# that run on the GPU (or are free: const, cast, identity) but not on the Neural Engine.
+_COREML_VERIFIED = ANE_OPS | frozenset(
     {
-        "conv",
-        "avg_pool",  # LVT's CSA (2x2 pool)
-        "batch_norm",
-        "relu",
-        "relu6",
         "thresholded_relu",
-        "add",
-        "sub",
-        "mul",
-        "real_div",
-        "maximum",
-        "minimum",
-        "matmul",
-        "reshape",
-        "transpose",
-        "concat",
-        "slice_by_index",
-        "slice_by_size",
-        "split",
-        "pad",
-        "reduce_sum",
-        "reduce_mean",
-        "upsample_bilinear",
         "upsample_bicubic",
         "pixel_shuffle",
         "depth_to_space",
         "cast",
         "const",
-        "clip",
-        "sigmoid",
-        "sigmoid_hard",
-        "silu",
-        "gelu",
-        "tanh",
-        "softmax",
-        "layer_norm",
         "reduce_argmax",
-        "squeeze",
-        "expand_dims",
-        "linear",
         "identity",
-        "pow",
-        "sqrt",
-        "resize_bilinear",
-        # W8A8 (iOS 17): int8 weights and activation quantize/dequantize pairs
-        "constexpr_affine_dequantize",
-        "quantize",
-        "dequantize",
     }
 )
 
