@@ -116,6 +116,24 @@ def benchmark_model_command(
 STATE_PROPS = ("ro.product.model", "ro.soc.model", "ro.build.version.release")
 
 
+def make_remote_dir(transport, remote_dir: str) -> str:
+    """``mkdir -p remote_dir`` on the device (RuntimeError naming it when that fails); returns ``remote_dir``."""
+    rc, out = transport.shell(f"mkdir -p {shlex.quote(remote_dir)}", timeout=30)
+    if rc != 0:
+        raise RuntimeError(f"adb: cannot create {remote_dir}: {out.strip()[:200]}")
+    return remote_dir
+
+
+def device_state(transport) -> dict[str, str]:
+    """The device's model, SoC and Android release (the ``STATE_PROPS`` it answers), recorded beside timings."""
+    state = {}
+    for prop in STATE_PROPS:
+        rc, out = transport.shell(f"getprop {prop}", timeout=30)
+        if rc == 0 and out.strip():
+            state[prop] = out.strip()
+    return state
+
+
 def bench_over_adb(
     transport: AdbTransport,
     tflite: Path,
@@ -127,16 +145,9 @@ def bench_over_adb(
     cpu_mask: str | None = None,
     remote_dir: str = "/data/local/tmp/edgeseg",
 ) -> dict:
-    remote = f"{remote_dir}/{tflite.name}"
-    rc, out = transport.shell(f"mkdir -p {shlex.quote(remote_dir)}", timeout=30)
-    if rc != 0:
-        raise RuntimeError(f"adb: cannot create {remote_dir}: {out.strip()[:200]}")
+    remote = make_remote_dir(transport, remote_dir) + f"/{tflite.name}"
     transport.push(tflite, remote)
-    state = {}
-    for prop in STATE_PROPS:
-        rc, out = transport.shell(f"getprop {prop}", timeout=30)
-        if rc == 0 and out.strip():
-            state[prop] = out.strip()
+    state = device_state(transport)
     rc, out = transport.shell("cat /sys/devices/system/cpu/cpu*/cpufreq/scaling_governor", timeout=30)
     if rc == 0 and out.strip():
         state["cpu_governors"] = " ".join(sorted(set(out.split())))

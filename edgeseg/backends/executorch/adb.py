@@ -15,7 +15,7 @@ import shlex
 import statistics
 from pathlib import Path
 
-from edgeseg.bench.adb import STATE_PROPS, AdbTransport
+from edgeseg.bench.adb import AdbTransport, device_state, make_remote_dir
 from edgeseg.bench.stats import from_summary
 
 REMOTE_DIR = "/data/local/tmp/edgeseg"
@@ -64,18 +64,12 @@ def bench_over_adb(
     cpu_mask: str | None = None,
 ) -> dict:
     remote = f"{REMOTE_DIR}/{pte.name}"
-    rc, out = transport.shell(f"mkdir -p {shlex.quote(REMOTE_DIR)}", timeout=30)
-    if rc != 0:
-        raise RuntimeError(f"adb: cannot create {REMOTE_DIR}: {out.strip()[:200]}")
+    make_remote_dir(transport, REMOTE_DIR)
     rc, out = transport.shell(f"test -x {shlex.quote(binary)}", timeout=30)
     if rc != 0:
         raise RuntimeError(f"no executor_runner at {binary} on the device (build it for Android and push it there)")
     transport.push(pte, remote)
-    state = {}
-    for prop in STATE_PROPS:
-        rc, out = transport.shell(f"getprop {prop}", timeout=30)
-        if rc == 0 and out.strip():
-            state[prop] = out.strip()
+    state = device_state(transport)
     command = executor_runner_command(binary, remote, threads, warmup + runs, cpu_mask)
     rc, out = transport.shell(command, timeout=1800)
     try:
