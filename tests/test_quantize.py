@@ -373,6 +373,48 @@ def test_pt2e_switches_run_the_converted_graph_and_export_what_they_simulate():
         assert torch.equal(_nchw(exported(_nhwc(x))), one_float)  # what is converted is what the search scored
 
 
+class _TokenMixer(torch.nn.Module):
+    """conv -> tokens (reshape + transpose) -> linear -> back to a map -> conv: shape ops between int8 layers, which
+    the quantizer gives int8 inputs of their own (QnA, LeViT)."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = torch.nn.Conv2d(3, 16, 3, 2, 1)
+        self.mix = torch.nn.Linear(16, 16)
+        self.head = torch.nn.Conv2d(16, 4, 1)
+
+    def forward(self, x):
+        y = torch.relu(self.stem(x))
+        b, c, h, w = y.shape
+        t = self.mix(y.reshape(b, c, h * w).transpose(1, 2))
+        return self.head(t.transpose(1, 2).reshape(b, c, h, w))
+
+
+def test_pt2e_every_layer_float_leaves_no_quantized_shape_op():
+    """Shape ops reading int8 tensors follow the layers they feed: with every layer float nothing is quantized
+    (the search's "every layer float" probe is the float model), and with none float the graph is unchanged."""
+    import litert_torch
+
+    from edgeseg.quantize.pt2e import _DEQUANTIZE, Pt2eSwitches, _is_qdq, pt2e_int8
+
+    torch.manual_seed(0)
+    net = _TokenMixer().eval()
+    inputs = [torch.randn(1, 3, 16, 16) for _ in range(4)]
+    wrapped = litert_torch.to_channel_last_io(net, args=[0], outputs=[0])
+    converted, _ = pt2e_int8(wrapped, _nhwc(inputs[0]), inputs, False, _nhwc)
+    switches = Pt2eSwitches(converted, _nhwc, _nchw)
+    assert switches._followers, "no shape op reads an int8 tensor: the test net no longer covers the case"
+    everything = [n for n, _ in switches.layers]
+    graph = switches.graph_for_export(everything)
+    assert not [n.name for n in graph.graph.nodes if _is_qdq(n, _DEQUANTIZE)]
+    x = inputs[0]
+    with torch.no_grad():
+        assert torch.equal(switches.predict(x), _nchw(converted(_nhwc(x))))
+        switches.set_float(everything)
+        assert torch.allclose(switches.predict(x), net(x), atol=1e-5)
+        assert torch.allclose(_nchw(graph(_nhwc(x))), net(x), atol=1e-5)
+
+
 def test_pt2e_float_layer_becomes_a_float_op_in_tflite(tmp_path):
     """The converter turns a switched-off layer into a float CONV_2D; the head stays int8 (the stem too goes float:
     the body reads its float output, as simulated), and the TFLite output matches the simulation."""
@@ -486,6 +528,31 @@ def test_worst_class_objective_sees_a_class_the_mean_hides():
         HoldoutScorer(oracle(False), images, labels, (32, 32), 4, None, objective="median")
 
 
+def test_agreement_objective_counts_pixels_whose_argmax_leaves_fp32():
+    """No labels needed: the reference scores 100 and a candidate the share of pixels with fp32's argmax, whatever
+    the labels say (here they are all ignored)."""
+    import torch
+
+    from edgeseg.quantize.search import HoldoutScorer
+
+    images = [np.full((32, 32, 3), 40 * i, np.uint8) for i in range(2)]
+    labels = [np.full((32, 32), 255, np.uint8) for _ in images]  # nothing labelled
+
+    def reference(x):
+        return torch.zeros(1, 3, 32, 32).index_fill_(1, torch.tensor([1]), 1.0)  # class 1 everywhere
+
+    def candidate(x):
+        y = reference(x).clone()
+        y[:, 2, :8] = 2.0  # a quarter of the rows turn to class 2
+        return y
+
+    agree = HoldoutScorer(reference, images, labels, (32, 32), 3, 255, objective="agreement")
+    assert agree.miou_reference == 100.0
+    assert agree.score(reference)[0] == pytest.approx(100.0)
+    assert agree.score(candidate)[0] == pytest.approx(75.0)
+    assert agree.miou_reference - agree.score(candidate, images=1)[0] == pytest.approx(25.0)
+
+
 def test_int8_objective_is_an_export_option_with_a_one_line_error(tmp_path):
     from typer.testing import CliRunner
 
@@ -496,5 +563,5 @@ def test_int8_objective_is_an_export_option_with_a_one_line_error(tmp_path):
     assert ExportOptions().int8_objective == "mean"
     args = ["export", "--model", "efficientvit-b0", "--target", "onnx-int8", "--out", str(tmp_path)]
     r = CliRunner().invoke(app, [*args, "--calib-data", str(tmp_path), "--int8-objective", "median"])
-    assert r.exit_code == 2 and "--int8-objective 'median': use mean or worst-class" in r.output
+    assert r.exit_code == 2 and "--int8-objective 'median': use mean, worst-class or agreement" in r.output
     assert "Traceback" not in r.output and not any(tmp_path.iterdir())

@@ -140,26 +140,55 @@ class Pt2eSwitches:
             if not any(_is_int8_input(a) for a in node.args):
                 continue
             self.layers.append((node.name, _layer_label(node)))
-            args = []
-            for a in node.args:
-                if _is_int8_input(a):
-                    q = a.args[0]
-                    switch = _Switch(q.target, a.target, len(q.args) - 1)
-                    name = f"edgeseg_switch_{len(self._switches)}_{len(args)}"
-                    self.simulated.add_submodule(name, switch)
-                    self._switches.setdefault(node.name, []).append(switch)
-                    with graph.inserting_before(node):
-                        a = graph.call_module(name, (q.args[0], *q.args[1:], *a.args[1:]))
-                args.append(a)
-            node.args = tuple(args)
+            self._switch_inputs(node)
+        # Shape ops (reshape, permute, ...) and the graph's output can read int8 tensors too (quantizers share
+        # ranges across shape ops, and quantize outputs that int8 ops produce). They are not layers: each follows
+        # its owners, the layers it feeds (through other shape ops) or, feeding only float ops or the output, the
+        # layer whose output it reads, and turns float when every owner is float, so "every layer float" leaves no
+        # quantize/dequantize pair behind. Owners are found on the converted graph (the simulated one is rewired).
+        layer_names = {n for n, _ in self.layers}
+        original = {n.name: n for n in converted.graph.nodes}
+        self._followers: dict[str, frozenset[str] | None] = {}
+        for node in list(graph.nodes):
+            shape_op = node.op == "call_function" and _op_name(node) in _NOT_LAYERS
+            if not (shape_op or node.op == "output") or not _int8_inputs(node):
+                continue
+            self._followers[node.name] = _owners(original[node.name], layer_names)
+            self._switch_inputs(node)
         _erase_unread_qdq(graph)
         self.simulated.recompile()
 
+    def _switch_inputs(self, node) -> None:
+        """Route each int8 input of ``node`` (in the simulated graph) through a switch registered under its name."""
+        from torch.fx.node import map_arg
+
+        graph = self.simulated.graph
+
+        def switched(a):
+            if not _is_int8_input(a):
+                return a
+            q = a.args[0]
+            switch = _Switch(q.target, a.target, len(q.args) - 1)
+            name = f"edgeseg_switch_{sum(map(len, self._switches.values()))}"
+            self.simulated.add_submodule(name, switch)
+            self._switches.setdefault(node.name, []).append(switch)
+            with graph.inserting_before(node):
+                return graph.call_module(name, (q.args[0], *q.args[1:], *a.args[1:]))
+
+        node.args = map_arg(node.args, switched)
+
+    def _with_followers(self, names) -> set[str]:
+        """``names`` (layers) plus the shape ops whose owners are all among them (see ``__init__``)."""
+        chosen = set(names)
+        every = chosen >= {n for n, _ in self.layers}
+        return chosen | {f for f, owners in self._followers.items() if (every if owners is None else owners <= chosen)}
+
     def set_float(self, names) -> None:
         chosen = set(names)
-        unknown = chosen - set(self._switches)
+        unknown = chosen - {n for n, _ in self.layers}
         if unknown:
             raise KeyError(f"not a layer of this graph: {sorted(unknown)[:3]}")
+        chosen = self._with_followers(chosen)
         for name, switches in self._switches.items():
             for s in switches:
                 s.use_float = name in chosen
@@ -195,12 +224,14 @@ class Pt2eSwitches:
         removed where nothing else reads them."""
         import copy
 
+        from torch.fx.node import map_arg
+
         module = copy.deepcopy(self.converted)
         graph = module.graph
         by_name = {n.name: n for n in graph.nodes}
-        for name in set(names):
+        for name in self._with_followers(names):
             node = by_name[name]
-            node.args = tuple(a.args[0].args[0] if _is_int8_input(a) else a for a in node.args)
+            node.args = map_arg(node.args, lambda a: a.args[0].args[0] if _is_int8_input(a) else a)
         _erase_unread_qdq(graph)
         module.recompile()
         return module
@@ -233,6 +264,43 @@ def _reaches_quantize(node, layers: set[str]) -> bool:
         if user.op == "call_function" and user.name not in layers and not _is_qdq(user, _DEQUANTIZE):
             todo.extend(user.users)
     return False
+
+
+def _int8_inputs(node) -> list:
+    """The ``dequantize(quantize(x))`` nodes among ``node``'s arguments, nested ones (the output's) included."""
+    found = []
+    from torch.fx.node import map_arg
+
+    map_arg(node.args, lambda a: found.append(a) if _is_int8_input(a) else None)
+    return found
+
+
+def _owners(node, layers: set[str]) -> frozenset[str] | None:
+    """The layers a shape op reading an int8 tensor follows: those it feeds, through other shape ops and
+    quantize/dequantize pairs; feeding none, the layer whose output it reads (back through shape ops); None when
+    neither exists (it turns float only with every layer)."""
+    down, todo, seen = set(), list(node.users), set()
+    while todo:
+        user = todo.pop()
+        if user in seen:
+            continue
+        seen.add(user)
+        if user.name in layers:
+            down.add(user.name)
+        elif user.op == "call_function" and (_op_name(user) in _NOT_LAYERS or _is_qdq(user, _DEQUANTIZE + _QUANTIZE)):
+            todo.extend(user.users)
+    if down:
+        return frozenset(down)
+    source = node
+    while True:
+        int8 = _int8_inputs(source)
+        if not int8:
+            return None
+        source = int8[0].args[0].args[0]  # dequantize <- quantize <- the tensor quantized
+        if source.name in layers:
+            return frozenset({source.name})
+        if getattr(source, "op", None) != "call_function" or _op_name(source) not in _NOT_LAYERS:
+            return None
 
 
 def _erase_unread_qdq(graph) -> None:
