@@ -12,7 +12,8 @@ docs/byom.md.
 
 ``--no-passes`` exports the unrewritten programs (the graph pass list emptied for this run): the baseline the
 passes are measured against. ``--new-backends`` adds openvino-fp32 and executorch-fp32 to the targets;
-``--targets`` takes any target (int8 ones calibrate on ``--calib-data``, 8 images, no mixed-precision search).
+``--targets`` takes any target (int8 ones calibrate on ``--calib-data``, 8 images; no mixed-precision search unless
+``--max-miou-drop B``, judged on ``--int8-objective``, e.g. ``agreement``: points of argmax disagreement with fp32).
 ``--drop-passes`` leaves the named passes out (e.g. the fp16 hazard passes, for a with / without comparison).
 """
 
@@ -58,8 +59,19 @@ def activation_max_rank(folder: Path, m: dict) -> int | None:
     return max(len(op.get_output_partial_shape(i)) for op in ops for i in range(op.get_output_size()))
 
 
-def row(family: str, target: str, out: Path, calib_data: Path | None = None) -> dict:
-    int8 = {"calib_data": calib_data, "calib_size": 8, "max_miou_drop": None} if target.endswith("int8") else {}
+def row(
+    family: str,
+    target: str,
+    out: Path,
+    calib_data: Path | None = None,
+    max_miou_drop: float | None = None,
+    int8_objective: str = "mean",
+) -> dict:
+    int8 = (
+        {"calib_data": calib_data, "calib_size": 8, "max_miou_drop": max_miou_drop, "int8_objective": int8_objective}
+        if target.endswith("int8")
+        else {}
+    )
     try:
         spec = f"{EXAMPLES / FAMILIES[family]}:{family}"
         m = export_cmd.export(spec, None, None, target, out=out, parity_images=5, force=True, **int8)
@@ -85,11 +97,30 @@ def row(family: str, target: str, out: Path, calib_data: Path | None = None) -> 
         "parity_runtime": m["parity"]["runtime"],
         "parity_images": m["parity"]["images"],
         "export_seconds": m["export_seconds"],
+        **_int8_facts(m),
         "residency": [
             f"{r['accelerator']} {r['nodes_supported']}/{r['nodes_total']}"
             + (f" {r['partitions']}p" if r.get("partitions") else "")
             for r in m.get("residency", [])
         ],
+    }
+
+
+def _int8_facts(m: dict) -> dict:
+    """For an INT8 artifact: the ops left int8 and, after a mixed-precision search, what it kept float."""
+    q = m.get("quantization")
+    if not q:
+        return {}
+    mp = q.get("mixed_precision") or {}
+    return {
+        "int8_nodes": q.get("int8_nodes"),
+        "search": {
+            k: mp.get(k)
+            for k in ("objective", "budget", "holdout_images", "miou_int8_all", "miou_final", "within_budget")
+        }
+        if mp
+        else None,
+        "float_layers": [f["layer"] for f in mp.get("float_layers", [])],
     }
 
 
@@ -102,6 +133,8 @@ def main() -> None:
     ap.add_argument("--drop-passes", default="", help="export without these graph passes (comma-separated)")
     ap.add_argument("--new-backends", action="store_true", help=f"also {', '.join(NEW_BACKEND_TARGETS)}")
     ap.add_argument("--calib-data", type=Path, help="calibration images for int8 targets (train/images, labels)")
+    ap.add_argument("--max-miou-drop", type=float, help="int8: search the fewest float layers within this budget")
+    ap.add_argument("--int8-objective", default="mean", help="int8 search budget: mean, worst-class or agreement")
     args = ap.parse_args()
     targets = [t for t in args.targets.split(",") if t]
     if args.new_backends:
@@ -123,7 +156,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for family in args.families.split(","):
             for target in targets:
-                r = row(family, target, Path(tmp), args.calib_data)
+                r = row(family, target, Path(tmp), args.calib_data, args.max_miou_drop, args.int8_objective)
                 rows.append(r)
                 if "error" in r:
                     error = r["error"].replace("|", "/").replace("\n", " ")[:300]

@@ -34,7 +34,7 @@ class ExportOptions(BaseModel):
     calib_method: str = "percentile"
     max_miou_drop: float | None = Field(DEFAULT_MAX_MIOU_DROP, ge=0, le=100)
     # what the INT8 budget judges: the mIoU drop ("mean") or the largest per-class IoU drop ("worst-class")
-    int8_objective: Literal["mean", "worst-class"] = "mean"
+    int8_objective: Literal["mean", "worst-class", "agreement"] = "mean"
 
 
 EXPORT_DEFAULTS = ExportOptions()

@@ -135,6 +135,10 @@ class GateRule(ABC):
         """Whether the gate is on (its threshold is set)."""
         return True
 
+    def needs_trained(self, ev: Evidence) -> bool:
+        """Whether this verdict needs trained weights (``needs_trained_weights`` unless the evidence says not)."""
+        return self.needs_trained_weights
+
     @abstractmethod
     def judge(self, ev: Evidence) -> Gate | None:
         """The gate's verdict on ``ev``; None where the evidence it needs was not measured."""
@@ -161,7 +165,7 @@ def _judge(ev: Evidence, baseline: bool) -> list[Gate]:
             continue
         if rule.needs_run and ev.why_not_run:
             continue
-        if rule.needs_trained_weights and ev.untrained:
+        if ev.untrained and rule.needs_trained(ev):
             if not untrained_noted:  # one note for all the mIoU gates
                 gates.append(Gate("miou", "not judged", UNTRAINED_NOTE))
                 untrained_noted = True
@@ -336,10 +340,16 @@ class Int8Budget(GateRule):
         mp = ev.int8_budget  # absent: not an INT8 artifact, or exported without a budget
         return bool(mp) and mp.get("budget") is not None and mp.get("drop_final") is not None
 
+    def needs_trained(self, ev: Evidence) -> bool:
+        # an argmax-agreement budget compares int8 with fp32, not with labels: untrained weights are judged too
+        return (ev.int8_budget or {}).get("objective") != "agreement"
+
     def judge(self, ev: Evidence) -> Gate | None:
         mp = ev.int8_budget
         ok = bool(mp.get("within_budget", mp["drop_final"] <= mp["budget"]))
-        what = "worst-class IoU drop" if mp.get("objective") == "worst-class" else "drop"
+        what = {"worst-class": "worst-class IoU drop", "agreement": "argmax disagreement"}.get(
+            mp.get("objective", "mean"), "drop"
+        )
         text = (
             f"held-out {what} {mp['drop_final']:.2f} points {'<=' if ok else '>'} budget {mp['budget']:g} "
             f"({mp.get('holdout_images', '?')} images)"

@@ -284,6 +284,18 @@ def test_int8_budget_gate_reads_the_exports_held_out_check():
     assert g.status == "failed" and "0.62 points > budget 0.5" in g.detail
     assert "int8 budget" not in gates(None)  # not an INT8 artifact, or exported without a budget
     assert "int8 budget" not in gates(over, untrained=True)  # untrained: one "miou: not judged" instead
+    # an agreement budget (points of argmax disagreement with fp32) compares with fp32, not labels: judged untrained
+    agreement = {
+        "budget": 2.0,
+        "drop_final": 1.56,
+        "within_budget": True,
+        "holdout_images": 32,
+        "objective": "agreement",
+    }
+    g = gates(agreement, untrained=True)["int8 budget"]
+    assert g.status == "passed" and "argmax disagreement 1.56 points <= budget 2" in g.detail
+    g = gates({**agreement, "drop_final": 2.9, "within_budget": False}, untrained=True)["int8 budget"]
+    assert g.status == "failed"
 
 
 # ---------------------------------------------------------------- history beside the baseline

@@ -47,7 +47,9 @@ class Int8Request:
     max_miou_drop: float | None
     spec: object  # edgeseg.data.datasets.DatasetSpec
     progress: Callable[[str], None] | None = None
-    objective: str = "mean"  # the budget judges the mIoU drop, or "worst-class": the largest per-class IoU drop
+    # the budget judges the mIoU drop, "worst-class": the largest per-class IoU drop, or "agreement": the share of
+    # pixels whose argmax differs from the fp32 model's (no labels needed)
+    objective: str = "mean"
 
     def holdout_scorer(self, reference, size: tuple[int, int]):
         from edgeseg.quantize.search import HoldoutScorer

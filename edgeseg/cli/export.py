@@ -54,8 +54,9 @@ Int8ObjectiveOpt = Annotated[
     str,
     typer.Option(
         "--int8-objective",
-        help="INT8: what --max-miou-drop limits: mean (the mIoU drop) or worst-class (the largest drop of any one "
-        "class's IoU: thin classes such as pole and sign lose most).",
+        help="INT8: what --max-miou-drop limits: mean (the mIoU drop), worst-class (the largest drop of any one "
+        "class's IoU: thin classes such as pole and sign lose most) or agreement (the % of pixels whose argmax "
+        "differs from fp32: no trained weights or matching labels needed, e.g. your own model).",
     ),
 ]
 ParityDataOpt = Annotated[
@@ -179,6 +180,12 @@ def _print_export_summary(m: dict) -> None:
                 "held-out worst class",
                 f"largest per-class IoU drop {mp['drop_final']:.2f} points vs fp32 (budget {mp['budget']}) on "
                 f"{mp['holdout_images']} train images not calibrated on",
+            )
+        if mp and mp.get("objective") == "agreement":
+            table.add_row(
+                "held-out argmax agreement",
+                f"{mp['miou_final']:.2f} % of pixels as fp32 (disagreement {mp['drop_final']:.2f} points, budget "
+                f"{mp['budget']}) on {mp['holdout_images']} train images not calibrated on",
             )
         if mp and mp.get("objective", "mean") == "mean":
             table.add_row(

@@ -91,8 +91,9 @@ def export(
     ``upsample`` picks the head's upsampling where the model has a choice (``edgeseg.export_request``). INT8
     targets calibrate on ``calib_data``; with ``max_miou_drop`` (mIoU points on a held-out slice) the backend
     keeps the fewest layers float that meet it (``int8_objective`` "worst-class": the budget limits the largest
-    per-class IoU drop instead of the mIoU drop). ``weights`` None: the model's shipped weights (``notice`` is told
-    which); ``random``: a seeded untrained initialisation, marked so, with no mIoU.
+    per-class IoU drop instead of the mIoU drop; "agreement": the share of pixels whose argmax leaves fp32's, for
+    models without trained weights or labels of the calibration set's classes). ``weights`` None: the model's
+    shipped weights (``notice`` is told which); ``random``: a seeded untrained initialisation, marked so, no mIoU.
     """
     from edgeseg import __version__
     from edgeseg.eval.parity import compare
@@ -119,8 +120,8 @@ def export(
     suffix = ("-argmax" if with_argmax else "") + ("" if upsample == EXPORT_DEFAULTS.upsample else f"-{upsample}")
     if tgt.precision == "int8" and calib_method != "percentile":
         suffix += f"-{calib_method}"  # artifacts calibrated differently live side by side
-    searched_worst = tgt.precision == "int8" and max_miou_drop is not None and int8_objective != "mean"
-    if searched_worst:
+    other_objective = tgt.precision == "int8" and max_miou_drop is not None and int8_objective != "mean"
+    if other_objective:
         suffix += f"-{int8_objective}"
     if loaded.untrained:
         suffix += "-random"  # never mistaken for (or cached over) a trained artifact
@@ -143,8 +144,8 @@ def export(
                 f"{tgt.name} calibrates with {_calibration_name(backend)}: --calib-method {calib_method} is for "
                 f"{', '.join(b.name for b in _backends_calibrating(calib_method))} int8"
             )
-        if int8_objective not in ("mean", "worst-class"):
-            raise EdgesegError(f"--int8-objective {int8_objective!r}: use mean or worst-class")
+        if int8_objective not in ("mean", "worst-class", "agreement"):
+            raise EdgesegError(f"--int8-objective {int8_objective!r}: use mean, worst-class or agreement")
         if with_argmax and max_miou_drop is not None:
             raise EdgesegError(
                 "the mixed-precision search scores logits: export INT8 without --with-argmax, or pass "
@@ -168,7 +169,7 @@ def export(
         parity=(str(parity_root.resolve()), parity_images),
         calibration=None if calib is None else (calib.sha256, calib.method),
         max_miou_drop=None if calib is None else max_miou_drop,
-        **({"int8_objective": int8_objective} if searched_worst else {}),  # default: keys of earlier exports hold
+        **({"int8_objective": int8_objective} if other_objective else {}),  # default: keys of earlier exports hold
         # a user model's class names and colours (--classes) are the manifest's: other names, another artifact
         **({"classes": [loaded.spec.classes, loaded.spec.palette]} if user else {}),
     )

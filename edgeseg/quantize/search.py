@@ -14,7 +14,10 @@ The objective (``HoldoutScorer(objective=...)``): ``mean`` judges the budget on 
 the largest drop of any one class's IoU (quantization error gathers on thin classes such as pole and sign, which
 the mean hides). With ``worst-class`` the scorer's figure is the reference mIoU minus that largest class drop, so
 "reference - figure" is the worst class's drop and the search below runs unchanged; ``SearchResult.objective``
-records which figure the budget was judged on.
+records which figure the budget was judged on. ``agreement`` needs no trained weights and no meaningful labels:
+the figure is the percentage of pixels whose argmax matches the fp32 model's (the reference scores 100), so the
+budget is in points of disagreement, for a model whose classes are not the calibration set's (your own model
+before training, or one trained on other data).
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ Predictor = Callable[[torch.Tensor], torch.Tensor]
 # images the PT2E per-layer sensitivity is scored on: 4 at 384x480 are 0.9 M logits for the SNR ranking, and a
 # quarter of the 32-image slice's time for B1's 258 probes (the manifest records sensitivity_seconds)
 PT2E_SENSITIVITY_IMAGES = 4
-OBJECTIVES = ("mean", "worst-class")
+OBJECTIVES = ("mean", "worst-class", "agreement")
 
 
 class HoldoutScorer:
@@ -70,6 +73,8 @@ class HoldoutScorer:
         self.miou_reference = self._miou(self.reference)
         self.iou_reference = self._ious(self.reference)
         self.objective = objective
+        if objective == "agreement":
+            self.miou_reference = 100.0  # the reference agrees with itself everywhere
 
     def _ious(self, outputs: list[torch.Tensor]) -> list[float | None]:
         cm = ConfusionMatrix(self.num_classes, self.ignore_index)
@@ -77,7 +82,17 @@ class HoldoutScorer:
             cm.update(logits_to_source(out, fit).argmax(1), target)
         return cm.result().iou
 
+    def _agreement(self, outputs: list[torch.Tensor]) -> float:
+        same = total = 0
+        for out, ref, fit in zip(outputs, self.reference, self.fits):
+            a, b = logits_to_source(out, fit).argmax(1), logits_to_source(ref, fit).argmax(1)
+            same += int((a == b).sum())
+            total += a.numel()
+        return 100.0 * same / max(total, 1)
+
     def _miou(self, outputs: list[torch.Tensor]) -> float:
+        if self.objective == "agreement":
+            return self._agreement(outputs)
         ious = self._ious(outputs)
         if self.objective == "worst-class":
             whole = len(outputs) >= len(self.reference)
@@ -149,7 +164,8 @@ class SearchResult:
     sensitivity_seconds: float = 0.0
     probes: dict[int, float] = field(default_factory=dict)  # k float layers -> measured drop
     seconds: float = 0.0
-    objective: str = "mean"  # "worst-class": drops are the largest per-class IoU drop, not the mIoU drop
+    # "worst-class": drops are the largest per-class IoU drop; "agreement": points of argmax disagreement with fp32
+    objective: str = "mean"
 
     @property
     def drop_final(self) -> float:
@@ -169,6 +185,11 @@ class SearchResult:
             d["objective_note"] = (
                 "drops are the largest per-class IoU drop vs fp32; miou_final and miou_int8_all are the fp32 mIoU "
                 "minus that drop, not mIoUs"
+            )
+        if self.objective == "agreement":
+            d["objective_note"] = (
+                "figures are the % of held-out pixels whose argmax equals the fp32 model's (fp32: 100); drops are "
+                "points of disagreement, not mIoU"
             )
         return d
 
