@@ -229,6 +229,10 @@ def train(
     epochs: int = typer.Option(150, "--epochs"),
     batch_size: int = typer.Option(8, "--batch-size"),
     crop: str = typer.Option("320x320", "--crop", help="Random crop HxW (multiple of 32)."),
+    brightness: float = typer.Option(
+        0.25, "--brightness", help="Brightness jitter: factor drawn in 1 +- this (0.6: 0.4x-1.6x, dusk to glare)."
+    ),
+    gamma: float = typer.Option(0.0, "--gamma", help="Gamma jitter: exponent in [1/(1+g), 1+g], log-uniform; 0: off."),
     lr: float = typer.Option(2e-3, "--lr"),
     weight_decay: float = typer.Option(0.05, "--weight-decay"),
     warmup_epochs: float = typer.Option(3.0, "--warmup-epochs", help="Linear LR warm-up length (short runs: < 1)."),
@@ -262,6 +266,8 @@ def train(
         epochs=epochs,
         batch_size=batch_size,
         crop=_parse_hw(crop, "--crop"),
+        brightness=brightness,
+        gamma=gamma,
         lr=lr,
         weight_decay=weight_decay,
         warmup_epochs=warmup_epochs,

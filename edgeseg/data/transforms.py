@@ -3,6 +3,7 @@ and the training augmentations (random scale, crop, flip, photometric jitter), a
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -143,6 +144,7 @@ class AugmentConfig:
     brightness: float = 0.25
     contrast: float = 0.25
     saturation: float = 0.25
+    gamma: float = 0.0  # gamma exponent drawn log-uniformly in [1/(1+g), 1+g]: darkens or lifts shadows (dusk)
 
 
 def augment_pair(
@@ -186,4 +188,9 @@ def augment_pair(
     if cfg.saturation:
         gray = (0.299 * img[0] + 0.587 * img[1] + 0.114 * img[2])[None]
         img = (img - gray) * factor(cfg.saturation) + gray
-    return img.clamp_(0, 255), lab[0, 0].long()
+    img = img.clamp_(0, 255)
+    if cfg.gamma:
+        # log-uniform, so darkening and brightening are equally likely (1/(1+g) .. 1+g)
+        g = math.exp(math.log1p(cfg.gamma) * (2 * torch.rand((), generator=gen).item() - 1))
+        img = 255.0 * (img / 255.0).pow_(g)
+    return img, lab[0, 0].long()

@@ -48,6 +48,8 @@ class TrainConfig:
     batch_size: int = 8
     crop: tuple[int, int] = (320, 320)
     scale: tuple[float, float] = (0.5, 2.0)
+    brightness: float = 0.25  # brightness factor drawn uniformly in 1 +- this
+    gamma: float = 0.0  # gamma jitter (see AugmentConfig): 0 = off
     lr: float = 2e-3
     weight_decay: float = 0.05
     warmup_epochs: float = 3.0
@@ -237,6 +239,10 @@ def train(cfg: TrainConfig, progress: Callable[..., object] | None = None, resum
         raise EdgesegError(f"--ema {cfg.ema_decay} must lie in (0, 1), e.g. 0.999")
     if cfg.crop[0] % 32 or cfg.crop[1] % 32:
         raise EdgesegError(f"crop {cfg.crop[0]}x{cfg.crop[1]} must be a multiple of 32")
+    if not 0 <= cfg.brightness < 1:
+        raise EdgesegError(f"--brightness {cfg.brightness} must lie in [0, 1), e.g. 0.6 for factors 0.4x-1.6x")
+    if not 0 <= cfg.gamma <= 4:
+        raise EdgesegError(f"--gamma {cfg.gamma} must lie in [0, 4], e.g. 0.5 for exponents 0.67-1.5")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     report = progress or (lambda kind, **kw: None)
@@ -277,7 +283,7 @@ def train(cfg: TrainConfig, progress: Callable[..., object] | None = None, resum
         start_epoch = state["epoch"]
         best_miou, best_epoch = state["best_miou"], state["best_epoch"]
         history = state.get("history", [])
-    aug = AugmentConfig(crop=tuple(cfg.crop), scale=tuple(cfg.scale))
+    aug = AugmentConfig(crop=tuple(cfg.crop), scale=tuple(cfg.scale), brightness=cfg.brightness, gamma=cfg.gamma)
     report(
         "start",
         total_steps=total_steps,
