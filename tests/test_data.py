@@ -53,3 +53,24 @@ def test_augment_pair_shapes_and_ignore_padding():
     img, lab = augment_pair(image, label, AugmentConfig(crop=(64, 64), scale=(1.0, 1.0)), gen, ignore_index=11)
     assert img.shape == (3, 64, 64) and lab.shape == (64, 64)
     assert set(lab.unique().tolist()) == {1, 11}  # the padded area is ignored, not a class
+
+
+def test_gamma_jitter_darkens_and_brightens_within_its_range():
+    """Gamma exponents in [1/(1+g), 1+g], log-uniform: mid-grey moves both ways, black and white stay put, and the
+    label never changes."""
+    image = np.full((32, 32, 3), 128, np.uint8)
+    image[0, 0], image[0, 1] = 0, 255
+    label = np.arange(32 * 32, dtype=np.int64).reshape(32, 32).astype(np.uint8)
+    cfg = AugmentConfig(crop=(32, 32), scale=(1.0, 1.0), flip=False, brightness=0, contrast=0, saturation=0, gamma=1.0)
+    seen = []
+    for seed in range(40):
+        img, lab = augment_pair(image, label, cfg, torch.Generator().manual_seed(seed), ignore_index=255)
+        assert torch.equal(lab, torch.from_numpy(label).long())
+        assert float(img[0, 0, 0]) == 0.0 and float(img[0, 0, 1]) == pytest.approx(255.0)
+        seen.append(float(img[0, 5, 5]))
+    grey = 128 / 255
+    assert min(seen) >= 255 * grey**2 - 1e-3 and max(seen) <= 255 * grey**0.5 + 1e-3  # g = 1: exponents 0.5 .. 2
+    assert min(seen) < 110 and max(seen) > 150  # both ways
+    plain = AugmentConfig(crop=(32, 32), scale=(1.0, 1.0), flip=False, brightness=0, contrast=0, saturation=0)
+    img, _ = augment_pair(image, label, plain, torch.Generator().manual_seed(0), ignore_index=255)
+    assert float(img[0, 5, 5]) == 128.0  # gamma 0: off

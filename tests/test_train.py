@@ -1,5 +1,6 @@
 import json
 
+import pytest
 import torch
 
 from edgeseg.models.registry import create_model
@@ -95,3 +96,19 @@ def test_ema_warms_up_and_tracks_batchnorm_statistics():
     assert ema_decay_at(0.999, 0) == 0.1 and ema_decay_at(0.999, 10**6) == 0.999
     to_model = (averaged["0.weight"] - model[0].weight).norm()
     assert to_model < (averaged["0.weight"] - init).norm()  # a plain 0.999 average would sit near the initialisation
+
+
+@pytest.mark.parametrize(
+    "option, value, message",
+    [("--brightness", "1.2", "--brightness 1.2 must lie in [0, 1)"), ("--gamma", "-1", "--gamma -1.0 must lie in")],
+)
+def test_bad_jitter_is_a_one_line_error(tmp_path, option, value, message):
+    from typer.testing import CliRunner
+
+    from edgeseg.cli import app
+
+    out = tmp_path / "run"
+    args = ["train", "--model", "efficientvit-b0", "--data", str(tmp_path), "--out", str(out), option, value]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 2 and message in r.output and "Traceback" not in r.output
+    assert not out.exists()
