@@ -69,16 +69,23 @@ class WrittenOutLayerNorm(_Tokens):
 
 
 class ChannelsFirstLayerNorm(_Tokens):
-    """ConvNeXt's LayerNorm2d: over dim 1 of an NCHW map (left written out, kept fp32)."""
+    """ConvNeXt's LayerNorm2d: over dim 1 of an NCHW map, optionally with its ``w[:, None, None] * y +
+    b[:, None, None]`` affine (folded into permute + layer_norm + permute, kept fp32)."""
 
-    def __init__(self):
+    def __init__(self, affine: bool = False):
         super().__init__(scale=1000.0)
+        self.affine = affine
+        channels = self.embed.out_channels
+        self.w, self.b = nn.Parameter(torch.rand(channels) + 0.5), nn.Parameter(torch.randn(channels))
 
     def forward(self, x):
         y = self.embed(x) * self.scale
         u = y.mean(1, keepdim=True)
         s = (y - u).pow(2).mean(1, keepdim=True)
-        return self.head((y - u) / torch.sqrt(s + 1e-6))
+        y = (y - u) / torch.sqrt(s + 1e-6)
+        if self.affine:
+            y = self.w[:, None, None] * y + self.b[:, None, None]
+        return self.head(y)
 
 
 class SoftmaxAttention(_Tokens):
@@ -134,6 +141,25 @@ def test_layernorm_fold_is_one_op_and_exact(variance):
     targets = _targets(gm)
     assert targets.count(aten.layer_norm.default) == 1
     assert not {aten.sqrt.default, aten.rsqrt.default, aten.var.correction, aten.pow.Tensor_Scalar} & set(targets)
+    with torch.no_grad():
+        for x in _inputs():
+            ref = model(x)
+            assert float((gm(x) - ref).abs().max()) <= 1e-5 * float(ref.abs().max())
+
+
+@pytest.mark.parametrize("affine", [False, True])
+def test_channels_first_layernorm_folds_between_permutes(affine):
+    """A LayerNorm over the channels of an NCHW map becomes permute -> layer_norm over C -> permute, exact to fp32
+    summation order, with its per-channel affine moved into the op."""
+    torch.manual_seed(0)
+    model = ChannelsFirstLayerNorm(affine).eval()
+    gm, report = rewrite_graph(model, SHAPE, "user-ln", "tflite-int8", fmt="tflite", precision="int8")
+    assert _applied(report) == {"layernorm-fold": 1}
+    targets = _targets(gm)
+    assert targets.count(aten.layer_norm.default) == 1 and targets.count(aten.permute.default) == 2
+    assert not {aten.sqrt.default, aten.pow.Tensor_Scalar, aten.mean.dim} & set(targets)
+    ln = next(n for n in gm.graph.nodes if n.target is aten.layer_norm.default)
+    assert (ln.args[2] is not None) == affine and list(ln.args[1]) == [model.embed.out_channels]
     with torch.no_grad():
         for x in _inputs():
             ref = model(x)

@@ -154,10 +154,6 @@ def _decomposed_layernorms(gm: fx.GraphModule) -> list[dict]:
     return found
 
 
-def _trailing(dims: list[int], r: int) -> bool:
-    return dims == list(range(r - len(dims), r))
-
-
 def fold_layernorms(gm: fx.GraphModule) -> list[str]:
     """Pattern: a LayerNorm written out in ATen ops over the trailing dims: ``(x - x.mean(D, keepdim=True)) /
     sqrt(x.var(D, unbiased=False, keepdim=True) + eps)`` (also ``mean((x - m) ** 2)`` variances and ``* rsqrt``),
@@ -167,15 +163,21 @@ def fold_layernorms(gm: fx.GraphModule) -> list[str]:
     verified). Wanted by every target: ONNX exports one ``LayerNormalization`` (one fused kernel on ONNX Runtime and
     TensorRT), and every INT8 policy keeps it float (variance over channels overflows int8 ranges; the PT2E
     quantizers would quantize the decomposition's mul/add/sub); ``layernorm-fp32`` then keeps it fp32 in
-    half-precision graphs. Constraint: no LayerNorm arithmetic in int8. A LayerNorm over the channels of an NCHW
-    map (dim 1) is left written out (``layernorm-fp32`` still keeps it fp32)."""
+    half-precision graphs. Constraint: no LayerNorm arithmetic in int8. A LayerNorm over other dims (the channels
+    of an NCHW map, ConvNeXt's / HorNet's channels-first ``LayerNorm2d``) is moved to the end by a permute, normalised
+    by the same op and permuted back (exact data movement; TFLite and XNNPACK cancel it against their own NHWC
+    layout)."""
     matches = []
     graph = gm.graph
     for ln in _decomposed_layernorms(gm):
         x, dims = ln["x"], ln["dims"]
         xs = shape(x)
-        if xs is None or not _trailing(dims, len(xs)) or any(n not in graph.nodes for n in ln["nodes"]):
+        if xs is None or any(n not in graph.nodes for n in ln["nodes"]):
             continue
+        r = len(xs)
+        dims = sorted(d % r for d in dims)
+        # the normalised dims moved to the end, in order (identity for a trailing LayerNorm)
+        perm = [d for d in range(r) if d not in dims] + dims
         normalized = [int(xs[d]) for d in dims]
         end = ln["nodes"][-1]
         params = []
@@ -184,20 +186,28 @@ def fold_layernorms(gm: fx.GraphModule) -> list[str]:
                 params.append(None)
                 continue
             value = const_value(gm, ln[kind][1])
-            lead = max(0, value.dim() - len(dims))
-            if any(int(s) != 1 for s in value.shape[:lead]):
+            if value.dim() > r:
+                params.append(None)
+                continue
+            value = value.reshape((1,) * (r - value.dim()) + tuple(value.shape))
+            if any(int(value.shape[d]) != 1 for d in range(r) if d not in dims):
                 params.append(None)  # it varies over the non-normalised dims
                 continue
-            value = value.reshape(value.shape[lead:]).expand(*normalized).contiguous()
-            params.append(add_constant(gm, value, end, f"layernorm_{kind}"))
+            value = value.permute(perm).reshape(value.permute(perm).shape[r - len(dims) :])
+            params.append(add_constant(gm, value.expand(*normalized).contiguous(), end, f"layernorm_{kind}"))
         if ln["weight"] is not None and params[0] is None or ln["bias"] is not None and params[1] is None:
             end = ln["y"]  # an affine the op cannot hold (per-position weights): kept as the graph had it
             params = [None, None]
+        moved = perm != list(range(r))
         with graph.inserting_before(end):
-            y = emit(graph, aten.layer_norm.default, x, normalized, params[0], params[1], ln["eps"])
+            source = emit(graph, aten.permute.default, x, perm) if moved else x
+            y = emit(graph, aten.layer_norm.default, source, normalized, params[0], params[1], ln["eps"])
+            if moved:
+                y = emit(graph, aten.permute.default, y, [perm.index(d) for d in range(r)])
         end.replace_all_uses_with(y)
         affine = " + affine" if params[0] is not None or params[1] is not None else ""
-        matches.append(f"layer_norm over {normalized} of {list(xs)} (eps {ln['eps']:g}{affine}) from {y.name}")
+        where = f" of {list(xs)}" + (f" (dims {dims}, permuted to the end)" if moved else "")
+        matches.append(f"layer_norm over {normalized}{where} (eps {ln['eps']:g}{affine}) from {y.name}")
     return matches
 
 
