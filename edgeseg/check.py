@@ -60,6 +60,9 @@ class CheckModel(_Strict):
     name: str
     weights: str
     dataset: str | None = None
+    # your own model (name: PATH.py:NAME) only, as --num-classes / --classes: NAME(num_classes=N), class names
+    num_classes: int | None = Field(None, ge=1)
+    classes: str | list[str] | None = None  # a,b,c, a list, or a .txt / .yaml file (beside the config)
     size: str | None = None  # HxW, default: the dataset's
     targets: TargetNames = Field(min_length=1, max_length=64)
     devices: list[str] = Field(["host"], min_length=1, max_length=64)

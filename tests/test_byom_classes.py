@@ -275,3 +275,47 @@ def test_export_size_is_a_multiple_of_the_user_models_stride(user_file):
     assert "use 40x44 or 36x44" in r.output
     r = _run("rewrites", "--model", "efficientvit-b0", "--size", "36x44")
     _one_line_error(r, "36x44 is not a multiple of 32 (edgeseg's models downsample 32x)")
+
+
+def _check_config(tmp_path: Path, model: dict, data: Path) -> Path:
+    import yaml
+
+    config = {
+        "data": str(data),
+        "parity_images": 2,
+        "out": str(tmp_path / "artifacts"),
+        "timing": {"warmup": 1, "runs": 2, "rounds": 1},
+        "models": [{"weights": "random", "targets": ["onnx-fp32"], **model}],
+    }
+    path = tmp_path / "edgeseg.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_check_config_sets_num_classes_and_class_names(user_file, tmp_path):
+    """A check config's models entry takes num_classes and classes as --num-classes / --classes do (a class file
+    beside the config); the artifact's manifest carries the names and the head has that many channels."""
+    data = _labelled_data(tmp_path / "data", 3)
+    (tmp_path / "names.txt").write_text("road\ncar\nperson\n")
+    model = {"name": f"{user_file}:build", "num_classes": 3, "classes": "names.txt"}
+    r = _run("check", "--config", _check_config(tmp_path, model, data), "--update-baseline")
+    assert r.exit_code == 0 and "Traceback" not in r.output, r.output
+    manifests = list((tmp_path / "artifacts").glob("*/manifest.json"))
+    assert len(manifests) == 1, r.output
+    m = json.loads(manifests[0].read_text())
+    assert m["classes"] == ["road", "car", "person"] and m["output"]["shape"][1] == 3
+
+
+@pytest.mark.parametrize(
+    "model, expect",
+    [
+        ({"name": "efficientvit-b0", "classes": ["a", "b"]}, "models.0: num_classes / classes apply to your own model"),
+        ({"num_classes": 3, "classes": ["road", "car"]}, "models.0: classes 'road,car' names 2 classes but num_classes"),
+        ({"classes": ["road", "road,car"]}, "models.0: class name 'road,car' holds a comma"),
+    ],
+)
+def test_check_config_class_options_errors_are_one_line(user_file, tmp_path, model, expect):
+    model = {"name": f"{user_file}:build", **model}
+    config = _check_config(tmp_path, model, _labelled_data(tmp_path / "data", 3))
+    _one_line_error(_run("check", "--config", config, "--update-baseline"), expect)
+    assert not (tmp_path / "artifacts").exists() or not any((tmp_path / "artifacts").iterdir())

@@ -290,3 +290,12 @@ def test_ray_bench_job_fails_when_its_device_node_leaves():
         if ray.is_initialized():
             ray.shutdown()
         cluster.shutdown()
+
+
+def test_class_names_on_a_shipped_model_are_one_line(tmp_path):
+    """num_classes / classes in a matrix are for your own model (PATH.py:NAME), as the CLI's options are."""
+    models = [{"name": "efficientvit-b0", "weights": "camvid", "classes": ["a", "b"]}]
+    matrix = write_matrix(tmp_path, models=models)
+    result = CliRunner().invoke(app, ["sweep", "--matrix", str(matrix), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert "sweep matrix: models.0: num_classes / classes apply to your own model" in result.output

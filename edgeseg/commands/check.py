@@ -31,10 +31,14 @@ def _row_plan(config, config_path: Path) -> list[dict]:
     from edgeseg.bench.profiles import get_profile
     from edgeseg.check import thresholds_for
     from edgeseg.data.transforms import check_input_size
+    from edgeseg.models.user import config_model_options, user_model_options
 
     plan = []
     for i, m in enumerate(config.models):
-        name, dataset = resolve_model_name(m.name, m.dataset)
+        where = f"check config {config_path}: models.{i}"
+        options = config_model_options(m.name, m.num_classes, m.classes, where, Path(config_path).resolve().parent)
+        with user_model_options(options):  # registered with them: later steps name the registered model
+            name, dataset = resolve_model_name(m.name, m.dataset)
         size = check_input_size(parse_size(m.size)) if m.size else default_input(name, dataset)
         th = thresholds_for(config, m.thresholds, f"models.{i}", config_path)
         for target in m.targets:

@@ -172,6 +172,7 @@ def _sweep_jobs(matrix, base: Path, profiles_dir, data: Path, calib: Path | None
     from edgeseg.backends import backend_for, get_target
     from edgeseg.bench.profiles import get_profile
     from edgeseg.data.transforms import check_input_size
+    from edgeseg.models.user import config_model_options, user_model_options
     from edgeseg.sweep.matrix import ArtifactJob, BenchJob, check_devices_have_targets, job_key, tree_identity
 
     profiles = {}
@@ -188,11 +189,13 @@ def _sweep_jobs(matrix, base: Path, profiles_dir, data: Path, calib: Path | None
     data_id = tree_identity(data, matrix.split)
     calib_id = (str(calib), tree_identity(calib, "train")) if calib else None
     artifacts, benches = [], []
-    for entry in matrix.models:
+    for i, entry in enumerate(matrix.models):
         weights = entry.weights
         if weights and (weights.endswith((".pt", ".pth", ".bin")) or "/" in weights):
             weights = str((base / Path(weights).expanduser()).resolve())
-        loaded = load_model(entry.name, entry.dataset, weights)
+        options = config_model_options(entry.name, entry.num_classes, entry.classes, f"sweep matrix: models.{i}", base)
+        with user_model_options(options):  # registered with them: the jobs name the registered model
+            loaded = load_model(entry.name, entry.dataset, weights)
         weights_sha = loaded.weights_sha256()
         for size in matrix.sizes:
             h, w = check_input_size(parse_size(size)) if size else DEFAULT_INPUT[loaded.dataset]

@@ -163,6 +163,35 @@ def parse_model_options(num_classes: int | None, classes: str | None) -> UserMod
     return UserModelOptions(num_classes, tuple(names), palette)
 
 
+def config_model_options(
+    name: str, num_classes: int | None, classes: str | list[str] | None, where: str, folder: Path
+) -> UserModelOptions:
+    """A check config's or sweep matrix's ``num_classes`` / ``classes`` for model ``name``, as ``--num-classes`` /
+    ``--classes`` (a class file relative to ``folder``, the config's); a problem is one EdgesegError prefixed with
+    ``where``."""
+    if num_classes is None and classes is None:
+        return UserModelOptions()
+    if not is_user_spec(name):
+        raise EdgesegError(
+            f"{where}: num_classes / classes apply to your own model (name: PATH.py:NAME); {name}'s heads are fixed "
+            "per dataset: drop them"
+        )
+    text = classes
+    if isinstance(classes, list):
+        joined = [c for c in classes if "," in c]
+        if joined:
+            raise EdgesegError(f"{where}: class name {joined[0]!r} holds a comma: rename it")
+        text = ",".join(classes)
+    elif classes is not None and classes.strip().lower().endswith(_CLASS_FILES):
+        beside = Path(folder) / Path(classes.strip()).expanduser()
+        text = str(beside) if beside.is_file() else classes
+    try:
+        return parse_model_options(num_classes, text)
+    except EdgesegError as exc:
+        text = str(exc).replace("--num-classes", "num_classes").replace("--classes", "classes")
+        raise EdgesegError(f"{where}: {text}") from None
+
+
 def _read_class_file(path: Path) -> tuple[list[str], tuple | None]:
     if not path.is_file():
         raise EdgesegError(

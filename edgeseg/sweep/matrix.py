@@ -36,6 +36,9 @@ class SweepModel(_Strict):
     name: str
     weights: str | None = None  # a shipped tag ("camvid") or a .pt path (relative to the matrix file)
     dataset: str | None = None
+    # your own model (name: PATH.py:NAME) only, as --num-classes / --classes: NAME(num_classes=N), class names
+    num_classes: int | None = Field(None, ge=1)
+    classes: str | list[str] | None = None  # a,b,c, a list, or a .txt / .yaml file (beside the matrix)
 
 
 class TimingSpec(_Strict):
