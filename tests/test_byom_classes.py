@@ -310,7 +310,7 @@ def test_check_config_sets_num_classes_and_class_names(user_file, tmp_path):
     "model, expect",
     [
         ({"name": "efficientvit-b0", "classes": ["a", "b"]}, "models.0: num_classes / classes apply to your own model"),
-        ({"num_classes": 3, "classes": ["road", "car"]}, "models.0: classes 'road,car' names 2 classes but num_classes"),
+        ({"num_classes": 3, "classes": ["road", "car"]}, "models.0: classes 'road,car' names 2 classes"),
         ({"classes": ["road", "road,car"]}, "models.0: class name 'road,car' holds a comma"),
     ],
 )
