@@ -165,8 +165,8 @@ def fold_layernorms(gm: fx.GraphModule) -> list[str]:
     quantizers would quantize the decomposition's mul/add/sub); ``layernorm-fp32`` then keeps it fp32 in
     half-precision graphs. Constraint: no LayerNorm arithmetic in int8. A LayerNorm over other dims (the channels
     of an NCHW map, ConvNeXt's / HorNet's channels-first ``LayerNorm2d``) is moved to the end by a permute, normalised
-    by the same op and permuted back (exact data movement; TFLite and XNNPACK cancel it against their own NHWC
-    layout)."""
+    by the same op and permuted back (exact data movement: two transposes per LayerNorm in TFLite, where the converter
+    does not cancel them, bought for a float LayerNorm in int8 graphs)."""
     matches = []
     graph = gm.graph
     for ln in _decomposed_layernorms(gm):
