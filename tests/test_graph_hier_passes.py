@@ -194,11 +194,11 @@ EXPECTED = {  # family -> the passes its captured program needs
     "levit": set(),
     "cvt": {"einsum-as-bmm"},
     "gcnet": {"matvec-as-row-matmul"},
-    "hornet": {"fft-filter-as-conv", "cat-rank-lower"},
+    "hornet": {"fft-filter-as-conv", "cat-rank-lower", "layernorm-fold"},  # its channels-first LayerNorm
     "botnet16": {"einsum-as-bmm", "expand-rank-lower"},
 }
 # fp32-exact passes (another summation order)
-INEXACT = {"fft-filter-as-conv", "einsum-as-bmm", "einsum-region-as-matmul", "matvec-as-row-matmul"}
+INEXACT = {"fft-filter-as-conv", "einsum-as-bmm", "einsum-region-as-matmul", "matvec-as-row-matmul", "layernorm-fold"}
 
 
 def _shape(family):
