@@ -111,8 +111,9 @@ def read_program_bytes(path: Path) -> bytes:
 def input_dim_orders(data: bytes, outputs: bool = False) -> list[tuple[int, ...] | None]:
     """The dim order of each input (``outputs``: each output) of the program's first method, read from the .pte's
     flatbuffer (``Program -> execution_plan[0] -> values[inputs[i]]``, a ``Tensor``'s ``dim_order``):
-    ``(0, 2, 3, 1)`` for a channels-last image, ``None`` for a value that is not a tensor. The runtime's method metadata has no dim
-    order, and ``deserialize_pte_binary`` converts the whole program (seconds); these are a few table reads."""
+    ``(0, 2, 3, 1)`` for a channels-last image, ``None`` for a value that is not a tensor. The runtime's method
+    metadata has no dim order, and ``deserialize_pte_binary`` converts the whole program (seconds); these are a few
+    table reads."""
     from flatbuffers import encode, number_types, packer
     from flatbuffers.table import Table
 
