@@ -102,7 +102,7 @@ def _quiet():
 def channels_last_input(example: torch.Tensor, delegate: str) -> bool:
     """Whether the program for ``delegate`` takes ``example`` in channels-last (NHWC) dim order: XNNPACK runs
     convolutions in NHWC, and an NCHW input costs the program a transpose before its first convolution (B0 int8 at
-    384x480: an int8 ``Transpose (ND, X8)`` of the 3-channel image, about 5 % of the program's time,
+    384x480: an int8 ``Transpose (ND, X8)`` of the 3-channel image, about 4 % of the program's time,
     docs/executorch.md). An image (4-D, more than one channel; with one channel both orders are the same bytes) is
     traced channels-last instead, and XNNPACK's channels-last pass then reads it without a transpose. Core ML and
     Vulkan keep NCHW."""
