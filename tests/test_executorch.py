@@ -236,3 +236,52 @@ def test_adb_runs_the_pte_with_executor_runner_and_shows_the_would_be_command(tm
     col = device_column(conn, folder, {"file": "model.pte", "sha256": "ab" * 32}, tgt, plan, 4, shown)
     assert col.measured is None and "no executor_runner at /data/local/tmp/executor_runner" in col.note
     assert col.command == shown
+
+
+class ConvOnly(torch.nn.Module):
+    """3x3 stem, HardSwish, 1x1 head: every op runs in NHWC, so the only layout change an NCHW program needs is at
+    its ends."""
+
+    def __init__(self, channels_in=3):
+        super().__init__()
+        self.stem = torch.nn.Conv2d(channels_in, 8, 3, 2, 1)
+        self.head = torch.nn.Conv2d(8, 4, 1)
+
+    def forward(self, x):
+        return self.head(torch.nn.functional.hardswish(self.stem(x)))
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_xnnpack_programs_take_the_image_channels_last_without_a_transpose(tmp_path, precision):
+    from edgeseg.artifact import LoadedArtifact
+    from edgeseg.backends.executorch.profile import profile_etdump
+    from edgeseg.backends.executorch.runtime import input_dim_orders
+
+    torch.manual_seed(0)
+    model, path = ConvOnly().eval(), tmp_path / "m.pte"
+    calib = [torch.randn(1, 3, *SIZE) for _ in range(2)]
+    info = export_executorch(model, torch.zeros(1, 3, *SIZE), path, "xnnpack", precision, calib)
+    assert input_dim_orders(path.read_bytes()) == [(0, 2, 3, 1)] and info["input_dim_order"].startswith("NHWC")
+    runner = ExecuTorchModel(path, 1)
+    manifest = {"input": {"shape": [1, 3, *SIZE]}, "output": {"name": "logits"}}
+    prof = profile_etdump(LoadedArtifact(path, manifest, runner, "executorch"), 1, 2, 1)
+    # no transpose before the stem (int8: none of the quantized image); the only one left is the output's, where
+    # the program returns NCHW logits (else the head's NHWC output is returned as a channels-last tensor)
+    transposes = [k.op_type for k in prof.kernels if k.op_type.startswith("Transpose")]
+    assert len(transposes) == (info["output_dim_order"] == "contiguous")
+    x = calib[0]  # NCHW-contiguous, as every caller passes it: the runtime gives it in the program's dim order
+    with torch.no_grad():
+        ref = model(x)
+    diff = (runner(x) - ref).abs().max().item()
+    assert diff < (0.1 * ref.abs().max().item() if precision == "int8" else 1e-5)
+
+
+def test_one_channel_images_and_other_delegates_stay_nchw(tmp_path):
+    from edgeseg.backends.executorch.export import channels_last_input
+    from edgeseg.backends.executorch.runtime import input_dim_orders
+
+    path = tmp_path / "gray.pte"
+    export_executorch(ConvOnly(channels_in=1).eval(), torch.zeros(1, 1, *SIZE), path, "xnnpack", "fp32")
+    assert input_dim_orders(path.read_bytes()) == [(0, 1, 2, 3)]
+    assert not channels_last_input(torch.zeros(1, 3, *SIZE), "coreml")
+    assert not channels_last_input(torch.zeros(1, 3, *SIZE), "vulkan")

@@ -99,12 +99,23 @@ def _quiet():
             logging.getLogger(n).setLevel(level)
 
 
+def channels_last_input(example: torch.Tensor, delegate: str) -> bool:
+    """Whether the program for ``delegate`` takes ``example`` in channels-last (NHWC) dim order: XNNPACK runs
+    convolutions in NHWC, and an NCHW input costs the program a transpose before its first convolution (B0 int8 at
+    384x480: an int8 ``Transpose (ND, X8)`` of the 3-channel image, about 4 % of the program's time,
+    docs/executorch.md). An image (4-D, more than one channel; with one channel both orders are the same bytes) is
+    traced channels-last instead, and XNNPACK's channels-last pass then reads it without a transpose. Core ML and
+    Vulkan keep NCHW."""
+    return delegate == "xnnpack" and example.dim() == 4 and example.shape[1] > 1
+
+
 def lower(module: nn.Module, example: torch.Tensor, delegate: str):
     """(ExecuTorch program bytes, delegation summary) of ``module`` lowered to ``delegate``. ExecuTorch's quantized
     kernels are registered first: a quantize / dequantize the delegate does not take then runs on them (lint and
     residency name it) instead of failing the lowering. Before partitioning, ``passes.delegate_passes`` folds
     constants and rewrites constant broadcasts (every delegate) and, for XNNPACK, ``passes.decompose_layer_norm``
-    writes LayerNorm with ops it takes; the summary's ``graph_passes`` counts what they changed."""
+    writes LayerNorm with ops it takes; the summary's ``graph_passes`` counts what they changed. The input's dim
+    order is ``channels_last_input``'s choice (recorded in the program; ``runtime.ExecuTorchModel`` reads it)."""
     from edgeseg.backends.executorch.runtime import import_executorch
 
     import_executorch()
@@ -115,6 +126,8 @@ def lower(module: nn.Module, example: torch.Tensor, delegate: str):
     from edgeseg.backends.executorch.passes import decompose_layer_norm, delegate_passes
 
     record: dict[str, int] = {}
+    if channels_last_input(example, delegate):
+        example = example.contiguous(memory_format=torch.channels_last)
     with _quiet(), torch.no_grad():
         try:
             program = torch.export.export(module, (example,))
@@ -176,6 +189,27 @@ def int8_ops(graph_module) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
+def _io_layout(path: Path) -> dict:
+    """The manifest's record of the program's input and output dim orders, read back from the written .pte (shapes
+    stay NCHW, as PyTorch names them; a channels-last 4-D tensor's bytes are NHWC)."""
+    from edgeseg.backends.executorch.runtime import CHANNELS_LAST, input_dim_orders
+
+    data = path.read_bytes()
+
+    def name(order) -> str:
+        if order == CHANNELS_LAST:
+            return "NHWC (channels-last dim order 0,2,3,1)"
+        return "contiguous" if order == tuple(range(len(order or ()))) else str(order)
+
+    return {
+        "input_dim_order": name(input_dim_orders(data)[0]),
+        "output_dim_order": name(input_dim_orders(data, outputs=True)[0]),
+        "dim_order_note": "ExecuTorch reads and writes a tensor's bytes in the program's dim order without checking "
+        "the caller's strides: give a channels-last input as x.contiguous(memory_format=torch.channels_last) "
+        "(or HWC-interleaved pixels); edgeseg's runtime does this from the program's record",
+    }
+
+
 def write_atomic(path: Path, data: bytes) -> None:
     tmp = path.with_name(path.name + ".partial")
     tmp.write_bytes(data)
@@ -201,7 +235,7 @@ def export_executorch(
     if precision != "int8":
         buffer, summary = lower(module, example, delegate)
         write_atomic(path, buffer)
-        return {**info, "delegation": summary}
+        return {**info, **_io_layout(path), "delegation": summary}
     if delegate != "xnnpack":
         raise EdgesegError(f"ExecuTorch int8 is produced for the XNNPACK delegate, not {delegate}")
     if not calib_inputs:
@@ -234,6 +268,7 @@ def export_executorch(
         probe.unlink(missing_ok=True)
     return {
         **info,
+        **_io_layout(path),
         "delegation": summary,
         "float_producers": producers,  # made float beside the searched layers (with_float_producers)
         "int8_nodes": int8_counts,

@@ -1,5 +1,8 @@
 """ExecuTorch programs (.pte) through ExecuTorch's Python runtime (``executorch.runtime.Runtime``), behind the
-Predictor call: NCHW float32 in, the program's output (logits or labels) out.
+Predictor call: NCHW float32 in, the program's output (logits or labels) out. A program lowered for XNNPACK
+takes its image in channels-last dim order (``export.lower``); its input is given in the dim order the program
+records (``input_dim_orders``), since ExecuTorch reads an input's bytes in that order without checking the
+caller's strides (an NCHW-contiguous tensor given to a channels-last program runs, with wrong results).
 
 The runtime's thread pool is process-wide (XNNPACK's kernels share it): a model opened with ``threads`` sets the
 pool to that size before each call when another model changed it, so models with different thread counts can be
@@ -105,6 +108,42 @@ def read_program_bytes(path: Path) -> bytes:
     return data
 
 
+def input_dim_orders(data: bytes, outputs: bool = False) -> list[tuple[int, ...] | None]:
+    """The dim order of each input (``outputs``: each output) of the program's first method, read from the .pte's
+    flatbuffer (``Program -> execution_plan[0] -> values[inputs[i]]``, a ``Tensor``'s ``dim_order``):
+    ``(0, 2, 3, 1)`` for a channels-last image, ``None`` for a value that is not a tensor. The runtime's method
+    metadata has no dim order, and ``deserialize_pte_binary`` converts the whole program (seconds); these are a few
+    table reads."""
+    from flatbuffers import encode, number_types, packer
+    from flatbuffers.table import Table
+
+    def vector_table(tab: Table, slot: int, j: int) -> Table:
+        at = tab.Vector(tab.Offset(slot)) + j * 4
+        return Table(tab.Bytes, tab.Indirect(at))
+
+    program = Table(data, encode.Get(packer.uoffset, data, 0))
+    plan = vector_table(program, 6, 0)  # Program.execution_plan
+    inputs = plan.Offset(12 if outputs else 10)  # ExecutionPlan.inputs / outputs: [int]
+    orders: list[tuple[int, ...] | None] = []
+    for j in range(plan.VectorLen(inputs) if inputs else 0):
+        index = plan.Get(number_types.Int32Flags, plan.Vector(inputs) + j * 4)
+        value = vector_table(plan, 8, index)  # ExecutionPlan.values
+        kind = value.Offset(4)  # EValue.val_type; 5: Tensor
+        if not kind or value.Get(number_types.Uint8Flags, value.Pos + kind) != 5:
+            orders.append(None)
+            continue
+        tensor = Table(data, 0)
+        value.Union(tensor, value.Offset(6))
+        dims = tensor.Offset(10)  # Tensor.dim_order: [ubyte]
+        count = tensor.VectorLen(dims) if dims else 0
+        start = tensor.Vector(dims) if dims else 0
+        orders.append(tuple(int(data[start + d]) for d in range(count)))
+    return orders
+
+
+CHANNELS_LAST = (0, 2, 3, 1)
+
+
 class ExecuTorchModel:
     """One loaded program's ``forward``; ``etdump=True`` records per-op events (ETDump) for the profiler."""
 
@@ -130,7 +169,13 @@ class ExecuTorchModel:
             ) from None
         meta = self.method.metadata
         self.input_shape = tuple(meta.input_tensor_meta(0).sizes())
+        self.channels_last = input_dim_orders(data)[:1] == [CHANNELS_LAST]
         self.etdump = etdump
+
+    def _layout(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` (float32) in the program's input dim order."""
+        x = x.float()
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x.contiguous()
 
     def _run(self, x: torch.Tensor) -> torch.Tensor:
         set_threads(self.threads)
@@ -143,13 +188,13 @@ class ExecuTorchModel:
 
     def timing_call(self, x: torch.Tensor):
         """One execute on ``x`` as a no-argument call (the input prepared once)."""
-        x = x.contiguous().float()
+        x = self._layout(x)
         return lambda: self._run(x)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if tuple(x.shape) != self.input_shape:
             raise EdgesegError(f"artifact takes input {self.input_shape}, got {tuple(x.shape)}")
-        return self._run(x.contiguous().float()).clone()
+        return self._run(self._layout(x)).clone()
 
     def write_etdump(self, etdump_path: Path) -> None:
         if not self.etdump:
