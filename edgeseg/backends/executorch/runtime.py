@@ -169,7 +169,12 @@ class ExecuTorchModel:
             ) from None
         meta = self.method.metadata
         self.input_shape = tuple(meta.input_tensor_meta(0).sizes())
-        self.channels_last = input_dim_orders(data)[:1] == [CHANNELS_LAST]
+        try:  # the runtime loaded it, so the flatbuffer is sound; a reader error is a program it cannot place
+            self.channels_last = input_dim_orders(data)[:1] == [CHANNELS_LAST]
+        except Exception as exc:  # a layout guessed wrong would give wrong logits silently: refuse instead
+            raise EdgesegError(
+                f"cannot read the input dim order of {path} ({type(exc).__name__}); re-export it with edgeseg export"
+            ) from None
         self.etdump = etdump
 
     def _layout(self, x: torch.Tensor) -> torch.Tensor:
