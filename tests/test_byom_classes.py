@@ -298,7 +298,8 @@ def test_check_config_sets_num_classes_and_class_names(user_file, tmp_path):
     data = _labelled_data(tmp_path / "data", 3)
     (tmp_path / "names.txt").write_text("road\ncar\nperson\n")
     model = {"name": f"{user_file}:build", "num_classes": 3, "classes": "names.txt"}
-    r = _run("check", "--config", _check_config(tmp_path, model, data), "--update-baseline")
+    config = _check_config(tmp_path, model, data)
+    r = _run("check", "--config", config, "--update-baseline", "--markdown", tmp_path / "check.md")
     assert r.exit_code == 0 and "Traceback" not in r.output, r.output
     manifests = list((tmp_path / "artifacts").glob("*/manifest.json"))
     assert len(manifests) == 1, r.output
@@ -317,5 +318,5 @@ def test_check_config_sets_num_classes_and_class_names(user_file, tmp_path):
 def test_check_config_class_options_errors_are_one_line(user_file, tmp_path, model, expect):
     model = {"name": f"{user_file}:build", **model}
     config = _check_config(tmp_path, model, _labelled_data(tmp_path / "data", 3))
-    _one_line_error(_run("check", "--config", config, "--update-baseline"), expect)
+    _one_line_error(_run("check", "--config", config, "--update-baseline", "--markdown", tmp_path / "check.md"), expect)
     assert not (tmp_path / "artifacts").exists() or not any((tmp_path / "artifacts").iterdir())
