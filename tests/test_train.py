@@ -32,6 +32,7 @@ def test_training_smoke_loss_decreases_and_checkpoint_loads(camvid, tmp_path):
     assert sum(losses[-3:]) / 3 < 0.7 * sum(losses[:3]) / 3, losses
     log = json.loads((tmp_path / "run" / "train.json").read_text())
     assert log["history"][-1]["val_miou"] >= 0 and log["best_epoch"] == 10
+    assert "raw_val_miou" not in log["history"][-1]  # without --ema there is one set of weights
     model, _ = create_model("efficientvit-b0", "camvid")
     load_weights(model, WeightsSource(tmp_path / "run" / "best.pt", None, None, None))
     # resume from last.pt continues where it stopped, without redoing epochs
@@ -112,3 +113,25 @@ def test_bad_jitter_is_a_one_line_error(tmp_path, option, value, message):
     r = CliRunner().invoke(app, args)
     assert r.exit_code == 2 and message in r.output and "Traceback" not in r.output
     assert not out.exists()
+
+
+def test_ema_run_scores_the_average_and_the_raw_weights(camvid, tmp_path):
+    """With --ema the average is what is selected and shipped, and the raw weights are scored beside it."""
+    cfg = TrainConfig(
+        model="efficientvit-b0",
+        dataset="camvid",
+        data=str(camvid),
+        out=str(tmp_path / "run"),
+        epochs=2,
+        batch_size=2,
+        crop=(64, 64),
+        limit_train=2,
+        limit_val=1,
+        eval_every=1,
+        ema_decay=0.9,
+    )
+    events = []
+    result = train(cfg, progress=lambda kind, **f: events.append((kind, f)))
+    assert all("raw_val_miou" in h and "val_miou" in h for h in result.history)
+    evals = [f for kind, f in events if kind == "eval"]
+    assert [e["raw_miou"] for e in evals] == [h["raw_val_miou"] for h in result.history]

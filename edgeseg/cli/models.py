@@ -318,7 +318,9 @@ def train(
             (progress.console if state["task"] is not None else err_console).print(f["text"], markup=False)
         elif kind == "eval":
             progress.update(state["task"], best=f"{100 * f['best']:.2f}")
-            progress.console.print(f"epoch {f['epoch']}: val mIoU {100 * f['miou']:.2f} (best {100 * f['best']:.2f})")
+            raw = f"; raw weights {100 * f['raw_miou']:.2f}" if f.get("raw_miou") is not None else ""
+            line = f"epoch {f['epoch']}: val mIoU {100 * f['miou']:.2f} (best {100 * f['best']:.2f}{raw})"
+            progress.console.print(line)
 
     try:
         result = evaluate_cmd.train(cfg, progress=report, resume=resume)

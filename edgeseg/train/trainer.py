@@ -359,10 +359,13 @@ def train(cfg: TrainConfig, progress: Callable[..., object] | None = None, resum
                     val_pixel_accuracy=metrics.pixel_accuracy,
                     val_iou=dict(zip(spec.classes, metrics.iou)),
                 )
+                if ema is not None:  # the raw weights too, so a run shows whether the average helps
+                    raw = evaluate_arrays(torch_predictor(model, device), data.val_images, data.val_labels, spec)
+                    record.update(raw_val_miou=raw.miou)
                 if metrics.miou > best_miou:
                     best_miou, best_epoch = metrics.miou, epoch + 1
                     _save_best(out, shipped, epoch + 1, metrics.miou, cfg, data.split)
-                report("eval", epoch=epoch + 1, miou=metrics.miou, best=best_miou)
+                report("eval", epoch=epoch + 1, miou=metrics.miou, best=best_miou, raw_miou=record.get("raw_val_miou"))
             elif not data.val_images and last_epoch:
                 best_epoch = epoch + 1  # a fixed schedule: the last epoch is the one shipped
                 _save_best(out, shipped, epoch + 1, None, cfg, data.split)
