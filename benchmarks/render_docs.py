@@ -534,6 +534,65 @@ def render_train_equal_epochs(doc: dict) -> list[str]:
     return [head, ""] + table(rows, cols)
 
 
+def _groups(d: object) -> str:
+    return ", ".join(f"{g} ({n})" for g, n in d.items()) if isinstance(d, dict) else "-"
+
+
+def render_train_curves(doc: dict) -> list[str]:
+    """benchmarks/train_curves.py: training runs side by side, their selection mIoU curves, best and last
+    evaluation, per-class IoU at the last one, throughput and load as the trainer logged them."""
+    runs = doc.get("runs") or []
+
+    def recipe(r: dict) -> str:
+        c = r.get("recipe") or {}
+        parts = [f"{c.get('precision')}" + ("+channels_last" if c.get("channels_last") else "")]
+        if c.get("brightness") is not None or c.get("gamma"):
+            parts.append(f"brightness {c.get('brightness')}, gamma {c.get('gamma')}")
+        if c.get("ema_decay"):
+            parts.append(f"EMA {c['ema_decay']}")
+        return "; ".join(parts)
+
+    def at(r: dict, which: str) -> str:
+        e = r.get(which) or {}
+        if "miou" not in e:
+            return "-"
+        raw = f" (raw {pct(e['raw_miou'])})" if e.get("raw_miou") is not None else ""
+        return f"{pct(e['miou'])} @ {e['epoch']}{raw}"
+
+    out = table(
+        runs,
+        [
+            ("run", lambda r: r["label"]),
+            ("model", lambda r: get(r, "recipe", "model")),
+            ("trains on", lambda r: _groups(r.get("train_groups"))),
+            ("selects on", lambda r: _groups(r.get("select_groups"))),
+            ("recipe", recipe),
+            ("epochs", lambda r: f"{r.get('epochs_done')} of {get(r, 'recipe', 'epochs')}"),
+            ("best mIoU @ epoch", lambda r: at(r, "best")),
+            ("last mIoU @ epoch", lambda r: at(r, "last")),
+            ("img/s (median)", lambda r: r.get("images_per_s_median")),
+            ("threads", lambda r: get(r, "recipe", "threads")),
+            ("load (median)", lambda r: r.get("load_1min_median")),
+        ],
+    )
+    curves = sorted({c["epoch"] for r in runs for c in r.get("curve") or []})
+    if curves:
+        cols: list[Column] = [("run", lambda r: r["label"])]
+        cols += [
+            (str(e), lambda r, e=e: next((pct(c["miou"], 1) for c in r.get("curve") or [] if c["epoch"] == e), "-"))
+            for e in curves
+        ]
+        out += ["", "Selection-split mIoU (%) at each evaluation (epoch):", ""] + table(runs, cols)
+    classes = list(dict.fromkeys(k for r in runs for k in (get(r, "last", "iou") or {})))
+    if classes:
+        cols = [("run", lambda r: r["label"])]
+        cols += [(c, lambda r, c=c: pct((get(r, "last", "iou") or {}).get(c), 1)) for c in classes]
+        out += ["", "Per-class IoU (%) at the last evaluation:", ""] + table(runs, cols)
+    if doc.get("plot"):
+        out += ["", f"![selection mIoU against epoch]({Path(doc['plot']).name})"]
+    return out
+
+
 RENDERERS: dict[str, Callable[[dict], list[str]]] = {
     "export_table": render_export_table,
     "int8_table": render_int8_table,
@@ -546,6 +605,7 @@ RENDERERS: dict[str, Callable[[dict], list[str]]] = {
     "executorch_table": render_executorch_table,
     "train_throughput": render_train_throughput,
     "train_equal_epochs": render_train_equal_epochs,
+    "train_curves": render_train_curves,
 }
 
 
@@ -585,6 +645,7 @@ TITLES = {
     "executorch_table": "ExecuTorch vs TFLite (XNNPACK)",
     "train_throughput": "Training throughput on the CPU",
     "train_equal_epochs": "fp32 against bf16 + channels_last at equal epochs",
+    "train_curves": "Training runs: selection-split curves",
     "generic": "Benchmark output",
 }
 

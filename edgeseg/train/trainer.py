@@ -349,6 +349,7 @@ def train(cfg: TrainConfig, progress: Callable[..., object] | None = None, resum
                 "lr": optimizer.param_groups[0]["lr"],
                 "images_per_s": seen / (time.perf_counter() - t0),
                 "seconds": time.perf_counter() - t0,
+                "load_1min": os.getloadavg()[0],  # images/s on a shared machine is read against its load
             }
             shipped = ema.module if ema is not None else model
             last_epoch = epoch + 1 == cfg.epochs or (cfg.max_steps is not None and step >= cfg.max_steps)
