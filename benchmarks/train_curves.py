@@ -18,6 +18,7 @@ import json
 import statistics
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import provenance  # noqa: E402
@@ -42,12 +43,21 @@ RECIPE_KEYS = (
 )
 
 
+def fail(message: str) -> NoReturn:
+    """Bad input: one line on stderr, exit 2, nothing written."""
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
 def run_record(label: str, run_dir: Path) -> dict:
     """One run's recipe, curve, best and last evaluation, from ``run_dir/train.json``."""
     log_path = run_dir / "train.json"
     if not log_path.is_file():
-        raise SystemExit(f"error: {log_path} not found: pass LABEL=DIR of an `edgeseg train --out DIR` run")
-    log = json.loads(log_path.read_text())
+        fail(f"{log_path} not found: pass LABEL=DIR of an `edgeseg train --out DIR` run")
+    try:
+        log = json.loads(log_path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        fail(f"{log_path} is not a readable train.json ({exc}): pass the --out folder of an `edgeseg train` run")
     history = log.get("history") or []
     evals = [h for h in history if "val_miou" in h]
     config = log.get("config") or {}
@@ -113,7 +123,7 @@ def main() -> None:
     for spec in args.runs:
         label, sep, folder = spec.partition("=")
         if not sep or not label or not folder:
-            raise SystemExit(f"error: {spec!r} is not LABEL=DIR (e.g. jitter=runs/b0-jitter)")
+            fail(f"{spec!r} is not LABEL=DIR (e.g. jitter=runs/b0-jitter)")
         runs.append(run_record(label, Path(folder)))
     if args.plot:
         args.plot.parent.mkdir(parents=True, exist_ok=True)

@@ -75,5 +75,12 @@ def test_curves_refuse_a_folder_without_a_log(tmp_path):
         capture_output=True,
         text=True,
     )
-    assert done.returncode != 0 and "train.json not found" in done.stderr
+    assert done.returncode == 2 and done.stderr.startswith("error: ") and "train.json not found" in done.stderr
+    (tmp_path / "train.json").write_text("{not json")
+    done = subprocess.run(
+        [sys.executable, str(BENCH / "train_curves.py"), f"x={tmp_path}", "--json", str(tmp_path / "c.json")],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1 and "not a readable" in done.stderr
     assert not (tmp_path / "c.json").exists()
