@@ -8,7 +8,9 @@ Model selection is honest by construction when ``select_groups`` is set: the poo
 (video sequences, ``edgeseg.data.groups``) and the best epoch is chosen on groups the model never trains on. A
 selection split that shares groups with training is allowed (CamVid's own val does) but is reported as such.
 On CPU, bf16 autocast (AVX-512 BF16 / AMX run bf16 matmuls about twice as fast as fp32), channels_last and a
-prefetch thread for augmentation are the throughput levers; EMA weights are optional.
+prefetch thread for augmentation are the throughput levers; under bf16 the depthwise convolutions compute in fp32
+and the loss upsamples its logits by matrix products (``edgeseg.train.speedups``: faster kernels for the same
+arithmetic). EMA weights are optional.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from edgeseg.errors import EdgesegError
 from edgeseg.eval.evaluate import evaluate_arrays, torch_predictor
 from edgeseg.io import atomic_save, load_checkpoint
 from edgeseg.models.registry import create_model
+from edgeseg.train.speedups import depthwise_in_fp32, upsample_bilinear
 
 
 @dataclass
@@ -101,7 +104,7 @@ def class_weights(labels: list[np.ndarray], spec: DatasetSpec) -> torch.Tensor:
 def segmentation_loss(
     logits: torch.Tensor, target: torch.Tensor, cfg: TrainConfig, ignore_index: int, weight: torch.Tensor | None
 ) -> torch.Tensor:
-    logits = F.interpolate(logits, size=target.shape[-2:], mode="bilinear", align_corners=False)
+    logits = upsample_bilinear(logits, tuple(target.shape[-2:]))
     if cfg.loss == "ohem":
         per_pixel = F.cross_entropy(logits, target, ignore_index=ignore_index, reduction="none").flatten()
         valid = per_pixel[(target != ignore_index).flatten()]
@@ -258,6 +261,8 @@ def train(cfg: TrainConfig, progress: Callable[..., object] | None = None, resum
     model, spec = create_model(cfg.model, cfg.dataset)
     data = load_training_data(cfg, spec)
     out.mkdir(parents=True, exist_ok=True)
+    if cfg.precision == "bf16" and device.type == "cpu":
+        depthwise_in_fp32(model)  # before the EMA copy, so the average runs the same kernels
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
     model.to(device, memory_format=memory_format)
     ema = _ema(model, cfg.ema_decay)
