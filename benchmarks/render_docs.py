@@ -493,8 +493,9 @@ def render_generic(doc: dict) -> list[str]:
 
 
 def render_train_throughput(doc: dict) -> list[str]:
-    """benchmarks/train_throughput.py: per model, each configuration's training images/s and its ratio to fp32
-    (median of per-round ratios [range]), with the load average of each round."""
+    """benchmarks/train_throughput.py: per model, each configuration's training images/s and its ratio to the
+    baseline (median of per-round ratios [range]), with the load average of each round. Reports written before the
+    baseline was named compare with "fp32"."""
     out = [f"Augmenting one batch: {doc.get('augment_ms_per_batch')} ms (prefetched in a thread by the trainer).", ""]
     for r in doc.get("results") or []:
         configs = [k for k, v in r.items() if isinstance(v, dict) and "images_per_s" in v]
@@ -502,11 +503,13 @@ def render_train_throughput(doc: dict) -> list[str]:
             f"### {r.get('model')} (batch {r.get('batch_size')}, crop {r.get('crop')}, {r.get('threads')} threads)",
             "",
         ]
+        key = "vs_baseline" if "baseline" in r else "vs_fp32"
         rows = [
             {
                 "configuration": c,
                 "images/s": r[c]["images_per_s"],
-                "vs fp32": f"{r[c]['vs_fp32']:.2f}x [{r[c]['vs_fp32_range'][0]:.2f}-{r[c]['vs_fp32_range'][1]:.2f}]",
+                f"vs {r.get('baseline', 'fp32')}": f"{r[c][key]:.2f}x [{r[c][key + '_range'][0]:.2f}-"
+                f"{r[c][key + '_range'][1]:.2f}]",
                 "first step, s": (r.get("first_step_s") or {}).get(c, "-"),
             }
             for c in configs

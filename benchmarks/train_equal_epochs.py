@@ -3,7 +3,8 @@
     python benchmarks/train_equal_epochs.py --model efficientvit-b0 --epochs 20 --json out/train-equal-epochs.json
 
 Runs ``edgeseg.train`` once per configuration with everything else equal (seed, split, schedule, augmentations:
-the same batches in the same order), selecting on whole held-out CamVid sequences (``--select-groups``), one after
+the same batches in the same order; by default the held-out recipe of docs/weights.md, brightness 0.6, gamma 0.5,
+EMA 0.999), selecting on whole held-out CamVid sequences (``--select-groups``), one after
 the other or, with ``--parallel``, at the same time with ``--threads`` each. Reported per configuration: the
 selection-split mIoU at every evaluation, the best and the last, and the training images/s (steps only). The runs
 are short: they compare the two numerics at equal epochs, they do not reproduce the shipped weights.
@@ -43,6 +44,9 @@ def run_one(label: str, args) -> dict:
         train_split="train,val",
         select_groups=args.select_groups.split(","),
         seed=0,
+        brightness=args.brightness,
+        gamma=args.gamma,
+        ema_decay=args.ema,
         **CONFIGS[label],
     )
     result = train(cfg)
@@ -66,10 +70,14 @@ def main() -> None:
     ap.add_argument("--eval-every", type=int, default=5)
     ap.add_argument("--select-groups", default="0001TP")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--brightness", type=float, default=0.6, help="photometric jitter, as edgeseg train")
+    ap.add_argument("--gamma", type=float, default=0.5, help="gamma jitter, as edgeseg train")
+    ap.add_argument("--ema", type=float, default=0.999, help="EMA decay, as edgeseg train (0: none)")
     ap.add_argument("--parallel", action="store_true", help="run the configurations at the same time")
     ap.add_argument("--out", type=Path, default=Path("out/train-equal-epochs"))
     ap.add_argument("--json", type=Path, required=True)
     args = ap.parse_args()
+    args.ema = args.ema or None
     started = provenance.start()
     if args.parallel:
         # one process per run: torch's thread pool is per process
@@ -83,6 +91,7 @@ def main() -> None:
         "epochs": args.epochs,
         "select_groups": args.select_groups,
         "threads": args.threads,
+        "recipe": {"brightness": args.brightness, "gamma": args.gamma, "ema": args.ema},
         "results": results,
         "provenance": provenance.finish(started),
     }
