@@ -519,6 +519,37 @@ def render_train_throughput(doc: dict) -> list[str]:
     return out
 
 
+def render_train_kernels(doc: dict) -> list[str]:
+    """benchmarks/train_kernels.py: each grouped convolution forward + backward in bf16, fp32 and the trainer's
+    fp32-under-autocast path, then the loss's upsampling with and without matrix products."""
+    out = [
+        f"Batch {doc.get('batch_size')}, crop {doc.get('crop')}, {doc.get('threads')} thread(s), median of "
+        f"{doc.get('repeats')} runs; milliseconds, forward + backward, channels_last.",
+        "",
+    ]
+    variants = ("bf16", "fp32", "fp32 in bf16 autocast")
+    for r in doc.get("results") or []:
+        cols: list[Column] = [
+            ("layer", lambda c: c["layer"]),
+            ("input", lambda c: "x".join(map(str, c["input"]))),
+            ("kernel / stride / groups", lambda c: f"{c['kernel']} / {c['stride']} / {c['groups']}"),
+        ]
+        cols += [(v, lambda c, v=v: get(c, "ms", v)) for v in variants]
+        cols += [("trainer runs", lambda c: c["trainer_runs"])]
+        total = r.get("convs_total_ms") or {}
+        loss = r.get("loss_ms") or {}
+        out += [f"### {r.get('model')}", ""] + table(r.get("convs") or [], cols)
+        out += [
+            "",
+            f"- all grouped convolutions: bf16 {total.get('bf16')} ms, fp32 {total.get('fp32')} ms, as the trainer "
+            f"runs them {total.get('trainer')} ms",
+            "- loss (upsample logits to the label size, cross-entropy, backward): "
+            + ", ".join(f"{k} {v} ms" for k, v in loss.items()),
+            "",
+        ]
+    return out
+
+
 def render_train_equal_epochs(doc: dict) -> list[str]:
     """benchmarks/train_equal_epochs.py: fp32 against bf16+channels_last trained with everything else equal."""
     results = doc.get("results") or {}
@@ -607,6 +638,7 @@ RENDERERS: dict[str, Callable[[dict], list[str]]] = {
     "openvino_table": render_openvino_table,
     "executorch_table": render_executorch_table,
     "train_throughput": render_train_throughput,
+    "train_kernels": render_train_kernels,
     "train_equal_epochs": render_train_equal_epochs,
     "train_curves": render_train_curves,
 }
@@ -647,6 +679,7 @@ TITLES = {
     "openvino_table": "OpenVINO beside edgeseg's artifacts on x86",
     "executorch_table": "ExecuTorch vs TFLite (XNNPACK)",
     "train_throughput": "Training throughput on the CPU",
+    "train_kernels": "Training kernels: grouped convolutions and the loss's upsampling",
     "train_equal_epochs": "fp32 against bf16 + channels_last at equal epochs",
     "train_curves": "Training runs: selection-split curves",
     "generic": "Benchmark output",

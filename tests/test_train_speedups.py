@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -78,3 +83,27 @@ def test_float32_depthwise_conv_computes_in_fp32_under_bf16_autocast():
     assert torch.equal(y, F.conv2d(xb.float(), conv.weight, conv.bias, 2, 2, 1, 16).to(torch.bfloat16))
     y.float().sum().backward()
     assert conv.weight.grad is not None and conv.weight.grad.dtype == torch.float32
+
+
+def test_kernel_benchmark_times_every_grouped_conv_the_way_the_trainer_runs_it(tmp_path):
+    bench = Path(__file__).resolve().parent.parent / "benchmarks"
+    out = tmp_path / "k.json"
+    args = ["--models", "efficientvit-b0", "--batch-size", "1", "--crop", "64x64", "--repeats", "1", "--json", str(out)]
+    done = subprocess.run([sys.executable, str(bench / "train_kernels.py"), *args], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    (result,) = json.loads(out.read_text())["results"]
+    model, _ = create_model("efficientvit-b0", "camvid")
+    grouped = [m for m in model.modules() if isinstance(m, nn.Conv2d) and m.groups > 1]
+    assert len(result["convs"]) == len(grouped)
+    for row in result["convs"]:
+        assert row["trainer_runs"] == ("fp32 in bf16 autocast" if row["depthwise"] else "bf16")
+        assert set(row["ms"]) == {"bf16", "fp32", "fp32 in bf16 autocast"} and min(row["ms"].values()) > 0
+    assert set(result["loss_ms"]) == {"F.interpolate", "upsample_bilinear (matmul)"}
+    page = subprocess.run(
+        [sys.executable, str(bench / "render_docs.py"), str(out), "--out", str(tmp_path / "k.md")],
+        capture_output=True,
+        text=True,
+    )
+    assert page.returncode == 0, page.stderr[-2000:]
+    text = (tmp_path / "k.md").read_text()
+    assert "### efficientvit-b0" in text and "backbone.stages.0.op_list.0.main.depth_conv.conv" in text
