@@ -17,9 +17,9 @@ class Float32DepthwiseConv2d(nn.Conv2d):
     """A depthwise convolution that computes in fp32 under bf16 autocast, then hands bf16 on.
 
     Pattern: ``nn.Conv2d`` with ``groups == in_channels`` inside ``torch.autocast("cpu", torch.bfloat16)``.
-    Constraint: oneDNN's bf16 depthwise backward (PyTorch 2.13, CPU) is 3-10x slower than fp32 for stride-2 and
-    5x5 kernels (EfficientViT-B0, batch 8, crop 320, 1 thread, Intel Xeon: 632 ms against 265 ms for all 20
-    depthwise/grouped convolutions forward + backward), so the fp32 kernel wins even with the casts around it. The
+    Constraint: oneDNN's bf16 depthwise backward (PyTorch 2.13, CPU) is 3-9x slower than fp32 for stride-2 and
+    5x5 kernels (EfficientViT-B0, batch 8, crop 320, 1 thread, Intel Xeon: 622 ms in bf16, 317 ms this way, for
+    all its depthwise and grouped convolutions forward + backward; docs/generated/train-kernels.md). The
     output returns to the autocast dtype so the BatchNorm after it stays in bf16 (it is memory bound: bf16 halves
     its traffic). Outside autocast it is a plain ``nn.Conv2d``. Used by training only; no export format sees it.
     """
@@ -66,9 +66,10 @@ def upsample_bilinear(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """``F.interpolate(x, size, mode="bilinear", align_corners=False)`` for fp32 NCHW as two matrix products.
 
     Separable bilinear resampling is ``A_h @ x @ A_w.T``. The loss upsamples 11-class logits 8x to the label size;
-    on the CPU the matmuls (and their backward) are 2-3x faster than the interpolation kernels, and the result is
-    contiguous NCHW, which ``cross_entropy`` reads without a layout copy. Same values within float rounding (a
-    parity test checks 1e-5 against ``F.interpolate``). Other dtypes or ranks fall back to ``F.interpolate``.
+    on the CPU the matmuls (and their backward) beat the interpolation kernels, and the result is contiguous NCHW,
+    which ``cross_entropy`` reads without a layout copy: upsampling, loss and backward of B0's batch take 191 ms
+    instead of 346 ms (1 thread, docs/generated/train-kernels.md). Same values within float rounding (a parity
+    test checks 1e-5 against ``F.interpolate``). Other dtypes or ranks fall back to ``F.interpolate``.
     """
     if x.dim() != 4 or x.dtype != torch.float32:
         return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
