@@ -565,6 +565,8 @@ def render_train_equal_epochs(doc: dict) -> list[str]:
         f"{doc.get('model')}, {doc.get('epochs')} epochs, {doc.get('threads')} thread(s) per run; mIoU (%) on the "
         f"held-out groups {doc.get('select_groups')} at each evaluation."
     )
+    if isinstance(doc.get("recipe"), dict):
+        head += " Recipe: " + ", ".join(f"{k} {v}" for k, v in doc["recipe"].items()) + "."
     return [head, ""] + table(rows, cols)
 
 
