@@ -135,3 +135,35 @@ def test_ema_run_scores_the_average_and_the_raw_weights(camvid, tmp_path):
     assert all("raw_val_miou" in h and "val_miou" in h for h in result.history)
     evals = [f for kind, f in events if kind == "eval"]
     assert [e["raw_miou"] for e in evals] == [h["raw_val_miou"] for h in result.history]
+
+
+def test_bf16_run_swaps_depthwise_convs_and_saves_plain_checkpoints(camvid, tmp_path, monkeypatch):
+    """Under bf16 the trainer runs depthwise convs in fp32 (edgeseg.train.speedups); what it saves still loads into
+    a plain registry model."""
+    from edgeseg.train import trainer
+    from edgeseg.train.speedups import Float32DepthwiseConv2d
+
+    swapped = []
+    original = trainer.depthwise_in_fp32
+    monkeypatch.setattr(trainer, "depthwise_in_fp32", lambda m: swapped.append(m) or original(m))
+    cfg = TrainConfig(
+        model="efficientvit-b0",
+        dataset="camvid",
+        data=str(camvid),
+        out=str(tmp_path / "run"),
+        epochs=1,
+        batch_size=2,
+        crop=(64, 64),
+        limit_train=2,
+        limit_val=1,
+        eval_every=1,
+        precision="bf16",
+        channels_last=True,
+        ema_decay=0.9,
+    )
+    train(cfg)
+    (model,) = swapped
+    assert any(isinstance(m, Float32DepthwiseConv2d) for m in model.modules())
+    plain, _ = create_model("efficientvit-b0", "camvid")
+    state = torch.load(tmp_path / "run" / "best.pt", weights_only=True)["model"]
+    plain.load_state_dict(state)  # strict: the same keys as the unswapped model
