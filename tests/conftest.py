@@ -52,6 +52,30 @@ def camvid() -> Path:
     return CAMVID
 
 
+@pytest.fixture
+def tiny_train_config(camvid):
+    """``make(out, **overrides)``: a TrainConfig for a short B0 run on CamVid, two 64x64 crops of two images
+    per epoch, scored on one image after every epoch."""
+    from edgeseg.train.trainer import TrainConfig
+
+    def make(out, **overrides):
+        base = dict(
+            model="efficientvit-b0",
+            dataset="camvid",
+            data=str(camvid),
+            out=str(out),
+            epochs=1,
+            batch_size=2,
+            crop=(64, 64),
+            limit_train=2,
+            limit_val=1,
+            eval_every=1,
+        )
+        return TrainConfig(**{**base, **overrides})
+
+    return make
+
+
 @pytest.fixture(scope="session")
 def random_b0_weights(tmp_path_factory) -> str:
     """An untrained EfficientViT-B0 CamVid state dict in the official file layout ({"state_dict": ...})."""

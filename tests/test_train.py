@@ -48,22 +48,9 @@ def test_lr_schedule_warms_up_then_decays():
     assert abs(f[-1] - 0.01) < 1e-3
 
 
-def test_same_seed_same_first_step(camvid, tmp_path):
+def test_same_seed_same_first_step(tiny_train_config, tmp_path):
     def run(out):
-        cfg = TrainConfig(
-            model="efficientvit-b0",
-            dataset="camvid",
-            data=str(camvid),
-            out=str(out),
-            epochs=1,
-            batch_size=2,
-            crop=(64, 64),
-            max_steps=1,
-            limit_train=2,
-            limit_val=1,
-            eval_every=1,
-        )
-        train(cfg)
+        train(tiny_train_config(out, max_steps=1))
         return torch.load(out / "last.pt", weights_only=True)["model"]
 
     a, b = run(tmp_path / "a"), run(tmp_path / "b")
@@ -115,55 +102,11 @@ def test_bad_jitter_is_a_one_line_error(tmp_path, option, value, message):
     assert not out.exists()
 
 
-def test_ema_run_scores_the_average_and_the_raw_weights(camvid, tmp_path):
+def test_ema_run_scores_the_average_and_the_raw_weights(tiny_train_config, tmp_path):
     """With --ema the average is what is selected and shipped, and the raw weights are scored beside it."""
-    cfg = TrainConfig(
-        model="efficientvit-b0",
-        dataset="camvid",
-        data=str(camvid),
-        out=str(tmp_path / "run"),
-        epochs=2,
-        batch_size=2,
-        crop=(64, 64),
-        limit_train=2,
-        limit_val=1,
-        eval_every=1,
-        ema_decay=0.9,
-    )
+    cfg = tiny_train_config(tmp_path / "run", epochs=2, ema_decay=0.9)
     events = []
     result = train(cfg, progress=lambda kind, **f: events.append((kind, f)))
     assert all("raw_val_miou" in h and "val_miou" in h for h in result.history)
     evals = [f for kind, f in events if kind == "eval"]
     assert [e["raw_miou"] for e in evals] == [h["raw_val_miou"] for h in result.history]
-
-
-def test_bf16_run_swaps_depthwise_convs_and_saves_plain_checkpoints(camvid, tmp_path, monkeypatch):
-    """Under bf16 the trainer runs depthwise convs in fp32 (edgeseg.train.speedups); what it saves still loads into
-    a plain registry model."""
-    from edgeseg.train import trainer
-    from edgeseg.train.speedups import Float32DepthwiseConv2d
-
-    swapped = []
-    original = trainer.depthwise_in_fp32
-    monkeypatch.setattr(trainer, "depthwise_in_fp32", lambda m: swapped.append(m) or original(m))
-    cfg = TrainConfig(
-        model="efficientvit-b0",
-        dataset="camvid",
-        data=str(camvid),
-        out=str(tmp_path / "run"),
-        epochs=1,
-        batch_size=2,
-        crop=(64, 64),
-        limit_train=2,
-        limit_val=1,
-        eval_every=1,
-        precision="bf16",
-        channels_last=True,
-        ema_decay=0.9,
-    )
-    train(cfg)
-    (model,) = swapped
-    assert any(isinstance(m, Float32DepthwiseConv2d) for m in model.modules())
-    plain, _ = create_model("efficientvit-b0", "camvid")
-    state = torch.load(tmp_path / "run" / "best.pt", weights_only=True)["model"]
-    plain.load_state_dict(state)  # strict: the same keys as the unswapped model
