@@ -19,6 +19,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import NoReturn
 
 import torch
 import torch.nn.functional as F
@@ -28,10 +29,29 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import provenance  # noqa: E402
 
 from edgeseg.data.datasets import CAMVID  # noqa: E402
-from edgeseg.models.registry import create_model  # noqa: E402
+from edgeseg.errors import EdgesegError  # noqa: E402
+from edgeseg.io import atomic_write_bytes  # noqa: E402
+from edgeseg.models.registry import create_model, resolve_model_name  # noqa: E402
 from edgeseg.train.speedups import Float32DepthwiseConv2d, upsample_bilinear  # noqa: E402
 
 CL = torch.channels_last
+
+
+def fail(message: str) -> NoReturn:
+    """Bad input: one line on stderr, exit 2, nothing written."""
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def parse_crop(text: str) -> tuple[int, int]:
+    """``HxW`` with both sides positive multiples of 32 (the models' stride)."""
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        fail(f"--crop {text!r} is not HxW: use e.g. 320x320")
+    if h <= 0 or w <= 0 or h % 32 or w % 32:
+        fail(f"--crop {text!r}: both sides must be positive multiples of 32, e.g. 320x320")
+    return h, w
 
 
 def grouped_convs(name: str, batch: int, crop: tuple[int, int]) -> list[tuple[str, nn.Conv2d, tuple]]:
@@ -97,9 +117,16 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--json", type=Path, required=True)
     args = ap.parse_args()
+    crop = parse_crop(args.crop)
+    for name in args.models:
+        try:
+            resolve_model_name(name, "camvid")
+        except EdgesegError as exc:
+            fail(f"{exc} (see 'edgeseg models')")
+    if min(args.batch_size, args.threads, args.repeats) < 1:
+        fail("--batch-size, --threads and --repeats must be at least 1")
     started = provenance.start()
     torch.set_num_threads(args.threads)
-    crop = tuple(int(v) for v in args.crop.split("x"))
     torch.manual_seed(0)
     results = []
     for name in args.models:
@@ -144,7 +171,7 @@ def main() -> None:
         "provenance": provenance.finish(started),
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(doc, indent=2))
+    atomic_write_bytes(args.json, json.dumps(doc, indent=2).encode())
 
 
 if __name__ == "__main__":

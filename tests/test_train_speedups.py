@@ -107,3 +107,23 @@ def test_kernel_benchmark_times_every_grouped_conv_the_way_the_trainer_runs_it(t
     assert page.returncode == 0, page.stderr[-2000:]
     text = (tmp_path / "k.md").read_text()
     assert "### efficientvit-b0" in text and "backbone.stages.0.op_list.0.main.depth_conv.conv" in text
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--crop", "abc"], "is not HxW"),
+        (["--crop", "100x100"], "multiples of 32"),
+        (["--models", "nope"], "unknown model 'nope'"),
+        (["--repeats", "0"], "at least 1"),
+    ],
+)
+def test_kernel_benchmark_bad_input_is_one_error_line(tmp_path, args, message):
+    bench = Path(__file__).resolve().parent.parent / "benchmarks"
+    out = tmp_path / "k.json"
+    done = subprocess.run(
+        [sys.executable, str(bench / "train_kernels.py"), *args, "--json", str(out)], capture_output=True, text=True
+    )
+    assert done.returncode == 2
+    assert done.stderr.startswith("error: ") and message in done.stderr and done.stderr.count("\n") == 1
+    assert not out.exists()

@@ -8,9 +8,9 @@ Model selection is honest by construction when ``select_groups`` is set: the poo
 (video sequences, ``edgeseg.data.groups``) and the best epoch is chosen on groups the model never trains on. A
 selection split that shares groups with training is allowed (CamVid's own val does) but is reported as such.
 On CPU, bf16 autocast (AVX-512 BF16 / AMX run bf16 matmuls about twice as fast as fp32), channels_last and a
-prefetch thread for augmentation are the throughput levers; under bf16 the depthwise convolutions compute in fp32
-and the loss upsamples its logits by matrix products (``edgeseg.train.speedups``: faster kernels for the same
-arithmetic). EMA weights are optional.
+prefetch thread for augmentation are the throughput levers. ``edgeseg.train.speedups`` supplies faster kernels for
+the same arithmetic: the loss always upsamples its logits by matrix products, and under bf16 on the CPU the
+depthwise convolutions compute in fp32. EMA weights are optional.
 """
 
 from __future__ import annotations
